@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Creates the development certificates of the reference tutorial, with the same names, subjects and
+# Password1 p12 passwords, plus a few more for the tests. DEVELOPMENT ONLY: every key here is a
+# throw-away test fixture.
+#
+#   scripts/create-certs.sh [--force]      writes into $CERTS_DIR (default: ./certs)
+#   KEY_TYPE=ecdsa scripts/create-certs.sh uses ECDSA P-256 instead of RSA 2048
+#
+# Files:
+#   root.pem / root.key                 self-signed root CA ("Example Root CA")
+#   example.tls.{pem,key,p12}           *.example.com server cert (SANs for every host of the system)
+#   example.client.{p12,pem,key}        CN=demo-partner, clientAuth
+#   other.client.{p12,pem,key}          CN=other-partner, same CA (a second partner)
+#   revoked.client.{p12,pem,key}        CN=revoked-partner, same CA, listed in root.crl.pem
+#   untrusted.client.{p12,pem,key}      CN=demo-partner issued by untrusted-root.pem, which nothing trusts
+#   root.crl.pem                        CRL of the root CA revoking revoked-partner
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${CERTS_DIR:-$here/certs}
+key_type=${KEY_TYPE:-rsa}
+password=Password1
+days=365
+
+if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && "${1:-}" != "--force" ]]; then
+  echo "certificates already exist in $out (use --force to recreate)"
+  exit 0
+fi
+command -v openssl >/dev/null || { echo "openssl is required" >&2; exit 1; }
+mkdir -p "$out"
+cd "$out"
+rm -rf ca-db
+
+new_key() {
+  case "$key_type" in
+    rsa) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1" 2>/dev/null ;;
+    ecdsa) openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" ;;
+    *) echo "KEY_TYPE must be rsa or ecdsa" >&2; exit 1 ;;
+  esac
+}
+
+new_ca() { # name subject
+  new_key "$1.key"
+  openssl req -x509 -new -key "$1.key" -sha256 -days 3650 -subj "$2" -out "$1.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+}
+
+issue() { # name subject ca extensions-file
+  new_key "$1.key"
+  openssl req -new -key "$1.key" -subj "$2" -out "$1.csr"
+  openssl x509 -req -in "$1.csr" -CA "$3.pem" -CAkey "$3.key" -CAcreateserial -days "$days" -sha256 \
+    -extfile "$4" -out "$1.pem" 2>/dev/null
+  rm -f "$1.csr"
+  openssl pkcs12 -export -inkey "$1.key" -in "$1.pem" -name "$1" -passout "pass:$password" -out "$1.p12"
+}
+
+new_ca root "/CN=Example Root CA"
+new_ca untrusted-root "/CN=Untrusted Root CA"
+
+cat > server.ext <<'EOF'
+basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:*.example.com,DNS:example.com,DNS:login.example.com,DNS:api.example.com,DNS:login-internal.example.com,DNS:api-internal.example.com
+EOF
+cat > client.ext <<'EOF'
+basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth
+EOF
+
+issue example.tls "/CN=*.example.com" root server.ext
+issue example.client "/CN=demo-partner" root client.ext
+issue other.client "/CN=other-partner" root client.ext
+issue revoked.client "/CN=revoked-partner" root client.ext
+issue untrusted.client "/CN=demo-partner" untrusted-root client.ext
+
+# A CRL of the root CA that revokes revoked-partner (partner offboarding).
+mkdir -p ca-db && touch ca-db/index.txt && echo 1000 > ca-db/crlnumber
+cat > ca.cnf <<'EOF'
+[ ca ]
+default_ca = root
+[ root ]
+database = ca-db/index.txt
+crlnumber = ca-db/crlnumber
+default_md = sha256
+default_crl_days = 30
+EOF
+openssl ca -config ca.cnf -keyfile root.key -cert root.pem -revoke revoked.client.pem 2>/dev/null
+openssl ca -config ca.cnf -keyfile root.key -cert root.pem -gencrl -out root.crl.pem 2>/dev/null
+rm -rf ca-db ca.cnf server.ext client.ext ./*.srl
+
+echo "certificates written to $out"

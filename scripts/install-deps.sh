@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs to build (pingora builds OpenSSL and zlib-ng from
+# source: cmake, perl, make, a C compiler) and to run its scripts (curl, jq, openssl). Installs only
+# what is missing, so it is quick on a prepared machine.
+set -euo pipefail
+
+needed=()
+for pair in cmake:cmake perl:perl make:make cc:gcc g++:g++ curl:curl jq:jq openssl:openssl pkg-config:pkg-config; do
+  cmd=${pair%%:*}; pkg=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || needed+=("$pkg")
+done
+[[ -f /etc/ssl/certs/ca-certificates.crt ]] || needed+=(ca-certificates)
+if ((${#needed[@]})); then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo=sudo
+  echo "installing: ${needed[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${needed[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || [[ -x "$HOME/.cargo/bin/cargo" ]] || {
+  echo "Rust is required: https://rustup.rs" >&2
+  exit 1
+}

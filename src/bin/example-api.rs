@@ -1,0 +1,179 @@
+//! `example-api`: the reference's example API in Rust. Behind the gateway it only verifies the JWT
+//! in `Authorization` (PS256, JWKS fetched from the configured URL and cached, `iss`, `aud`, `exp`)
+//! and answers `POST /api/transactions`.
+//!
+//! Two more routes exist for the tests: `GET /api/echo` answers the request headers it received
+//! (to prove what the gateway strips and adds) and `GET /api/slow?ms=N` answers after N ms.
+
+use async_trait::async_trait;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use mtls_gateway::devkit::{self, json_response};
+use mtls_gateway::respond::UNAUTHORIZED_BODY;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::protocols::http::ServerSession;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    listen: String,
+    certificate: String,
+    key: String,
+    jwks_url: String,
+    /// CA that the JWKS server's certificate must chain to.
+    jwks_ca: String,
+    /// Connect here for the JWKS host instead of resolving it.
+    jwks_resolve: Option<String>,
+    issuer: String,
+    audience: String,
+    #[serde(default = "default_threads")]
+    threads: usize,
+}
+
+fn default_threads() -> usize {
+    1
+}
+
+struct Api {
+    cfg: Config,
+    client: reqwest::Client,
+    keys: RwLock<(HashMap<String, DecodingKey>, Option<Instant>)>,
+}
+
+fn unauthorized() -> http::Response<Vec<u8>> {
+    devkit::bytes_response(401, "application/json", UNAUTHORIZED_BODY.as_bytes().to_vec(), &[("www-authenticate", "Bearer")])
+}
+
+impl Api {
+    fn new(cfg: Config, path: &std::path::Path) -> Result<Self, String> {
+        let pem = std::fs::read(devkit::relative(path, &cfg.jwks_ca)).map_err(|e| format!("jwks_ca: {e}"))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("jwks_ca: {e}"))?;
+        let mut builder = reqwest::Client::builder().tls_certs_only(certs).timeout(Duration::from_secs(5)).no_proxy();
+        if let Some(addr) = &cfg.jwks_resolve {
+            let url = url::Url::parse(&cfg.jwks_url).map_err(|e| format!("jwks_url: {e}"))?;
+            let sock = addr.parse().map_err(|e| format!("jwks_resolve: {e}"))?;
+            builder = builder.resolve(url.host_str().unwrap_or_default(), sock);
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
+        Ok(Api { cfg, client, keys: RwLock::new((HashMap::new(), None)) })
+    }
+
+    /// The key for `kid`, refreshing the JWKS when the kid is unknown (key rotation), at most once a second.
+    async fn key(&self, kid: &str) -> Option<DecodingKey> {
+        let last = match self.keys.read() {
+            Ok(k) => {
+                if let Some(key) = k.0.get(kid) {
+                    return Some(key.clone());
+                }
+                k.1
+            }
+            Err(_) => None,
+        };
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return None;
+        }
+        let fetched = self.fetch_jwks().await;
+        let mut guard = self.keys.write().ok()?;
+        guard.1 = Some(Instant::now());
+        if let Some(keys) = fetched {
+            guard.0 = keys;
+        }
+        guard.0.get(kid).cloned()
+    }
+
+    async fn fetch_jwks(&self) -> Option<HashMap<String, DecodingKey>> {
+        let response = self.client.get(&self.cfg.jwks_url).send().await;
+        let set: JwkSet = match response {
+            Ok(r) if r.status().is_success() => r.json().await.ok()?,
+            Ok(r) => {
+                log::warn!("JWKS answered {}", r.status());
+                return None;
+            }
+            Err(e) => {
+                log::warn!("JWKS fetch failed: {e}");
+                return None;
+            }
+        };
+        let keys = set
+            .keys
+            .iter()
+            .filter_map(|k| Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?)))
+            .collect();
+        Some(keys)
+    }
+
+    async fn verify(&self, session: &ServerSession) -> Result<serde_json::Value, &'static str> {
+        let auth = session.req_header().headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or("no token")?;
+        let (scheme, jwt) = auth.split_once(' ').ok_or("malformed")?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err("not bearer");
+        }
+        let header = jsonwebtoken::decode_header(jwt).map_err(|_| "not a JWT")?;
+        let key = self.key(header.kid.as_deref().ok_or("no kid")?).await.ok_or("unknown key")?;
+        let mut v = Validation::new(Algorithm::PS256);
+        v.set_issuer(&[&self.cfg.issuer]);
+        v.set_audience(&[&self.cfg.audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &v).map_err(|_| "invalid JWT")?;
+        Ok(data.claims)
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Api {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let _ = devkit::read_body(session, 1 << 20).await;
+        let claims = match self.verify(session).await {
+            Ok(c) => c,
+            Err(why) => {
+                log::info!("refused: {why}");
+                return unauthorized();
+            }
+        };
+        let req = session.req_header();
+        match (req.method.as_str(), req.uri.path()) {
+            ("POST", "/api/transactions") => {
+                json_response(200, &json!({ "message": "Success response from the Example API" }))
+            }
+            ("GET", "/api/echo") => {
+                let headers: serde_json::Map<String, serde_json::Value> = req
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
+                    .collect();
+                json_response(200, &json!({ "headers": headers, "claims": claims }))
+            }
+            ("GET", "/api/slow") => {
+                let ms = req.uri.query().and_then(|q| q.strip_prefix("ms=")).and_then(|v| v.parse().ok()).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                json_response(200, &json!({ "slept_ms": ms }))
+            }
+            _ => json_response(404, &json!({ "code": "not_found", "message": "No such resource" })),
+        }
+    }
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let path = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "conf/example-api.yaml".into()));
+    let started = devkit::load_yaml::<Config>(&path).and_then(|cfg| {
+        let p = |s: &str| devkit::relative(&path, s).display().to_string();
+        let settings = TlsSettings::intermediate(&p(&cfg.certificate), &p(&cfg.key)).map_err(|e| e.to_string())?;
+        let (addr, threads) = (cfg.listen.clone(), cfg.threads);
+        Ok((Api::new(cfg, &path)?, settings, addr, threads))
+    });
+    match started {
+        Ok((api, settings, addr, threads)) => devkit::serve_tls("example-api", api, &addr, settings, threads),
+        Err(e) => {
+            eprintln!("example-api: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The YAML schema of the gateway's configuration file, as serde types and nothing more.
+//!
+//! Only `config::load` reads these; everything else uses the validated model in `config`.
+//! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A duration written the human way: `250ms`, `5s`, `2m`.
+#[derive(Debug, Clone, Copy)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(Dur)
+            .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?}: {e}")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// pingora's own `ServerConf` keys (threads, pid_file, upgrade_sock, ...).
+    #[serde(default)]
+    pub pingora: Option<serde_yaml::Value>,
+    pub listener: Listener,
+    pub tls: Tls,
+    #[serde(default)]
+    pub passthrough: Passthrough,
+    pub upstreams: BTreeMap<String, Upstream>,
+    #[serde(default)]
+    pub introspection: BTreeMap<String, Introspection>,
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+    /// Extra request header names to strip from every client request, on top of the built-in list.
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub address: String,
+    pub client_hello_timeout: Option<Dur>,
+    pub max_client_hello_bytes: Option<usize>,
+    pub handshake_timeout: Option<Dur>,
+    /// `terminate` (default certificate) or `close`.
+    pub unknown_sni: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Host names terminated here; `*.example.com` wildcards allowed.
+    pub hosts: Vec<String>,
+    pub certificate: String,
+    pub key: String,
+    pub client_ca: String,
+    pub client_crl: Option<String>,
+    pub crl_reload_interval: Option<Dur>,
+    pub verify_depth: Option<u32>,
+    /// `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<String>,
+    pub tls12_ciphers: Option<String>,
+    pub tls13_ciphersuites: Option<String>,
+    pub http2: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Passthrough {
+    #[serde(default)]
+    pub routes: Vec<PassthroughRoute>,
+    pub connect_timeout: Option<Dur>,
+    pub idle_timeout: Option<Dur>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassthroughRoute {
+    pub sni: String,
+    pub upstream: String,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub address: String,
+    pub tls: Option<bool>,
+    pub sni: Option<String>,
+    pub ca: Option<String>,
+    pub host_header: Option<String>,
+    pub connect_timeout: Option<Dur>,
+    pub read_timeout: Option<Dur>,
+    pub write_timeout: Option<Dur>,
+    pub idle_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Introspection {
+    pub endpoint: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub ca: String,
+    /// Connect here instead of resolving the endpoint's host (like curl's `--resolve`).
+    pub resolve: Option<String>,
+    pub connect_timeout: Option<Dur>,
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub cache: Cache,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    pub max_ttl: Option<Dur>,
+    pub max_entries: Option<u64>,
+    pub negative_ttl: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub host: String,
+    pub path_prefix: Option<String>,
+    pub upstream: String,
+    #[serde(default)]
+    pub filters: Vec<Filter>,
+    #[serde(default)]
+    pub forward_client_cert: bool,
+}
+
+/// One filter of a route's chain: exactly one key is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    pub phantom_token: Option<PhantomToken>,
+    pub cert_binding: Option<CertBinding>,
+    pub scope: Option<Scope>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhantomToken {
+    pub introspection: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertBinding {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Per HTTP method, scopes required on top of `required`.
+    #[serde(default)]
+    pub methods: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub address: String,
+}

@@ -1,0 +1,59 @@
+//! `mtls-gateway`: reads and validates one YAML file, then wires the SNI router, the HTTP proxy and
+//! the metrics listener into a pingora server. All behaviour lives in the library.
+
+use mtls_gateway::config::{self, Config};
+use mtls_gateway::proxy::Gateway;
+use mtls_gateway::router::SniRouter;
+use pingora_core::server::configuration::Opt;
+use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut opt = Opt::parse_args();
+    let Some(path) = opt.conf.take() else {
+        eprintln!("mtls-gateway: -c FILE is required");
+        return ExitCode::from(2);
+    };
+    let cfg = match config::load(Path::new(&path)) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            eprintln!("mtls-gateway: {} problem(s) in {path}; not serving", errors.0.len());
+            return ExitCode::from(1);
+        }
+    };
+    if opt.test {
+        println!("{path}: configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    match serve(opt, cfg) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("mtls-gateway: {path}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(opt: Opt, mut cfg: Config) -> Result<std::convert::Infallible, String> {
+    let server_conf = std::mem::take(&mut cfg.server);
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    server.bootstrap();
+    let gateway = Gateway::new(&cfg)?;
+    let proxy = Arc::new(pingora_proxy::http_proxy(&server.configuration, gateway));
+    let router = SniRouter::new(&cfg, proxy)?;
+    let mut edge = Service::new("sni-router".to_string(), router);
+    edge.add_tcp(&cfg.listener.address);
+    server.add_service(edge);
+    if let Some(addr) = cfg.metrics {
+        let mut prom = Service::new("metrics".to_string(), mtls_gateway::metrics::MetricsApp);
+        prom.add_tcp(&addr.to_string());
+        server.add_service(prom);
+    }
+    log::info!("mtls-gateway serving on {} with {}", cfg.listener.address, cfg.path.display());
+    server.run_forever()
+}

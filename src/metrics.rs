@@ -1,0 +1,112 @@
+//! Prometheus metrics, registered once in the default registry that pingora's
+//! `prometheus_http_service` serves.
+
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec, IntCounterVec, IntGaugeVec,
+};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+struct Metrics {
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    refusals: IntCounterVec,
+    introspections: IntCounterVec,
+    introspection_seconds: HistogramVec,
+    cache_lookups: IntCounterVec,
+    cache_entries: IntGaugeVec,
+    passthrough: IntCounterVec,
+}
+
+/// Registration can only fail on a duplicate name, which would be a bug caught by the first test run.
+#[allow(clippy::expect_used)]
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    requests: register_int_counter_vec!("gateway_requests_total", "HTTP requests by route and status", &["route", "status"])
+        .expect("register gateway_requests_total"),
+    request_seconds: register_histogram_vec!(
+        "gateway_request_duration_seconds",
+        "Time from request start to the end of the response",
+        &["route"],
+        BUCKETS.to_vec()
+    )
+    .expect("register gateway_request_duration_seconds"),
+    refusals: register_int_counter_vec!("gateway_refusals_total", "Requests refused by a filter", &["filter", "reason"])
+        .expect("register gateway_refusals_total"),
+    introspections: register_int_counter_vec!(
+        "gateway_introspection_requests_total",
+        "Introspection calls to the identity server by result",
+        &["introspection", "result"]
+    )
+    .expect("register gateway_introspection_requests_total"),
+    introspection_seconds: register_histogram_vec!(
+        "gateway_introspection_duration_seconds",
+        "Introspection call latency",
+        &["introspection"],
+        BUCKETS.to_vec()
+    )
+    .expect("register gateway_introspection_duration_seconds"),
+    cache_lookups: register_int_counter_vec!(
+        "gateway_token_cache_lookups_total",
+        "Token cache lookups: hit, miss, coalesced",
+        &["introspection", "result"]
+    )
+    .expect("register gateway_token_cache_lookups_total"),
+    cache_entries: register_int_gauge_vec!("gateway_token_cache_entries", "Tokens in the cache", &["introspection"])
+        .expect("register gateway_token_cache_entries"),
+    passthrough: register_int_counter_vec!(
+        "gateway_passthrough_connections_total",
+        "Passthrough connections by SNI route and how they ended",
+        &["sni", "end"]
+    )
+    .expect("register gateway_passthrough_connections_total"),
+});
+
+pub fn request(route: &str, status: u16, elapsed: Duration) {
+    let m = &*METRICS;
+    m.requests.with_label_values(&[route, &status.to_string()]).inc();
+    m.request_seconds.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+}
+
+pub fn refusal(filter: &str, reason: &str) {
+    METRICS.refusals.with_label_values(&[filter, reason]).inc();
+}
+
+pub fn introspection(name: &str, result: &str, elapsed: Duration) {
+    let m = &*METRICS;
+    m.introspections.with_label_values(&[name, result]).inc();
+    m.introspection_seconds.with_label_values(&[name]).observe(elapsed.as_secs_f64());
+}
+
+pub fn cache_lookup(name: &str, result: &str, entries: u64) {
+    let m = &*METRICS;
+    m.cache_lookups.with_label_values(&[name, result]).inc();
+    m.cache_entries.with_label_values(&[name]).set(entries as i64);
+}
+
+pub fn passthrough(sni: &str, end: &str) {
+    METRICS.passthrough.with_label_values(&[sni, end]).inc();
+}
+
+/// Serves the default registry in Prometheus text format on the metrics listener.
+pub struct MetricsApp;
+
+#[async_trait::async_trait]
+impl pingora_core::apps::http_app::ServeHttp for MetricsApp {
+    async fn response(&self, _session: &mut pingora_core::protocols::http::ServerSession) -> http::Response<Vec<u8>> {
+        use prometheus::Encoder;
+        let encoder = prometheus::TextEncoder::new();
+        let mut body = Vec::new();
+        let status = match encoder.encode(&prometheus::gather(), &mut body) {
+            Ok(()) => 200,
+            Err(_) => 500,
+        };
+        http::Response::builder()
+            .status(status)
+            .header("content-type", encoder.format_type())
+            .header("content-length", body.len())
+            .body(body)
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,142 @@
+//! The gateway's own answers: refusals with a JSON body and, for token problems, an RFC 6750
+//! `WWW-Authenticate` header. Every refusal the filters can produce is one variant here, so status,
+//! header and body can never disagree.
+
+use bytes::Bytes;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Why the gateway answered a request itself instead of proxying it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No access token at all: 401 with a plain `Bearer` challenge.
+    NoToken,
+    /// A token was sent but is malformed, unknown, expired, or not bound to this connection's certificate.
+    InvalidToken(&'static str),
+    /// The request itself is malformed (token in the query string, several Authorization headers).
+    InvalidRequest(&'static str),
+    /// The token lacks a scope this route and method need.
+    InsufficientScope(String),
+    /// The identity server could not be reached, timed out, or answered 5xx.
+    IdentityUnavailable(&'static str),
+    /// The identity server answered something the gateway cannot use.
+    IdentityBadAnswer(&'static str),
+    /// No route for this host and path.
+    NoRoute,
+    /// The API could not be reached or failed mid-request.
+    UpstreamUnavailable,
+    /// The API did not answer in time.
+    UpstreamTimeout,
+}
+
+pub const UNAUTHORIZED_BODY: &str = r#"{"code":"unauthorized","message":"Missing, invalid or expired access token"}"#;
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::NoToken | Refusal::InvalidToken(_) => 401,
+            Refusal::InvalidRequest(_) => 400,
+            Refusal::InsufficientScope(_) => 403,
+            Refusal::NoRoute => 404,
+            Refusal::IdentityBadAnswer(_) | Refusal::UpstreamUnavailable => 502,
+            Refusal::IdentityUnavailable(_) => 503,
+            Refusal::UpstreamTimeout => 504,
+        }
+    }
+
+    /// A short, stable reason for logs and metric labels. Never contains request data.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NoToken => "no_token",
+            Refusal::InvalidToken(r) | Refusal::InvalidRequest(r) => r,
+            Refusal::InsufficientScope(_) => "insufficient_scope",
+            Refusal::IdentityUnavailable(r) | Refusal::IdentityBadAnswer(r) => r,
+            Refusal::NoRoute => "no_route",
+            Refusal::UpstreamUnavailable => "upstream_unavailable",
+            Refusal::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// RFC 6750 §3 challenge, where one applies.
+    pub fn www_authenticate(&self) -> Option<String> {
+        match self {
+            Refusal::NoToken => Some("Bearer".to_string()),
+            Refusal::InvalidToken(_) => Some(
+                r#"Bearer error="invalid_token", error_description="Missing, invalid or expired access token""#
+                    .to_string(),
+            ),
+            Refusal::InvalidRequest(r) => Some(format!(r#"Bearer error="invalid_request", error_description="{r}""#)),
+            Refusal::InsufficientScope(scope) => {
+                Some(format!(r#"Bearer error="insufficient_scope", scope="{}""#, scope.replace('"', "")))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn body(&self) -> String {
+        match self {
+            Refusal::NoToken | Refusal::InvalidToken(_) => UNAUTHORIZED_BODY.to_string(),
+            Refusal::InvalidRequest(r) => json("invalid_request", r),
+            Refusal::InsufficientScope(_) => json("forbidden", "The access token does not have the required scope"),
+            Refusal::IdentityUnavailable(_) => {
+                json("server_error", "The identity server is unavailable, please retry later")
+            }
+            Refusal::IdentityBadAnswer(_) => json("server_error", "The identity server gave an unusable answer"),
+            Refusal::NoRoute => json("not_found", "No API is served at this address"),
+            Refusal::UpstreamUnavailable => json("bad_gateway", "The API is unavailable"),
+            Refusal::UpstreamTimeout => json("gateway_timeout", "The API did not answer in time"),
+        }
+    }
+
+    /// The full response header, ready to send.
+    pub fn header(&self, interaction_id: &str) -> pingora_core::Result<ResponseHeader> {
+        let body_len = self.body().len();
+        let mut h = ResponseHeader::build(self.status(), Some(5))?;
+        h.insert_header("content-type", "application/json")?;
+        h.insert_header("content-length", body_len.to_string())?;
+        h.insert_header("cache-control", "no-store")?;
+        if !interaction_id.is_empty() {
+            h.insert_header("x-fapi-interaction-id", interaction_id)?;
+        }
+        if let Some(challenge) = self.www_authenticate() {
+            h.insert_header("www-authenticate", challenge)?;
+        }
+        Ok(h)
+    }
+}
+
+fn json(code: &str, message: &str) -> String {
+    serde_json::json!({ "code": code, "message": message }).to_string()
+}
+
+/// Sends a refusal downstream. HEAD requests get the headers only.
+pub async fn send(session: &mut Session, refusal: &Refusal, interaction_id: &str) -> pingora_core::Result<()> {
+    let header = refusal.header(interaction_id)?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(header), head_only).await?;
+    if !head_only {
+        session.write_response_body(Some(Bytes::from(refusal.body())), true).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthorized_matches_the_reference_body_and_rfc6750() {
+        let r = Refusal::InvalidToken("unknown_token");
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.body(), UNAUTHORIZED_BODY);
+        assert!(r.www_authenticate().unwrap().starts_with(r#"Bearer error="invalid_token""#));
+        assert_eq!(Refusal::NoToken.www_authenticate().unwrap(), "Bearer");
+    }
+
+    #[test]
+    fn outages_are_not_401() {
+        assert_eq!(Refusal::IdentityUnavailable("timeout").status(), 503);
+        assert!(Refusal::IdentityUnavailable("timeout").www_authenticate().is_none());
+        assert_eq!(Refusal::InsufficientScope("transactions".into()).status(), 403);
+    }
+}

@@ -1,0 +1,292 @@
+//! TLS ClientHello peeking: finds the SNI host name in the first bytes of a connection without
+//! decrypting or consuming anything.
+//!
+//! The parser is pure and incremental: it is handed everything read so far and says whether it needs
+//! more bytes, whether the bytes are not a TLS handshake at all, or what the server name is. It
+//! reassembles a ClientHello split across several TLS records (RFC 8446 §5.1 allows that, and large
+//! post-quantum key shares make it common) and stops at a caller-given size cap.
+
+/// What the bytes seen so far say about the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hello {
+    /// The ClientHello is not complete yet: at least this many bytes in total are needed.
+    NeedMore(usize),
+    /// A complete ClientHello with a `server_name` extension carrying this host name (lower case).
+    Sni(String),
+    /// A complete ClientHello without a usable `server_name` extension.
+    NoSni,
+    /// Not a TLS handshake, a malformed one, or one larger than the cap: close the connection.
+    NotTls(&'static str),
+}
+
+const RECORD_HEADER: usize = 5;
+const CONTENT_HANDSHAKE: u8 = 22;
+const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+const EXT_SERVER_NAME: u16 = 0;
+const NAME_TYPE_HOST: u8 = 0;
+/// RFC 8446 §5.1: a record's plaintext fragment is at most 2^14 bytes.
+const MAX_RECORD: usize = 1 << 14;
+
+/// Parses the start of a connection. `max_hello` caps the ClientHello message (handshake header
+/// included); a longer one is refused rather than buffered.
+pub fn parse(buf: &[u8], max_hello: usize) -> Hello {
+    let message = match reassemble(buf, max_hello) {
+        Ok(msg) => msg,
+        Err(Reassembly::NeedMore(n)) => return Hello::NeedMore(n),
+        Err(Reassembly::Bad(why)) => return Hello::NotTls(why),
+    };
+    match client_hello_sni(&message) {
+        Ok(Some(name)) => Hello::Sni(name),
+        Ok(None) => Hello::NoSni,
+        Err(why) => Hello::NotTls(why),
+    }
+}
+
+enum Reassembly {
+    NeedMore(usize),
+    Bad(&'static str),
+}
+
+/// Concatenates handshake record fragments until the whole first handshake message is present.
+fn reassemble(buf: &[u8], max_hello: usize) -> Result<Vec<u8>, Reassembly> {
+    let mut message: Vec<u8> = Vec::new();
+    let mut pos = 0;
+    loop {
+        let header = match buf.get(pos..pos + RECORD_HEADER) {
+            Some(h) => h,
+            None => {
+                // Check what we have of the first header early, so garbage is refused at once.
+                check_partial_header(&buf[pos.min(buf.len())..])?;
+                return Err(Reassembly::NeedMore(pos + RECORD_HEADER));
+            }
+        };
+        check_header(header)?;
+        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if len == 0 || len > MAX_RECORD {
+            return Err(Reassembly::Bad("bad record length"));
+        }
+        let body_start = pos + RECORD_HEADER;
+        let available = buf.len().saturating_sub(body_start).min(len);
+        message.extend_from_slice(&buf[body_start..body_start + available]);
+        if message.len() >= 4 {
+            if message[0] != HANDSHAKE_CLIENT_HELLO {
+                return Err(Reassembly::Bad("first handshake message is not a ClientHello"));
+            }
+            let hello_len = 4 + be24(&message[1..4]);
+            if hello_len > max_hello {
+                return Err(Reassembly::Bad("ClientHello larger than the configured maximum"));
+            }
+            if message.len() >= hello_len {
+                message.truncate(hello_len);
+                return Ok(message);
+            }
+        }
+        if available < len {
+            return Err(Reassembly::NeedMore(body_start + len));
+        }
+        // Every record adds at least one byte and the message is capped, so this loop is bounded.
+        pos = body_start + len;
+    }
+}
+
+fn check_partial_header(partial: &[u8]) -> Result<(), Reassembly> {
+    if let Some(&ct) = partial.first() {
+        if ct != CONTENT_HANDSHAKE {
+            return Err(Reassembly::Bad("not a TLS handshake record"));
+        }
+    }
+    if let Some(&major) = partial.get(1) {
+        if major != 3 {
+            return Err(Reassembly::Bad("unknown record version"));
+        }
+    }
+    Ok(())
+}
+
+fn check_header(header: &[u8]) -> Result<(), Reassembly> {
+    check_partial_header(header)?;
+    // Legacy record versions 3.0 .. 3.4 are all seen on the first flight.
+    if header[2] > 4 {
+        return Err(Reassembly::Bad("unknown record version"));
+    }
+    Ok(())
+}
+
+fn be24(b: &[u8]) -> usize {
+    (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2])
+}
+
+/// A bounds-checked reader over a byte slice.
+struct Reader<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if self.data.len() < n {
+            return Err("truncated ClientHello");
+        }
+        let (head, tail) = self.data.split_at(n);
+        self.data = tail;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, &'static str> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, &'static str> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn vec8(&mut self) -> Result<&'a [u8], &'static str> {
+        let n = usize::from(self.u8()?);
+        self.take(n)
+    }
+    fn vec16(&mut self) -> Result<&'a [u8], &'static str> {
+        let n = usize::from(self.u16()?);
+        self.take(n)
+    }
+}
+
+/// Walks a complete ClientHello handshake message (with its 4-byte header) to the SNI extension.
+fn client_hello_sni(message: &[u8]) -> Result<Option<String>, &'static str> {
+    let mut r = Reader { data: message.get(4..).ok_or("truncated ClientHello")? };
+    let _legacy_version = r.u16()?;
+    let _random = r.take(32)?;
+    let _session_id = r.vec8()?;
+    let _cipher_suites = r.vec16()?;
+    let _compression = r.vec8()?;
+    if r.data.is_empty() {
+        return Ok(None); // SSLv3-style hello without extensions
+    }
+    let mut exts = Reader { data: r.vec16()? };
+    while !exts.data.is_empty() {
+        let ext_type = exts.u16()?;
+        let body = exts.vec16()?;
+        if ext_type == EXT_SERVER_NAME {
+            return server_name(body);
+        }
+    }
+    Ok(None)
+}
+
+/// RFC 6066 §3: a list of (type, name); only host_name (0) is defined.
+fn server_name(body: &[u8]) -> Result<Option<String>, &'static str> {
+    let mut list = Reader { data: Reader { data: body }.vec16()? };
+    while !list.data.is_empty() {
+        let name_type = list.u8()?;
+        let name = list.vec16()?;
+        if name_type == NAME_TYPE_HOST {
+            return host_name(name).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+fn host_name(raw: &[u8]) -> Result<String, &'static str> {
+    let valid = !raw.is_empty()
+        && raw.len() <= 253
+        && raw.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if !valid {
+        return Err("invalid SNI host name");
+    }
+    let name = String::from_utf8_lossy(raw).to_ascii_lowercase();
+    Ok(name.trim_end_matches('.').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a ClientHello message (handshake header included) with the given extensions.
+    fn hello(exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7u8; 32]);
+        body.push(0); // session id
+        body.extend_from_slice(&[0, 4, 0x13, 0x01, 0x0a, 0x0a]); // suites incl. GREASE
+        body.extend_from_slice(&[1, 0]); // null compression
+        let mut ext_bytes = Vec::new();
+        for (t, data) in exts {
+            ext_bytes.extend_from_slice(&t.to_be_bytes());
+            ext_bytes.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            ext_bytes.extend_from_slice(data);
+        }
+        body.extend_from_slice(&(ext_bytes.len() as u16).to_be_bytes());
+        body.extend_from_slice(&ext_bytes);
+        let mut msg = vec![1, 0, (body.len() >> 8) as u8, body.len() as u8];
+        msg[1] = (body.len() >> 16) as u8;
+        msg.extend_from_slice(&body);
+        msg
+    }
+
+    fn sni_ext(name: &str) -> (u16, Vec<u8>) {
+        let mut entry = vec![0];
+        entry.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        entry.extend_from_slice(name.as_bytes());
+        let mut data = (entry.len() as u16).to_be_bytes().to_vec();
+        data.extend_from_slice(&entry);
+        (0, data)
+    }
+
+    /// Splits a handshake message into records of at most `chunk` bytes each.
+    fn records(msg: &[u8], chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in msg.chunks(chunk) {
+            out.extend_from_slice(&[22, 3, 1]);
+            out.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    #[test]
+    fn finds_sni_with_grease_and_other_extensions_first() {
+        let msg = hello(&[(0x0a0a, vec![]), (10, vec![0, 2, 0, 29]), sni_ext("API.Example.com")]);
+        assert_eq!(parse(&records(&msg, 16384), 65536), Hello::Sni("api.example.com".into()));
+    }
+
+    #[test]
+    fn every_prefix_needs_more_and_never_errs() {
+        let wire = records(&hello(&[sni_ext("login.example.com")]), 16384);
+        for n in 0..wire.len() {
+            match parse(&wire[..n], 65536) {
+                Hello::NeedMore(want) => assert!(want > n, "prefix {n} wants {want}"),
+                other => panic!("prefix {n} gave {other:?}"),
+            }
+        }
+        assert_eq!(parse(&wire, 65536), Hello::Sni("login.example.com".into()));
+    }
+
+    #[test]
+    fn reassembles_a_hello_split_over_many_records() {
+        let big = vec![0u8; 3000]; // like a post-quantum key share
+        let msg = hello(&[(51, big), sni_ext("login.example.com")]);
+        let wire = records(&msg, 100);
+        assert_eq!(parse(&wire, 65536), Hello::Sni("login.example.com".into()));
+        for n in 0..wire.len() {
+            assert!(matches!(parse(&wire[..n], 65536), Hello::NeedMore(_)), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn no_sni_is_distinct() {
+        let wire = records(&hello(&[(10, vec![0, 2, 0, 29])]), 16384);
+        assert_eq!(parse(&wire, 65536), Hello::NoSni);
+    }
+
+    #[test]
+    fn cap_and_garbage_are_refused() {
+        let msg = hello(&[(51, vec![0u8; 5000]), sni_ext("a.example.com")]);
+        assert!(matches!(parse(&records(&msg, 16384), 4096), Hello::NotTls(_)));
+        assert!(matches!(parse(b"GET / HTTP/1.1\r\n", 4096), Hello::NotTls(_)));
+        assert!(matches!(parse(b"G", 4096), Hello::NotTls(_)));
+        assert!(matches!(parse(&[22, 3, 1, 0, 0], 4096), Hello::NotTls(_)));
+        // A handshake message that is not a ClientHello (a ServerHello).
+        assert!(matches!(parse(&[22, 3, 3, 0, 4, 2, 0, 0, 0], 4096), Hello::NotTls(_)));
+    }
+
+    #[test]
+    fn bad_host_names_are_refused() {
+        let wire = records(&hello(&[sni_ext("evil\0name")]), 16384);
+        assert!(matches!(parse(&wire, 65536), Hello::NotTls(_)));
+    }
+}

@@ -1,0 +1,379 @@
+//! Test harness: real certificates from `scripts/create-certs.sh`, the three real binaries on
+//! ephemeral loopback ports, and mTLS clients that reach both host names through the gateway port.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const LOGIN: &str = "login.example.com";
+pub const API: &str = "api.example.com";
+
+/// Certificates shared by every test of one test binary, created once.
+pub fn certs() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("certs-{}", std::process::id()));
+        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/create-certs.sh"))
+            .env("CERTS_DIR", &dir)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run create-certs.sh");
+        assert!(status.success(), "create-certs.sh failed");
+        dir
+    })
+}
+
+pub fn cert(name: &str) -> String {
+    certs().join(name).display().to_string()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn bin(name: &str) -> &'static str {
+    match name {
+        "mtls-gateway" => env!("CARGO_BIN_EXE_mtls-gateway"),
+        "dev-idsvr" => env!("CARGO_BIN_EXE_dev-idsvr"),
+        "example-api" => env!("CARGO_BIN_EXE_example-api"),
+        _ => panic!("unknown binary {name}"),
+    }
+}
+
+pub fn spawn(name: &'static str, config: &Path, dir: &Path) -> Proc {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let mut cmd = Command::new(bin(name));
+    if name == "mtls-gateway" {
+        cmd.arg("-c");
+    }
+    let child = cmd
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    Proc { child, name }
+}
+
+/// Polls until something accepts connections on `port`.
+pub fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Knobs a test can turn before the system starts.
+#[derive(Clone)]
+pub struct Options {
+    pub token_ttl_seconds: u64,
+    pub introspection_timeout: &'static str,
+    pub cache_max_ttl: &'static str,
+    pub negative_ttl: &'static str,
+    pub upstream_read_timeout: &'static str,
+    pub client_hello_timeout: &'static str,
+    pub unknown_sni: &'static str,
+    /// Extra passthrough routes, as YAML list items.
+    pub extra_passthrough: String,
+    pub crl: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            token_ttl_seconds: 900,
+            introspection_timeout: "2s",
+            cache_max_ttl: "300s",
+            negative_ttl: "5s",
+            upstream_read_timeout: "10s",
+            client_hello_timeout: "5s",
+            unknown_sni: "close",
+            extra_passthrough: String::new(),
+            crl: true,
+        }
+    }
+}
+
+pub struct System {
+    pub dir: tempfile::TempDir,
+    pub gateway_port: u16,
+    pub idsvr_port: u16,
+    pub api_port: u16,
+    pub metrics_port: u16,
+    pub opts: Options,
+    pub gateway: Option<Proc>,
+    pub idsvr: Option<Proc>,
+    pub api: Option<Proc>,
+}
+
+impl System {
+    pub fn start() -> System {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(opts: Options) -> System {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = System {
+            dir,
+            gateway_port: free_port(),
+            idsvr_port: free_port(),
+            api_port: free_port(),
+            metrics_port: free_port(),
+            opts,
+            gateway: None,
+            idsvr: None,
+            api: None,
+        };
+        s.write_configs();
+        s.start_idsvr();
+        s.start_api();
+        s.start_gateway();
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write_configs(&self) {
+        let c = |n: &str| cert(n);
+        let idsvr = format!(
+            "listen: 127.0.0.1:{idp}\ncertificate: {tls}\nkey: {key}\nclient_ca: {root}\n\
+             issuer: https://login.example.com/oauth/v2/oauth-anonymous\naudience: api.example.com\n\
+             access_token_ttl_seconds: {ttl}\ndev_endpoints: true\nclients:\n\
+             \x20 - client_id: partner-client\n    tls_client_auth_subject_dn: CN=demo-partner\n    scopes: [transactions]\n\
+             \x20 - client_id: other-client\n    tls_client_auth_subject_dn: CN=other-partner\n    scopes: [transactions]\n\
+             \x20 - client_id: introspect-client\n    secret: Password1\n    introspection: true\n",
+            idp = self.idsvr_port,
+            tls = c("example.tls.pem"),
+            key = c("example.tls.key"),
+            root = c("root.pem"),
+            ttl = self.opts.token_ttl_seconds,
+        );
+        std::fs::write(self.path("idsvr.yaml"), idsvr).unwrap();
+        let api = format!(
+            "listen: 127.0.0.1:{port}\ncertificate: {tls}\nkey: {key}\n\
+             jwks_url: https://login-internal.example.com:{idp}/oauth/v2/oauth-anonymous/jwks\n\
+             jwks_ca: {root}\njwks_resolve: 127.0.0.1:{idp}\n\
+             issuer: https://login.example.com/oauth/v2/oauth-anonymous\naudience: api.example.com\n",
+            port = self.api_port,
+            idp = self.idsvr_port,
+            tls = c("example.tls.pem"),
+            key = c("example.tls.key"),
+            root = c("root.pem"),
+        );
+        std::fs::write(self.path("api.yaml"), api).unwrap();
+        std::fs::write(self.path("gateway.yaml"), self.gateway_yaml()).unwrap();
+    }
+
+    pub fn gateway_yaml(&self) -> String {
+        let o = &self.opts;
+        let crl = if o.crl { format!("  client_crl: {}\n", cert("root.crl.pem")) } else { String::new() };
+        format!(
+            r#"pingora:
+  version: 1
+  threads: 2
+  pid_file: {dir}/gw.pid
+  upgrade_sock: {dir}/gw.sock
+  grace_period_seconds: 0
+  graceful_shutdown_timeout_seconds: 1
+listener:
+  address: 127.0.0.1:{gw}
+  client_hello_timeout: {hello}
+  unknown_sni: {unknown}
+passthrough:
+  connect_timeout: 2s
+  routes:
+    - sni: login.example.com
+      upstream: 127.0.0.1:{idp}
+{extra}tls:
+  hosts: [api.example.com]
+  certificate: {tls}
+  key: {key}
+  client_ca: {root}
+{crl}upstreams:
+  example-api:
+    address: 127.0.0.1:{api}
+    sni: api-internal.example.com
+    ca: {root}
+    connect_timeout: 1s
+    read_timeout: {read}
+introspection:
+  idsvr:
+    endpoint: https://login-internal.example.com:{idp}/oauth/v2/oauth-introspect
+    resolve: 127.0.0.1:{idp}
+    ca: {root}
+    client_id: introspect-client
+    client_secret: Password1
+    connect_timeout: 1s
+    timeout: {itimeout}
+    cache:
+      max_ttl: {maxttl}
+      negative_ttl: {negttl}
+routes:
+  - host: api.example.com
+    path_prefix: /admin/
+    upstream: example-api
+    filters:
+      - phantom_token: {{ introspection: idsvr }}
+      - cert_binding: {{}}
+      - scope: {{ required: [admin] }}
+  - host: api.example.com
+    path_prefix: /api/
+    upstream: example-api
+    forward_client_cert: true
+    filters:
+      - phantom_token: {{ introspection: idsvr }}
+      - cert_binding: {{}}
+      - scope: {{ required: [transactions] }}
+metrics:
+  address: 127.0.0.1:{metrics}
+"#,
+            dir = self.dir.path().display(),
+            gw = self.gateway_port,
+            idp = self.idsvr_port,
+            api = self.api_port,
+            metrics = self.metrics_port,
+            hello = o.client_hello_timeout,
+            unknown = o.unknown_sni,
+            extra = o.extra_passthrough,
+            tls = cert("example.tls.pem"),
+            key = cert("example.tls.key"),
+            root = cert("root.pem"),
+            read = o.upstream_read_timeout,
+            itimeout = o.introspection_timeout,
+            maxttl = o.cache_max_ttl,
+            negttl = o.negative_ttl,
+        )
+    }
+
+    pub fn start_idsvr(&mut self) {
+        self.idsvr = Some(spawn("dev-idsvr", &self.path("idsvr.yaml"), self.dir.path()));
+        wait_port(self.idsvr_port);
+    }
+
+    pub fn stop_idsvr(&mut self) {
+        self.idsvr = None;
+    }
+
+    pub fn start_api(&mut self) {
+        self.api = Some(spawn("example-api", &self.path("api.yaml"), self.dir.path()));
+        wait_port(self.api_port);
+    }
+
+    pub fn stop_api(&mut self) {
+        self.api = None;
+    }
+
+    pub fn start_gateway(&mut self) {
+        self.gateway = Some(spawn("mtls-gateway", &self.path("gateway.yaml"), self.dir.path()));
+        wait_port(self.gateway_port);
+    }
+
+    pub fn gateway_log(&self) -> String {
+        std::fs::read_to_string(self.path("mtls-gateway.log")).unwrap_or_default()
+    }
+
+    /// An mTLS client with `p12` that reaches both host names through the gateway's port.
+    pub fn client(&self, p12: &str) -> reqwest::Client {
+        self.client_builder(Some(p12)).build().unwrap()
+    }
+
+    pub fn client_builder(&self, p12: Option<&str>) -> reqwest::ClientBuilder {
+        let root = reqwest::Certificate::from_pem(&std::fs::read(cert("root.pem")).unwrap()).unwrap();
+        let gw: SocketAddr = ([127, 0, 0, 1], self.gateway_port).into();
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([root])
+            .resolve(LOGIN, gw)
+            .resolve(API, gw)
+            .no_proxy()
+            .timeout(Duration::from_secs(20));
+        if let Some(p12) = p12 {
+            let der = std::fs::read(cert(p12)).unwrap();
+            b = b.identity(reqwest::Identity::from_pkcs12_der(&der, "Password1").unwrap());
+        }
+        b
+    }
+
+    /// Gets an access token through the passthrough with the given client certificate.
+    pub async fn token(&self, p12: &str, client_id: &str) -> String {
+        let resp = self
+            .client(p12)
+            .post(format!("https://{LOGIN}/oauth/v2/oauth-token-mutual-tls"))
+            .form(&[("client_id", client_id), ("grant_type", "client_credentials"), ("scope", "transactions")])
+            .send()
+            .await
+            .expect("token request");
+        assert_eq!(resp.status(), 200, "token endpoint");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// A direct (not through the gateway) client for dev-idsvr's test endpoints.
+    pub async fn idsvr_stats(&self) -> serde_json::Value {
+        let url = format!("https://{LOGIN}:{}/dev/stats", self.idsvr_port);
+        let client = self.direct_idsvr_client();
+        client.get(url).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn introspections(&self) -> u64 {
+        self.idsvr_stats().await["introspections"].as_u64().unwrap()
+    }
+
+    pub async fn set_faults(&self, faults: serde_json::Value) {
+        let url = format!("https://{LOGIN}:{}/dev/faults", self.idsvr_port);
+        let r = self.direct_idsvr_client().post(url).json(&faults).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    fn direct_idsvr_client(&self) -> reqwest::Client {
+        let root = reqwest::Certificate::from_pem(&std::fs::read(cert("root.pem")).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([root])
+            .resolve(LOGIN, ([127, 0, 0, 1], self.idsvr_port).into())
+            .no_proxy()
+            .build()
+            .unwrap()
+    }
+
+    pub async fn call_api(&self, p12: &str, token: &str) -> reqwest::Response {
+        self.client(p12)
+            .post(format!("https://{API}/api/transactions"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .expect("API request")
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await.unwrap().text().await.unwrap()
+    }
+}
+
+/// Runs the gateway's validate mode on a file: (exit success, stdout + stderr).
+pub fn validate(config: &Path) -> (bool, String) {
+    let out = Command::new(bin("mtls-gateway")).arg("-t").arg("-c").arg(config).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
