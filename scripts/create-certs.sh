@@ -14,6 +14,8 @@
 #   revoked.client.{p12,pem,key}        CN=revoked-partner, same CA, listed in root.crl.pem
 #   untrusted.client.{p12,pem,key}      CN=demo-partner issued by untrusted-root.pem, which nothing trusts
 #   root.crl.pem                        CRL of the root CA revoking revoked-partner
+#   root.empty.crl.pem                  an earlier CRL of the root CA that revokes nothing
+#   example-org.tls.{pem,key,p12}       *.example.org server cert (SNI-based certificate selection)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +24,7 @@ key_type=${KEY_TYPE:-rsa}
 password=Password1
 days=365
 
-if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && "${1:-}" != "--force" ]]; then
+if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && -f "$out/example-org.tls.pem" && "${1:-}" != "--force" ]]; then
   echo "certificates already exist in $out (use --force to recreate)"
   exit 0
 fi
@@ -70,6 +72,8 @@ extendedKeyUsage=clientAuth
 EOF
 
 issue example.tls "/CN=*.example.com" root server.ext
+sed 's/^subjectAltName=.*/subjectAltName=DNS:*.example.org,DNS:example.org/' server.ext > server-org.ext
+issue example-org.tls "/CN=*.example.org" root server-org.ext
 issue example.client "/CN=demo-partner" root client.ext
 issue other.client "/CN=other-partner" root client.ext
 issue revoked.client "/CN=revoked-partner" root client.ext
@@ -86,8 +90,9 @@ crlnumber = ca-db/crlnumber
 default_md = sha256
 default_crl_days = 30
 EOF
+openssl ca -config ca.cnf -keyfile root.key -cert root.pem -gencrl -out root.empty.crl.pem 2>/dev/null
 openssl ca -config ca.cnf -keyfile root.key -cert root.pem -revoke revoked.client.pem 2>/dev/null
 openssl ca -config ca.cnf -keyfile root.key -cert root.pem -gencrl -out root.crl.pem 2>/dev/null
-rm -rf ca-db ca.cnf server.ext client.ext ./*.srl
+rm -rf ca-db ca.cnf server.ext server-org.ext client.ext ./*.srl
 
 echo "certificates written to $out"

@@ -16,7 +16,7 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
@@ -28,12 +28,19 @@ enum Decision {
     Close(&'static str),
 }
 
+/// The TLS acceptor in use and what is known of the CRL file it was built from.
+struct AcceptorState {
+    acceptor: Arc<SslAcceptor>,
+    crl_mtime: Option<SystemTime>,
+    checked: Instant,
+}
+
 pub struct SniRouter {
     listener: ListenerConfig,
     terminate_hosts: Vec<HostPattern>,
     passthrough: PassthroughConfig,
     tls: crate::config::TlsConfig,
-    acceptor: RwLock<(Arc<SslAcceptor>, Option<SystemTime>)>,
+    acceptor: RwLock<AcceptorState>,
     proxy: Arc<HttpProxy<Gateway>>,
     slots: Arc<Semaphore>,
 }
@@ -43,10 +50,20 @@ impl SniRouter {
         let acceptor = tls::build_acceptor(&cfg.tls).map_err(|(k, e)| format!("{k}: {e}"))?;
         Ok(SniRouter {
             listener: cfg.listener.clone(),
-            terminate_hosts: cfg.tls.hosts.clone(),
+            terminate_hosts: cfg
+                .tls
+                .hosts
+                .iter()
+                .chain(cfg.tls.extra_certificates.iter().flat_map(|c| c.hosts.iter()))
+                .cloned()
+                .collect(),
             passthrough: cfg.passthrough.clone(),
             tls: cfg.tls.clone(),
-            acceptor: RwLock::new((Arc::new(acceptor), crl_mtime(&cfg.tls))),
+            acceptor: RwLock::new(AcceptorState {
+                acceptor: Arc::new(acceptor),
+                crl_mtime: crl_mtime(&cfg.tls),
+                checked: Instant::now(),
+            }),
             proxy,
             slots: Arc::new(Semaphore::new(cfg.passthrough.max_connections)),
         })
@@ -97,34 +114,37 @@ impl SniRouter {
         }
     }
 
-    /// The current acceptor; rebuilt when the CRL file changes so that revocations apply to new
-    /// connections without a restart.
+    /// The current acceptor. When a CRL is configured, its file is looked at no more often than
+    /// `crl_reload_interval`, and the acceptor rebuilt when it changed, so that revocations apply to
+    /// new connections without a restart. A CRL that fails to load keeps the previous one.
     fn current_acceptor(&self) -> Arc<SslAcceptor> {
-        let (acceptor, seen) = match self.acceptor.read() {
-            Ok(guard) => (guard.0.clone(), guard.1),
-            Err(poisoned) => (poisoned.get_ref().0.clone(), None),
-        };
-        let now = crl_mtime(&self.tls);
-        if now == seen {
-            return acceptor;
+        let interval = self.tls.crl_reload_interval;
+        if let Ok(state) = self.acceptor.read() {
+            if self.tls.client_crl.is_none() || state.checked.elapsed() < interval {
+                return state.acceptor.clone();
+            }
         }
+        let mut state = match self.acceptor.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if state.checked.elapsed() < interval {
+            return state.acceptor.clone();
+        }
+        state.checked = Instant::now();
+        let mtime = crl_mtime(&self.tls);
+        if mtime == state.crl_mtime {
+            return state.acceptor.clone();
+        }
+        state.crl_mtime = mtime;
         match tls::build_acceptor(&self.tls) {
             Ok(fresh) => {
                 log::info!("client CRL changed; new connections use the reloaded CRL");
-                let fresh = Arc::new(fresh);
-                if let Ok(mut guard) = self.acceptor.write() {
-                    *guard = (fresh.clone(), now);
-                }
-                fresh
+                state.acceptor = Arc::new(fresh);
             }
-            Err((key, e)) => {
-                log::error!("{key}: reload failed, keeping the previous CRL: {e}");
-                if let Ok(mut guard) = self.acceptor.write() {
-                    guard.1 = now;
-                }
-                acceptor
-            }
+            Err((key, e)) => log::error!("{key}: reload failed, keeping the previous CRL: {e}"),
         }
+        state.acceptor.clone()
     }
 
     async fn terminate(&self, stream: L4Stream, shutdown: &ShutdownWatch) {

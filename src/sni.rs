@@ -289,4 +289,49 @@ mod tests {
         let wire = records(&hello(&[sni_ext("evil\0name")]), 16384);
         assert!(matches!(parse(&wire, 65536), Hello::NotTls(_)));
     }
+
+    /// Real first flights from curl and openssl s_client (scripts/capture-clienthellos.sh).
+    const CAPTURED: &[(&str, &[u8], Option<&str>)] = &[
+        ("openssl-tls12-sni", include_bytes!("../tests/fixtures/clienthello/openssl-tls12-sni.bin"), Some("login.example.com")),
+        ("openssl-tls13-sni", include_bytes!("../tests/fixtures/clienthello/openssl-tls13-sni.bin"), Some("api.example.com")),
+        ("openssl-nosni", include_bytes!("../tests/fixtures/clienthello/openssl-nosni.bin"), None),
+        ("curl-sni", include_bytes!("../tests/fixtures/clienthello/curl-sni.bin"), Some("login.example.com")),
+        ("openssl-large-sni", include_bytes!("../tests/fixtures/clienthello/openssl-large-sni.bin"), Some("login.example.com")),
+    ];
+
+    fn expected(sni: Option<&str>) -> Hello {
+        sni.map(|s| Hello::Sni(s.to_string())).unwrap_or(Hello::NoSni)
+    }
+
+    #[test]
+    fn captured_client_hellos_at_every_prefix() {
+        for (name, wire, sni) in CAPTURED {
+            assert_eq!(parse(wire, 16384), expected(*sni), "{name}");
+            for n in 0..wire.len() {
+                match parse(&wire[..n], 16384) {
+                    Hello::NeedMore(want) => assert!(want > n && want <= wire.len(), "{name} prefix {n} wants {want}"),
+                    other => panic!("{name} prefix {n}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn captured_client_hellos_reframed_into_small_records() {
+        for (name, wire, sni) in CAPTURED {
+            // One record each as captured: take its handshake message and split it up.
+            let message = &wire[5..];
+            for chunk in [1, 7, 100, 1000] {
+                let reframed = records(message, chunk);
+                assert_eq!(parse(&reframed, 16384), expected(*sni), "{name} in {chunk}-byte records");
+            }
+        }
+    }
+
+    #[test]
+    fn the_large_capture_is_large_and_capped() {
+        let (_, wire, _) = CAPTURED[4];
+        assert!(wire.len() > 1500);
+        assert!(matches!(parse(wire, 1024), Hello::NotTls(_)));
+    }
 }

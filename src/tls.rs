@@ -4,14 +4,14 @@
 //! The same `build_acceptor` is used by `-t` validation and by the running listener, so a file that
 //! validates is a file that serves.
 
-use crate::config::TlsConfig;
+use crate::config::{HostPattern, TlsConfig};
 use async_trait::async_trait;
 use base64::Engine;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    select_next_proto, AlpnError, SslAcceptor, SslAcceptorBuilder, SslFiletype, SslMethod, SslOptions, SslVerifyMode,
-    SslVersion,
+    select_next_proto, AlpnError, NameType, SniError, SslAcceptor, SslAcceptorBuilder, SslContext, SslFiletype, SslMethod,
+    SslOptions, SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509Lookup;
 use openssl::x509::verify::X509VerifyFlags;
@@ -79,38 +79,43 @@ fn escape_dn_value(v: &str) -> String {
 }
 
 /// Checks a TLS section and names the key of each problem.
-pub fn check_settings(cfg: &TlsConfig) -> Vec<(&'static str, String)> {
+pub fn check_settings(cfg: &TlsConfig) -> Vec<(String, String)> {
     let mut problems = Vec::new();
-    match (read_certs(&cfg.certificate), read_key(&cfg.key)) {
-        (Ok(certs), Ok(key)) => {
-            let matches = certs[0].public_key().map(|p| p.public_eq(&key)).unwrap_or(false);
-            if !matches {
-                problems.push(("tls.key", format!("{} does not match tls.certificate", cfg.key.display())));
-            }
-        }
-        (c, k) => {
-            if let Err(e) = c {
-                problems.push(("tls.certificate", e));
-            }
-            if let Err(e) = k {
-                problems.push(("tls.key", e));
-            }
+    let pairs = std::iter::once(("tls".to_string(), &cfg.certificate, &cfg.key)).chain(
+        cfg.extra_certificates.iter().enumerate().map(|(i, c)| (format!("tls.certificates[{i}]"), &c.certificate, &c.key)),
+    );
+    for (key, cert, private) in pairs {
+        if let Err(e) = check_pair(cert, private) {
+            problems.push(e(&key));
         }
     }
     if let Err(e) = read_certs(&cfg.client_ca) {
-        problems.push(("tls.client_ca", e));
+        problems.push(("tls.client_ca".to_string(), e));
     }
     if let Some(crl) = &cfg.client_crl {
         if let Err(e) = read_crl(crl) {
-            problems.push(("tls.client_crl", e));
+            problems.push(("tls.client_crl".to_string(), e));
         }
     }
     if problems.is_empty() {
-        if let Err((key, e)) = build_acceptor(cfg) {
-            problems.push((key, e));
+        if let Err(e) = build_acceptor(cfg) {
+            problems.push(e);
         }
     }
     problems
+}
+
+type KeyedError = Box<dyn Fn(&str) -> (String, String)>;
+
+/// A certificate file and the private key that must match it.
+fn check_pair(cert: &Path, key: &Path) -> Result<(), KeyedError> {
+    let certs = read_certs(cert).map_err(|e| -> KeyedError { Box::new(move |k| (format!("{k}.certificate"), e.clone())) })?;
+    let private = read_key(key).map_err(|e| -> KeyedError { Box::new(move |k| (format!("{k}.key"), e.clone())) })?;
+    if certs[0].public_key().map(|p| p.public_eq(&private)).unwrap_or(false) {
+        return Ok(());
+    }
+    let msg = format!("{} does not match the certificate {}", key.display(), cert.display());
+    Err(Box::new(move |k| (format!("{k}.key"), msg.clone())))
 }
 
 fn read_key(path: &Path) -> Result<PKey<openssl::pkey::Private>, String> {
@@ -123,40 +128,65 @@ fn read_crl(path: &Path) -> Result<X509Crl, String> {
     X509Crl::from_pem(&pem).map_err(|e| format!("{} is not a PEM CRL: {e}", path.display()))
 }
 
+fn keyed(key: &str) -> impl Fn(openssl::error::ErrorStack) -> (String, String) + '_ {
+    move |e| (key.to_string(), e.to_string())
+}
+
 /// Builds the server acceptor: certificate chain and key, client certificates required and verified
-/// against the CA (and CRL), FAPI 2.0 protocol and cipher defaults, no renegotiation, ALPN.
-/// On failure, names the configuration key at fault.
-pub fn build_acceptor(cfg: &TlsConfig) -> Result<SslAcceptor, (&'static str, String)> {
-    let ssl_err = |key: &'static str| move |e: openssl::error::ErrorStack| (key, e.to_string());
-    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(ssl_err("tls"))?;
-    b.set_certificate_chain_file(&cfg.certificate).map_err(ssl_err("tls.certificate"))?;
-    b.set_private_key_file(&cfg.key, SslFiletype::PEM).map_err(ssl_err("tls.key"))?;
-    b.check_private_key().map_err(ssl_err("tls.key"))?;
-    let min = if cfg.tls13_only { SslVersion::TLS1_3 } else { SslVersion::TLS1_2 };
-    b.set_min_proto_version(Some(min)).map_err(ssl_err("tls.min_version"))?;
-    b.set_cipher_list(&cfg.tls12_ciphers).map_err(ssl_err("tls.tls12_ciphers"))?;
-    b.set_ciphersuites(&cfg.tls13_ciphersuites).map_err(ssl_err("tls.tls13_ciphersuites"))?;
-    b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE);
-    client_verification(&mut b, cfg)?;
-    // Without a session id context, resumed sessions with client auth fail with a handshake alert.
-    b.set_session_id_context(b"mtls-gateway").map_err(ssl_err("tls"))?;
-    let protos: &'static [u8] = if cfg.http2 { b"\x02h2\x08http/1.1" } else { b"\x08http/1.1" };
-    b.set_alpn_select_callback(move |_, client| select_next_proto(protos, client).ok_or(AlpnError::NOACK));
+/// against the CA (and CRL), FAPI 2.0 protocol and cipher defaults, no renegotiation, ALPN, and
+/// certificate selection by SNI for the extra certificates. On failure, names the key at fault.
+pub fn build_acceptor(cfg: &TlsConfig) -> Result<SslAcceptor, (String, String)> {
+    let mut b = server_builder(cfg, &cfg.certificate, &cfg.key, "tls")?;
+    let mut by_name: Vec<(Vec<HostPattern>, SslContext)> = Vec::new();
+    for (i, extra) in cfg.extra_certificates.iter().enumerate() {
+        let key = format!("tls.certificates[{i}]");
+        let ctx = server_builder(cfg, &extra.certificate, &extra.key, &key)?.build().into_context();
+        by_name.push((extra.hosts.clone(), ctx));
+    }
+    if !by_name.is_empty() {
+        b.set_servername_callback(move |ssl, _alert| {
+            let name = ssl.servername(NameType::HOST_NAME).map(str::to_string);
+            let chosen = name.and_then(|n| by_name.iter().find(|(hosts, _)| hosts.iter().any(|h| h.matches(&n))));
+            if let Some((_, ctx)) = chosen {
+                // Every context verifies clients the same way, so switching only changes the certificate.
+                ssl.set_ssl_context(ctx).map_err(|_| SniError::ALERT_FATAL)?;
+            }
+            Ok(())
+        });
+    }
     Ok(b.build())
 }
 
-fn client_verification(b: &mut SslAcceptorBuilder, cfg: &TlsConfig) -> Result<(), (&'static str, String)> {
-    let ssl_err = |key: &'static str| move |e: openssl::error::ErrorStack| (key, e.to_string());
-    b.set_ca_file(&cfg.client_ca).map_err(ssl_err("tls.client_ca"))?;
-    let names = openssl::x509::X509Name::load_client_ca_file(&cfg.client_ca).map_err(ssl_err("tls.client_ca"))?;
+/// One certificate's acceptor builder with every shared setting applied.
+fn server_builder(cfg: &TlsConfig, cert: &Path, key: &Path, name: &str) -> Result<SslAcceptorBuilder, (String, String)> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(keyed("tls"))?;
+    b.set_certificate_chain_file(cert).map_err(keyed(&format!("{name}.certificate")))?;
+    b.set_private_key_file(key, SslFiletype::PEM).map_err(keyed(&format!("{name}.key")))?;
+    b.check_private_key().map_err(keyed(&format!("{name}.key")))?;
+    let min = if cfg.tls13_only { SslVersion::TLS1_3 } else { SslVersion::TLS1_2 };
+    b.set_min_proto_version(Some(min)).map_err(keyed("tls.min_version"))?;
+    b.set_cipher_list(&cfg.tls12_ciphers).map_err(keyed("tls.tls12_ciphers"))?;
+    b.set_ciphersuites(&cfg.tls13_ciphersuites).map_err(keyed("tls.tls13_ciphersuites"))?;
+    b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE);
+    client_verification(&mut b, cfg)?;
+    // Without a session id context, resumed sessions with client auth fail with a handshake alert.
+    b.set_session_id_context(b"mtls-gateway").map_err(keyed("tls"))?;
+    let protos: &'static [u8] = if cfg.http2 { b"\x02h2\x08http/1.1" } else { b"\x08http/1.1" };
+    b.set_alpn_select_callback(move |_, client| select_next_proto(protos, client).ok_or(AlpnError::NOACK));
+    Ok(b)
+}
+
+fn client_verification(b: &mut SslAcceptorBuilder, cfg: &TlsConfig) -> Result<(), (String, String)> {
+    b.set_ca_file(&cfg.client_ca).map_err(keyed("tls.client_ca"))?;
+    let names = openssl::x509::X509Name::load_client_ca_file(&cfg.client_ca).map_err(keyed("tls.client_ca"))?;
     b.set_client_ca_list(names);
     b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
     b.set_verify_depth(cfg.verify_depth);
     if let Some(crl) = &cfg.client_crl {
         let store = b.cert_store_mut();
-        let lookup = store.add_lookup(X509Lookup::file()).map_err(ssl_err("tls.client_crl"))?;
-        lookup.load_crl_file(crl, SslFiletype::PEM).map_err(ssl_err("tls.client_crl"))?;
-        store.set_flags(X509VerifyFlags::CRL_CHECK).map_err(ssl_err("tls.client_crl"))?;
+        let lookup = store.add_lookup(X509Lookup::file()).map_err(keyed("tls.client_crl"))?;
+        lookup.load_crl_file(crl, SslFiletype::PEM).map_err(keyed("tls.client_crl"))?;
+        store.set_flags(X509VerifyFlags::CRL_CHECK).map_err(keyed("tls.client_crl"))?;
     }
     Ok(())
 }

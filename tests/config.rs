@@ -57,7 +57,7 @@ fn missing_files_and_mismatched_keys_name_the_key() {
     let out = broken(&format!("  key: {}", cert("example.tls.key")), "  key: /nonexistent/key.pem");
     assert!(out.contains("tls.key: cannot read /nonexistent/key.pem"), "{out}");
     let out = broken(&format!("  key: {}", cert("example.tls.key")), &format!("  key: {}", cert("other.client.key")));
-    assert!(out.contains("tls.key:") && out.contains("does not match tls.certificate"), "{out}");
+    assert!(out.contains("tls.key:") && out.contains("does not match the certificate"), "{out}");
     let out = broken(&format!("  client_ca: {}", cert("root.pem")), &format!("  client_ca: {}", cert("example.tls.key")));
     assert!(out.contains("tls.client_ca"), "{out}");
 }

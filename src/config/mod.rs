@@ -100,6 +100,15 @@ pub struct TlsConfig {
     pub tls12_ciphers: String,
     pub tls13_ciphersuites: String,
     pub http2: bool,
+    pub extra_certificates: Vec<ExtraCertificate>,
+}
+
+/// A certificate served instead of the default one when the SNI matches one of `hosts`.
+#[derive(Debug, Clone)]
+pub struct ExtraCertificate {
+    pub hosts: Vec<HostPattern>,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -335,11 +344,26 @@ fn tls_config(check: &mut Check, t: &schema::Tls) -> Option<TlsConfig> {
         tls12_ciphers: t.tls12_ciphers.clone().unwrap_or_else(|| FAPI_TLS12_CIPHERS.to_string()),
         tls13_ciphersuites: t.tls13_ciphersuites.clone().unwrap_or_else(|| DEFAULT_TLS13_SUITES.to_string()),
         http2: t.http2.unwrap_or(true),
+        extra_certificates: t
+            .certificates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ExtraCertificate {
+                hosts: c
+                    .hosts
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, h)| check.ok(&format!("tls.certificates[{i}].hosts[{j}]"), HostPattern::parse(h)))
+                    .collect(),
+                certificate: check.file(&format!("tls.certificates[{i}].certificate"), &c.certificate),
+                key: check.file(&format!("tls.certificates[{i}].key"), &c.key),
+            })
+            .collect(),
     };
     if check.problems.is_empty() {
         // Build the real acceptor once: this catches key mismatches, bad CA or CRL files and cipher strings.
         for (key, msg) in tls::check_settings(&cfg) {
-            check.fail(key, msg);
+            check.fail(&key, msg);
         }
     }
     Some(cfg)

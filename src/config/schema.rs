@@ -68,6 +68,17 @@ pub struct Tls {
     pub tls12_ciphers: Option<String>,
     pub tls13_ciphersuites: Option<String>,
     pub http2: Option<bool>,
+    /// More certificates, chosen by SNI; `certificate`/`key` above stay the default.
+    #[serde(default)]
+    pub certificates: Vec<ExtraCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraCertificate {
+    pub hosts: Vec<String>,
+    pub certificate: String,
+    pub key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

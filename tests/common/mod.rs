@@ -72,12 +72,17 @@ pub fn spawn(name: &'static str, config: &Path, dir: &Path) -> Proc {
     Proc { child, name }
 }
 
-/// Polls until something accepts connections on `port`.
-pub fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Polls until something accepts connections on `port`; on failure shows the process's log.
+pub fn wait_port(port: u16, dir: &Path, proc: &mut Proc) {
+    let name = proc.name;
+    let deadline = Instant::now() + Duration::from_secs(30);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        let exited = proc.child.try_wait().ok().flatten().is_some();
+        if exited || Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+            panic!("{name} does not listen on {port}:\n{log}");
+        }
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -94,7 +99,10 @@ pub struct Options {
     pub unknown_sni: &'static str,
     /// Extra passthrough routes, as YAML list items.
     pub extra_passthrough: String,
-    pub crl: bool,
+    /// The client CRL file; `None` for no CRL.
+    pub crl: Option<String>,
+    /// Extra lines for the `tls:` section.
+    pub extra_tls: String,
 }
 
 impl Default for Options {
@@ -108,7 +116,8 @@ impl Default for Options {
             client_hello_timeout: "5s",
             unknown_sni: "close",
             extra_passthrough: String::new(),
-            crl: true,
+            crl: Some(cert("root.crl.pem")),
+            extra_tls: String::new(),
         }
     }
 }
@@ -187,7 +196,10 @@ impl System {
 
     pub fn gateway_yaml(&self) -> String {
         let o = &self.opts;
-        let crl = if o.crl { format!("  client_crl: {}\n", cert("root.crl.pem")) } else { String::new() };
+        let crl = match &o.crl {
+            Some(path) => format!("  client_crl: {path}\n  crl_reload_interval: 200ms\n"),
+            None => String::new(),
+        };
         format!(
             r#"pingora:
   version: 1
@@ -210,7 +222,7 @@ passthrough:
   certificate: {tls}
   key: {key}
   client_ca: {root}
-{crl}upstreams:
+{crl}{extra_tls}upstreams:
   example-api:
     address: 127.0.0.1:{api}
     sni: api-internal.example.com
@@ -256,6 +268,7 @@ metrics:
             hello = o.client_hello_timeout,
             unknown = o.unknown_sni,
             extra = o.extra_passthrough,
+            extra_tls = o.extra_tls,
             tls = cert("example.tls.pem"),
             key = cert("example.tls.key"),
             root = cert("root.pem"),
@@ -267,8 +280,9 @@ metrics:
     }
 
     pub fn start_idsvr(&mut self) {
-        self.idsvr = Some(spawn("dev-idsvr", &self.path("idsvr.yaml"), self.dir.path()));
-        wait_port(self.idsvr_port);
+        let mut proc = spawn("dev-idsvr", &self.path("idsvr.yaml"), self.dir.path());
+        wait_port(self.idsvr_port, self.dir.path(), &mut proc);
+        self.idsvr = Some(proc);
     }
 
     pub fn stop_idsvr(&mut self) {
@@ -276,8 +290,9 @@ metrics:
     }
 
     pub fn start_api(&mut self) {
-        self.api = Some(spawn("example-api", &self.path("api.yaml"), self.dir.path()));
-        wait_port(self.api_port);
+        let mut proc = spawn("example-api", &self.path("api.yaml"), self.dir.path());
+        wait_port(self.api_port, self.dir.path(), &mut proc);
+        self.api = Some(proc);
     }
 
     pub fn stop_api(&mut self) {
@@ -285,8 +300,9 @@ metrics:
     }
 
     pub fn start_gateway(&mut self) {
-        self.gateway = Some(spawn("mtls-gateway", &self.path("gateway.yaml"), self.dir.path()));
-        wait_port(self.gateway_port);
+        let mut proc = spawn("mtls-gateway", &self.path("gateway.yaml"), self.dir.path());
+        wait_port(self.gateway_port, self.dir.path(), &mut proc);
+        self.gateway = Some(proc);
     }
 
     pub fn gateway_log(&self) -> String {
