@@ -16,6 +16,7 @@
 #   root.crl.pem                        CRL of the root CA revoking revoked-partner
 #   root.empty.crl.pem                  an earlier CRL of the root CA that revokes nothing
 #   example-org.tls.{pem,key,p12}       *.example.org server cert (SNI-based certificate selection)
+#   gateway-signing.{ps256,es256}.key   keys for the JWTs the gateway issues itself
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +25,7 @@ key_type=${KEY_TYPE:-rsa}
 password=Password1
 days=365
 
-if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && -f "$out/example-org.tls.pem" && "${1:-}" != "--force" ]]; then
+if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && -f "$out/gateway-signing.es256.key" && "${1:-}" != "--force" ]]; then
   echo "certificates already exist in $out (use --force to recreate)"
   exit 0
 fi
@@ -78,6 +79,10 @@ issue example.client "/CN=demo-partner" root client.ext
 issue other.client "/CN=other-partner" root client.ext
 issue revoked.client "/CN=revoked-partner" root client.ext
 issue untrusted.client "/CN=demo-partner" untrusted-root client.ext
+
+# Keys the gateway signs its own JWTs with (json and rfc9701 introspection modes).
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out gateway-signing.ps256.key 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out gateway-signing.es256.key
 
 # A CRL of the root CA that revokes revoked-partner (partner offboarding).
 mkdir -p ca-db && touch ca-db/index.txt && echo 1000 > ca-db/crlnumber

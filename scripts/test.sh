@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Every test: unit and whole-process tests (cargo test), then the README's first command end to end
+# Every test: unit and whole-process tests (cargo test, including the oidc-provider interop suite), then the README's first command end to end
 # (scripts/run-local.sh with the debug build, run once).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 scripts/install-deps.sh
+# The interop tests run node oidc-provider: install the pinned package first, failing loudly
+# (and failing CI) when the npm registry cannot be reached.
+(cd tests/interop/oidc-provider && npm ci --no-audit --no-fund)
 cargo test --all-targets 2>&1
 PROFILE=debug RUN_ONCE=1 scripts/run-local.sh
 echo "run-local: 1 passed, 0 failed"

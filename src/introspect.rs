@@ -1,13 +1,17 @@
 //! Token introspection against the identity server, behind a cache that coalesces concurrent misses.
 //!
-//! The protocol is the reference's: `POST` with the token form-encoded, HTTP Basic client
-//! authentication and `Accept: application/jwt`; 200 answers the access token as a JWT, 204 says the
-//! token is not active. The cache is keyed by SHA-256 of the token (never the token itself), an
+//! `POST` with the token form-encoded and HTTP Basic client authentication, in one of three response
+//! modes: the reference's (`Accept: application/jwt`; 200 answers the access token as a JWT, 204 says
+//! the token is not active), RFC 7662 JSON, or RFC 9701 signed JSON; in the last two the gateway
+//! issues the JWT itself (`issuer`). The cache is keyed by SHA-256 of the token (never the token itself), an
 //! entry's lifetime is fixed when it is inserted (reads never extend it) and is the smallest of the
 //! configured maximum, the JWT's `exp` and the response's `Cache-Control: max-age`. Errors are never
 //! cached: a dependency outage must not outlive the outage.
 
-use crate::config::IntrospectionConfig;
+use crate::config::{IntrospectionConfig, ResponseMode};
+use crate::issuer::TokenIssuer;
+use crate::jwks::RemoteJwks;
+use jsonwebtoken::{Algorithm, Validation};
 use crate::metrics;
 use crate::tls::b64url;
 use base64::Engine;
@@ -105,13 +109,24 @@ pub struct Introspector {
     cfg: IntrospectionConfig,
     client: reqwest::Client,
     cache: Cache<[u8; 32], Arc<Entry>>,
+    /// Signs the JWT in `json` and `rfc9701` modes.
+    issuer: Option<Arc<TokenIssuer>>,
+    /// The identity server's keys, in `rfc9701` mode.
+    remote_jwks: Option<RemoteJwks>,
 }
 
 impl Introspector {
-    pub fn new(cfg: IntrospectionConfig) -> Result<Self, String> {
+    pub fn new(cfg: IntrospectionConfig, issuer: Option<Arc<TokenIssuer>>) -> Result<Self, String> {
         let client = http_client(&cfg)?;
         let cache = Cache::builder().max_capacity(cfg.max_entries).expire_after(FixedLifetime).build();
-        Ok(Introspector { cfg, client, cache })
+        if cfg.mode != ResponseMode::Jwt && issuer.is_none() {
+            return Err(format!("introspection.{}: this response mode needs a token_issuer", cfg.name));
+        }
+        let remote_jwks = match &cfg.mode {
+            ResponseMode::Rfc9701 { jwks_url, .. } => Some(RemoteJwks::new(jwks_url.to_string(), client.clone())),
+            _ => None,
+        };
+        Ok(Introspector { cfg, client, cache, issuer, remote_jwks })
     }
 
     pub fn name(&self) -> &str {
@@ -157,11 +172,16 @@ impl Introspector {
     }
 
     async fn call(&self, token: &str) -> Result<Entry, IntrospectError> {
+        let accept = match self.cfg.mode {
+            ResponseMode::Jwt => "application/jwt",
+            ResponseMode::Json => "application/json",
+            ResponseMode::Rfc9701 { .. } => "application/token-introspection+jwt",
+        };
         let response = self
             .client
             .post(self.cfg.endpoint.clone())
             .basic_auth(&self.cfg.client_id, Some(&self.cfg.client_secret))
-            .header(reqwest::header::ACCEPT, "application/jwt")
+            .header(reqwest::header::ACCEPT, accept)
             .form(&[("token", token)])
             .send()
             .await
@@ -172,10 +192,14 @@ impl Introspector {
         let status = response.status().as_u16();
         let max_age = max_age(response.headers());
         match status {
-            204 => Ok(Entry { state: TokenState::Inactive, ttl: self.cfg.negative_ttl }),
+            204 if self.cfg.mode == ResponseMode::Jwt => Ok(self.inactive()),
             200 => {
                 let body = response.text().await.map_err(|_| IntrospectError::Unavailable("introspection_read_failed"))?;
-                self.active_entry(body.trim(), max_age)
+                match &self.cfg.mode {
+                    ResponseMode::Jwt => self.jwt_entry(body.trim(), max_age),
+                    ResponseMode::Json => self.json_entry(&body, max_age),
+                    ResponseMode::Rfc9701 { issuer, .. } => self.rfc9701_entry(body.trim(), issuer.as_deref(), max_age).await,
+                }
             }
             500..=599 => Err(IntrospectError::Unavailable("introspection_5xx")),
             _ => {
@@ -185,18 +209,80 @@ impl Introspector {
         }
     }
 
-    fn active_entry(&self, jwt: &str, max_age: Option<Duration>) -> Result<Entry, IntrospectError> {
+    fn inactive(&self) -> Entry {
+        Entry { state: TokenState::Inactive, ttl: self.cfg.negative_ttl }
+    }
+
+    /// The reference's protocol: the body is the access token as a JWT.
+    fn jwt_entry(&self, jwt: &str, max_age: Option<Duration>) -> Result<Entry, IntrospectError> {
         let claims = decode_claims(jwt).ok_or(IntrospectError::BadAnswer("introspection_not_a_jwt"))?;
+        Ok(self.entry(jwt.to_string(), claims, max_age))
+    }
+
+    /// RFC 7662: `active` and the token's claims as JSON; the gateway issues the JWT.
+    fn json_entry(&self, body: &str, max_age: Option<Duration>) -> Result<Entry, IntrospectError> {
+        let value: serde_json::Value =
+            serde_json::from_str(body).map_err(|_| IntrospectError::BadAnswer("introspection_not_json"))?;
+        let map = value.as_object().ok_or(IntrospectError::BadAnswer("introspection_not_json"))?;
+        self.issued_entry(map, max_age)
+    }
+
+    /// RFC 9701: a JWT signed by the identity server, addressed to this client, with the RFC 7662
+    /// claims under `token_introspection`.
+    async fn rfc9701_entry(&self, jwt: &str, iss: Option<&str>, max_age: Option<Duration>) -> Result<Entry, IntrospectError> {
+        let bad = IntrospectError::BadAnswer;
+        let header = jsonwebtoken::decode_header(jwt).map_err(|_| bad("introspection_not_a_jwt"))?;
+        if header.typ.as_deref() != Some("token-introspection+jwt") {
+            return Err(bad("introspection_wrong_typ"));
+        }
+        if !matches!(header.alg, Algorithm::PS256 | Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) {
+            return Err(bad("introspection_weak_alg"));
+        }
+        let kid = header.kid.ok_or(bad("introspection_no_kid"))?;
+        let jwks = self.remote_jwks.as_ref().ok_or(bad("introspection_no_jwks"))?;
+        let key = jwks.key(&kid).await.ok_or(bad("introspection_unknown_key"))?;
+        let mut v = Validation::new(header.alg);
+        v.set_audience(&[&self.cfg.client_id]);
+        if let Some(iss) = iss {
+            v.set_issuer(&[iss]);
+        }
+        v.validate_exp = false; // RFC 9701 responses carry iat, not exp
+        v.set_required_spec_claims(&["iss", "aud"]);
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(jwt, &key, &v)
+            .map_err(|_| bad("introspection_bad_signature"))?;
+        let inner = data.claims.get("token_introspection").and_then(|t| t.as_object());
+        self.issued_entry(inner.ok_or(bad("introspection_no_claims"))?, max_age)
+    }
+
+    fn issued_entry(
+        &self,
+        intro: &serde_json::Map<String, serde_json::Value>,
+        max_age: Option<Duration>,
+    ) -> Result<Entry, IntrospectError> {
+        if intro.get("active") != Some(&serde_json::Value::Bool(true)) {
+            return Ok(self.inactive());
+        }
+        let issuer = self.issuer.as_ref().ok_or(IntrospectError::BadAnswer("no_token_issuer"))?;
+        match issuer.issue(intro) {
+            Ok((jwt, claims)) => Ok(self.entry(jwt, claims, max_age)),
+            Err(e) => {
+                log::debug!("introspection {}: not issuing a JWT: {e}", self.cfg.name);
+                Ok(self.inactive())
+            }
+        }
+    }
+
+    /// Cache entry for an active token: its lifetime is the smallest of the configured maximum, the
+    /// token's remaining life and the response's max-age. An expired token is inactive.
+    fn entry(&self, jwt: String, claims: Claims, max_age: Option<Duration>) -> Entry {
         let Some(left) = claims.exp.and_then(seconds_until) else {
-            // Expired (or no exp at all): the token is not usable, remember that briefly.
-            return Ok(Entry { state: TokenState::Inactive, ttl: self.cfg.negative_ttl });
+            return self.inactive();
         };
         let mut ttl = self.cfg.max_ttl.min(left);
         if let Some(age) = max_age {
             ttl = ttl.min(age);
         }
-        let token = ActiveToken { jwt: jwt.to_string(), claims };
-        Ok(Entry { state: TokenState::Active(Arc::new(token)), ttl })
+        Entry { state: TokenState::Active(Arc::new(ActiveToken { jwt, claims })), ttl }
     }
 }
 

@@ -14,3 +14,5 @@ pub mod sni;
 pub mod tls;
 
 pub mod devkit;
+pub mod jwks;
+pub mod issuer;

@@ -2,6 +2,7 @@
 //! the metrics listener into a pingora server. All behaviour lives in the library.
 
 use mtls_gateway::config::{self, Config};
+use mtls_gateway::issuer::{JwksApp, TokenIssuer};
 use mtls_gateway::proxy::Gateway;
 use mtls_gateway::router::SniRouter;
 use pingora_core::server::configuration::Opt;
@@ -43,7 +44,11 @@ fn serve(opt: Opt, mut cfg: Config) -> Result<std::convert::Infallible, String> 
     let server_conf = std::mem::take(&mut cfg.server);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
-    let gateway = Gateway::new(&cfg)?;
+    let issuer = match &cfg.token_issuer {
+        Some(t) => Some(Arc::new(TokenIssuer::new(t)?)),
+        None => None,
+    };
+    let gateway = Gateway::new(&cfg, issuer.clone())?;
     let proxy = Arc::new(pingora_proxy::http_proxy(&server.configuration, gateway));
     let router = SniRouter::new(&cfg, proxy)?;
     let mut edge = Service::new("sni-router".to_string(), router);
@@ -53,6 +58,11 @@ fn serve(opt: Opt, mut cfg: Config) -> Result<std::convert::Infallible, String> 
         let mut prom = Service::new("metrics".to_string(), mtls_gateway::metrics::MetricsApp);
         prom.add_tcp(&addr.to_string());
         server.add_service(prom);
+    }
+    if let (Some(issuer), Some(addr)) = (issuer, cfg.token_issuer.as_ref().and_then(|t| t.jwks_address)) {
+        let mut jwks = Service::new("jwks".to_string(), JwksApp(issuer));
+        jwks.add_tcp(&addr.to_string());
+        server.add_service(jwks);
     }
     log::info!("mtls-gateway serving on {} with {}", cfg.listener.address, cfg.path.display());
     server.run_forever()

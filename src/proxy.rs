@@ -5,6 +5,7 @@
 use crate::config::{Config, RouteConfig, UpstreamConfig};
 use crate::filters::{build_chain, Filter, FilterState, Outcome};
 use crate::introspect::Introspector;
+use crate::issuer::TokenIssuer;
 use crate::metrics;
 use crate::respond::{self, Refusal};
 use crate::tls::{b64url, ClientCert};
@@ -59,10 +60,11 @@ pub struct RequestCtx {
 }
 
 impl Gateway {
-    pub fn new(cfg: &Config) -> std::result::Result<Self, String> {
+    /// Builds routes, filter chains and one shared introspector (and cache) per introspection section.
+    pub fn new(cfg: &Config, issuer: Option<Arc<TokenIssuer>>) -> std::result::Result<Self, String> {
         let mut introspectors = BTreeMap::new();
         for (name, i) in &cfg.introspection {
-            introspectors.insert(name.clone(), Arc::new(Introspector::new(i.clone())?));
+            introspectors.insert(name.clone(), Arc::new(Introspector::new(i.clone(), issuer.clone())?));
         }
         let routes = cfg
             .routes

@@ -1,13 +1,13 @@
 //! `example-api`: the reference's example API in Rust. Behind the gateway it only verifies the JWT
-//! in `Authorization` (PS256, JWKS fetched from the configured URL and cached, `iss`, `aud`, `exp`)
+//! in `Authorization` (PS256 or the configured algorithm, JWKS fetched from the configured URL and
+//! cached, `iss`, `aud`, `exp`)
 //! and answers `POST /api/transactions`.
 //!
 //! Two more routes exist for the tests: `GET /api/echo` answers the request headers it received
 //! (to prove what the gateway strips and adds) and `GET /api/slow?ms=N` answers after N ms.
 
 use async_trait::async_trait;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use mtls_gateway::devkit::{self, json_response};
 use mtls_gateway::respond::UNAUTHORIZED_BODY;
 use pingora_core::apps::http_app::ServeHttp;
@@ -15,10 +15,9 @@ use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashMap;
+use mtls_gateway::jwks::RemoteJwks;
 use std::path::PathBuf;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +32,8 @@ struct Config {
     jwks_resolve: Option<String>,
     issuer: String,
     audience: String,
+    /// The one JWS algorithm accepted: PS256 (default) or ES256.
+    algorithm: Option<String>,
     #[serde(default = "default_threads")]
     threads: usize,
 }
@@ -43,8 +44,8 @@ fn default_threads() -> usize {
 
 struct Api {
     cfg: Config,
-    client: reqwest::Client,
-    keys: RwLock<(HashMap<String, DecodingKey>, Option<Instant>)>,
+    algorithm: Algorithm,
+    jwks: RemoteJwks,
 }
 
 fn unauthorized() -> http::Response<Vec<u8>> {
@@ -62,51 +63,9 @@ impl Api {
             builder = builder.resolve(url.host_str().unwrap_or_default(), sock);
         }
         let client = builder.build().map_err(|e| e.to_string())?;
-        Ok(Api { cfg, client, keys: RwLock::new((HashMap::new(), None)) })
-    }
-
-    /// The key for `kid`, refreshing the JWKS when the kid is unknown (key rotation), at most once a second.
-    async fn key(&self, kid: &str) -> Option<DecodingKey> {
-        let last = match self.keys.read() {
-            Ok(k) => {
-                if let Some(key) = k.0.get(kid) {
-                    return Some(key.clone());
-                }
-                k.1
-            }
-            Err(_) => None,
-        };
-        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            return None;
-        }
-        let fetched = self.fetch_jwks().await;
-        let mut guard = self.keys.write().ok()?;
-        guard.1 = Some(Instant::now());
-        if let Some(keys) = fetched {
-            guard.0 = keys;
-        }
-        guard.0.get(kid).cloned()
-    }
-
-    async fn fetch_jwks(&self) -> Option<HashMap<String, DecodingKey>> {
-        let response = self.client.get(&self.cfg.jwks_url).send().await;
-        let set: JwkSet = match response {
-            Ok(r) if r.status().is_success() => r.json().await.ok()?,
-            Ok(r) => {
-                log::warn!("JWKS answered {}", r.status());
-                return None;
-            }
-            Err(e) => {
-                log::warn!("JWKS fetch failed: {e}");
-                return None;
-            }
-        };
-        let keys = set
-            .keys
-            .iter()
-            .filter_map(|k| Some((k.common.key_id.clone()?, DecodingKey::from_jwk(k).ok()?)))
-            .collect();
-        Some(keys)
+        let algorithm = cfg.algorithm.as_deref().unwrap_or("PS256").parse().map_err(|_| "algorithm: unknown")?;
+        let jwks = RemoteJwks::new(cfg.jwks_url.clone(), client);
+        Ok(Api { cfg, algorithm, jwks })
     }
 
     async fn verify(&self, session: &ServerSession) -> Result<serde_json::Value, &'static str> {
@@ -116,8 +75,8 @@ impl Api {
             return Err("not bearer");
         }
         let header = jsonwebtoken::decode_header(jwt).map_err(|_| "not a JWT")?;
-        let key = self.key(header.kid.as_deref().ok_or("no kid")?).await.ok_or("unknown key")?;
-        let mut v = Validation::new(Algorithm::PS256);
+        let key = self.jwks.key(header.kid.as_deref().ok_or("no kid")?).await.ok_or("unknown key")?;
+        let mut v = Validation::new(self.algorithm);
         v.set_issuer(&[&self.cfg.issuer]);
         v.set_audience(&[&self.cfg.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);

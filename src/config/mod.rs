@@ -155,6 +155,40 @@ pub struct IntrospectionConfig {
     pub max_ttl: Duration,
     pub max_entries: u64,
     pub negative_ttl: Duration,
+    pub mode: ResponseMode,
+}
+
+/// How the identity server answers introspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// The reference's protocol: `Accept: application/jwt`, 200 = the access token as a JWT, 204 = inactive.
+    Jwt,
+    /// RFC 7662 JSON; the gateway issues the JWT.
+    Json,
+    /// RFC 9701 signed JSON, verified against the identity server's JWKS; the gateway issues the JWT.
+    Rfc9701 { jwks_url: url::Url, issuer: Option<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlg {
+    Ps256,
+    Es256,
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningKeyConfig {
+    pub kid: String,
+    pub key: PathBuf,
+    pub alg: SigningAlg,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenIssuerConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub lifetime: Duration,
+    pub keys: Vec<SigningKeyConfig>,
+    pub jwks_address: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +218,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub metrics: Option<SocketAddr>,
     pub strip_headers: Vec<String>,
+    pub token_issuer: Option<TokenIssuerConfig>,
 }
 
 /// Collects problems while the model is built, so that one run reports all of them.
@@ -256,6 +291,12 @@ fn build(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         .as_ref()
         .and_then(|m| check.ok("metrics.address", m.address.parse().map_err(|e| format!("{:?}: {e}", m.address))));
     let strip_headers = header_names(check, &raw.strip_headers);
+    let token_issuer = raw.token_issuer.as_ref().and_then(|t| token_issuer(check, t));
+    for (name, i) in &introspection {
+        if i.mode != ResponseMode::Jwt && token_issuer.is_none() {
+            check.fail(&format!("introspection.{name}.response"), "json and rfc9701 need a token_issuer section");
+        }
+    }
     Some(Config {
         path: path.to_path_buf(),
         server: server?,
@@ -266,7 +307,45 @@ fn build(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         routes,
         metrics,
         strip_headers,
+        token_issuer,
     })
+}
+
+fn token_issuer(check: &mut Check, t: &schema::TokenIssuer) -> Option<TokenIssuerConfig> {
+    let keys = t
+        .keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| {
+            let alg = match k.algorithm.as_deref() {
+                None | Some("PS256") => SigningAlg::Ps256,
+                Some("ES256") => SigningAlg::Es256,
+                Some(other) => {
+                    check.fail(&format!("token_issuer.keys[{i}].algorithm"), format!("{other:?}: expected PS256 or ES256"));
+                    return None;
+                }
+            };
+            Some(SigningKeyConfig { kid: k.kid.clone(), key: check.file(&format!("token_issuer.keys[{i}].key"), &k.key), alg })
+        })
+        .collect::<Vec<_>>();
+    let jwks_address = match &t.jwks_address {
+        Some(a) => Some(check.ok("token_issuer.jwks_address", a.parse().map_err(|e| format!("{a:?}: {e}")))?),
+        None => None,
+    };
+    let cfg = TokenIssuerConfig {
+        issuer: t.issuer.clone(),
+        audience: t.audience.clone(),
+        lifetime: dur(t.lifetime, 300),
+        keys,
+        jwks_address,
+    };
+    if check.problems.is_empty() {
+        // Load the keys now: a wrong key type or an unreadable file stops the gateway before serving.
+        if let Err(e) = crate::issuer::TokenIssuer::new(&cfg) {
+            check.fail("token_issuer", e);
+        }
+    }
+    Some(cfg)
 }
 
 /// pingora's `ServerConf` ignores unknown keys; find them by comparing with what it serializes back.
@@ -442,6 +521,7 @@ fn introspection(check: &mut Check, name: &str, i: &schema::Introspection) -> Op
         None => None,
     };
     let cache = &i.cache;
+    let mode = response_mode(check, &key, i)?;
     Some(IntrospectionConfig {
         name: name.to_string(),
         endpoint: endpoint?,
@@ -454,7 +534,27 @@ fn introspection(check: &mut Check, name: &str, i: &schema::Introspection) -> Op
         max_ttl: dur(cache.max_ttl, 300),
         max_entries: cache.max_entries.unwrap_or(100_000),
         negative_ttl: dur(cache.negative_ttl, 5),
+        mode,
     })
+}
+
+fn response_mode(check: &mut Check, key: &str, i: &schema::Introspection) -> Option<ResponseMode> {
+    match i.response.as_deref() {
+        None | Some("jwt") => Some(ResponseMode::Jwt),
+        Some("json") => Some(ResponseMode::Json),
+        Some("rfc9701") => {
+            let Some(url) = &i.jwks_url else {
+                check.fail(&format!("{key}.jwks_url"), "rfc9701 needs the identity server's JWKS URL");
+                return None;
+            };
+            let jwks_url = check.ok(&format!("{key}.jwks_url"), url::Url::parse(url).map_err(|e| format!("{url:?}: {e}")))?;
+            Some(ResponseMode::Rfc9701 { jwks_url, issuer: i.issuer.clone() })
+        }
+        Some(other) => {
+            check.fail(&format!("{key}.response"), format!("{other:?}: expected jwt, json or rfc9701"));
+            None
+        }
+    }
 }
 
 fn route(

@@ -36,6 +36,9 @@ pub struct File {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub metrics: Option<Metrics>,
+    /// Signs the JWTs the gateway issues in `json` and `rfc9701` introspection modes.
+    #[serde(default)]
+    pub token_issuer: Option<TokenIssuer>,
     /// Extra request header names to strip from every client request, on top of the built-in list.
     #[serde(default)]
     pub strip_headers: Vec<String>,
@@ -127,6 +130,12 @@ pub struct Introspection {
     pub timeout: Option<Dur>,
     #[serde(default)]
     pub cache: Cache,
+    /// `jwt` (the reference's `Accept: application/jwt`, default), `json` (RFC 7662) or `rfc9701`.
+    pub response: Option<String>,
+    /// `rfc9701`: the identity server's JWKS, to verify signed introspection responses.
+    pub jwks_url: Option<String>,
+    /// `rfc9701`: the `iss` the signed responses must carry.
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,4 +191,26 @@ pub struct Scope {
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
     pub address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenIssuer {
+    pub issuer: String,
+    pub audience: String,
+    /// Longest lifetime of an issued JWT; never past the introspected token's `exp`.
+    pub lifetime: Option<Dur>,
+    /// The first key signs; every key is published in the JWKS (rotation).
+    pub keys: Vec<SigningKey>,
+    /// Internal plain-HTTP listener serving the JWKS at any path.
+    pub jwks_address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    pub kid: String,
+    pub key: String,
+    /// `PS256` (default) or `ES256`.
+    pub algorithm: Option<String>,
 }

@@ -87,6 +87,32 @@ pub fn wait_port(port: u16, dir: &Path, proc: &mut Proc) {
     }
 }
 
+/// Which identity server the system runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Identity {
+    /// `dev-idsvr`, the reference's protocol.
+    Dev,
+    /// node oidc-provider (tests/interop/oidc-provider).
+    OidcProvider,
+}
+
+/// Installs the pinned oidc-provider once per test binary; fails loudly without a registry.
+pub fn oidc_provider_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/oidc-provider"));
+        if !dir.join("node_modules/oidc-provider").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm is needed for the interop tests");
+            assert!(status.success(), "npm ci failed in {}: is the npm registry reachable?", dir.display());
+        }
+        dir
+    })
+}
+
 /// Knobs a test can turn before the system starts.
 #[derive(Clone)]
 pub struct Options {
@@ -103,6 +129,11 @@ pub struct Options {
     pub crl: Option<String>,
     /// Extra lines for the `tls:` section.
     pub extra_tls: String,
+    pub identity: Identity,
+    /// Introspection response mode: jwt, json or rfc9701.
+    pub response: &'static str,
+    /// Algorithm of the gateway-issued JWTs (json and rfc9701 modes): PS256 or ES256.
+    pub signing_alg: &'static str,
 }
 
 impl Default for Options {
@@ -118,6 +149,9 @@ impl Default for Options {
             extra_passthrough: String::new(),
             crl: Some(cert("root.crl.pem")),
             extra_tls: String::new(),
+            identity: Identity::Dev,
+            response: "jwt",
+            signing_alg: "PS256",
         }
     }
 }
@@ -128,6 +162,7 @@ pub struct System {
     pub idsvr_port: u16,
     pub api_port: u16,
     pub metrics_port: u16,
+    pub jwks_port: u16,
     pub opts: Options,
     pub gateway: Option<Proc>,
     pub idsvr: Option<Proc>,
@@ -147,6 +182,7 @@ impl System {
             idsvr_port: free_port(),
             api_port: free_port(),
             metrics_port: free_port(),
+            jwks_port: free_port(),
             opts,
             gateway: None,
             idsvr: None,
@@ -179,13 +215,22 @@ impl System {
             ttl = self.opts.token_ttl_seconds,
         );
         std::fs::write(self.path("idsvr.yaml"), idsvr).unwrap();
+        // In json and rfc9701 modes the API trusts the gateway's keys, not the identity server's.
+        let trust = if self.opts.response == "jwt" {
+            format!(
+                "jwks_url: https://login-internal.example.com:{idp}/oauth/v2/oauth-anonymous/jwks\n\
+                 jwks_resolve: 127.0.0.1:{idp}\nissuer: https://login.example.com/oauth/v2/oauth-anonymous\n",
+                idp = self.idsvr_port
+            )
+        } else {
+            format!(
+                "jwks_url: http://127.0.0.1:{}/jwks\nissuer: https://gateway.example.com\nalgorithm: {}\n",
+                self.jwks_port, self.opts.signing_alg
+            )
+        };
         let api = format!(
-            "listen: 127.0.0.1:{port}\ncertificate: {tls}\nkey: {key}\n\
-             jwks_url: https://login-internal.example.com:{idp}/oauth/v2/oauth-anonymous/jwks\n\
-             jwks_ca: {root}\njwks_resolve: 127.0.0.1:{idp}\n\
-             issuer: https://login.example.com/oauth/v2/oauth-anonymous\naudience: api.example.com\n",
+            "listen: 127.0.0.1:{port}\ncertificate: {tls}\nkey: {key}\njwks_ca: {root}\n{trust}audience: api.example.com\n",
             port = self.api_port,
-            idp = self.idsvr_port,
             tls = c("example.tls.pem"),
             key = c("example.tls.key"),
             root = c("root.pem"),
@@ -238,10 +283,11 @@ introspection:
     client_secret: Password1
     connect_timeout: 1s
     timeout: {itimeout}
-    cache:
+    response: {response}
+{rfc9701}    cache:
       max_ttl: {maxttl}
       negative_ttl: {negttl}
-routes:
+{token_issuer}routes:
   - host: api.example.com
     path_prefix: /admin/
     upstream: example-api
@@ -276,11 +322,60 @@ metrics:
             itimeout = o.introspection_timeout,
             maxttl = o.cache_max_ttl,
             negttl = o.negative_ttl,
+            response = o.response,
+            rfc9701 = if o.response == "rfc9701" {
+                format!(
+                    "    jwks_url: https://login-internal.example.com:{}/oauth/v2/oauth-anonymous/jwks\n\
+                     \x20   issuer: https://login.example.com/oauth/v2/oauth-anonymous\n",
+                    self.idsvr_port
+                )
+            } else {
+                String::new()
+            },
+            token_issuer = self.token_issuer_yaml(),
+        )
+    }
+
+    fn token_issuer_yaml(&self) -> String {
+        let (signing, other) = match self.opts.signing_alg {
+            "ES256" => (("gw-es", "es256", "ES256"), ("gw-ps", "ps256", "PS256")),
+            _ => (("gw-ps", "ps256", "PS256"), ("gw-es", "es256", "ES256")),
+        };
+        let key = |(kid, file, alg): (&str, &str, &str)| {
+            format!("    - kid: {kid}\n      key: {}\n      algorithm: {alg}\n", cert(&format!("gateway-signing.{file}.key")))
+        };
+        format!(
+            "token_issuer:\n  issuer: https://gateway.example.com\n  audience: api.example.com\n  lifetime: 120s\n\
+             \x20 jwks_address: 127.0.0.1:{}\n  keys:\n{}{}",
+            self.jwks_port,
+            key(signing),
+            key(other)
         )
     }
 
     pub fn start_idsvr(&mut self) {
+        if self.opts.identity == Identity::OidcProvider {
+            return self.start_oidc_provider();
+        }
         let mut proc = spawn("dev-idsvr", &self.path("idsvr.yaml"), self.dir.path());
+        wait_port(self.idsvr_port, self.dir.path(), &mut proc);
+        self.idsvr = Some(proc);
+    }
+
+    fn start_oidc_provider(&mut self) {
+        let dir = oidc_provider_dir();
+        let log = std::fs::File::create(self.path("dev-idsvr.log")).unwrap();
+        let child = Command::new("node")
+            .arg("server.mjs")
+            .current_dir(dir)
+            .env("PORT", self.idsvr_port.to_string())
+            .env("CERTS_DIR", certs())
+            .env("ACCESS_TOKEN_TTL", self.opts.token_ttl_seconds.to_string())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("node is needed for the interop tests");
+        let mut proc = Proc { child, name: "dev-idsvr" };
         wait_port(self.idsvr_port, self.dir.path(), &mut proc);
         self.idsvr = Some(proc);
     }

@@ -1,0 +1,179 @@
+//! Gateway-issued access tokens, for identity servers that answer introspection with RFC 7662 JSON
+//! or RFC 9701 signed JSON instead of the access token as a JWT. The gateway maps the introspection
+//! claims into a JWT signed with its own key (PS256 or ES256), which the APIs verify against the
+//! JWKS the gateway serves on an internal listener.
+
+use crate::config::{SigningAlg, TokenIssuerConfig};
+use crate::introspect::Claims;
+use crate::tls::b64url;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use openssl::pkey::{Id, PKey, Private};
+use serde_json::{json, Map, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub struct TokenIssuer {
+    cfg: TokenIssuerConfig,
+    kid: String,
+    alg: Algorithm,
+    key: EncodingKey,
+    jwks: Value,
+}
+
+impl TokenIssuer {
+    /// Loads every configured key; the first one signs, all are published (rotation).
+    pub fn new(cfg: &TokenIssuerConfig) -> Result<Self, String> {
+        let mut public = Vec::new();
+        let mut signer = None;
+        for (i, k) in cfg.keys.iter().enumerate() {
+            let at = format!("token_issuer.keys[{i}].key");
+            let pem = std::fs::read(&k.key).map_err(|e| format!("{at}: {}: {e}", k.key.display()))?;
+            let pkey = PKey::private_key_from_pem(&pem).map_err(|e| format!("{at}: {}: {e}", k.key.display()))?;
+            public.push(public_jwk(&pkey, &k.kid, k.alg).map_err(|e| format!("{at}: {e}"))?);
+            if signer.is_none() {
+                let (alg, key) = encoding_key(&pem, k.alg).map_err(|e| format!("{at}: {e}"))?;
+                signer = Some((k.kid.clone(), alg, key));
+            }
+        }
+        let (kid, alg, key) = signer.ok_or("token_issuer.keys: at least one key is needed")?;
+        Ok(TokenIssuer { cfg: cfg.clone(), kid, alg, key, jwks: json!({ "keys": public }) })
+    }
+
+    pub fn jwks(&self) -> &Value {
+        &self.jwks
+    }
+
+    /// Maps RFC 7662 claims of an active token into a signed JWT and the claims the filters read.
+    /// `exp` is never later than the introspected token's.
+    pub fn issue(&self, intro: &Map<String, Value>) -> Result<(String, Claims), String> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs() as i64;
+        let cap = now + self.cfg.lifetime.as_secs() as i64;
+        let exp = intro.get("exp").and_then(Value::as_i64).map_or(cap, |e| e.min(cap));
+        if exp <= now {
+            return Err("the token has expired".into());
+        }
+        let client_id = intro.get("client_id").cloned().unwrap_or(Value::Null);
+        let sub = intro.get("sub").cloned().filter(|s| s.is_string()).unwrap_or_else(|| client_id.clone());
+        let mut claims = json!({
+            "iss": self.cfg.issuer, "aud": self.cfg.audience, "sub": sub, "client_id": client_id,
+            "iat": now, "nbf": now, "exp": exp, "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        for copied in ["scope", "cnf"] {
+            if let Some(v) = intro.get(copied) {
+                claims[copied] = v.clone();
+            }
+        }
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        let jwt = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())?;
+        let parsed: Claims = serde_json::from_value(claims).map_err(|e| e.to_string())?;
+        Ok((jwt, parsed))
+    }
+}
+
+fn encoding_key(pem: &[u8], alg: SigningAlg) -> Result<(Algorithm, EncodingKey), String> {
+    match alg {
+        SigningAlg::Ps256 => Ok((Algorithm::PS256, EncodingKey::from_rsa_pem(pem).map_err(|e| e.to_string())?)),
+        SigningAlg::Es256 => Ok((Algorithm::ES256, EncodingKey::from_ec_pem(pem).map_err(|e| e.to_string())?)),
+    }
+}
+
+/// The public half of a key as a JWK.
+fn public_jwk(key: &PKey<Private>, kid: &str, alg: SigningAlg) -> Result<Value, String> {
+    match (alg, key.id()) {
+        (SigningAlg::Ps256, Id::RSA) => {
+            let rsa = key.rsa().map_err(|e| e.to_string())?;
+            Ok(json!({ "kty": "RSA", "kid": kid, "use": "sig", "alg": "PS256",
+                       "n": b64url(&rsa.n().to_vec()), "e": b64url(&rsa.e().to_vec()) }))
+        }
+        (SigningAlg::Es256, Id::EC) => {
+            let ec = key.ec_key().map_err(|e| e.to_string())?;
+            if ec.group().curve_name() != Some(openssl::nid::Nid::X9_62_PRIME256V1) {
+                return Err("ES256 needs a P-256 key".into());
+            }
+            let mut ctx = openssl::bn::BigNumContext::new().map_err(|e| e.to_string())?;
+            let (mut x, mut y) = (openssl::bn::BigNum::new().map_err(|e| e.to_string())?, openssl::bn::BigNum::new().map_err(|e| e.to_string())?);
+            ec.public_key().affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx).map_err(|e| e.to_string())?;
+            let pad = |n: &openssl::bn::BigNum| n.to_vec_padded(32).map_err(|e| e.to_string());
+            Ok(json!({ "kty": "EC", "kid": kid, "use": "sig", "alg": "ES256", "crv": "P-256",
+                       "x": b64url(&pad(&x)?), "y": b64url(&pad(&y)?) }))
+        }
+        _ => Err(format!("the key type does not fit {alg:?}")),
+    }
+}
+
+/// Serves the gateway's public keys as a JWKS on the internal listener.
+pub struct JwksApp(pub std::sync::Arc<TokenIssuer>);
+
+#[async_trait::async_trait]
+impl pingora_core::apps::http_app::ServeHttp for JwksApp {
+    async fn response(&self, _s: &mut pingora_core::protocols::http::ServerSession) -> http::Response<Vec<u8>> {
+        let body = self.0.jwks().to_string().into_bytes();
+        http::Response::builder()
+            .status(200)
+            .header("content-type", "application/jwk-set+json")
+            .header("content-length", body.len())
+            .header("cache-control", "max-age=300")
+            .body(body)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SigningKeyConfig;
+    use std::time::Duration;
+
+    fn issuer(alg: SigningAlg) -> (TokenIssuer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        let key = match alg {
+            SigningAlg::Ps256 => PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap(),
+            SigningAlg::Es256 => {
+                let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+                PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap()
+            }
+        };
+        std::fs::write(&path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        let cfg = TokenIssuerConfig {
+            issuer: "https://gw".into(),
+            audience: "api".into(),
+            lifetime: Duration::from_secs(60),
+            keys: vec![SigningKeyConfig { kid: "k1".into(), key: path, alg }],
+            jwks_address: None,
+        };
+        (TokenIssuer::new(&cfg).unwrap(), dir)
+    }
+
+    fn intro(exp_in: i64) -> Map<String, Value> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        json!({ "active": true, "client_id": "partner-client", "scope": "transactions",
+                "exp": now + exp_in, "cnf": { "x5t#S256": "abc-_" }, "username": "not copied" })
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    #[test]
+    fn issued_tokens_verify_against_the_published_jwks_and_never_outlive_the_token() {
+        for alg in [SigningAlg::Ps256, SigningAlg::Es256] {
+            let (issuer, _dir) = issuer(alg);
+            let (jwt, claims) = issuer.issue(&intro(30)).unwrap();
+            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(issuer.jwks().clone()).unwrap();
+            let key = jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).unwrap();
+            let mut v = jsonwebtoken::Validation::new(if alg == SigningAlg::Ps256 { Algorithm::PS256 } else { Algorithm::ES256 });
+            v.set_audience(&["api"]);
+            v.set_issuer(&["https://gw"]);
+            let decoded = jsonwebtoken::decode::<Value>(&jwt, &key, &v).unwrap().claims;
+            assert_eq!(decoded["cnf"]["x5t#S256"], "abc-_");
+            assert_eq!(decoded["sub"], "partner-client");
+            assert!(decoded.get("username").is_none());
+            assert_eq!(decoded["exp"], intro(30)["exp"], "capped by the token's exp");
+            assert!(claims.has_scope("transactions"));
+            // A token with a long life gets the configured lifetime instead.
+            let (_, long) = issuer.issue(&intro(3600)).unwrap();
+            assert!(long.exp.unwrap() < intro(61)["exp"].as_i64().unwrap());
+            assert!(issuer.issue(&intro(-5)).is_err(), "expired tokens are not issued");
+        }
+    }
+}
