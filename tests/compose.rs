@@ -1,0 +1,117 @@
+//! compose.yaml cannot run here (no container engine), so it is checked for what can go wrong
+//! without one: `docker-compose config` accepts it, every file it mounts or names exists (or is
+//! one that scripts/create-certs.sh writes), and every host and port agrees with the configs.
+
+mod common;
+
+use serde_yaml::Value;
+use std::path::Path;
+use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn compose_config() -> Value {
+    let out = Command::new("docker-compose")
+        .args(["-f", "compose.yaml", "config"])
+        .current_dir(ROOT)
+        .output()
+        .expect("docker-compose (Debian package docker-compose) is needed to check compose.yaml");
+    assert!(out.status.success(), "docker-compose config: {}", String::from_utf8_lossy(&out.stderr));
+    serde_yaml::from_slice(&out.stdout).unwrap()
+}
+
+fn yaml(path: &Path) -> Value {
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn str_at<'a>(v: &'a Value, keys: &[&str]) -> &'a str {
+    keys.iter().fold(v, |v, k| &v[*k]).as_str().unwrap_or_else(|| panic!("{keys:?} missing"))
+}
+
+/// Maps a container path under /app back to the repository.
+fn host_path(container: &str) -> std::path::PathBuf {
+    Path::new(ROOT).join(container.strip_prefix("/app/").expect("configs live under /app"))
+}
+
+/// The service whose network aliases include `host`, and the port its own config listens on.
+fn service_for<'a>(services: &'a Value, host: &str) -> (&'a str, Value) {
+    let (name, svc) = services
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .find(|(_, s)| {
+            s["networks"]["default"]["aliases"].as_sequence().is_some_and(|a| a.iter().any(|x| x.as_str() == Some(host)))
+        })
+        .unwrap_or_else(|| panic!("no service answers to {host}"));
+    let command = svc["command"].as_sequence().unwrap();
+    let config = command.last().unwrap().as_str().unwrap();
+    (name.as_str().unwrap(), yaml(&host_path(config)))
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+#[test]
+fn compose_agrees_with_the_configs_it_mounts() {
+    let cfg = compose_config();
+    let services = &cfg["services"];
+
+    // Mounts: ./conf exists; ./certs is where scripts/create-certs.sh writes.
+    for (_, svc) in services.as_mapping().unwrap() {
+        for v in svc["volumes"].as_sequence().unwrap() {
+            let spec = v.as_str().unwrap();
+            let host = spec.split(':').next().unwrap();
+            match Path::new(host).file_name().and_then(|n| n.to_str()) {
+                Some("conf") => assert!(Path::new(host).is_dir(), "{host}"),
+                Some("certs") => assert_eq!(Path::new(host), Path::new(ROOT).join("certs")),
+                other => panic!("unexpected mount {other:?}"),
+            }
+        }
+    }
+
+    // The gateway: its config validates, and it publishes the port it listens on.
+    let gw = &services["gateway"];
+    let gw_conf_path = host_path(gw["command"].as_sequence().unwrap().last().unwrap().as_str().unwrap());
+    let gw_conf = yaml(&gw_conf_path);
+    let listen = port_of(str_at(&gw_conf, &["listener", "address"]));
+    let published = &gw["ports"][0];
+    let target = published["target"].as_u64().or_else(|| published.as_str().map(|s| port_of(s) as u64)).unwrap();
+    assert_eq!(target, listen as u64, "the gateway publishes the port its config listens on");
+    assert_eq!(listen, 443, "the tutorial's single public port");
+
+    // Every internal host:port the gateway uses is a service alias listening on that port.
+    let mut targets = vec![str_at(&gw_conf["passthrough"]["routes"][0], &["upstream"]).to_string()];
+    for (_, u) in gw_conf["upstreams"].as_mapping().unwrap() {
+        targets.push(str_at(u, &["address"]).to_string());
+    }
+    for (_, i) in gw_conf["introspection"].as_mapping().unwrap() {
+        let url = url::Url::parse(str_at(i, &["endpoint"])).unwrap();
+        targets.push(format!("{}:{}", url.host_str().unwrap(), url.port_or_known_default().unwrap()));
+    }
+    for target in targets {
+        let (host, port) = target.rsplit_once(':').unwrap();
+        let (name, svc_conf) = service_for(services, host);
+        assert_eq!(port_of(str_at(&svc_conf, &["listen"])), port.parse::<u16>().unwrap(), "{name} listens on {target}");
+        let exposed: Vec<String> = services[name]["expose"].as_sequence().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+        assert!(exposed.contains(&port.to_string()), "{name} exposes {port}");
+    }
+}
+
+#[test]
+fn every_certificate_the_compose_configs_name_is_made_by_create_certs() {
+    let made: Vec<String> = std::fs::read_dir(common::certs())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let cfg = compose_config();
+    for (_, svc) in cfg["services"].as_mapping().unwrap() {
+        let config = host_path(svc["command"].as_sequence().unwrap().last().unwrap().as_str().unwrap());
+        let text = std::fs::read_to_string(&config).unwrap();
+        for word in text.split_whitespace() {
+            if let Some(name) = word.strip_prefix("../certs/") {
+                assert!(made.iter().any(|m| m == name), "{}: {name} is not made by create-certs.sh", config.display());
+            }
+        }
+    }
+}
