@@ -9,8 +9,9 @@
 //!   200 with the token as a PS256 JWT or 204 when inactive; otherwise RFC 7662 JSON.
 //! - `POST /oauth/v2/oauth-revoke`: RFC 7009 revocation by the token's own client.
 //! - `GET /oauth/v2/oauth-anonymous/jwks`: the public signing key.
-//! - With `dev_endpoints: true`: `GET /dev/stats` (call counts) and `POST /dev/faults` (delay or
-//!   fail introspection), used by the tests to simulate a bad day.
+//! - With `dev_endpoints: true`: `GET /dev/stats` (call counts), `POST /dev/faults` (delay or
+//!   fail introspection), used by the tests to simulate a bad day, and `POST /dev/mint` (many
+//!   tokens at once, for the cache benchmarks).
 //!
 //! Tokens live in memory. Never use this in production.
 
@@ -286,6 +287,46 @@ impl IdSvr {
     }
 }
 
+impl IdSvr {
+    /// Benchmarks only: issues `count` tokens at once for a client, bound to the given thumbprint,
+    /// as if the client had called the token endpoint that many times.
+    fn mint(&self, body: &[u8]) -> http::Response<Vec<u8>> {
+        #[derive(Deserialize)]
+        struct Req {
+            count: usize,
+            client_id: String,
+            x5t: String,
+            #[serde(default)]
+            scope: String,
+        }
+        let Ok(req) = serde_json::from_slice::<Req>(body) else {
+            return oauth_error(400, "invalid_request", "bad JSON");
+        };
+        let issued = now();
+        let mut out = Vec::with_capacity(req.count.min(1_000_000));
+        let Ok(mut tokens) = self.tokens.lock() else {
+            return oauth_error(500, "server_error", "token store unavailable");
+        };
+        for _ in 0..req.count.min(1_000_000) {
+            let opaque = random_token();
+            tokens.insert(
+                opaque.clone(),
+                Token {
+                    client_id: req.client_id.clone(),
+                    scope: req.scope.clone(),
+                    x5t: req.x5t.clone(),
+                    issued,
+                    expires: issued + self.cfg.access_token_ttl_seconds,
+                    jti: uuid::Uuid::new_v4().to_string(),
+                    delegation_id: uuid::Uuid::new_v4().to_string(),
+                },
+            );
+            out.push(opaque);
+        }
+        json_response(200, &json!({ "tokens": out }))
+    }
+}
+
 fn random_token() -> String {
     let mut buf = [0u8; 32];
     // A failing CSPRNG must never yield a guessable token: fall back to a UUIDv4 (also random).
@@ -310,7 +351,7 @@ impl ServeHttp for IdSvr {
         let cert = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|s| s.extension.get::<ClientCert>().cloned());
+            .and_then(|s| s.extension.get::<std::sync::Arc<ClientCert>>().cloned());
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let body = match devkit::read_body(session, 64 * 1024).await {
@@ -320,9 +361,9 @@ impl ServeHttp for IdSvr {
         let form = devkit::form(&body);
         let dev = self.cfg.dev_endpoints;
         match (method.as_str(), path.as_str()) {
-            ("POST", "/oauth/v2/oauth-token-mutual-tls") => self.token_endpoint(cert.as_ref(), &form),
+            ("POST", "/oauth/v2/oauth-token-mutual-tls") => self.token_endpoint(cert.as_deref(), &form),
             ("POST", "/oauth/v2/oauth-introspect") => self.introspect(session, &form).await,
-            ("POST", "/oauth/v2/oauth-revoke") => self.revoke(session, cert.as_ref(), &form),
+            ("POST", "/oauth/v2/oauth-revoke") => self.revoke(session, cert.as_deref(), &form),
             ("GET", "/oauth/v2/oauth-anonymous/jwks") => json_response(200, &json!({ "keys": [self.jwk] })),
             ("GET", "/dev/stats") if dev => json_response(
                 200,
@@ -332,6 +373,7 @@ impl ServeHttp for IdSvr {
                 }),
             ),
             ("POST", "/dev/faults") if dev => self.set_faults(&body),
+            ("POST", "/dev/mint") if dev => self.mint(&body),
             _ => oauth_error(404, "not_found", "no such endpoint"),
         }
     }
