@@ -173,7 +173,7 @@ impl ProxyHttp for Gateway {
             if !ssl.cert_digest.is_empty() {
                 ctx.filters.client_thumbprint = Some(b64url(&ssl.cert_digest));
             }
-            ctx.client = ssl.extension.get::<ClientCert>().map(|c| Arc::new(c.clone()));
+            ctx.client = ssl.extension.get::<Arc<ClientCert>>().cloned();
         }
         let Some(index) = self.find_route(session.req_header()) else {
             return self.refuse(session, ctx, "router", Refusal::NoRoute).await;

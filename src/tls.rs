@@ -199,7 +199,8 @@ impl TlsAccept for KeepClientCert {
     async fn handshake_complete_callback(&self, ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
         let cert = ssl.peer_certificate()?;
         let der = cert.to_der().ok()?;
-        Some(Arc::new(ClientCert { der, subject: subject_dn(&cert) }))
+        // Stored as Arc<ClientCert> so that each request takes a reference, not a copy of the DER.
+        Some(Arc::new(Arc::new(ClientCert { der, subject: subject_dn(&cert) })))
     }
 }
 
