@@ -2,7 +2,7 @@
 //! the route's filter chain in `request_filter`, forwards the JWT to the API over verified TLS, and
 //! writes one access-log line and the metrics for every request.
 
-use crate::config::{Config, RouteConfig, UpstreamConfig};
+use crate::config::{Config, CorsConfig, RouteConfig, UpstreamConfig};
 use crate::filters::{build_chain, Filter, FilterState, Outcome};
 use crate::introspect::Introspector;
 use crate::issuer::TokenIssuer;
@@ -57,6 +57,21 @@ pub struct RequestCtx {
     refused_by: Option<(&'static str, &'static str)>,
     upstream_started: Option<Instant>,
     upstream_elapsed: Option<Duration>,
+    /// The request's `Origin`, when the route's CORS settings trust it.
+    cors_origin: Option<String>,
+}
+
+impl RequestCtx {
+    /// Headers every answer carries: the interaction id and, for a trusted origin, CORS.
+    fn response_headers(&self) -> Vec<(&'static str, &str)> {
+        let mut h = vec![("x-fapi-interaction-id", self.interaction_id.as_str())];
+        if let Some(origin) = &self.cors_origin {
+            h.push(("access-control-allow-origin", origin));
+            h.push(("access-control-expose-headers", "www-authenticate, x-fapi-interaction-id"));
+            h.push(("vary", "Origin"));
+        }
+        h
+    }
 }
 
 impl Gateway {
@@ -66,20 +81,27 @@ impl Gateway {
         for (name, i) in &cfg.introspection {
             introspectors.insert(name.clone(), Arc::new(Introspector::new(i.clone(), issuer.clone())?));
         }
-        let routes = cfg
-            .routes
+        Self::build(&cfg.routes, &introspectors, &cfg.strip_headers)
+    }
+
+    fn build(
+        routes: &[RouteConfig],
+        introspectors: &BTreeMap<String, Arc<Introspector>>,
+        extra_strip: &[String],
+    ) -> std::result::Result<Self, String> {
+        let routes = routes
             .iter()
             .map(|r| {
                 Ok(Route {
                     label: format!("{:?}{}", r.host, r.path_prefix),
-                    chain: build_chain(&r.filters, &introspectors)?,
+                    chain: build_chain(&r.filters, introspectors)?,
                     peer: upstream_peer(&r.upstream)?,
                     cfg: r.clone(),
                 })
             })
             .collect::<std::result::Result<Vec<_>, String>>()?;
         let mut strip_headers: Vec<String> = IDENTITY_HEADERS.iter().map(|s| s.to_string()).collect();
-        strip_headers.extend(cfg.strip_headers.iter().cloned());
+        strip_headers.extend(extra_strip.iter().cloned());
         Ok(Gateway { routes, strip_headers })
     }
 
@@ -92,7 +114,32 @@ impl Gateway {
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, filter: &'static str, r: Refusal) -> Result<bool> {
         metrics::refusal(filter, r.reason());
         ctx.refused_by = Some((filter, r.reason()));
-        respond::send(session, &r, &ctx.interaction_id).await?;
+        respond::send(session, &r, &ctx.response_headers()).await?;
+        Ok(true)
+    }
+
+    /// CORS for a route that trusts web origins: remembers an allowed `Origin` for the response
+    /// and answers pre-flights itself (they carry no token). `Ok(true)` means a response was sent.
+    async fn cors(&self, session: &mut Session, ctx: &mut RequestCtx, cors: &CorsConfig) -> Result<bool> {
+        let req = session.req_header();
+        let origin = req.headers.get("origin").and_then(|o| o.to_str().ok()).filter(|o| cors.allows(o));
+        ctx.cors_origin = origin.map(str::to_string);
+        let preflight = req.method == http::Method::OPTIONS && req.headers.contains_key("access-control-request-method");
+        if !preflight {
+            return Ok(false);
+        }
+        if ctx.cors_origin.is_none() {
+            return self.refuse(session, ctx, "cors", Refusal::OriginNotAllowed).await;
+        }
+        let mut h = ResponseHeader::build(204, Some(8))?;
+        for (name, value) in ctx.response_headers() {
+            h.insert_header(name, value)?;
+        }
+        h.insert_header("access-control-allow-methods", &cors.methods)?;
+        h.insert_header("access-control-allow-headers", &cors.headers)?;
+        h.insert_header("access-control-max-age", &cors.max_age)?;
+        h.insert_header("content-length", "0")?;
+        session.write_response_header(Box::new(h), true).await?;
         Ok(true)
     }
 }
@@ -159,6 +206,7 @@ impl ProxyHttp for Gateway {
             refused_by: None,
             upstream_started: None,
             upstream_elapsed: None,
+            cors_origin: None,
         }
     }
 
@@ -179,6 +227,11 @@ impl ProxyHttp for Gateway {
             return self.refuse(session, ctx, "router", Refusal::NoRoute).await;
         };
         ctx.route = Some(index);
+        if let Some(cors) = &self.routes[index].cfg.cors {
+            if self.cors(session, ctx, cors).await? {
+                return Ok(true);
+            }
+        }
         for filter in &self.routes[index].chain {
             if let Outcome::Respond(refusal) = filter.run(session.req_header(), &mut ctx.filters).await {
                 return self.refuse(session, ctx, filter.name(), refusal).await;
@@ -229,7 +282,9 @@ impl ProxyHttp for Gateway {
         if let Some(start) = ctx.upstream_started {
             ctx.upstream_elapsed = Some(start.elapsed());
         }
-        resp.insert_header("x-fapi-interaction-id", &ctx.interaction_id)?;
+        for (name, value) in ctx.response_headers() {
+            resp.insert_header(name, value)?;
+        }
         Ok(())
     }
 
@@ -247,7 +302,7 @@ impl ProxyHttp for Gateway {
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         }
         ctx.refused_by = Some(("upstream", refusal.reason()));
-        if let Err(err) = respond::send(session, &refusal, &ctx.interaction_id).await {
+        if let Err(err) = respond::send(session, &refusal, &ctx.response_headers()).await {
             log::debug!("could not send the error response: {err}");
         }
         FailToProxy { error_code: refusal.status(), can_reuse_downstream: false }
@@ -308,5 +363,104 @@ mod tests {
         assert_eq!(interaction_id(&r), "c770aef3-6784-41f7-8e0e-ff5f97bddb3a");
         r.insert_header("x-fapi-interaction-id", "<script>").unwrap();
         assert_ne!(interaction_id(&r), "<script>");
+    }
+
+    use crate::config::{FilterConfig, HostPattern};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn gateway(cors: Option<CorsConfig>) -> Gateway {
+        let d = Duration::from_secs(1);
+        let upstream = Arc::new(UpstreamConfig {
+            name: "api".into(),
+            address: "127.0.0.1:9".into(),
+            tls: false,
+            sni: "api".into(),
+            ca: None,
+            host_header: None,
+            connect_timeout: d,
+            read_timeout: d,
+            write_timeout: d,
+            idle_timeout: d,
+        });
+        let route = RouteConfig {
+            host: HostPattern::parse("api.example.com").unwrap(),
+            path_prefix: "/api/".into(),
+            upstream,
+            filters: vec![FilterConfig::CertBinding],
+            forward_client_cert: false,
+            cors,
+        };
+        Gateway::build(&[route], &BTreeMap::new(), &["x-evil".to_string()]).unwrap()
+    }
+
+    /// Feeds raw request bytes to a pingora session over in-memory IO, runs `request_filter`, and
+    /// returns whether it answered, what the client received, and the request as the filters left it.
+    async fn run(gw: &Gateway, request: &str) -> (bool, String, RequestHeader) {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut session = Session::new_h1(Box::new(server));
+        client.write_all(request.as_bytes()).await.unwrap();
+        assert!(session.read_request().await.unwrap());
+        let mut ctx = gw.new_ctx();
+        let answered = gw.request_filter(&mut session, &mut ctx).await.unwrap();
+        let header = session.req_header().clone();
+        drop(session);
+        let mut out = String::new();
+        client.read_to_string(&mut out).await.unwrap();
+        (answered, out, header)
+    }
+
+    #[tokio::test]
+    async fn identity_headers_are_stripped_before_any_filter_and_no_certificate_is_401() {
+        let req = "POST /api/transactions HTTP/1.1\r\nHost: api.example.com\r\nClient-Cert: :AAAA:\r\n\
+                   X-Forwarded-Client-Cert: x\r\nX-Evil: 1\r\nx-fapi-interaction-id: c770aef3-6784-41f7-8e0e-ff5f97bddb3a\r\n\
+                   Content-Length: 0\r\n\r\n";
+        let (answered, out, header) = run(&gateway(None), req).await;
+        assert!(answered);
+        for h in ["client-cert", "x-forwarded-client-cert", "x-evil"] {
+            assert!(header.headers.get(h).is_none(), "{h} survived");
+        }
+        assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+        assert!(out.to_ascii_lowercase().contains("www-authenticate: bearer error=\"invalid_token\""), "{out}");
+        assert!(out.contains("x-fapi-interaction-id: c770aef3-6784-41f7-8e0e-ff5f97bddb3a"), "{out}");
+        assert!(out.ends_with(crate::respond::UNAUTHORIZED_BODY), "{out}");
+    }
+
+    #[tokio::test]
+    async fn unknown_hosts_get_a_json_404_and_head_gets_no_body() {
+        let (answered, out, _) = run(&gateway(None), "GET /api/x HTTP/1.1\r\nHost: other.example.com\r\n\r\n").await;
+        assert!(answered);
+        assert!(out.starts_with("HTTP/1.1 404") && out.contains("\"code\":\"not_found\""), "{out}");
+        let (_, out, _) = run(&gateway(None), "HEAD /api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 401") && out.ends_with("\r\n\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn cors_preflight_only_for_trusted_origins() {
+        let cors = CorsConfig {
+            origins: vec!["https://portal.example.com".into()],
+            methods: "GET, POST".into(),
+            headers: "authorization".into(),
+            max_age: "600".into(),
+        };
+        let gw = gateway(Some(cors));
+        let preflight = |origin: &str| {
+            format!(
+                "OPTIONS /api/transactions HTTP/1.1\r\nHost: api.example.com\r\nOrigin: {origin}\r\n\
+                 Access-Control-Request-Method: POST\r\n\r\n"
+            )
+        };
+        let (answered, out, _) = run(&gw, &preflight("https://portal.example.com")).await;
+        assert!(answered);
+        assert!(out.starts_with("HTTP/1.1 204"), "{out}");
+        assert!(out.contains("access-control-allow-origin: https://portal.example.com"), "{out}");
+        assert!(out.contains("access-control-allow-methods: GET, POST"), "{out}");
+        let (_, out, _) = run(&gw, &preflight("https://evil.example.com")).await;
+        assert!(out.starts_with("HTTP/1.1 403") && !out.contains("access-control-allow-origin"), "{out}");
+        // Without CORS configured a pre-flight is just a request without a token.
+        let (_, out, _) = run(&gateway(None), &preflight("https://portal.example.com")).await;
+        assert!(out.starts_with("HTTP/1.1 401") && !out.contains("access-control-allow-origin"), "{out}");
+        // A refusal for a trusted origin carries the CORS headers, so the browser can read it.
+        let (_, out, _) = run(&gw, "POST /api/transactions HTTP/1.1\r\nHost: api.example.com\r\nOrigin: https://portal.example.com\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 401") && out.contains("access-control-allow-origin: https://portal.example.com"), "{out}");
     }
 }

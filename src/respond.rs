@@ -27,6 +27,8 @@ pub enum Refusal {
     UpstreamUnavailable,
     /// The API did not answer in time.
     UpstreamTimeout,
+    /// A CORS pre-flight from an origin the route does not trust.
+    OriginNotAllowed,
 }
 
 pub const UNAUTHORIZED_BODY: &str = r#"{"code":"unauthorized","message":"Missing, invalid or expired access token"}"#;
@@ -36,7 +38,7 @@ impl Refusal {
         match self {
             Refusal::NoToken | Refusal::InvalidToken(_) => 401,
             Refusal::InvalidRequest(_) => 400,
-            Refusal::InsufficientScope(_) => 403,
+            Refusal::InsufficientScope(_) | Refusal::OriginNotAllowed => 403,
             Refusal::NoRoute => 404,
             Refusal::IdentityBadAnswer(_) | Refusal::UpstreamUnavailable => 502,
             Refusal::IdentityUnavailable(_) => 503,
@@ -54,6 +56,7 @@ impl Refusal {
             Refusal::NoRoute => "no_route",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
+            Refusal::OriginNotAllowed => "origin_not_allowed",
         }
     }
 
@@ -85,18 +88,19 @@ impl Refusal {
             Refusal::NoRoute => json("not_found", "No API is served at this address"),
             Refusal::UpstreamUnavailable => json("bad_gateway", "The API is unavailable"),
             Refusal::UpstreamTimeout => json("gateway_timeout", "The API did not answer in time"),
+            Refusal::OriginNotAllowed => json("forbidden", "This origin is not allowed"),
         }
     }
 
-    /// The full response header, ready to send.
-    pub fn header(&self, interaction_id: &str) -> pingora_core::Result<ResponseHeader> {
+    /// The full response header, ready to send, with the caller's `extra` headers.
+    pub fn header(&self, extra: &[(&'static str, &str)]) -> pingora_core::Result<ResponseHeader> {
         let body_len = self.body().len();
-        let mut h = ResponseHeader::build(self.status(), Some(5))?;
+        let mut h = ResponseHeader::build(self.status(), Some(5 + extra.len()))?;
         h.insert_header("content-type", "application/json")?;
         h.insert_header("content-length", body_len.to_string())?;
         h.insert_header("cache-control", "no-store")?;
-        if !interaction_id.is_empty() {
-            h.insert_header("x-fapi-interaction-id", interaction_id)?;
+        for (name, value) in extra {
+            h.insert_header(*name, *value)?;
         }
         if let Some(challenge) = self.www_authenticate() {
             h.insert_header("www-authenticate", challenge)?;
@@ -109,9 +113,9 @@ fn json(code: &str, message: &str) -> String {
     serde_json::json!({ "code": code, "message": message }).to_string()
 }
 
-/// Sends a refusal downstream. HEAD requests get the headers only.
-pub async fn send(session: &mut Session, refusal: &Refusal, interaction_id: &str) -> pingora_core::Result<()> {
-    let header = refusal.header(interaction_id)?;
+/// Sends a refusal downstream with `extra` headers. HEAD requests get the headers only.
+pub async fn send(session: &mut Session, refusal: &Refusal, extra: &[(&'static str, &str)]) -> pingora_core::Result<()> {
+    let header = refusal.header(extra)?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(header), head_only).await?;
     if !head_only {

@@ -270,3 +270,56 @@ fn binding_holds_on_resumed_tls_sessions() {
         assert!(stolen.starts_with("HTTP/1.1 401"), "{stolen}");
     }
 }
+
+#[tokio::test]
+async fn passthrough_connections_over_the_cap_are_closed() {
+    let echo = echo_server().await;
+    let sys = System::start_with(Options {
+        extra_passthrough: passthrough_route("*.echo.test", echo, false),
+        passthrough_max_connections: 1,
+        ..Default::default()
+    });
+    let mut first = tokio::net::TcpStream::connect(("127.0.0.1", sys.gateway_port)).await.unwrap();
+    let hello = client_hello("a.echo.test");
+    first.write_all(&hello).await.unwrap();
+    let mut echoed = vec![0u8; hello.len()];
+    first.read_exact(&mut echoed).await.unwrap(); // the first tunnel is up and holds the only slot
+    let mut second = tokio::net::TcpStream::connect(("127.0.0.1", sys.gateway_port)).await.unwrap();
+    second.write_all(&client_hello("b.echo.test")).await.unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), second.read_to_end(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(n, 0, "the connection over the cap must be closed without data");
+    first.write_all(b"still here").await.unwrap();
+    let mut back = [0u8; 10];
+    first.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"still here");
+}
+
+/// Handshake with a client restricted to one protocol version and cipher list.
+fn handshake_with(port: u16, version: SslVersion, ciphers: &str) -> bool {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(cert("root.pem")).unwrap();
+    b.set_security_level(0);
+    b.set_min_proto_version(Some(version)).unwrap();
+    b.set_max_proto_version(Some(version)).unwrap();
+    b.set_cipher_list(ciphers).unwrap();
+    let parsed = Pkcs12::from_der(&std::fs::read(cert("example.client.p12")).unwrap()).unwrap().parse2("Password1").unwrap();
+    b.set_certificate(parsed.cert.as_ref().unwrap()).unwrap();
+    b.set_private_key(parsed.pkey.as_ref().unwrap()).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    b.build().connect(API, tcp).is_ok()
+}
+
+#[test]
+fn only_fapi_tls_versions_and_cipher_suites_are_accepted() {
+    let sys = System::start();
+    let port = sys.gateway_port;
+    assert!(handshake_with(port, SslVersion::TLS1_2, "ECDHE-RSA-AES128-GCM-SHA256"));
+    assert!(handshake_with(port, SslVersion::TLS1_2, "ECDHE-RSA-AES256-GCM-SHA384"));
+    assert!(handshake_with(port, SslVersion::TLS1_3, "DEFAULT"));
+    for weak in ["ECDHE-RSA-AES128-SHA", "AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305", "DHE-RSA-AES128-GCM-SHA256"] {
+        assert!(!handshake_with(port, SslVersion::TLS1_2, weak), "TLS 1.2 with {weak} must be refused");
+    }
+    assert!(!handshake_with(port, SslVersion::TLS1_1, "DEFAULT:@SECLEVEL=0"), "TLS 1.1 must be refused");
+}

@@ -45,6 +45,8 @@ struct Config {
     #[serde(default = "default_ttl")]
     access_token_ttl_seconds: u64,
     clients: Vec<Client>,
+    /// PEM RSA key for signing JWTs (PS256); a fresh one is made at every start when absent.
+    signing_key: Option<String>,
     #[serde(default)]
     dev_endpoints: bool,
     #[serde(default = "default_threads")]
@@ -108,10 +110,20 @@ fn oauth_error(status: u16, error: &str, description: &str) -> http::Response<Ve
 }
 
 impl IdSvr {
-    fn new(cfg: Config) -> Result<Self, String> {
-        let rsa = Rsa::generate(2048).map_err(|e| e.to_string())?;
+    fn new(cfg: Config, path: &std::path::Path) -> Result<Self, String> {
+        let rsa = match &cfg.signing_key {
+            Some(file) => {
+                let file = devkit::relative(path, file);
+                let pem = std::fs::read(&file).map_err(|e| format!("signing_key: {}: {e}", file.display()))?;
+                openssl::pkey::PKey::private_key_from_pem(&pem)
+                    .and_then(|k| k.rsa())
+                    .map_err(|e| format!("signing_key: {}: not an RSA key: {e}", file.display()))?
+            }
+            None => Rsa::generate(2048).map_err(|e| e.to_string())?,
+        };
         let der = rsa.private_key_to_der().map_err(|e| e.to_string())?;
-        let kid = format!("{}", now() % 1_000_000_000);
+        // The key id is derived from the key, so a configured key keeps its kid across restarts.
+        let kid = tls::thumbprint(&rsa.public_key_to_der().map_err(|e| e.to_string())?)[..12].to_string();
         let jwk = json!({
             "kty": "RSA", "kid": kid, "use": "sig", "alg": "PS256",
             "n": b64url(&rsa.n().to_vec()), "e": b64url(&rsa.e().to_vec()),
@@ -409,7 +421,7 @@ fn main() {
         }
     };
     let (addr, threads) = (cfg.listen.clone(), cfg.threads);
-    match IdSvr::new(cfg) {
+    match IdSvr::new(cfg, &path) {
         Ok(app) => devkit::serve_tls("dev-idsvr", app, &addr, settings, threads),
         Err(e) => {
             eprintln!("dev-idsvr: {e}");

@@ -205,6 +205,22 @@ pub struct RouteConfig {
     pub upstream: Arc<UpstreamConfig>,
     pub filters: Vec<FilterConfig>,
     pub forward_client_cert: bool,
+    pub cors: Option<CorsConfig>,
+}
+
+/// CORS for trusted web origins, with the header values ready to send.
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    pub origins: Vec<String>,
+    pub methods: String,
+    pub headers: String,
+    pub max_age: String,
+}
+
+impl CorsConfig {
+    pub fn allows(&self, origin: &str) -> bool {
+        self.origins.iter().any(|o| o == origin)
+    }
 }
 
 #[derive(Debug)]
@@ -582,7 +598,34 @@ fn route(
         .filter_map(|(i, f)| filter(check, &format!("{key}.filters[{i}]"), f, introspection))
         .collect::<Vec<_>>();
     check_filter_order(check, &key, &filters);
-    Some(RouteConfig { host: host?, path_prefix, upstream: upstream?, filters, forward_client_cert: r.forward_client_cert })
+    let cors = r.cors.as_ref().map(|c| cors(check, &key, c));
+    Some(RouteConfig {
+        host: host?,
+        path_prefix,
+        upstream: upstream?,
+        filters,
+        forward_client_cert: r.forward_client_cert,
+        cors,
+    })
+}
+
+fn cors(check: &mut Check, key: &str, c: &schema::Cors) -> CorsConfig {
+    for (i, o) in c.allowed_origins.iter().enumerate() {
+        let ok = url::Url::parse(o).is_ok_and(|u| u.origin().ascii_serialization() == *o);
+        if !ok || o == "null" {
+            check.fail(&format!("{key}.cors.allowed_origins[{i}]"), format!("{o:?} is not an origin like https://portal.example.com"));
+        }
+    }
+    let methods = c.allowed_methods.clone().unwrap_or_else(|| vec!["GET".into(), "POST".into()]);
+    let headers = c.allowed_headers.clone().unwrap_or_else(|| {
+        vec!["authorization".into(), "content-type".into(), "x-fapi-interaction-id".into()]
+    });
+    CorsConfig {
+        origins: c.allowed_origins.clone(),
+        methods: methods.join(", "),
+        headers: headers.join(", "),
+        max_age: dur(c.max_age, 600).as_secs().to_string(),
+    }
 }
 
 fn filter(

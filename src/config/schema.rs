@@ -156,6 +156,18 @@ pub struct Route {
     pub filters: Vec<Filter>,
     #[serde(default)]
     pub forward_client_cert: bool,
+    /// CORS for trusted web origins; off when absent.
+    pub cors: Option<Cors>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Exact origins, e.g. `https://portal.example.com`.
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Option<Vec<String>>,
+    pub allowed_headers: Option<Vec<String>>,
+    pub max_age: Option<Dur>,
 }
 
 /// One filter of a route's chain: exactly one key is set.

@@ -125,6 +125,7 @@ pub struct Options {
     pub unknown_sni: &'static str,
     /// Extra passthrough routes, as YAML list items.
     pub extra_passthrough: String,
+    pub passthrough_max_connections: usize,
     /// The client CRL file; `None` for no CRL.
     pub crl: Option<String>,
     /// Extra lines for the `tls:` section.
@@ -147,6 +148,7 @@ impl Default for Options {
             client_hello_timeout: "5s",
             unknown_sni: "close",
             extra_passthrough: String::new(),
+            passthrough_max_connections: 4096,
             crl: Some(cert("root.crl.pem")),
             extra_tls: String::new(),
             identity: Identity::Dev,
@@ -259,6 +261,7 @@ listener:
   unknown_sni: {unknown}
 passthrough:
   connect_timeout: 2s
+  max_connections: {ptmax}
   routes:
     - sni: login.example.com
       upstream: 127.0.0.1:{idp}
@@ -314,6 +317,7 @@ metrics:
             hello = o.client_hello_timeout,
             unknown = o.unknown_sni,
             extra = o.extra_passthrough,
+            ptmax = o.passthrough_max_connections,
             extra_tls = o.extra_tls,
             tls = cert("example.tls.pem"),
             key = cert("example.tls.key"),
