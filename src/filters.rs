@@ -76,8 +76,9 @@ impl Filter for PhantomToken {
             Ok(t) => t,
             Err(refusal) => return Outcome::Respond(refusal),
         };
-        state.token_id = Some(crate::introspect::token_id(token));
-        let (result, how) = self.introspector.lookup(token).await;
+        let key = crate::introspect::cache_key(token);
+        state.token_id = Some(crate::introspect::token_id(&key));
+        let (result, how) = self.introspector.lookup(token, key).await;
         state.cache = Some(how);
         metrics::cache_lookup(self.introspector.name(), how.as_str(), self.introspector.entry_count());
         match result {

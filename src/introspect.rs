@@ -137,10 +137,9 @@ impl Introspector {
         self.cache.entry_count()
     }
 
-    /// Looks a token up: from the cache, or by one introspection call shared by every concurrent
-    /// request for the same token.
-    pub async fn lookup(&self, token: &str) -> (Result<TokenState, IntrospectError>, CacheResult) {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    /// Looks a token up by its `cache_key`: from the cache, or by one introspection call shared by
+    /// every concurrent request for the same token.
+    pub async fn lookup(&self, token: &str, key: [u8; 32]) -> (Result<TokenState, IntrospectError>, CacheResult) {
         if let Some(entry) = self.cache.get(&key).await {
             return (Ok(entry.state.clone_state()), CacheResult::Hit);
         }
@@ -348,9 +347,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// A short, non-reversible identifier of a token for logs.
-pub fn token_id(token: &str) -> String {
-    b64url(&Sha256::digest(token.as_bytes()))[..8].to_string()
+/// The cache key of a token: its SHA-256, so that the cache never holds a token.
+pub fn cache_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A short, non-reversible identifier of a token for logs: a prefix of its cache key.
+pub fn token_id(key: &[u8; 32]) -> String {
+    b64url(&key[..6])
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ impl Gateway {
             .iter()
             .map(|r| {
                 Ok(Route {
-                    label: format!("{:?}{}", r.host, r.path_prefix),
+                    label: format!("{}{}", r.host, r.path_prefix),
                     chain: build_chain(&r.filters, introspectors)?,
                     peer: upstream_peer(&r.upstream)?,
                     cfg: r.clone(),

@@ -41,6 +41,16 @@ pub enum HostPattern {
     Any,
 }
 
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Any => f.write_str("*"),
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
 impl HostPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
         let lower = text.trim().to_ascii_lowercase();
@@ -122,7 +132,6 @@ pub struct PassthroughRoute {
 pub struct PassthroughConfig {
     pub routes: Vec<PassthroughRoute>,
     pub connect_timeout: Duration,
-    pub idle_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -478,7 +487,6 @@ fn passthrough(check: &mut Check, p: &schema::Passthrough) -> PassthroughConfig 
     PassthroughConfig {
         routes,
         connect_timeout: dur(p.connect_timeout, 3),
-        idle_timeout: dur(p.idle_timeout, 300),
         max_connections: p.max_connections.unwrap_or(4096),
     }
 }

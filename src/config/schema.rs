@@ -90,7 +90,6 @@ pub struct Passthrough {
     #[serde(default)]
     pub routes: Vec<PassthroughRoute>,
     pub connect_timeout: Option<Dur>,
-    pub idle_timeout: Option<Dur>,
     pub max_connections: Option<usize>,
 }
 
