@@ -189,8 +189,12 @@ fn host_name(raw: &[u8]) -> Result<String, &'static str> {
     if !valid {
         return Err("invalid SNI host name");
     }
-    let name = String::from_utf8_lossy(raw).to_ascii_lowercase();
-    Ok(name.trim_end_matches('.').to_string())
+    // A trailing dot names the same host; a name of dots alone names none.
+    let name = String::from_utf8_lossy(raw).to_ascii_lowercase().trim_end_matches('.').to_string();
+    if name.is_empty() {
+        return Err("invalid SNI host name");
+    }
+    Ok(name)
 }
 
 #[cfg(test)]
@@ -286,8 +290,12 @@ mod tests {
 
     #[test]
     fn bad_host_names_are_refused() {
-        let wire = records(&hello(&[sni_ext("evil\0name")]), 16384);
-        assert!(matches!(parse(&wire, 65536), Hello::NotTls(_)));
+        for bad in ["evil\0name", ".", "..."] {
+            let wire = records(&hello(&[sni_ext(bad)]), 16384);
+            assert!(matches!(parse(&wire, 65536), Hello::NotTls(_)), "{bad:?}");
+        }
+        let wire = records(&hello(&[sni_ext("api.example.com.")]), 16384);
+        assert_eq!(parse(&wire, 65536), Hello::Sni("api.example.com".into()));
     }
 
     /// Real first flights from curl and openssl s_client (scripts/capture-clienthellos.sh).
