@@ -208,6 +208,19 @@ for t in gateway nginx-lua; do
   memory+=("| $t | $rss_tokens | $((rss_before / 1024)) | $(($(rss_kib "$t" VmRSS) / 1024)) | $(jq -r '.statuses["200"] // 0' <<<"$flood") |")
 done
 
+# Soak: HTTP/2 for a long while (pingora #372 saw memory grow under TLS + HTTP/2), RSS sampled.
+soak=${BENCH_SOAK:-60}
+[[ -n "${BENCH_QUICK:-}" ]] && soak=10
+soak_rows=()
+token=$(mint 1)
+oha --no-tui --output-format json -z "${soak}s" -c 32 --http2 -m POST -H "Authorization: Bearer $token" \
+  --cert "$certs/example.client.pem" --key "$certs/example.client.key" --cacert "$certs/root.pem" \
+  --connect-to "api.example.com:443:127.0.0.1:$GW" https://api.example.com/api/transactions >"$out/soak.json" &
+soak_pid=$!
+for ((s = 0; s <= soak; s += soak / 6)); do soak_rows+=("| ${s} s | $(($(rss_kib gateway VmRSS) / 1024)) |"); sleep $((soak / 6)); done
+wait "$soak_pid"
+soak_total=$(jq '.statusCodeDistribution["200"] // 0' "$out/soak.json")
+
 {
   echo "## Results"
   echo
@@ -228,4 +241,10 @@ done
   echo "| target | tokens | RSS before MiB | RSS after MiB | 200s |"
   echo "|---|---|---|---|---|"
   printf '%s\n' "${memory[@]}"
+  echo
+  echo "Gateway RSS during ${soak} s of HTTP/2 load at 32 connections ($soak_total requests answered 200):"
+  echo
+  echo "| time | RSS MiB |"
+  echo "|---|---|"
+  printf '%s\n' "${soak_rows[@]}"
 } | tee "$out/results.md"
