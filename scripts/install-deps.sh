@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs to build (pingora builds OpenSSL and zlib-ng from
-# source: cmake, perl, make, a C compiler) and to run its scripts (curl, jq, openssl). Installs only
-# what is missing, so it is quick on a prepared machine.
+# source: cmake, perl, make, a C compiler) and to run its scripts (curl, jq, openssl). With --test,
+# also what the tests need: node and npm (the oidc-provider interop suite) and docker-compose (to
+# check compose.yaml). Installs only what is missing, so it is quick on a prepared machine.
 set -euo pipefail
 
+tools=(cmake:cmake perl:perl make:make cc:gcc g++:g++ curl:curl jq:jq openssl:openssl pkg-config:pkg-config)
+if [[ "${1:-}" == --test ]]; then
+  tools+=(node:nodejs npm:npm docker-compose:docker-compose)
+fi
 needed=()
-for pair in cmake:cmake perl:perl make:make cc:gcc g++:g++ curl:curl jq:jq openssl:openssl pkg-config:pkg-config; do
+for pair in "${tools[@]}"; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || needed+=("$pkg")
 done

@@ -4,7 +4,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-scripts/install-deps.sh
+scripts/install-deps.sh --test
 # The interop tests run node oidc-provider: install the pinned package first, failing loudly
 # (and failing CI) when the npm registry cannot be reached.
 (cd tests/interop/oidc-provider && npm ci --no-audit --no-fund)

@@ -182,6 +182,16 @@ fn request_host(req: &RequestHeader) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
+/// Whether a path has `.` or `..` segments (also percent-encoded, or split by backslashes), which
+/// an upstream may resolve differently from the prefix match that chose the route.
+fn has_dot_segments(path: &str) -> bool {
+    if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase().replace("%2e", ".").replace('\\', "/").replace("%5c", "/").replace("%2f", "/");
+    lower.split('/').any(|seg| seg == "." || seg == "..")
+}
+
 /// FAPI: echo a valid `x-fapi-interaction-id` (a UUID), otherwise make one.
 fn interaction_id(req: &RequestHeader) -> String {
     req.headers
@@ -222,6 +232,10 @@ impl ProxyHttp for Gateway {
                 ctx.filters.client_thumbprint = Some(b64url(&ssl.cert_digest));
             }
             ctx.client = ssl.extension.get::<Arc<ClientCert>>().cloned();
+        }
+        if has_dot_segments(session.req_header().uri.path()) {
+            // "/api/../admin" would match the /api/ route here and reach /admin at the API.
+            return self.refuse(session, ctx, "router", Refusal::InvalidRequest("dot segments in the path")).await;
         }
         let Some(index) = self.find_route(session.req_header()) else {
             return self.refuse(session, ctx, "router", Refusal::NoRoute).await;
@@ -350,6 +364,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dot_segments_are_found_in_every_spelling() {
+        for bad in ["/api/../admin", "/api/./x", "/api/%2e%2e/admin", "/api/%2E./admin", "/api/..%2fadmin", "/api/..\\admin", "/api/.."] {
+            assert!(has_dot_segments(bad), "{bad}");
+        }
+        for ok in ["/api/transactions", "/api/v1.2/x", "/api/...", "/api/.well-known"] {
+            assert!(!has_dot_segments(ok), "{ok}");
+        }
+    }
+
+    #[test]
     fn host_comes_without_port_and_lower_case() {
         let mut r = RequestHeader::build("GET", b"/", None).unwrap();
         r.insert_header("host", "API.example.com:8443").unwrap();
@@ -432,6 +456,15 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 404") && out.contains("\"code\":\"not_found\""), "{out}");
         let (_, out, _) = run(&gateway(None), "HEAD /api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n").await;
         assert!(out.starts_with("HTTP/1.1 401") && out.ends_with("\r\n\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn dot_segment_paths_cannot_reach_another_route() {
+        for path in ["/api/../admin/users", "/api/%2e%2e/admin/users"] {
+            let (answered, out, _) = run(&gateway(None), &format!("GET {path} HTTP/1.1\r\nHost: api.example.com\r\n\r\n")).await;
+            assert!(answered);
+            assert!(out.starts_with("HTTP/1.1 400") && out.contains("invalid_request"), "{path}: {out}");
+        }
     }
 
     #[tokio::test]
