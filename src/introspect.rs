@@ -56,7 +56,7 @@ pub struct ActiveToken {
 }
 
 /// A cached introspection answer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum TokenState {
     Active(Arc<ActiveToken>),
     Inactive,
@@ -141,7 +141,7 @@ impl Introspector {
     /// every concurrent request for the same token.
     pub async fn lookup(&self, token: &str, key: [u8; 32]) -> (Result<TokenState, IntrospectError>, CacheResult) {
         if let Some(entry) = self.cache.get(&key).await {
-            return (Ok(entry.state.clone_state()), CacheResult::Hit);
+            return (Ok(entry.state.clone()), CacheResult::Hit);
         }
         // A miss: one caller runs the init future, every concurrent caller for this key waits for it.
         let ran = AtomicBool::new(false);
@@ -152,7 +152,7 @@ impl Introspector {
         let result = self.cache.entry(key).or_try_insert_with(init).await;
         let how = if ran.load(Ordering::Relaxed) { CacheResult::Miss } else { CacheResult::Coalesced };
         let state = match result {
-            Ok(entry) => Ok(entry.into_value().state.clone_state()),
+            Ok(entry) => Ok(entry.into_value().state.clone()),
             Err(e) => Err((*e).clone()),
         };
         (state, how)
@@ -282,15 +282,6 @@ impl Introspector {
             ttl = ttl.min(age);
         }
         Entry { state: TokenState::Active(Arc::new(ActiveToken { jwt, claims })), ttl }
-    }
-}
-
-impl TokenState {
-    fn clone_state(&self) -> TokenState {
-        match self {
-            TokenState::Active(t) => TokenState::Active(t.clone()),
-            TokenState::Inactive => TokenState::Inactive,
-        }
     }
 }
 

@@ -33,7 +33,7 @@ fn every_shipped_gateway_config_validates() {
 
 /// Writes the test system's gateway file with one substitution and validates it.
 fn broken(from: &str, to: &str) -> String {
-    let sys = System::start_with(Default::default());
+    let sys = System::configured(Default::default());
     let yaml = sys.gateway_yaml();
     assert!(yaml.contains(from), "{from} not in the config");
     let path = sys.dir.path().join("broken.yaml");
@@ -77,7 +77,7 @@ fn bad_urls_durations_and_references_are_errors() {
 
 #[test]
 fn the_gateway_refuses_to_start_on_a_bad_config() {
-    let sys = System::start_with(Default::default());
+    let sys = System::configured(Default::default());
     let path = sys.dir.path().join("bad.yaml");
     std::fs::write(&path, sys.gateway_yaml().replace("hosts: [api.example.com]", "hosts: [\"bad host\"]")).unwrap();
     let out = std::process::Command::new(common::bin("mtls-gateway")).arg("-c").arg(&path).output().unwrap();

@@ -15,9 +15,11 @@ async fn partner_gets_a_token_and_calls_the_api() {
     let sys = System::start();
     let token = sys.token("example.client.p12", "partner-client").await;
     let r = sys.call_api("example.client.p12", &token).await;
-    assert_eq!(r.status(), 200);
-    assert!(r.headers().contains_key("x-fapi-interaction-id"));
-    let body: serde_json::Value = r.json().await.unwrap();
+    let (status, has_id) = (r.status(), r.headers().contains_key("x-fapi-interaction-id"));
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "{text}\n{}", sys.gateway_log());
+    assert!(has_id);
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["message"], "Success response from the Example API");
 }
 

@@ -30,8 +30,22 @@ pub fn cert(name: &str) -> String {
     certs().join(name).display().to_string()
 }
 
+/// A port for a server of the tests. Taken below the kernel's ephemeral range (32768 and up here),
+/// so that no outgoing connection can grab it between this check and the server's bind, and never
+/// handed out twice in one test binary (the tests of a binary run in parallel).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 24_000;
+    const SPAN: u16 = 8_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(0, LOW + (std::process::id() % SPAN as u32) as u16, Ordering::Relaxed, Ordering::Relaxed);
+    loop {
+        let candidate = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (candidate - LOW) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A child process killed when dropped.
@@ -141,7 +155,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             token_ttl_seconds: 900,
-            introspection_timeout: "2s",
+            introspection_timeout: "5s",
             cache_max_ttl: "300s",
             negative_ttl: "5s",
             upstream_read_timeout: "10s",
@@ -177,8 +191,17 @@ impl System {
     }
 
     pub fn start_with(opts: Options) -> System {
+        let mut s = Self::configured(opts);
+        s.start_idsvr();
+        s.start_api();
+        s.start_gateway();
+        s
+    }
+
+    /// Ports chosen and config files written, nothing started (for config validation tests).
+    pub fn configured(opts: Options) -> System {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = System {
+        let s = System {
             dir,
             gateway_port: free_port(),
             idsvr_port: free_port(),
@@ -191,9 +214,6 @@ impl System {
             api: None,
         };
         s.write_configs();
-        s.start_idsvr();
-        s.start_api();
-        s.start_gateway();
         s
     }
 
