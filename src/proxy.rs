@@ -51,6 +51,8 @@ pub struct Gateway {
 pub struct RequestCtx {
     started: Instant,
     route: Option<usize>,
+    /// The request's host (Host header or :authority), lower case, without the port.
+    host: String,
     interaction_id: String,
     client: Option<Arc<ClientCert>>,
     filters: FilterState,
@@ -105,10 +107,8 @@ impl Gateway {
         Ok(Gateway { routes, strip_headers })
     }
 
-    fn find_route(&self, req: &RequestHeader) -> Option<usize> {
-        let host = request_host(req)?;
-        let path = req.uri.path();
-        self.routes.iter().position(|r| r.cfg.host.matches(&host) && path.starts_with(&r.cfg.path_prefix))
+    fn find_route(&self, host: &str, path: &str) -> Option<usize> {
+        self.routes.iter().position(|r| r.cfg.host.matches(host) && path.starts_with(&r.cfg.path_prefix))
     }
 
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, filter: &'static str, r: Refusal) -> Result<bool> {
@@ -210,6 +210,7 @@ impl ProxyHttp for Gateway {
         RequestCtx {
             started: Instant::now(),
             route: None,
+            host: String::new(),
             interaction_id: String::new(),
             client: None,
             filters: FilterState::default(),
@@ -237,7 +238,8 @@ impl ProxyHttp for Gateway {
             // "/api/../admin" would match the /api/ route here and reach /admin at the API.
             return self.refuse(session, ctx, "router", Refusal::InvalidRequest("dot segments in the path")).await;
         }
-        let Some(index) = self.find_route(session.req_header()) else {
+        ctx.host = request_host(session.req_header()).unwrap_or_default();
+        let Some(index) = self.find_route(&ctx.host, session.req_header().uri.path()) else {
             return self.refuse(session, ctx, "router", Refusal::NoRoute).await;
         };
         ctx.route = Some(index);
@@ -277,8 +279,7 @@ impl ProxyHttp for Gateway {
         }
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
             upstream.insert_header("x-forwarded-for", addr.ip().to_string())?;
-            let host = request_host(session.req_header()).unwrap_or_default();
-            upstream.insert_header("forwarded", forwarded(addr, &host))?;
+            upstream.insert_header("forwarded", forwarded(addr, &ctx.host))?;
         }
         upstream.insert_header("x-forwarded-proto", "https")?;
         upstream.insert_header("x-fapi-interaction-id", &ctx.interaction_id)?;

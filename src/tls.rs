@@ -85,8 +85,8 @@ pub fn check_settings(cfg: &TlsConfig) -> Vec<(String, String)> {
         cfg.extra_certificates.iter().enumerate().map(|(i, c)| (format!("tls.certificates[{i}]"), &c.certificate, &c.key)),
     );
     for (key, cert, private) in pairs {
-        if let Err(e) = check_pair(cert, private) {
-            problems.push(e(&key));
+        if let Err(e) = check_pair(&key, cert, private) {
+            problems.push(e);
         }
     }
     if let Err(e) = read_certs(&cfg.client_ca) {
@@ -105,17 +105,14 @@ pub fn check_settings(cfg: &TlsConfig) -> Vec<(String, String)> {
     problems
 }
 
-type KeyedError = Box<dyn Fn(&str) -> (String, String)>;
-
-/// A certificate file and the private key that must match it.
-fn check_pair(cert: &Path, key: &Path) -> Result<(), KeyedError> {
-    let certs = read_certs(cert).map_err(|e| -> KeyedError { Box::new(move |k| (format!("{k}.certificate"), e.clone())) })?;
-    let private = read_key(key).map_err(|e| -> KeyedError { Box::new(move |k| (format!("{k}.key"), e.clone())) })?;
-    if certs[0].public_key().map(|p| p.public_eq(&private)).unwrap_or(false) {
+/// A certificate file and the private key that must match it; `key` names their config section.
+fn check_pair(key: &str, cert: &Path, private: &Path) -> Result<(), (String, String)> {
+    let certs = read_certs(cert).map_err(|e| (format!("{key}.certificate"), e))?;
+    let pkey = read_key(private).map_err(|e| (format!("{key}.key"), e))?;
+    if certs[0].public_key().map(|p| p.public_eq(&pkey)).unwrap_or(false) {
         return Ok(());
     }
-    let msg = format!("{} does not match the certificate {}", key.display(), cert.display());
-    Err(Box::new(move |k| (format!("{k}.key"), msg.clone())))
+    Err((format!("{key}.key"), format!("{} does not match the certificate {}", private.display(), cert.display())))
 }
 
 fn read_key(path: &Path) -> Result<PKey<openssl::pkey::Private>, String> {
