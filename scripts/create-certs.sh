@@ -17,6 +17,9 @@
 #   root.empty.crl.pem                  an earlier CRL of the root CA that revokes nothing
 #   example-org.tls.{pem,key,p12}       *.example.org server cert (SNI-based certificate selection)
 #   gateway-signing.{ps256,es256}.key   keys for the JWTs the gateway issues itself
+#   introspection.client.{p12,pem,key}  CN=gateway-introspection, same CA: the gateway's certificate for
+#                                       tls_client_auth at the introspection endpoint
+#   introspect-jwt.es256.key            EC P-256 key the gateway signs private_key_jwt client assertions with
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +28,7 @@ key_type=${KEY_TYPE:-rsa}
 password=Password1
 days=365
 
-if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && -f "$out/gateway-signing.es256.key" && "${1:-}" != "--force" ]]; then
+if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && -f "$out/introspect-jwt.es256.key" && "${1:-}" != "--force" ]]; then
   echo "certificates already exist in $out (use --force to recreate)"
   exit 0
 fi
@@ -79,10 +82,14 @@ issue example.client "/CN=demo-partner" root client.ext
 issue other.client "/CN=other-partner" root client.ext
 issue revoked.client "/CN=revoked-partner" root client.ext
 issue untrusted.client "/CN=demo-partner" untrusted-root client.ext
+# The gateway as a client of the identity server's introspection endpoint (tls_client_auth, RFC 8705).
+issue introspection.client "/CN=gateway-introspection" root client.ext
 
 # Keys the gateway signs its own JWTs with (json and rfc9701 introspection modes).
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out gateway-signing.ps256.key 2>/dev/null
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out gateway-signing.es256.key
+# Key the gateway signs its RFC 7523 client assertions with (private_key_jwt at the introspection endpoint, ES256).
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out introspect-jwt.es256.key
 
 # A CRL of the root CA that revokes revoked-partner (partner offboarding).
 mkdir -p ca-db && touch ca-db/index.txt && echo 1000 > ca-db/crlnumber

@@ -2,7 +2,7 @@
 // RFC 8705 (mutual-TLS client authentication and certificate-bound access tokens), RFC 7662 introspection,
 // RFC 9701 JWT introspection responses and RFC 7009 revocation, on the routes of the reference's identity server.
 //
-// Environment (see README.md): PORT (required; 0 = any free port), CERTS_DIR, ACCESS_TOKEN_TTL, ISSUER.
+// Environment (see README.md): PORT (required; 0 = any free port), CERTS_DIR, ACCESS_TOKEN_TTL, ISSUER, SIGNING_KID.
 // Listens on 127.0.0.1 only and prints `oidc-provider listening on 127.0.0.1:<port>` once it accepts connections.
 
 import * as crypto from 'node:crypto';
@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as https from 'node:https';
 import * as path from 'node:path';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 function fail(message) {
   process.stderr.write(`oidc-provider: ${message}\n`);
@@ -50,6 +50,41 @@ function readIssuer() {
   return raw;
 }
 
+// Unset: the signing key's kid is its RFC 7638 thumbprint, so every start has a new key under a new kid. Set: the
+// new key of every start gets this kid, so a restart rotates the key under the SAME kid, which a verifier that
+// caches keys by kid only notices if it refetches the JWKS when a signature fails.
+function readSigningKid() {
+  const raw = process.env.SIGNING_KID;
+  if (raw === undefined) return undefined;
+  if (!/^[\x21-\x7e]{1,128}$/.test(raw)) {
+    fail(`SIGNING_KID must be 1 to 128 printable ASCII characters without spaces, got ${JSON.stringify(raw)}`);
+  }
+  return raw;
+}
+
+// The private key of the private_key_jwt introspection client (made by scripts/create-certs.sh). Only its public
+// half is used here: it is registered as that client's `jwks`.
+const INTROSPECT_JWT_KEY_FILE = 'introspect-jwt.es256.key';
+
+function clientAssertionJwk(pem) {
+  let key;
+  try {
+    key = crypto.createPublicKey(pem);
+  } catch (err) {
+    return fail(`${INTROSPECT_JWT_KEY_FILE}: not a PEM key: ${err.message}`);
+  }
+  const jwk = key.export({ format: 'jwk' });
+  if (jwk.kty !== 'EC' || jwk.crv !== 'P-256') {
+    fail(`${INTROSPECT_JWT_KEY_FILE} must be an EC P-256 key (ES256), got kty ${jwk.kty} crv ${jwk.crv}`);
+  }
+  // kid = RFC 7638 thumbprint (members crv, kty, x, y in lexicographic order)
+  const kid = crypto
+    .createHash('sha256')
+    .update(JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y }))
+    .digest('base64url');
+  return { ...jwk, kid, alg: 'ES256', use: 'sig' };
+}
+
 function readCerts() {
   const dir = process.env.CERTS_DIR ?? '/work/main/certs';
   if (!path.isAbsolute(dir)) fail(`CERTS_DIR must be an absolute path, got ${JSON.stringify(dir)}`);
@@ -58,16 +93,21 @@ function readCerts() {
     try {
       return fs.readFileSync(file);
     } catch (err) {
-      return fail(`cannot read ${file}: ${err.message} (create the certificates with scripts/create-certs.sh)`);
+      return fail(`cannot read ${file}: ${err.message} (create the certificates with scripts/create-certs.sh; `
+        + 'add --force to recreate a set made before this file existed)');
     }
   };
-  return { ca: read('root.pem'), cert: read('example.tls.pem'), key: read('example.tls.key') };
+  return {
+    tls: { ca: read('root.pem'), cert: read('example.tls.pem'), key: read('example.tls.key') },
+    introspectJwtKey: read(INTROSPECT_JWT_KEY_FILE),
+  };
 }
 
 const port = readPort();
 const accessTokenTtl = readTtl();
 const issuer = readIssuer();
-const tls = readCerts();
+const signingKid = readSigningKid();
+const { tls, introspectJwtKey } = readCerts();
 
 // ---------------------------------------------------------------------------------------------------------------
 // Signing key: RSA 2048, generated at startup (every run has a new key; fetch the JWKS from the server)
@@ -76,13 +116,27 @@ const tls = readCerts();
 function generateSigningJwk() {
   const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = privateKey.export({ format: 'jwk' });
-  // kid = RFC 7638 JWK thumbprint of the public key (members e, kty, n in lexicographic order)
-  const kid = crypto
+  // kid = SIGNING_KID, or else the RFC 7638 JWK thumbprint of the public key (members e, kty, n in
+  // lexicographic order)
+  const kid = signingKid ?? crypto
     .createHash('sha256')
     .update(JSON.stringify({ e: jwk.e, kty: jwk.kty, n: jwk.n }))
     .digest('base64url');
   return { ...jwk, kid, use: 'sig' };
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Resource servers (RFC 8707 resource indicators)
+// ---------------------------------------------------------------------------------------------------------------
+
+// Resource indicator (normalized by URL) -> the `aud` of its tokens: the API's host name, the audience the
+// gateway puts in the JWTs it issues. A token request without `resource` is for the default API.
+const DEFAULT_RESOURCE = 'https://api.example.com';
+const RESOURCE_SERVERS = new Map([
+  ['https://api.example.com/', 'api.example.com'],
+  ['https://other-api.example.com/', 'other-api.example.com'],
+]);
+const KNOWN_RESOURCES = [...RESOURCE_SERVERS.keys()].map((url) => url.replace(/\/$/, '')).join(', ');
 
 // ---------------------------------------------------------------------------------------------------------------
 // mTLS helpers
@@ -276,27 +330,65 @@ const tlsClient = (clientId, subjectDn) => ({
   tls_client_certificate_bound_access_tokens: true,
 });
 
+// A resource server's client: it only introspects (no grants), with any client's tokens (see allowedPolicy).
+// oidc-provider authenticates a client at the introspection endpoint with its token_endpoint_auth_method.
+const introspectionClient = (clientId, authentication) => ({
+  client_id: clientId,
+  grant_types: [],
+  response_types: [],
+  redirect_uris: [],
+  // RFC 9701: answer `Accept: application/token-introspection+jwt` with a signed JWT
+  introspection_signed_response_alg: 'PS256',
+  ...authentication,
+});
+
+const introspectionClients = [
+  introspectionClient('introspect-client', {
+    client_secret: 'Password1',
+    token_endpoint_auth_method: 'client_secret_basic',
+  }),
+  introspectionClient('introspect-post', {
+    client_secret: 'Password1',
+    token_endpoint_auth_method: 'client_secret_post',
+  }),
+  // RFC 7523: client_assertion_type urn:ietf:params:oauth:client-assertion-type:jwt-bearer and an ES256
+  // client_assertion with iss = sub = introspect-jwt, a unique jti, exp, and aud = the issuer (or the URL of the
+  // introspection or token endpoint, as reached: scheme, Host header and path)
+  introspectionClient('introspect-jwt', {
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'ES256',
+    jwks: { keys: [clientAssertionJwk(introspectJwtKey)] },
+  }),
+  introspectionClient('introspect-mtls', {
+    token_endpoint_auth_method: 'tls_client_auth',
+    tls_client_auth_subject_dn: 'CN=gateway-introspection',
+  }),
+];
+const RESOURCE_SERVER_CLIENTS = new Set(introspectionClients.map((client) => client.client_id));
+
+const CLIENT_AUTH_METHODS = ['tls_client_auth', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'];
+const CLIENT_AUTH_SIGNING_ALGS = ['ES256', 'PS256', 'RS256'];
+
 const configuration = {
   clients: [
     tlsClient('partner-client', 'CN=demo-partner'),
     tlsClient('other-client', 'CN=other-partner'),
-    {
-      client_id: 'introspect-client',
-      client_secret: 'Password1',
-      token_endpoint_auth_method: 'client_secret_basic',
-      grant_types: [],
-      response_types: [],
-      redirect_uris: [],
-      // RFC 9701: answer `Accept: application/token-introspection+jwt` with a signed JWT
-      introspection_signed_response_alg: 'PS256',
-    },
+    ...introspectionClients,
   ],
-  clientAuthMethods: ['tls_client_auth', 'client_secret_basic'],
+  clientAuthMethods: CLIENT_AUTH_METHODS,
   scopes: ['transactions'],
   jwks: { keys: [generateSigningJwk()] },
   enabledJWA: {
     introspectionSigningAlgValues: ['PS256', 'RS256'],
     idTokenSigningAlgValues: ['PS256', 'RS256'],
+    clientAuthSigningAlgValues: CLIENT_AUTH_SIGNING_ALGS,
+  },
+  // Static additions to the discovery documents (RFC 8414 section 2)
+  discovery: {
+    introspection_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS,
+    introspection_endpoint_auth_signing_alg_values_supported: CLIENT_AUTH_SIGNING_ALGS,
+    revocation_endpoint_auth_methods_supported: CLIENT_AUTH_METHODS,
+    revocation_endpoint_auth_signing_alg_values_supported: CLIENT_AUTH_SIGNING_ALGS,
   },
   routes: {
     token: '/oauth/v2/oauth-token-mutual-tls',
@@ -314,10 +406,32 @@ const configuration = {
     introspection: {
       enabled: true,
       // Which client may introspect which token. The default lets any authenticated confidential client
-      // introspect any token; say it explicitly: the resource-server client may introspect every client's
-      // tokens, any other client only its own.
+      // introspect any token; say it explicitly: the resource-server clients (introspect-*) may introspect
+      // every client's tokens, any other client only its own.
       allowedPolicy(ctx, client, token) {
-        return client.clientId === 'introspect-client' || client.clientId === token.clientId;
+        return RESOURCE_SERVER_CLIENTS.has(client.clientId) || client.clientId === token.clientId;
+      },
+    },
+    // RFC 8707: `resource` picks the API a token is for, and so its `aud`; without it, the default API.
+    resourceIndicators: {
+      enabled: true,
+      defaultResource(ctx, client, oneOf) {
+        return oneOf ?? DEFAULT_RESOURCE;
+      },
+      useGrantedResource() {
+        return false;
+      },
+      getResourceServerInfo(ctx, resourceIndicator) {
+        const audience = RESOURCE_SERVERS.get(URL.parse(resourceIndicator)?.href);
+        if (!audience) {
+          throw new errors.InvalidTarget(`unknown resource indicator; known: ${KNOWN_RESOURCES}`);
+        }
+        return {
+          audience,
+          scope: 'transactions',
+          accessTokenTTL: accessTokenTtl,
+          accessTokenFormat: 'opaque',
+        };
       },
     },
     jwtIntrospection: { enabled: true },
@@ -340,6 +454,31 @@ try {
   fail(`invalid provider configuration: ${err.message}`);
 }
 
+// oidc-provider accepts a client secret by either mechanism, whatever the client registered. Hold every client to
+// the one it registered, so that a client that sends its secret the other way is refused, as a strict server would.
+// The check runs on the way out (the body is only parsed inside oidc-provider), so it refuses the answer; the only
+// clients with secrets are the introspection clients, which have no grants and no tokens to revoke.
+const SECRET_EVENTS = { token: 'grant.error', introspection: 'introspection.error', revocation: 'revocation.error' };
+provider.use(async (ctx, next) => {
+  await next();
+  const registered = ctx.oidc?.client?.clientAuthMethod;
+  if (ctx.status >= 400 || (registered !== 'client_secret_basic' && registered !== 'client_secret_post')) return;
+  let used;
+  if (ctx.oidc.params?.client_secret !== undefined) used = 'client_secret_post';
+  else if (ctx.headers.authorization !== undefined) used = 'client_secret_basic';
+  if (used === registered) return;
+  const event = SECRET_EVENTS[ctx.oidc.route] ?? `${ctx.oidc.route}.error`;
+  process.stderr.write(`oidc-provider: ${event}: invalid_client (client authentication failed: the client sent its `
+    + `secret with ${used}, but is registered for ${registered})\n`);
+  ctx.status = 401;
+  ctx.remove('Content-Type');
+  if (used === 'client_secret_basic') {
+    ctx.set('WWW-Authenticate', `Basic realm="${provider.issuer}", error="invalid_client", `
+      + 'error_description="client authentication failed"');
+  }
+  ctx.body = { error: 'invalid_client', error_description: 'client authentication failed' };
+});
+
 for (const event of ['server_error', 'grant.error', 'introspection.error', 'revocation.error', 'jwks.error']) {
   provider.on(event, (ctx, err) => {
     const detail = [err?.error_description, err?.error_detail].filter(Boolean).join(': ');
@@ -352,13 +491,37 @@ for (const event of ['server_error', 'grant.error', 'introspection.error', 'revo
 // HTTPS server
 // ---------------------------------------------------------------------------------------------------------------
 
+// Discovery. oidc-provider serves its metadata at /.well-known/openid-configuration and
+// /.well-known/oauth-authorization-server only, which are the right places for an issuer without a path. For an
+// issuer with a path (the default one), the documents are also served where the specifications put them:
+// {issuer}/.well-known/openid-configuration (OpenID Connect Discovery 1.0, section 4) and
+// /.well-known/oauth-authorization-server{issuer path} (RFC 8414, section 3.1), and at
+// /.well-known/openid-configuration{issuer path} (the RFC 8414 insertion with the OpenID suffix, section 5). The
+// path is rewritten before oidc-provider sees the request, so the endpoint URLs in the documents stay those of the
+// real routes.
+const issuerPath = new URL(issuer).pathname.replace(/\/+$/, '');
+const DISCOVERY_ALIASES = new Map(issuerPath === '' ? [] : [
+  [`${issuerPath}/.well-known/openid-configuration`, '/.well-known/openid-configuration'],
+  [`/.well-known/oauth-authorization-server${issuerPath}`, '/.well-known/oauth-authorization-server'],
+  [`/.well-known/openid-configuration${issuerPath}`, '/.well-known/openid-configuration'],
+]);
+
+const providerCallback = provider.callback();
+function handleRequest(req, res) {
+  const query = req.url.indexOf('?');
+  const pathname = query === -1 ? req.url : req.url.slice(0, query);
+  const target = DISCOVERY_ALIASES.get(pathname);
+  if (target !== undefined) req.url = target + (query === -1 ? '' : req.url.slice(query));
+  return providerCallback(req, res);
+}
+
 let server;
 try {
   server = https.createServer({
     ...tls,
     requestCert: true, // ask every client for a certificate ...
     rejectUnauthorized: false, // ... but let those without one (introspect-client) in; see certificateAuthorized
-  }, provider.callback());
+  }, handleRequest);
 } catch (err) {
   fail(`cannot set up TLS from CERTS_DIR: ${err.message}`);
 }
