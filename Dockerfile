@@ -5,7 +5,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
-RUN cargo build --release --locked --bins
+COPY devstack ./devstack
+RUN cargo build --release --locked --workspace --bins
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \

@@ -28,7 +28,7 @@ mkdir -p "$conf"
 scripts/install-deps.sh
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
 if ! oha --version 2>/dev/null | grep -q '1.16.0'; then cargo install oha --version 1.16.0 --locked; fi
-cargo build --release --bins --example tokenflood
+cargo build --release --workspace --bins --example tokenflood
 bin=$here/target/release
 scripts/create-certs.sh >/dev/null
 
@@ -42,58 +42,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$conf/idsvr.yaml" <<EOF
-listen: 127.0.0.1:$IDSVR
-certificate: $certs/example.tls.pem
-key: $certs/example.tls.key
-client_ca: $certs/root.pem
-issuer: https://login.example.com/oauth/v2/oauth-anonymous
-audience: api.example.com
-access_token_ttl_seconds: 3600
-dev_endpoints: true
-threads: 2
-clients:
-  - { client_id: partner-client, tls_client_auth_subject_dn: CN=demo-partner, scopes: [transactions] }
-  - { client_id: introspect-client, secret: Password1, introspection: true }
-EOF
-cat >"$conf/api.yaml" <<EOF
-listen: 127.0.0.1:$API
-certificate: $certs/example.tls.pem
-key: $certs/example.tls.key
-jwks_url: https://login-internal.example.com:$IDSVR/oauth/v2/oauth-anonymous/jwks
-jwks_ca: $certs/root.pem
-jwks_resolve: 127.0.0.1:$IDSVR
-issuer: https://login.example.com/oauth/v2/oauth-anonymous
-audience: api.example.com
-threads: 2
-EOF
-gateway_conf() { # port filters-yaml
-  cat <<EOF
-pingora: { version: 1, threads: 2, pid_file: $out/gw-$1.pid, upgrade_sock: $out/gw-$1.sock, upstream_keepalive_pool_size: 256 }
-listener: { address: "127.0.0.1:$1", unknown_sni: close }
-passthrough: { routes: [ { sni: login.example.com, upstream: "127.0.0.1:$IDSVR" } ] }
-tls:
-  hosts: [api.example.com]
-  certificate: $certs/example.tls.pem
-  key: $certs/example.tls.key
-  client_ca: $certs/root.pem
-  client_crl: $certs/root.crl.pem
-upstreams:
-  api: { address: "127.0.0.1:$API", sni: api-internal.example.com, ca: $certs/root.pem }
-introspection:
-  idsvr:
-    endpoint: https://login-internal.example.com:$IDSVR/oauth/v2/oauth-introspect
-    resolve: "127.0.0.1:$IDSVR"
-    ca: $certs/root.pem
-    client_id: introspect-client
-    client_secret: Password1
-    cache: { max_ttl: 300s, max_entries: 200000 }
-routes:
-  - { host: api.example.com, path_prefix: /api/, upstream: api, filters: $2 }
-EOF
+# Every file is a shipped conf/ file with the benchmark's ports and certificates patched in.
+patch() { /usr/bin/python3 scripts/patch-yaml.py "$@"; }
+patch conf/dev-idsvr.yaml "$conf/idsvr.yaml" "listen=127.0.0.1:$IDSVR" "certificate=$certs/example.tls.pem" \
+  "key=$certs/example.tls.key" "client_ca=$certs/root.pem" access_token_ttl_seconds=3600 dev_endpoints=true threads=2
+patch conf/example-api.yaml "$conf/api.yaml" "listen=127.0.0.1:$API" "certificate=$certs/example.tls.pem" \
+  "key=$certs/example.tls.key" "jwks_ca=$certs/root.pem" "jwks_resolve=127.0.0.1:$IDSVR" threads=2 \
+  "jwks_url=https://login-internal.example.com:$IDSVR/oauth/v2/oauth-anonymous/jwks"
+gateway_conf() { # port out filters-yaml
+  patch conf/local.yaml "$2" pingora.threads=2 "pingora.pid_file=$out/gw-$1.pid" "pingora.upgrade_sock=$out/gw-$1.sock" \
+    pingora.upstream_keepalive_pool_size=256 "listener.address=127.0.0.1:$1" listener.unknown_sni=close \
+    "passthrough.routes[0].upstream=127.0.0.1:$IDSVR" "tls.certificate=$certs/example.tls.pem" \
+    "tls.key=$certs/example.tls.key" "tls.client_ca=$certs/root.pem" "tls.client_crl=$certs/root.crl.pem" \
+    "upstreams.example-api.address=127.0.0.1:$API" "upstreams.example-api.ca=$certs/root.pem" \
+    "introspection.idsvr.endpoint=https://login-internal.example.com:$IDSVR/oauth/v2/oauth-introspect" \
+    "introspection.idsvr.resolve=127.0.0.1:$IDSVR" "introspection.idsvr.ca=$certs/root.pem" \
+    introspection.idsvr.cache.max_entries=200000 "routes[0].filters=$3" -metrics
 }
-gateway_conf $GW '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]' >"$conf/gw.yaml"
-gateway_conf $GW_OFF '[]' >"$conf/gw-off.yaml"
+gateway_conf $GW "$conf/gw.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
+gateway_conf $GW_OFF "$conf/gw-off.yaml" '[]'
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 RUST_LOG=warn "$bin/dev-idsvr" "$conf/idsvr.yaml" >"$out/idsvr.log" 2>&1 & pids+=($!); wait_port $IDSVR

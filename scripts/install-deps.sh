@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs to build (pingora builds OpenSSL and zlib-ng from
-# source: cmake, perl, make, a C compiler) and to run its scripts (curl, jq, openssl). With --test,
+# source: cmake, perl, make, a C compiler) and to run its scripts (curl, jq, openssl, PyYAML). With --test,
 # also what the tests need: node and npm (the oidc-provider interop suite) and docker-compose (to
 # check compose.yaml). Installs only what is missing, so it is quick on a prepared machine.
 set -euo pipefail
@@ -15,6 +15,8 @@ for pair in "${tools[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || needed+=("$pkg")
 done
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] || needed+=(ca-certificates)
+# scripts/patch-yaml.py derives the scripts' configurations from conf/ with Debian's PyYAML.
+/usr/bin/python3 -c 'import yaml' 2>/dev/null || needed+=(python3-yaml)
 if ((${#needed[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo=sudo

@@ -18,9 +18,9 @@ logs=${LOG_DIR:-$here/target/run-local}
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
 
 if [[ "$profile" == release ]]; then
-  cargo build --release --bins
+  cargo build --release --workspace --bins
 else
-  cargo build --bins
+  cargo build --workspace --bins
 fi
 bin="$here/target/$profile"
 scripts/create-certs.sh

@@ -1,18 +1,18 @@
 //! mtls-gateway: an API gateway on Pingora for mutual TLS and certificate-bound access tokens
 //! (RFC 8705). One external port; identity-server TLS passes through by SNI, API TLS is terminated
 //! in-process and every request runs a phantom-token and certificate-binding filter chain.
+//!
+//! Layers, each importing only those below it:
+//! - [`app`]: the build step, model to runtime parts (used by `-t` and serving alike);
+//! - [`connection`] and [`request`]: the two halves of the runtime, which never import each other;
+//! - [`config`]: the file schema and the validated model;
+//! - [`host`], [`token`], [`pki`], [`metrics`]: shared leaves.
 
+pub mod app;
 pub mod config;
-pub mod filters;
-pub mod introspect;
+pub mod connection;
+pub mod host;
 pub mod metrics;
-pub mod passthrough;
-pub mod proxy;
-pub mod respond;
-pub mod router;
-pub mod sni;
-pub mod tls;
-
-pub mod devkit;
-pub mod jwks;
-pub mod issuer;
+pub mod pki;
+pub mod request;
+pub mod token;

@@ -1,16 +1,17 @@
-//! `mtls-gateway`: reads and validates one YAML file, then wires the SNI router, the HTTP proxy and
-//! the metrics listener into a pingora server. All behaviour lives in the library.
+//! `mtls-gateway`: loads one YAML file, builds it (the same step as `-t`), then turns the parts into
+//! pingora services: the SNI router with the HTTP proxy, the CRL reload, metrics and the JWKS.
 
-use mtls_gateway::config::{self, Config};
-use mtls_gateway::issuer::{JwksApp, TokenIssuer};
-use mtls_gateway::proxy::Gateway;
-use mtls_gateway::router::SniRouter;
-use pingora_core::server::configuration::Opt;
-use pingora_core::server::Server;
+use mtls_gateway::app::{self, App};
+use mtls_gateway::config;
+use mtls_gateway::connection::crl::CrlReloader;
+use mtls_gateway::connection::router::SniRouter;
+use mtls_gateway::request::issuer::JwksApp;
+use pingora::server::configuration::Opt;
+use pingora::server::Server;
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// jemalloc: a request allocates and frees many short buffers across threads (header maps, the
 /// forwarded JWT), where glibc malloc showed up at the top of profiles.
@@ -25,11 +26,12 @@ fn main() -> ExitCode {
         eprintln!("mtls-gateway: -c FILE is required");
         return ExitCode::from(2);
     };
-    let cfg = match config::load(Path::new(&path)) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprint!("{errors}");
-            eprintln!("mtls-gateway: {} problem(s) in {path}; not serving", errors.0.len());
+    let built = config::load(Path::new(&path)).and_then(app::build);
+    let mut app = match built {
+        Ok(app) => app,
+        Err(problems) => {
+            eprint!("{problems}");
+            eprintln!("mtls-gateway: {} problem(s) in {path}; not serving", problems.lines().len());
             return ExitCode::from(1);
         }
     };
@@ -37,35 +39,32 @@ fn main() -> ExitCode {
         println!("{path}: configuration OK");
         return ExitCode::SUCCESS;
     }
-    match serve(opt, cfg) {
-        Ok(never) => match never {},
-        Err(e) => {
-            eprintln!("mtls-gateway: {path}: {e}");
-            ExitCode::from(1)
-        }
+    if let Err(p) = app.gateway.resolve_upstreams() {
+        eprintln!("{path}: {}: {}", p.key, p.message);
+        return ExitCode::from(1);
     }
+    serve(opt, app)
 }
 
-fn serve(opt: Opt, mut cfg: Config) -> Result<std::convert::Infallible, String> {
-    let server_conf = std::mem::take(&mut cfg.server);
+fn serve(opt: Opt, mut app: App) -> ExitCode {
+    let server_conf = std::mem::take(&mut app.config.server);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
-    let issuer = match &cfg.token_issuer {
-        Some(t) => Some(Arc::new(TokenIssuer::new(t)?)),
-        None => None,
-    };
-    let gateway = Gateway::new(&cfg, issuer.clone())?;
-    let proxy = Arc::new(pingora_proxy::http_proxy(&server.configuration, gateway));
-    let router = SniRouter::new(&cfg, proxy)?;
+    let cfg = &app.config;
+    let proxy = std::sync::Arc::new(pingora_proxy::http_proxy(&server.configuration, app.gateway));
+    let terminate_hosts = cfg.tls.all_hosts().cloned().collect();
+    let router =
+        SniRouter::new(cfg.listener.clone(), terminate_hosts, cfg.passthrough.clone(), app.acceptor.clone(), proxy);
     let mut edge = Service::new("sni-router".to_string(), router);
     edge.add_tcp(&cfg.listener.address);
     server.add_service(edge);
+    server.add_service(background_service("crl-reload", CrlReloader::new(cfg.tls.clone(), app.acceptor)));
     if let Some(addr) = cfg.metrics {
         let mut prom = Service::new("metrics".to_string(), mtls_gateway::metrics::MetricsApp);
         prom.add_tcp(&addr.to_string());
         server.add_service(prom);
     }
-    if let (Some(issuer), Some(addr)) = (issuer, cfg.token_issuer.as_ref().and_then(|t| t.jwks_address)) {
+    if let (Some(issuer), Some(addr)) = (app.issuer, cfg.token_issuer.as_ref().and_then(|t| t.jwks_address)) {
         let mut jwks = Service::new("jwks".to_string(), JwksApp(issuer));
         jwks.add_tcp(&addr.to_string());
         server.add_service(jwks);

@@ -23,8 +23,12 @@ struct Metrics {
 /// Registration can only fail on a duplicate name, which would be a bug caught by the first test run.
 #[allow(clippy::expect_used)]
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    requests: register_int_counter_vec!("gateway_requests_total", "HTTP requests by route and status", &["route", "status"])
-        .expect("register gateway_requests_total"),
+    requests: register_int_counter_vec!(
+        "gateway_requests_total",
+        "HTTP requests by route and status",
+        &["route", "status"]
+    )
+    .expect("register gateway_requests_total"),
     request_seconds: register_histogram_vec!(
         "gateway_request_duration_seconds",
         "Time from request start to the end of the response",
@@ -32,8 +36,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         BUCKETS.to_vec()
     )
     .expect("register gateway_request_duration_seconds"),
-    refusals: register_int_counter_vec!("gateway_refusals_total", "Requests refused by a filter", &["filter", "reason"])
-        .expect("register gateway_refusals_total"),
+    refusals: register_int_counter_vec!(
+        "gateway_refusals_total",
+        "Requests refused by a filter",
+        &["filter", "reason"]
+    )
+    .expect("register gateway_refusals_total"),
     introspections: register_int_counter_vec!(
         "gateway_introspection_requests_total",
         "Introspection calls to the identity server by result",

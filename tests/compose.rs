@@ -40,7 +40,9 @@ fn service_for<'a>(services: &'a Value, host: &str) -> (&'a str, Value) {
         .unwrap()
         .iter()
         .find(|(_, s)| {
-            s["networks"]["default"]["aliases"].as_sequence().is_some_and(|a| a.iter().any(|x| x.as_str() == Some(host)))
+            s["networks"]["default"]["aliases"]
+                .as_sequence()
+                .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(host)))
         })
         .unwrap_or_else(|| panic!("no service answers to {host}"));
     let command = svc["command"].as_sequence().unwrap();
@@ -93,7 +95,8 @@ fn compose_agrees_with_the_configs_it_mounts() {
         let (host, port) = target.rsplit_once(':').unwrap();
         let (name, svc_conf) = service_for(services, host);
         assert_eq!(port_of(str_at(&svc_conf, &["listen"])), port.parse::<u16>().unwrap(), "{name} listens on {target}");
-        let exposed: Vec<String> = services[name]["expose"].as_sequence().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+        let exposed: Vec<String> =
+            services[name]["expose"].as_sequence().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
         assert!(exposed.contains(&port.to_string()), "{name} exposes {port}");
     }
 }

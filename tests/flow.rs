@@ -4,7 +4,7 @@
 mod common;
 
 use common::{System, API};
-use mtls_gateway::respond::UNAUTHORIZED_BODY;
+use mtls_gateway::request::respond::UNAUTHORIZED_BODY;
 
 fn challenge(r: &reqwest::Response) -> String {
     r.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
@@ -116,7 +116,13 @@ async fn a_route_needing_a_scope_the_token_lacks_is_403_even_from_the_cache() {
     let token = sys.token("example.client.p12", "partner-client").await;
     // Cache the token through a route it is good for, then try the admin route.
     assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
-    let r = sys.client("example.client.p12").get(format!("https://{API}/admin/users")).bearer_auth(&token).send().await.unwrap();
+    let r = sys
+        .client("example.client.p12")
+        .get(format!("https://{API}/admin/users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert!(challenge(&r).starts_with(r#"Bearer error="insufficient_scope""#), "{}", challenge(&r));
     assert!(sys.gateway_log().contains("cache=hit refused_by=scope"));
@@ -152,7 +158,7 @@ async fn spoofed_identity_headers_are_stripped_and_the_verified_certificate_forw
     // The API received a JWT, not the opaque token.
     let auth = h["authorization"].as_str().unwrap();
     assert!(auth.starts_with("Bearer ey") && !auth.contains(&token));
-    assert_eq!(body["claims"]["cnf"]["x5t#S256"], mtls_gateway::tls::thumbprint(&der));
+    assert_eq!(body["claims"]["cnf"]["x5t#S256"], mtls_gateway::token::thumbprint(&der));
 }
 
 #[tokio::test]

@@ -45,7 +45,7 @@ async fn full_flow(sys: &System) {
     assert_eq!(claims["scope"], "transactions");
     let pem = std::fs::read(common::cert("example.client.pem")).unwrap();
     let der = openssl::x509::X509::from_pem(&pem).unwrap().to_der().unwrap();
-    assert_eq!(claims["cnf"]["x5t#S256"], mtls_gateway::tls::thumbprint(&der), "cnf copied unchanged");
+    assert_eq!(claims["cnf"]["x5t#S256"], mtls_gateway::token::thumbprint(&der), "cnf copied unchanged");
 
     let stolen = sys.call_api("other.client.p12", &token).await;
     assert_eq!(stolen.status(), 401);
@@ -88,12 +88,8 @@ async fn es256_gateway_tokens_and_the_published_jwks() {
     let sys = System::start_with(Options { response: "json", signing_alg: "ES256", ..Default::default() });
     let token = sys.token("example.client.p12", "partner-client").await;
     assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
-    let jwks: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{}/jwks", sys.jwks_port))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{}/jwks", sys.jwks_port)).await.unwrap().json().await.unwrap();
     let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
     assert_eq!(kids, ["gw-es", "gw-ps"], "the signing key and the one kept for rotation");
     assert!(jwks["keys"][0].get("d").is_none(), "no private parts");

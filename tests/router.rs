@@ -86,8 +86,10 @@ fn pseudo_random(len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn passthrough_route(sni: &str, port: u16, proxy_protocol: bool) -> String {
-    format!("    - sni: \"{sni}\"\n      upstream: 127.0.0.1:{port}\n      proxy_protocol: {proxy_protocol}\n")
+fn passthrough_route(sni: &str, port: u16, proxy_protocol: bool) -> Vec<serde_yaml::Value> {
+    vec![common::yaml::parse(&format!(
+        "{{sni: \"{sni}\", upstream: \"127.0.0.1:{port}\", proxy_protocol: {proxy_protocol}}}"
+    ))]
 }
 
 #[tokio::test]
@@ -179,12 +181,12 @@ fn non_tls_and_silent_clients_are_closed_while_others_are_served() {
 
 #[test]
 fn the_certificate_is_chosen_by_sni() {
-    let extra = format!(
-        "  certificates:\n    - hosts: [\"*.example.org\"]\n      certificate: {}\n      key: {}\n",
+    let extra = common::yaml::parse(&format!(
+        "- {{hosts: [\"*.example.org\"], certificate: \"{}\", key: \"{}\"}}",
         cert("example-org.tls.pem"),
         cert("example-org.tls.key")
-    );
-    let sys = System::start_with(Options { extra_tls: extra, ..Default::default() });
+    ));
+    let sys = System::start_with(Options { patches: vec![("tls.certificates", extra)], ..Default::default() });
     // The connector verifies the host name: each handshake only succeeds with the matching certificate.
     assert!(handshake_ok(sys.gateway_port, "api.example.org", Some("example.client.p12")));
     assert!(handshake_ok(sys.gateway_port, API, Some("example.client.p12")));
@@ -220,7 +222,9 @@ fn call_once(
     }
     let mut tls = openssl::ssl::SslStream::new(ssl, tcp).unwrap();
     tls.connect().unwrap();
-    let req = format!("POST /api/transactions HTTP/1.1\r\nHost: {API}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n");
+    let req = format!(
+        "POST /api/transactions HTTP/1.1\r\nHost: {API}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+    );
     tls.write_all(req.as_bytes()).unwrap();
     let answer = read_response(&mut tls);
     // Close cleanly (close_notify): a session ended by a bare EOF is not resumable.
@@ -242,7 +246,9 @@ fn read_response(tls: &mut impl Read) -> String {
     let head = String::from_utf8_lossy(&data).to_string();
     let len = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())
+        })
         .unwrap_or(0);
     let mut body = vec![0u8; len];
     tls.read_exact(&mut body).unwrap();
@@ -303,7 +309,8 @@ fn handshake_with(port: u16, version: SslVersion, ciphers: &str) -> bool {
     b.set_min_proto_version(Some(version)).unwrap();
     b.set_max_proto_version(Some(version)).unwrap();
     b.set_cipher_list(ciphers).unwrap();
-    let parsed = Pkcs12::from_der(&std::fs::read(cert("example.client.p12")).unwrap()).unwrap().parse2("Password1").unwrap();
+    let parsed =
+        Pkcs12::from_der(&std::fs::read(cert("example.client.p12")).unwrap()).unwrap().parse2("Password1").unwrap();
     b.set_certificate(parsed.cert.as_ref().unwrap()).unwrap();
     b.set_private_key(parsed.pkey.as_ref().unwrap()).unwrap();
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -318,7 +325,9 @@ fn only_fapi_tls_versions_and_cipher_suites_are_accepted() {
     assert!(handshake_with(port, SslVersion::TLS1_2, "ECDHE-RSA-AES128-GCM-SHA256"));
     assert!(handshake_with(port, SslVersion::TLS1_2, "ECDHE-RSA-AES256-GCM-SHA384"));
     assert!(handshake_with(port, SslVersion::TLS1_3, "DEFAULT"));
-    for weak in ["ECDHE-RSA-AES128-SHA", "AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305", "DHE-RSA-AES128-GCM-SHA256"] {
+    for weak in
+        ["ECDHE-RSA-AES128-SHA", "AES128-GCM-SHA256", "ECDHE-RSA-CHACHA20-POLY1305", "DHE-RSA-AES128-GCM-SHA256"]
+    {
         assert!(!handshake_with(port, SslVersion::TLS1_2, weak), "TLS 1.2 with {weak} must be refused");
     }
     assert!(!handshake_with(port, SslVersion::TLS1_1, "DEFAULT:@SECLEVEL=0"), "TLS 1.1 must be refused");

@@ -2,7 +2,7 @@
 //! for more than it was given.
 #![no_main]
 
-#[path = "../../src/sni.rs"]
+#[path = "../../src/connection/sni.rs"]
 #[allow(dead_code)]
 mod sni;
 

@@ -1,14 +1,18 @@
-//! The gateway's validated configuration model, built from the YAML schema in [`schema`].
+//! The gateway's validated configuration model, built from the YAML schema in [`schema`], and
+//! nothing else: no runtime object is made here (the build step in `app` does that).
 //!
-//! `load` reads one file, checks every key (files exist and parse, keys match certificates, URLs,
-//! durations, names that refer to other sections) and returns either a model that the services can
-//! use without further checks or the complete list of problems, each naming the file and the key.
+//! `load` reads one file, checks every key (files exist, URLs, durations, names that refer to other
+//! sections, closed sets) and returns either a model or every problem, each once, as
+//! `FILE: key.path: message`.
 
+mod closed;
 pub mod schema;
 
-use crate::tls;
+pub use closed::{ResponseMode, SigningAlg, TlsVersion, UnknownSni};
+
+use crate::host::HostPattern;
 use pingora_core::server::configuration::ServerConf;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,73 +23,72 @@ pub const FAPI_TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AE
 ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
 pub const DEFAULT_TLS13_SUITES: &str = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 
-/// Every problem found in one configuration file, each as `FILE: KEY: message`.
-#[derive(Debug)]
-pub struct ConfigErrors(pub Vec<String>);
+/// One problem, named by the key it is about (`tls.key`, `routes[1].filters[0]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
 
-impl std::fmt::Display for ConfigErrors {
+impl Problem {
+    pub fn new(key: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Problem { key: key.into(), message: message.to_string() }
+    }
+}
+
+/// Every problem found in one configuration file, each as `FILE: key: message`.
+#[derive(Debug, Clone)]
+pub struct Problems {
+    file: String,
+    lines: Vec<String>,
+}
+
+impl Problems {
+    pub fn new(file: &Path) -> Self {
+        Problems { file: file.display().to_string(), lines: Vec::new() }
+    }
+
+    pub fn fail(&mut self, key: &str, msg: impl std::fmt::Display) {
+        self.lines.push(format!("{}: {key}: {msg}", self.file));
+    }
+
+    pub fn add(&mut self, p: Problem) {
+        self.fail(&p.key, p.message);
+    }
+
+    /// A problem that belongs to no key (the file cannot be read or parsed).
+    fn whole_file(&mut self, msg: impl std::fmt::Display) {
+        self.lines.push(format!("{}: {msg}", self.file));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    fn ok<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|e| self.fail(key, e)).ok()
+    }
+
+    /// `value` if nothing was found wrong, else every problem.
+    pub fn or<T>(self, value: Option<T>) -> Result<T, Problems> {
+        match value {
+            Some(v) if self.is_empty() => Ok(v),
+            _ => Err(self),
+        }
+    }
+}
+
+impl std::fmt::Display for Problems {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for line in &self.0 {
+        for line in &self.lines {
             writeln!(f, "{line}")?;
         }
         Ok(())
     }
-}
-
-/// A host name or a `*.domain` wildcard, compared case-insensitively.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    Exact(String),
-    /// `*.example.com` stored as `.example.com`: matches exactly one more label.
-    Wildcard(String),
-    Any,
-}
-
-impl std::fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HostPattern::Any => f.write_str("*"),
-            HostPattern::Exact(h) => f.write_str(h),
-            HostPattern::Wildcard(suffix) => write!(f, "*{suffix}"),
-        }
-    }
-}
-
-impl HostPattern {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let lower = text.trim().to_ascii_lowercase();
-        if lower == "*" {
-            return Ok(HostPattern::Any);
-        }
-        let (wild, rest) = match lower.strip_prefix("*.") {
-            Some(rest) => (true, rest.to_string()),
-            None => (false, lower.clone()),
-        };
-        let ok = !rest.is_empty()
-            && rest.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-        if !ok {
-            return Err(format!("{text:?} is not a host name or *.domain wildcard"));
-        }
-        Ok(if wild { HostPattern::Wildcard(format!(".{rest}")) } else { HostPattern::Exact(rest) })
-    }
-
-    pub fn matches(&self, name: &str) -> bool {
-        match self {
-            HostPattern::Any => true,
-            HostPattern::Exact(h) => h.eq_ignore_ascii_case(name),
-            HostPattern::Wildcard(suffix) => {
-                name.len() > suffix.len()
-                    && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-                    && !name[..name.len() - suffix.len()].contains('.')
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnknownSni {
-    Terminate,
-    Close,
 }
 
 #[derive(Debug, Clone)]
@@ -106,11 +109,18 @@ pub struct TlsConfig {
     pub client_crl: Option<PathBuf>,
     pub crl_reload_interval: Duration,
     pub verify_depth: u32,
-    pub tls13_only: bool,
+    pub min_version: TlsVersion,
     pub tls12_ciphers: String,
     pub tls13_ciphersuites: String,
     pub http2: bool,
     pub extra_certificates: Vec<ExtraCertificate>,
+}
+
+impl TlsConfig {
+    /// Every host name TLS is terminated for: the default certificate's and the extra ones'.
+    pub fn all_hosts(&self) -> impl Iterator<Item = &HostPattern> {
+        self.hosts.iter().chain(self.extra_certificates.iter().flat_map(|c| c.hosts.iter()))
+    }
 }
 
 /// A certificate served instead of the default one when the SNI matches one of `hosts`.
@@ -142,7 +152,7 @@ pub struct UpstreamConfig {
     pub address: String,
     pub tls: bool,
     pub sni: String,
-    /// CA certificates (PEM file contents) the upstream's certificate must chain to.
+    /// CA certificates the upstream's certificate must chain to.
     pub ca: Option<PathBuf>,
     pub host_header: Option<String>,
     pub connect_timeout: Duration,
@@ -165,23 +175,10 @@ pub struct IntrospectionConfig {
     pub max_entries: u64,
     pub negative_ttl: Duration,
     pub mode: ResponseMode,
-}
-
-/// How the identity server answers introspection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResponseMode {
-    /// The reference's protocol: `Accept: application/jwt`, 200 = the access token as a JWT, 204 = inactive.
-    Jwt,
-    /// RFC 7662 JSON; the gateway issues the JWT.
-    Json,
-    /// RFC 9701 signed JSON, verified against the identity server's JWKS; the gateway issues the JWT.
-    Rfc9701 { jwks_url: url::Url, issuer: Option<String> },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SigningAlg {
-    Ps256,
-    Es256,
+    /// `rfc9701`: the identity server's JWKS.
+    pub jwks_url: Option<url::Url>,
+    /// `rfc9701`: the `iss` the signed responses must carry.
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,24 +239,24 @@ pub struct Config {
     pub introspection: BTreeMap<String, IntrospectionConfig>,
     pub routes: Vec<RouteConfig>,
     pub metrics: Option<SocketAddr>,
-    pub strip_headers: Vec<String>,
+    /// Header names stripped from every request on top of the built-in families.
+    pub strip_headers: Vec<http::HeaderName>,
     pub token_issuer: Option<TokenIssuerConfig>,
 }
 
-/// Collects problems while the model is built, so that one run reports all of them.
+/// Collects problems while the model is built, and resolves paths relative to the file.
 struct Check {
-    file: String,
     dir: PathBuf,
-    problems: Vec<String>,
+    problems: Problems,
 }
 
 impl Check {
     fn fail(&mut self, key: &str, msg: impl std::fmt::Display) {
-        self.problems.push(format!("{}: {key}: {msg}", self.file));
+        self.problems.fail(key, msg);
     }
 
     fn ok<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
-        r.map_err(|e| self.fail(key, e)).ok()
+        self.problems.ok(key, r)
     }
 
     /// Resolves a path relative to the configuration file's folder and checks it can be read.
@@ -273,21 +270,29 @@ impl Check {
 }
 
 /// Reads and validates one configuration file.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors(vec![format!("{file}: cannot read the file: {e}")]))?;
-    let raw: schema::File = serde_yaml::from_str(&text).map_err(|e| ConfigErrors(vec![format!("{file}: {e}")]))?;
+pub fn load(path: &Path) -> Result<Config, Problems> {
+    let mut problems = Problems::new(path);
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.whole_file(format!("cannot read the file: {e}"));
+            return Err(problems);
+        }
+    };
+    let raw: schema::File = match serde_yaml::from_str(&text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            problems.whole_file(e);
+            return Err(problems);
+        }
+    };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut check = Check { file, dir, problems: Vec::new() };
-    let config = build(&mut check, raw, path);
-    match config {
-        Some(c) if check.problems.is_empty() => Ok(c),
-        _ => Err(ConfigErrors(check.problems)),
-    }
+    let mut check = Check { dir, problems };
+    let config = model(&mut check, raw, path);
+    check.problems.or(config)
 }
 
-fn build(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
+fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
     let server = server_conf(check, raw.pingora);
     let listener = listener(check, &raw.listener);
     let tls = tls_config(check, &raw.tls);
@@ -302,12 +307,13 @@ fn build(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         .iter()
         .filter_map(|(name, i)| introspection(check, name, i).map(|i| (name.clone(), i)))
         .collect();
-    let routes = raw
-        .routes
-        .iter()
-        .enumerate()
-        .filter_map(|(n, r)| route(check, n, r, &upstreams, &introspection, raw.upstreams.keys().collect()))
-        .collect::<Vec<_>>();
+    // References are checked against every name written, so that one broken section is one problem.
+    let names = Names {
+        upstreams: raw.upstreams.keys().cloned().collect(),
+        introspection: raw.introspection.keys().cloned().collect(),
+    };
+    let routes =
+        raw.routes.iter().enumerate().filter_map(|(n, r)| route(check, n, r, &upstreams, &names)).collect::<Vec<_>>();
     if raw.routes.is_empty() {
         check.fail("routes", "at least one route is needed");
     }
@@ -317,8 +323,9 @@ fn build(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         .and_then(|m| check.ok("metrics.address", m.address.parse().map_err(|e| format!("{:?}: {e}", m.address))));
     let strip_headers = header_names(check, &raw.strip_headers);
     let token_issuer = raw.token_issuer.as_ref().and_then(|t| token_issuer(check, t));
-    for (name, i) in &introspection {
-        if i.mode != ResponseMode::Jwt && token_issuer.is_none() {
+    for (name, i) in &raw.introspection {
+        let mode = i.response.unwrap_or_default();
+        if mode != ResponseMode::Jwt && raw.token_issuer.is_none() {
             check.fail(&format!("introspection.{name}.response"), "json and rfc9701 need a token_issuer section");
         }
     }
@@ -326,7 +333,7 @@ fn build(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         path: path.to_path_buf(),
         server: server?,
         listener: listener?,
-        tls: tls?,
+        tls,
         passthrough,
         introspection,
         routes,
@@ -336,41 +343,36 @@ fn build(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
     })
 }
 
+struct Names {
+    upstreams: BTreeSet<String>,
+    introspection: BTreeSet<String>,
+}
+
 fn token_issuer(check: &mut Check, t: &schema::TokenIssuer) -> Option<TokenIssuerConfig> {
+    if t.keys.is_empty() {
+        check.fail("token_issuer.keys", "at least one key is needed");
+    }
     let keys = t
         .keys
         .iter()
         .enumerate()
-        .filter_map(|(i, k)| {
-            let alg = match k.algorithm.as_deref() {
-                None | Some("PS256") => SigningAlg::Ps256,
-                Some("ES256") => SigningAlg::Es256,
-                Some(other) => {
-                    check.fail(&format!("token_issuer.keys[{i}].algorithm"), format!("{other:?}: expected PS256 or ES256"));
-                    return None;
-                }
-            };
-            Some(SigningKeyConfig { kid: k.kid.clone(), key: check.file(&format!("token_issuer.keys[{i}].key"), &k.key), alg })
+        .map(|(i, k)| SigningKeyConfig {
+            kid: k.kid.clone(),
+            key: check.file(&format!("token_issuer.keys[{i}].key"), &k.key),
+            alg: k.algorithm.unwrap_or_default(),
         })
         .collect::<Vec<_>>();
     let jwks_address = match &t.jwks_address {
         Some(a) => Some(check.ok("token_issuer.jwks_address", a.parse().map_err(|e| format!("{a:?}: {e}")))?),
         None => None,
     };
-    let cfg = TokenIssuerConfig {
+    Some(TokenIssuerConfig {
         issuer: t.issuer.clone(),
         audience: t.audience.clone(),
         lifetime: dur(t.lifetime, 300),
         keys,
         jwks_address,
-    };
-    if check.problems.is_empty() {
-        // Load the keys now: a wrong key type or an unreadable file stops the gateway before serving.
-        if let Err(e) = crate::issuer::TokenIssuer::new(&cfg) {
-            check.fail("token_issuer", e);
-        }
-    }
-    Some(cfg)
+    })
 }
 
 /// pingora's `ServerConf` ignores unknown keys; find them by comparing with what it serializes back.
@@ -384,7 +386,7 @@ fn server_conf(check: &mut Check, raw: Option<serde_yaml::Value>) -> Option<Serv
         }
     };
     let known = serde_yaml::to_value(&conf).ok();
-    if let (Some(serde_yaml::Value::Mapping(given)), Some(serde_yaml::Value::Mapping(known))) = (Some(raw), known) {
+    if let (serde_yaml::Value::Mapping(given), Some(serde_yaml::Value::Mapping(known))) = (raw, known) {
         for key in given.keys() {
             if !known.contains_key(key) {
                 check.fail(&format!("pingora.{}", key.as_str().unwrap_or("?")), "unknown key");
@@ -396,14 +398,6 @@ fn server_conf(check: &mut Check, raw: Option<serde_yaml::Value>) -> Option<Serv
 
 fn listener(check: &mut Check, l: &schema::Listener) -> Option<ListenerConfig> {
     check.ok("listener.address", l.address.parse::<SocketAddr>().map_err(|e| format!("{:?}: {e}", l.address)));
-    let unknown_sni = match l.unknown_sni.as_deref() {
-        None | Some("terminate") => UnknownSni::Terminate,
-        Some("close") => UnknownSni::Close,
-        Some(other) => {
-            check.fail("listener.unknown_sni", format!("{other:?}: expected terminate or close"));
-            UnknownSni::Close
-        }
-    };
     let max_hello = l.max_client_hello_bytes.unwrap_or(16 * 1024);
     if !(512..=256 * 1024).contains(&max_hello) {
         check.fail("listener.max_client_hello_bytes", "must be between 512 and 262144");
@@ -413,7 +407,7 @@ fn listener(check: &mut Check, l: &schema::Listener) -> Option<ListenerConfig> {
         client_hello_timeout: dur(l.client_hello_timeout, 5),
         max_client_hello_bytes: max_hello,
         handshake_timeout: dur(l.handshake_timeout, 10),
-        unknown_sni,
+        unknown_sni: l.unknown_sni.unwrap_or_default(),
     })
 }
 
@@ -421,56 +415,35 @@ fn dur(d: Option<schema::Dur>, default_secs: u64) -> Duration {
     d.map(|d| d.0).unwrap_or(Duration::from_secs(default_secs))
 }
 
-fn tls_config(check: &mut Check, t: &schema::Tls) -> Option<TlsConfig> {
-    let hosts: Vec<HostPattern> = t
-        .hosts
+fn hosts(check: &mut Check, key: &str, list: &[String]) -> Vec<HostPattern> {
+    list.iter().enumerate().filter_map(|(i, h)| check.ok(&format!("{key}[{i}]"), HostPattern::parse(h))).collect()
+}
+
+fn tls_config(check: &mut Check, t: &schema::Tls) -> TlsConfig {
+    let extra_certificates = t
+        .certificates
         .iter()
         .enumerate()
-        .filter_map(|(i, h)| check.ok(&format!("tls.hosts[{i}]"), HostPattern::parse(h)))
+        .map(|(i, c)| ExtraCertificate {
+            hosts: hosts(check, &format!("tls.certificates[{i}].hosts"), &c.hosts),
+            certificate: check.file(&format!("tls.certificates[{i}].certificate"), &c.certificate),
+            key: check.file(&format!("tls.certificates[{i}].key"), &c.key),
+        })
         .collect();
-    let tls13_only = match t.min_version.as_deref() {
-        None | Some("1.2") => false,
-        Some("1.3") => true,
-        Some(v) => {
-            check.fail("tls.min_version", format!("{v:?}: expected \"1.2\" or \"1.3\""));
-            false
-        }
-    };
-    let cfg = TlsConfig {
-        hosts,
+    TlsConfig {
+        hosts: hosts(check, "tls.hosts", &t.hosts),
         certificate: check.file("tls.certificate", &t.certificate),
         key: check.file("tls.key", &t.key),
         client_ca: check.file("tls.client_ca", &t.client_ca),
         client_crl: t.client_crl.as_ref().map(|p| check.file("tls.client_crl", p)),
         crl_reload_interval: dur(t.crl_reload_interval, 60),
         verify_depth: t.verify_depth.unwrap_or(2),
-        tls13_only,
+        min_version: t.min_version.unwrap_or_default(),
         tls12_ciphers: t.tls12_ciphers.clone().unwrap_or_else(|| FAPI_TLS12_CIPHERS.to_string()),
         tls13_ciphersuites: t.tls13_ciphersuites.clone().unwrap_or_else(|| DEFAULT_TLS13_SUITES.to_string()),
         http2: t.http2.unwrap_or(true),
-        extra_certificates: t
-            .certificates
-            .iter()
-            .enumerate()
-            .map(|(i, c)| ExtraCertificate {
-                hosts: c
-                    .hosts
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(j, h)| check.ok(&format!("tls.certificates[{i}].hosts[{j}]"), HostPattern::parse(h)))
-                    .collect(),
-                certificate: check.file(&format!("tls.certificates[{i}].certificate"), &c.certificate),
-                key: check.file(&format!("tls.certificates[{i}].key"), &c.key),
-            })
-            .collect(),
-    };
-    if check.problems.is_empty() {
-        // Build the real acceptor once: this catches key mismatches, bad CA or CRL files and cipher strings.
-        for (key, msg) in tls::check_settings(&cfg) {
-            check.fail(&key, msg);
-        }
+        extra_certificates,
     }
-    Some(cfg)
 }
 
 fn passthrough(check: &mut Check, p: &schema::Passthrough) -> PassthroughConfig {
@@ -510,9 +483,6 @@ fn upstream(check: &mut Check, name: &str, u: &schema::Upstream) -> Option<Upstr
     let tls = u.tls.unwrap_or(true);
     let host = u.address.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
     let ca = u.ca.as_ref().map(|p| check.file(&format!("{key}.ca"), p));
-    if let Some(ca) = &ca {
-        check.ok(&format!("{key}.ca"), tls::read_certs(ca).map(|_| ()));
-    }
     if tls && ca.is_none() {
         check.fail(&format!("{key}.ca"), "a CA file is required to verify the upstream's TLS certificate");
     }
@@ -530,22 +500,32 @@ fn upstream(check: &mut Check, name: &str, u: &schema::Upstream) -> Option<Upstr
     })
 }
 
+fn https_url(text: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if u.scheme() != "https" {
+        return Err(format!("{text:?}: must be an https URL"));
+    }
+    Ok(u)
+}
+
 fn introspection(check: &mut Check, name: &str, i: &schema::Introspection) -> Option<IntrospectionConfig> {
     let key = format!("introspection.{name}");
-    let endpoint = check.ok(
-        &format!("{key}.endpoint"),
-        url::Url::parse(&i.endpoint).map_err(|e| format!("{:?}: {e}", i.endpoint)).and_then(|u| {
-            if u.scheme() == "https" { Ok(u) } else { Err(format!("{:?}: must be an https URL", i.endpoint)) }
-        }),
-    );
+    let endpoint = check.ok(&format!("{key}.endpoint"), https_url(&i.endpoint));
     let ca = check.file(&format!("{key}.ca"), &i.ca);
-    check.ok(&format!("{key}.ca"), tls::read_certs(&ca).map(|_| ()));
     let resolve = match &i.resolve {
         Some(r) => Some(check.ok(&format!("{key}.resolve"), r.parse().map_err(|e| format!("{r:?}: {e}")))?),
         None => None,
     };
+    let mode = i.response.unwrap_or_default();
+    let jwks_url = match (&i.jwks_url, mode) {
+        (Some(url), _) => Some(check.ok(&format!("{key}.jwks_url"), https_url(url))?),
+        (None, ResponseMode::Rfc9701) => {
+            check.fail(&format!("{key}.jwks_url"), "rfc9701 needs the identity server's JWKS URL");
+            None
+        }
+        (None, _) => None,
+    };
     let cache = &i.cache;
-    let mode = response_mode(check, &key, i)?;
     Some(IntrospectionConfig {
         name: name.to_string(),
         endpoint: endpoint?,
@@ -559,26 +539,9 @@ fn introspection(check: &mut Check, name: &str, i: &schema::Introspection) -> Op
         max_entries: cache.max_entries.unwrap_or(100_000),
         negative_ttl: dur(cache.negative_ttl, 5),
         mode,
+        jwks_url,
+        issuer: i.issuer.clone(),
     })
-}
-
-fn response_mode(check: &mut Check, key: &str, i: &schema::Introspection) -> Option<ResponseMode> {
-    match i.response.as_deref() {
-        None | Some("jwt") => Some(ResponseMode::Jwt),
-        Some("json") => Some(ResponseMode::Json),
-        Some("rfc9701") => {
-            let Some(url) = &i.jwks_url else {
-                check.fail(&format!("{key}.jwks_url"), "rfc9701 needs the identity server's JWKS URL");
-                return None;
-            };
-            let jwks_url = check.ok(&format!("{key}.jwks_url"), url::Url::parse(url).map_err(|e| format!("{url:?}: {e}")))?;
-            Some(ResponseMode::Rfc9701 { jwks_url, issuer: i.issuer.clone() })
-        }
-        Some(other) => {
-            check.fail(&format!("{key}.response"), format!("{other:?}: expected jwt, json or rfc9701"));
-            None
-        }
-    }
 }
 
 fn route(
@@ -586,8 +549,7 @@ fn route(
     n: usize,
     r: &schema::Route,
     upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
-    introspection: &BTreeMap<String, IntrospectionConfig>,
-    upstream_names: Vec<&String>,
+    names: &Names,
 ) -> Option<RouteConfig> {
     let key = format!("routes[{n}]");
     let host = check.ok(&format!("{key}.host"), HostPattern::parse(&r.host));
@@ -595,22 +557,21 @@ fn route(
     if !path_prefix.starts_with('/') {
         check.fail(&format!("{key}.path_prefix"), "must start with /");
     }
-    let upstream = upstreams.get(&r.upstream).cloned();
-    if upstream.is_none() && !upstream_names.contains(&&r.upstream) {
+    if !names.upstreams.contains(&r.upstream) {
         check.fail(&format!("{key}.upstream"), format!("no upstream named {:?}", r.upstream));
     }
     let filters = r
         .filters
         .iter()
         .enumerate()
-        .filter_map(|(i, f)| filter(check, &format!("{key}.filters[{i}]"), f, introspection))
+        .map(|(i, f)| filter(check, &format!("{key}.filters[{i}]"), f, names))
         .collect::<Vec<_>>();
     check_filter_order(check, &key, &filters);
     let cors = r.cors.as_ref().map(|c| cors(check, &key, c));
     Some(RouteConfig {
         host: host?,
         path_prefix,
-        upstream: upstream?,
+        upstream: upstreams.get(&r.upstream).cloned()?,
         filters,
         forward_client_cert: r.forward_client_cert,
         cors,
@@ -621,13 +582,17 @@ fn cors(check: &mut Check, key: &str, c: &schema::Cors) -> CorsConfig {
     for (i, o) in c.allowed_origins.iter().enumerate() {
         let ok = url::Url::parse(o).is_ok_and(|u| u.origin().ascii_serialization() == *o);
         if !ok || o == "null" {
-            check.fail(&format!("{key}.cors.allowed_origins[{i}]"), format!("{o:?} is not an origin like https://portal.example.com"));
+            check.fail(
+                &format!("{key}.cors.allowed_origins[{i}]"),
+                format!("{o:?} is not an origin like https://portal.example.com"),
+            );
         }
     }
     let methods = c.allowed_methods.clone().unwrap_or_else(|| vec!["GET".into(), "POST".into()]);
-    let headers = c.allowed_headers.clone().unwrap_or_else(|| {
-        vec!["authorization".into(), "content-type".into(), "x-fapi-interaction-id".into()]
-    });
+    let headers = c
+        .allowed_headers
+        .clone()
+        .unwrap_or_else(|| vec!["authorization".into(), "content-type".into(), "x-fapi-interaction-id".into()]);
     CorsConfig {
         origins: c.allowed_origins.clone(),
         methods: methods.join(", "),
@@ -636,29 +601,23 @@ fn cors(check: &mut Check, key: &str, c: &schema::Cors) -> CorsConfig {
     }
 }
 
-fn filter(
-    check: &mut Check,
-    key: &str,
-    f: &schema::Filter,
-    introspection: &BTreeMap<String, IntrospectionConfig>,
-) -> Option<FilterConfig> {
-    let set = [f.phantom_token.is_some(), f.cert_binding.is_some(), f.scope.is_some()];
-    if set.iter().filter(|s| **s).count() != 1 {
-        check.fail(key, "set exactly one of phantom_token, cert_binding, scope");
-        return None;
-    }
-    if let Some(p) = &f.phantom_token {
-        if !introspection.contains_key(&p.introspection) {
-            check.fail(&format!("{key}.phantom_token.introspection"), format!("no introspection named {:?}", p.introspection));
-            return None;
+fn filter(check: &mut Check, key: &str, f: &schema::Filter, names: &Names) -> FilterConfig {
+    match f {
+        schema::Filter::PhantomToken(p) => {
+            if !names.introspection.contains(&p.introspection) {
+                check.fail(
+                    &format!("{key}.phantom_token.introspection"),
+                    format!("no introspection named {:?}", p.introspection),
+                );
+            }
+            FilterConfig::PhantomToken { introspection: p.introspection.clone() }
         }
-        return Some(FilterConfig::PhantomToken { introspection: p.introspection.clone() });
+        schema::Filter::CertBinding(_) => FilterConfig::CertBinding,
+        schema::Filter::Scope(s) => {
+            let methods = s.methods.iter().map(|(m, v)| (m.to_ascii_uppercase(), v.clone())).collect();
+            FilterConfig::Scope { required: s.required.clone(), methods }
+        }
     }
-    if let Some(s) = &f.scope {
-        let methods = s.methods.iter().map(|(m, v)| (m.to_ascii_uppercase(), v.clone())).collect();
-        return Some(FilterConfig::Scope { required: s.required.clone(), methods });
-    }
-    Some(FilterConfig::CertBinding)
 }
 
 /// `cert_binding` and `scope` read the claims that `phantom_token` produces, so it must come first.
@@ -672,16 +631,14 @@ fn check_filter_order(check: &mut Check, key: &str, filters: &[FilterConfig]) {
     }
 }
 
-fn header_names(check: &mut Check, names: &[String]) -> Vec<String> {
+fn header_names(check: &mut Check, names: &[String]) -> Vec<http::HeaderName> {
     names
         .iter()
         .enumerate()
         .filter_map(|(i, n)| {
             check.ok(
                 &format!("strip_headers[{i}]"),
-                http::HeaderName::from_bytes(n.as_bytes())
-                    .map(|h| h.as_str().to_string())
-                    .map_err(|e| format!("{n:?}: {e}")),
+                http::HeaderName::from_bytes(n.as_bytes()).map_err(|e| format!("{n:?}: {e}")),
             )
         })
         .collect()
@@ -691,15 +648,85 @@ fn header_names(check: &mut Check, names: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// `conf/local.yaml` in a temporary folder whose `../certs` holds (empty) files of the same
+    /// names: the model only checks that files exist, the build step reads them.
+    fn local(change: impl FnOnce(&mut serde_yaml::Value)) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+        std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+        for f in ["example.tls.pem", "example.tls.key", "root.pem", "root.crl.pem"] {
+            std::fs::write(dir.path().join("certs").join(f), "").unwrap();
+        }
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/local.yaml")).unwrap();
+        let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        change(&mut doc);
+        let path = dir.path().join("conf/local.yaml");
+        std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        (dir, path)
+    }
+
+    fn problems(change: impl FnOnce(&mut serde_yaml::Value)) -> Vec<String> {
+        let (_dir, path) = local(change);
+        match load(&path) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.lines().to_vec(),
+        }
+    }
+
+    fn set(doc: &mut serde_yaml::Value, path: &[&str], value: serde_yaml::Value) {
+        let mut cur = doc;
+        for key in path {
+            cur = match key.parse::<usize>() {
+                Ok(i) => &mut cur[i],
+                Err(_) => &mut cur[*key],
+            };
+        }
+        *cur = value;
+    }
+
     #[test]
-    fn wildcard_matches_one_label_only() {
-        let p = HostPattern::parse("*.Example.com").unwrap();
-        assert!(p.matches("api.example.com"));
-        assert!(p.matches("API.EXAMPLE.COM"));
-        assert!(!p.matches("example.com"));
-        assert!(!p.matches("a.b.example.com"));
-        assert!(!p.matches("evilexample.com"));
-        assert!(HostPattern::parse("bad host").is_err());
-        assert!(HostPattern::parse("*.").is_err());
+    fn the_shipped_local_file_is_a_valid_model() {
+        assert_eq!(problems(|_| {}), Vec::<String>::new());
+    }
+
+    #[test]
+    fn one_bad_enum_value_is_one_problem_listing_the_choices() {
+        let p = problems(|d| set(d, &["listener", "unknown_sni"], "drop".into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("listener.unknown_sni: unknown variant `drop`, expected `terminate` or `close` at line"),
+            "{p:?}"
+        );
+        let p = problems(|d| set(d, &["introspection", "idsvr", "response"], "rfc7662".into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("introspection.idsvr.response: unknown variant `rfc7662`"), "{p:?}");
+        let p = problems(|d| set(d, &["tls", "min_version"], serde_yaml::from_str("1.3").unwrap()));
+        assert_eq!(p, Vec::<String>::new(), "an unquoted 1.3 is accepted");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_path() {
+        let p = problems(|d| set(d, &["routes", "0", "filters", "1", "cert_binding", "strict"], true.into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("routes[0].filters[1].cert_binding: unknown field `strict`"), "{p:?}");
+    }
+
+    #[test]
+    fn a_missing_file_names_the_key_that_points_to_it() {
+        let p = problems(|d| set(d, &["tls", "client_crl"], "../certs/none.crl.pem".into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("local.yaml: tls.client_crl: cannot read ") && p[0].contains("none.crl.pem"), "{p:?}");
+    }
+
+    #[test]
+    fn a_bad_reference_is_one_problem_where_it_is_written() {
+        let p = problems(|d| set(d, &["introspection", "idsvr", "endpoint"], "http://x".into()));
+        assert_eq!(p.len(), 1, "no follow-on error at the route that uses it: {p:?}");
+        let p = problems(|d| set(d, &["routes", "0", "filters", "0", "phantom_token", "introspection"], "nope".into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("routes[0].filters[0].phantom_token.introspection: no introspection named \"nope\""));
+        let p = problems(|d| set(d, &["introspection", "idsvr", "response"], "json".into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("introspection.idsvr.response: json and rfc9701 need a token_issuer section"));
     }
 }

@@ -3,6 +3,7 @@
 //! Only `config::load` reads these; everything else uses the validated model in `config`.
 //! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
 
+pub use crate::config::closed::{ResponseMode, SigningAlg, TlsVersion, UnknownSni};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -51,8 +52,7 @@ pub struct Listener {
     pub client_hello_timeout: Option<Dur>,
     pub max_client_hello_bytes: Option<usize>,
     pub handshake_timeout: Option<Dur>,
-    /// `terminate` (default certificate) or `close`.
-    pub unknown_sni: Option<String>,
+    pub unknown_sni: Option<UnknownSni>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,8 +66,7 @@ pub struct Tls {
     pub client_crl: Option<String>,
     pub crl_reload_interval: Option<Dur>,
     pub verify_depth: Option<u32>,
-    /// `"1.2"` (default) or `"1.3"`.
-    pub min_version: Option<String>,
+    pub min_version: Option<TlsVersion>,
     pub tls12_ciphers: Option<String>,
     pub tls13_ciphersuites: Option<String>,
     pub http2: Option<bool>,
@@ -129,8 +128,7 @@ pub struct Introspection {
     pub timeout: Option<Dur>,
     #[serde(default)]
     pub cache: Cache,
-    /// `jwt` (the reference's `Accept: application/jwt`, default), `json` (RFC 7662) or `rfc9701`.
-    pub response: Option<String>,
+    pub response: Option<ResponseMode>,
     /// `rfc9701`: the identity server's JWKS, to verify signed introspection responses.
     pub jwks_url: Option<String>,
     /// `rfc9701`: the `iss` the signed responses must carry.
@@ -151,7 +149,8 @@ pub struct Route {
     pub host: String,
     pub path_prefix: Option<String>,
     pub upstream: String,
-    #[serde(default)]
+    /// serde_yaml reads enums from `!tags` only: `singleton_map` lets users write the usual one-key maps.
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     pub filters: Vec<Filter>,
     #[serde(default)]
     pub forward_client_cert: bool,
@@ -169,13 +168,13 @@ pub struct Cors {
     pub max_age: Option<Dur>,
 }
 
-/// One filter of a route's chain: exactly one key is set.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Filter {
-    pub phantom_token: Option<PhantomToken>,
-    pub cert_binding: Option<CertBinding>,
-    pub scope: Option<Scope>,
+/// One filter of a route's chain, written as a one-key map: `- phantom_token: { introspection: idsvr }`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filter {
+    PhantomToken(PhantomToken),
+    CertBinding(CertBinding),
+    Scope(Scope),
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +221,5 @@ pub struct TokenIssuer {
 pub struct SigningKey {
     pub kid: String,
     pub key: String,
-    /// `PS256` (default) or `ES256`.
-    pub algorithm: Option<String>,
+    pub algorithm: Option<SigningAlg>,
 }

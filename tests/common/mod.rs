@@ -2,6 +2,9 @@
 //! ephemeral loopback ports, and mTLS clients that reach both host names through the gateway port.
 #![allow(dead_code)]
 
+pub mod yaml;
+
+use serde_yaml::Value;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,7 +41,8 @@ pub fn free_port() -> u16 {
     const LOW: u16 = 24_000;
     const SPAN: u16 = 8_000;
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(0, LOW + (std::process::id() % SPAN as u32) as u16, Ordering::Relaxed, Ordering::Relaxed);
+    let _ =
+        NEXT.compare_exchange(0, LOW + (std::process::id() % SPAN as u32) as u16, Ordering::Relaxed, Ordering::Relaxed);
     loop {
         let candidate = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = LOW + (candidate - LOW) % SPAN;
@@ -61,13 +65,13 @@ impl Drop for Proc {
     }
 }
 
-pub fn bin(name: &str) -> &'static str {
-    match name {
-        "mtls-gateway" => env!("CARGO_BIN_EXE_mtls-gateway"),
-        "dev-idsvr" => env!("CARGO_BIN_EXE_dev-idsvr"),
-        "example-api" => env!("CARGO_BIN_EXE_example-api"),
-        _ => panic!("unknown binary {name}"),
-    }
+/// A binary of the workspace. The dev stack's binaries belong to the `mtls-devstack` crate; they
+/// are built next to the gateway's by `cargo test --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    let gateway = Path::new(env!("CARGO_BIN_EXE_mtls-gateway"));
+    let path = gateway.with_file_name(name);
+    assert!(path.exists(), "{} is missing: build the workspace (cargo test --workspace)", path.display());
+    path
 }
 
 pub fn spawn(name: &'static str, config: &Path, dir: &Path) -> Proc {
@@ -76,13 +80,8 @@ pub fn spawn(name: &'static str, config: &Path, dir: &Path) -> Proc {
     if name == "mtls-gateway" {
         cmd.arg("-c");
     }
-    let child = cmd
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
+    let child =
+        cmd.arg(config).env("RUST_LOG", "info").stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn");
     Proc { child, name }
 }
 
@@ -137,13 +136,13 @@ pub struct Options {
     pub upstream_read_timeout: &'static str,
     pub client_hello_timeout: &'static str,
     pub unknown_sni: &'static str,
-    /// Extra passthrough routes, as YAML list items.
-    pub extra_passthrough: String,
+    /// Extra passthrough routes.
+    pub extra_passthrough: Vec<Value>,
     pub passthrough_max_connections: usize,
     /// The client CRL file; `None` for no CRL.
     pub crl: Option<String>,
-    /// Extra lines for the `tls:` section.
-    pub extra_tls: String,
+    /// Last changes to the gateway's file: (path, value).
+    pub patches: Vec<(&'static str, Value)>,
     pub identity: Identity,
     /// Introspection response mode: jwt, json or rfc9701.
     pub response: &'static str,
@@ -161,10 +160,10 @@ impl Default for Options {
             upstream_read_timeout: "10s",
             client_hello_timeout: "5s",
             unknown_sni: "close",
-            extra_passthrough: String::new(),
+            extra_passthrough: Vec::new(),
             passthrough_max_connections: 4096,
             crl: Some(cert("root.crl.pem")),
-            extra_tls: String::new(),
+            patches: Vec::new(),
             identity: Identity::Dev,
             response: "jwt",
             signing_alg: "PS256",
@@ -222,159 +221,142 @@ impl System {
     }
 
     fn write_configs(&self) {
-        let c = |n: &str| cert(n);
-        let idsvr = format!(
-            "listen: 127.0.0.1:{idp}\ncertificate: {tls}\nkey: {key}\nclient_ca: {root}\n\
-             issuer: https://login.example.com/oauth/v2/oauth-anonymous\naudience: api.example.com\n\
-             access_token_ttl_seconds: {ttl}\ndev_endpoints: true\nclients:\n\
-             \x20 - client_id: partner-client\n    tls_client_auth_subject_dn: CN=demo-partner\n    scopes: [transactions]\n\
-             \x20 - client_id: other-client\n    tls_client_auth_subject_dn: CN=other-partner\n    scopes: [transactions]\n\
-             \x20 - client_id: introspect-client\n    secret: Password1\n    introspection: true\n",
-            idp = self.idsvr_port,
-            tls = c("example.tls.pem"),
-            key = c("example.tls.key"),
-            root = c("root.pem"),
-            ttl = self.opts.token_ttl_seconds,
-        );
-        std::fs::write(self.path("idsvr.yaml"), idsvr).unwrap();
-        // In json and rfc9701 modes the API trusts the gateway's keys, not the identity server's.
-        let trust = if self.opts.response == "jwt" {
-            format!(
-                "jwks_url: https://login-internal.example.com:{idp}/oauth/v2/oauth-anonymous/jwks\n\
-                 jwks_resolve: 127.0.0.1:{idp}\nissuer: https://login.example.com/oauth/v2/oauth-anonymous\n",
-                idp = self.idsvr_port
-            )
+        yaml::write(&self.idsvr_config(), &self.path("idsvr.yaml"));
+        yaml::write(&self.api_config(), &self.path("api.yaml"));
+        yaml::write(&self.gateway_config(), &self.path("gateway.yaml"));
+    }
+
+    /// `conf/dev-idsvr.yaml` on this system's port, with a second partner for the stolen-token tests.
+    fn idsvr_config(&self) -> Value {
+        let mut v = yaml::shipped("dev-idsvr.yaml");
+        yaml::set(&mut v, "listen", format!("127.0.0.1:{}", self.idsvr_port));
+        yaml::set(&mut v, "certificate", cert("example.tls.pem"));
+        yaml::set(&mut v, "key", cert("example.tls.key"));
+        yaml::set(&mut v, "client_ca", cert("root.pem"));
+        yaml::set(&mut v, "access_token_ttl_seconds", self.opts.token_ttl_seconds);
+        yaml::set(&mut v, "dev_endpoints", true);
+        let other = "client_id: other-client\ntls_client_auth_subject_dn: CN=other-partner\nscopes: [transactions]";
+        yaml::push(&mut v, "clients", yaml::parse(other));
+        v
+    }
+
+    /// `conf/example-api.yaml`; in json and rfc9701 modes it trusts the gateway's keys instead of
+    /// the identity server's.
+    fn api_config(&self) -> Value {
+        let mut v = yaml::shipped("example-api.yaml");
+        yaml::set(&mut v, "listen", format!("127.0.0.1:{}", self.api_port));
+        yaml::set(&mut v, "certificate", cert("example.tls.pem"));
+        yaml::set(&mut v, "key", cert("example.tls.key"));
+        yaml::set(&mut v, "jwks_ca", cert("root.pem"));
+        let idp = self.idsvr_port;
+        if self.opts.response == "jwt" {
+            yaml::set(
+                &mut v,
+                "jwks_url",
+                format!("https://login-internal.example.com:{idp}/oauth/v2/oauth-anonymous/jwks"),
+            );
+            yaml::set(&mut v, "jwks_resolve", format!("127.0.0.1:{idp}"));
         } else {
-            format!(
-                "jwks_url: http://127.0.0.1:{}/jwks\nissuer: https://gateway.example.com\nalgorithm: {}\n",
-                self.jwks_port, self.opts.signing_alg
-            )
-        };
-        let api = format!(
-            "listen: 127.0.0.1:{port}\ncertificate: {tls}\nkey: {key}\njwks_ca: {root}\n{trust}audience: api.example.com\n",
-            port = self.api_port,
-            tls = c("example.tls.pem"),
-            key = c("example.tls.key"),
-            root = c("root.pem"),
-        );
-        std::fs::write(self.path("api.yaml"), api).unwrap();
-        std::fs::write(self.path("gateway.yaml"), self.gateway_yaml()).unwrap();
+            yaml::set(&mut v, "jwks_url", format!("http://127.0.0.1:{}/jwks", self.jwks_port));
+            yaml::remove(&mut v, "jwks_resolve");
+            yaml::set(&mut v, "issuer", "https://gateway.example.com");
+            yaml::set(&mut v, "algorithm", self.opts.signing_alg);
+        }
+        v
     }
 
+    /// The gateway's file as the tests run it.
     pub fn gateway_yaml(&self) -> String {
-        let o = &self.opts;
-        let crl = match &o.crl {
-            Some(path) => format!("  client_crl: {path}\n  crl_reload_interval: 200ms\n"),
-            None => String::new(),
-        };
-        format!(
-            r#"pingora:
-  version: 1
-  threads: 2
-  pid_file: {dir}/gw.pid
-  upgrade_sock: {dir}/gw.sock
-  grace_period_seconds: 0
-  graceful_shutdown_timeout_seconds: 1
-listener:
-  address: 127.0.0.1:{gw}
-  client_hello_timeout: {hello}
-  unknown_sni: {unknown}
-passthrough:
-  connect_timeout: 2s
-  max_connections: {ptmax}
-  routes:
-    - sni: login.example.com
-      upstream: 127.0.0.1:{idp}
-{extra}tls:
-  hosts: [api.example.com]
-  certificate: {tls}
-  key: {key}
-  client_ca: {root}
-{crl}{extra_tls}upstreams:
-  example-api:
-    address: 127.0.0.1:{api}
-    sni: api-internal.example.com
-    ca: {root}
-    connect_timeout: 1s
-    read_timeout: {read}
-introspection:
-  idsvr:
-    endpoint: https://login-internal.example.com:{idp}/oauth/v2/oauth-introspect
-    resolve: 127.0.0.1:{idp}
-    ca: {root}
-    client_id: introspect-client
-    client_secret: Password1
-    connect_timeout: 1s
-    timeout: {itimeout}
-    response: {response}
-{rfc9701}    cache:
-      max_ttl: {maxttl}
-      negative_ttl: {negttl}
-{token_issuer}routes:
-  - host: api.example.com
-    path_prefix: /admin/
-    upstream: example-api
-    filters:
-      - phantom_token: {{ introspection: idsvr }}
-      - cert_binding: {{}}
-      - scope: {{ required: [admin] }}
-  - host: api.example.com
-    path_prefix: /api/
-    upstream: example-api
-    forward_client_cert: true
-    filters:
-      - phantom_token: {{ introspection: idsvr }}
-      - cert_binding: {{}}
-      - scope: {{ required: [transactions] }}
-metrics:
-  address: 127.0.0.1:{metrics}
-"#,
-            dir = self.dir.path().display(),
-            gw = self.gateway_port,
-            idp = self.idsvr_port,
-            api = self.api_port,
-            metrics = self.metrics_port,
-            hello = o.client_hello_timeout,
-            unknown = o.unknown_sni,
-            extra = o.extra_passthrough,
-            ptmax = o.passthrough_max_connections,
-            extra_tls = o.extra_tls,
-            tls = cert("example.tls.pem"),
-            key = cert("example.tls.key"),
-            root = cert("root.pem"),
-            read = o.upstream_read_timeout,
-            itimeout = o.introspection_timeout,
-            maxttl = o.cache_max_ttl,
-            negttl = o.negative_ttl,
-            response = o.response,
-            rfc9701 = if o.response == "rfc9701" {
-                format!(
-                    "    jwks_url: https://login-internal.example.com:{}/oauth/v2/oauth-anonymous/jwks\n\
-                     \x20   issuer: https://login.example.com/oauth/v2/oauth-anonymous\n",
-                    self.idsvr_port
-                )
-            } else {
-                String::new()
-            },
-            token_issuer = self.token_issuer_yaml(),
-        )
+        serde_yaml::to_string(&self.gateway_config()).unwrap()
     }
 
-    fn token_issuer_yaml(&self) -> String {
+    /// `conf/local.yaml` on this system's ports and certificates, with an /admin/ route in front
+    /// (scope `admin`, which no test token has) and the verified certificate forwarded on /api/.
+    pub fn gateway_config(&self) -> Value {
+        let o = &self.opts;
+        let mut v = yaml::shipped("local.yaml");
+        let dir = self.dir.path().display();
+        yaml::set(&mut v, "pingora.pid_file", format!("{dir}/gw.pid"));
+        yaml::set(&mut v, "pingora.upgrade_sock", format!("{dir}/gw.sock"));
+        yaml::set(&mut v, "pingora.grace_period_seconds", 0);
+        yaml::set(&mut v, "pingora.graceful_shutdown_timeout_seconds", 1);
+        yaml::set(&mut v, "listener.address", format!("127.0.0.1:{}", self.gateway_port));
+        yaml::set(&mut v, "listener.client_hello_timeout", o.client_hello_timeout);
+        yaml::set(&mut v, "listener.unknown_sni", o.unknown_sni);
+        yaml::set(&mut v, "passthrough.connect_timeout", "2s");
+        yaml::set(&mut v, "passthrough.max_connections", o.passthrough_max_connections);
+        yaml::set(&mut v, "passthrough.routes[0].upstream", format!("127.0.0.1:{}", self.idsvr_port));
+        for route in &o.extra_passthrough {
+            yaml::push(&mut v, "passthrough.routes", route.clone());
+        }
+        yaml::set(&mut v, "tls.certificate", cert("example.tls.pem"));
+        yaml::set(&mut v, "tls.key", cert("example.tls.key"));
+        yaml::set(&mut v, "tls.client_ca", cert("root.pem"));
+        match &o.crl {
+            Some(path) => {
+                yaml::set(&mut v, "tls.client_crl", path.as_str());
+                yaml::set(&mut v, "tls.crl_reload_interval", "200ms");
+            }
+            None => yaml::remove(&mut v, "tls.client_crl"),
+        }
+        yaml::set(&mut v, "upstreams.example-api.address", format!("127.0.0.1:{}", self.api_port));
+        yaml::set(&mut v, "upstreams.example-api.ca", cert("root.pem"));
+        yaml::set(&mut v, "upstreams.example-api.connect_timeout", "1s");
+        yaml::set(&mut v, "upstreams.example-api.read_timeout", o.upstream_read_timeout);
+        self.introspection(&mut v);
+        if o.response != "jwt" {
+            yaml::set(&mut v, "token_issuer", self.token_issuer());
+        }
+        yaml::set(&mut v, "routes[0].forward_client_cert", true);
+        let mut admin = yaml::at(&mut v, "routes[0]").clone();
+        yaml::set(&mut admin, "path_prefix", "/admin/");
+        yaml::remove(&mut admin, "forward_client_cert");
+        yaml::set(&mut admin, "filters[2].scope.required", vec!["admin"]);
+        yaml::at(&mut v, "routes").as_sequence_mut().unwrap().insert(0, admin);
+        yaml::set(&mut v, "metrics.address", format!("127.0.0.1:{}", self.metrics_port));
+        for (path, value) in &o.patches {
+            yaml::set(&mut v, path, value.clone());
+        }
+        v
+    }
+
+    fn introspection(&self, v: &mut Value) {
+        let (o, idp) = (&self.opts, self.idsvr_port);
+        let at = |k: &str| format!("introspection.idsvr.{k}");
+        yaml::set(v, &at("endpoint"), format!("https://login-internal.example.com:{idp}/oauth/v2/oauth-introspect"));
+        yaml::set(v, &at("resolve"), format!("127.0.0.1:{idp}"));
+        yaml::set(v, &at("ca"), cert("root.pem"));
+        yaml::set(v, &at("connect_timeout"), "1s");
+        yaml::set(v, &at("timeout"), o.introspection_timeout);
+        yaml::set(v, &at("response"), o.response);
+        yaml::set(v, &at("cache.max_ttl"), o.cache_max_ttl);
+        yaml::set(v, &at("cache.negative_ttl"), o.negative_ttl);
+        if o.response == "rfc9701" {
+            yaml::set(
+                v,
+                &at("jwks_url"),
+                format!("https://login-internal.example.com:{idp}/oauth/v2/oauth-anonymous/jwks"),
+            );
+            yaml::set(v, &at("issuer"), "https://login.example.com/oauth/v2/oauth-anonymous");
+        }
+    }
+
+    /// Two keys, the signing one first: PS256 and ES256 in the order the options ask.
+    fn token_issuer(&self) -> Value {
         let (signing, other) = match self.opts.signing_alg {
             "ES256" => (("gw-es", "es256", "ES256"), ("gw-ps", "ps256", "PS256")),
             _ => (("gw-ps", "ps256", "PS256"), ("gw-es", "es256", "ES256")),
         };
         let key = |(kid, file, alg): (&str, &str, &str)| {
-            format!("    - kid: {kid}\n      key: {}\n      algorithm: {alg}\n", cert(&format!("gateway-signing.{file}.key")))
+            yaml::parse(&format!(
+                "{{kid: {kid}, key: {}, algorithm: {alg}}}",
+                cert(&format!("gateway-signing.{file}.key"))
+            ))
         };
-        format!(
-            "token_issuer:\n  issuer: https://gateway.example.com\n  audience: api.example.com\n  lifetime: 120s\n\
-             \x20 jwks_address: 127.0.0.1:{}\n  keys:\n{}{}",
-            self.jwks_port,
-            key(signing),
-            key(other)
-        )
+        let mut t = yaml::parse("issuer: https://gateway.example.com\naudience: api.example.com\nlifetime: 120s");
+        yaml::set(&mut t, "jwks_address", format!("127.0.0.1:{}", self.jwks_port));
+        yaml::set(&mut t, "keys", Value::Sequence(vec![key(signing), key(other)]));
+        t
     }
 
     pub fn start_idsvr(&mut self) {

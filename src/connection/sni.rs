@@ -300,11 +300,23 @@ mod tests {
 
     /// Real first flights from curl and openssl s_client (scripts/capture-clienthellos.sh).
     const CAPTURED: &[(&str, &[u8], Option<&str>)] = &[
-        ("openssl-tls12-sni", include_bytes!("../tests/fixtures/clienthello/openssl-tls12-sni.bin"), Some("login.example.com")),
-        ("openssl-tls13-sni", include_bytes!("../tests/fixtures/clienthello/openssl-tls13-sni.bin"), Some("api.example.com")),
-        ("openssl-nosni", include_bytes!("../tests/fixtures/clienthello/openssl-nosni.bin"), None),
-        ("curl-sni", include_bytes!("../tests/fixtures/clienthello/curl-sni.bin"), Some("login.example.com")),
-        ("openssl-large-sni", include_bytes!("../tests/fixtures/clienthello/openssl-large-sni.bin"), Some("login.example.com")),
+        (
+            "openssl-tls12-sni",
+            include_bytes!("../../tests/fixtures/clienthello/openssl-tls12-sni.bin"),
+            Some("login.example.com"),
+        ),
+        (
+            "openssl-tls13-sni",
+            include_bytes!("../../tests/fixtures/clienthello/openssl-tls13-sni.bin"),
+            Some("api.example.com"),
+        ),
+        ("openssl-nosni", include_bytes!("../../tests/fixtures/clienthello/openssl-nosni.bin"), None),
+        ("curl-sni", include_bytes!("../../tests/fixtures/clienthello/curl-sni.bin"), Some("login.example.com")),
+        (
+            "openssl-large-sni",
+            include_bytes!("../../tests/fixtures/clienthello/openssl-large-sni.bin"),
+            Some("login.example.com"),
+        ),
     ];
 
     fn expected(sni: Option<&str>) -> Hello {

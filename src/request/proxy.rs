@@ -1,50 +1,26 @@
-//! The HTTP side of the gateway: a pingora `ProxyHttp` that routes by host and path prefix, runs
-//! the route's filter chain in `request_filter`, forwards the JWT to the API over verified TLS, and
-//! writes one access-log line and the metrics for every request.
+//! The pingora `ProxyHttp` phases of the gateway: `request_filter` strips identity headers, picks
+//! the route and runs its filter chain; `upstream_request_filter` sets what the API receives (the
+//! JWT, forwarding headers, the verified client certificate); `fail_to_proxy` turns API failures
+//! into JSON answers; `logging` writes one access-log line and the metrics of every request.
 
-use crate::config::{Config, CorsConfig, RouteConfig, UpstreamConfig};
-use crate::filters::{build_chain, Filter, FilterState, Outcome};
-use crate::introspect::Introspector;
-use crate::issuer::TokenIssuer;
 use crate::metrics;
-use crate::respond::{self, Refusal};
-use crate::tls::{b64url, ClientCert};
+use crate::request::cors;
+use crate::request::filters::{FilterState, Outcome};
+use crate::request::headers::{forwarded, has_dot_segments, interaction_id, request_host, StripList};
+use crate::request::respond::{self, Refusal};
+use crate::request::route::{self, Route};
+use crate::token::ClientCert;
 use async_trait::async_trait;
-use base64::Engine;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Request headers that could carry a client identity: a client must never be able to set them.
-const IDENTITY_HEADERS: &[&str] = &[
-    "client-cert",
-    "client-cert-chain",
-    "x-forwarded-client-cert",
-    "x-client-cert",
-    "x-ssl-client-cert",
-    "x-example-client-public-key",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
-];
-
-struct Route {
-    cfg: RouteConfig,
-    label: String,
-    chain: Vec<Box<dyn Filter>>,
-    peer: HttpPeer,
-}
-
 pub struct Gateway {
     routes: Vec<Route>,
-    strip_headers: Vec<String>,
+    strip: StripList,
 }
 
 /// Per-request context.
@@ -54,7 +30,6 @@ pub struct RequestCtx {
     /// The request's host (Host header or :authority), lower case, without the port.
     host: String,
     interaction_id: String,
-    client: Option<Arc<ClientCert>>,
     filters: FilterState,
     refused_by: Option<(&'static str, &'static str)>,
     upstream_started: Option<Instant>,
@@ -74,44 +49,30 @@ impl RequestCtx {
         }
         h
     }
+
+    fn client(&self) -> Option<&ClientCert> {
+        self.filters.client.as_deref()
+    }
 }
 
 impl Gateway {
-    /// Builds routes, filter chains and one shared introspector (and cache) per introspection section.
-    pub fn new(cfg: &Config, issuer: Option<Arc<TokenIssuer>>) -> std::result::Result<Self, String> {
-        let mut introspectors = BTreeMap::new();
-        for (name, i) in &cfg.introspection {
-            introspectors.insert(name.clone(), Arc::new(Introspector::new(i.clone(), issuer.clone())?));
-        }
-        Self::build(&cfg.routes, &introspectors, &cfg.strip_headers)
+    /// Routes come from the build step, with their chains and peers.
+    pub fn new(routes: Vec<Route>, strip: StripList) -> Self {
+        Gateway { routes, strip }
     }
 
-    fn build(
-        routes: &[RouteConfig],
-        introspectors: &BTreeMap<String, Arc<Introspector>>,
-        extra_strip: &[String],
-    ) -> std::result::Result<Self, String> {
-        let routes = routes
-            .iter()
-            .map(|r| {
-                Ok(Route {
-                    label: format!("{}{}", r.host, r.path_prefix),
-                    chain: build_chain(&r.filters, introspectors)?,
-                    peer: upstream_peer(&r.upstream)?,
-                    cfg: r.clone(),
-                })
-            })
-            .collect::<std::result::Result<Vec<_>, String>>()?;
-        let mut strip_headers: Vec<String> = IDENTITY_HEADERS.iter().map(|s| s.to_string()).collect();
-        strip_headers.extend(extra_strip.iter().cloned());
-        Ok(Gateway { routes, strip_headers })
+    /// Resolves the upstream addresses; called when serving starts, never by `-t`.
+    pub fn resolve_upstreams(&mut self) -> std::result::Result<(), crate::config::Problem> {
+        route::resolve(&mut self.routes)
     }
 
-    fn find_route(&self, host: &str, path: &str) -> Option<usize> {
-        self.routes.iter().position(|r| r.cfg.host.matches(host) && path.starts_with(&r.cfg.path_prefix))
-    }
-
-    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, filter: &'static str, r: Refusal) -> Result<bool> {
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        filter: &'static str,
+        r: Refusal,
+    ) -> Result<bool> {
         metrics::refusal(filter, r.reason());
         ctx.refused_by = Some((filter, r.reason()));
         respond::send(session, &r, &ctx.response_headers()).await?;
@@ -119,87 +80,28 @@ impl Gateway {
     }
 
     /// CORS for a route that trusts web origins: remembers an allowed `Origin` for the response
-    /// and answers pre-flights itself (they carry no token). `Ok(true)` means a response was sent.
-    async fn cors(&self, session: &mut Session, ctx: &mut RequestCtx, cors: &CorsConfig) -> Result<bool> {
-        let req = session.req_header();
-        let origin = req.headers.get("origin").and_then(|o| o.to_str().ok()).filter(|o| cors.allows(o));
-        ctx.cors_origin = origin.map(str::to_string);
-        let preflight = req.method == http::Method::OPTIONS && req.headers.contains_key("access-control-request-method");
-        if !preflight {
+    /// and answers pre-flights. `Ok(true)` means a response was sent.
+    async fn cors(&self, session: &mut Session, ctx: &mut RequestCtx, index: usize) -> Result<bool> {
+        let Some(cfg) = &self.routes[index].cfg.cors else {
+            return Ok(false);
+        };
+        ctx.cors_origin = cors::allowed_origin(session.req_header(), cfg);
+        if !cors::is_preflight(session.req_header()) {
             return Ok(false);
         }
         if ctx.cors_origin.is_none() {
             return self.refuse(session, ctx, "cors", Refusal::OriginNotAllowed).await;
         }
-        let mut h = ResponseHeader::build(204, Some(8))?;
-        for (name, value) in ctx.response_headers() {
-            h.insert_header(name, value)?;
-        }
-        h.insert_header("access-control-allow-methods", &cors.methods)?;
-        h.insert_header("access-control-allow-headers", &cors.headers)?;
-        h.insert_header("access-control-max-age", &cors.max_age)?;
-        h.insert_header("content-length", "0")?;
-        session.write_response_header(Box::new(h), true).await?;
+        let answer = cors::preflight_answer(cfg, &ctx.response_headers())?;
+        session.write_response_header(Box::new(answer), true).await?;
         Ok(true)
     }
-}
 
-/// The pooled, verified TLS connection settings for one upstream API.
-fn upstream_peer(u: &UpstreamConfig) -> std::result::Result<HttpPeer, String> {
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(u.address.as_str())
-        .map_err(|e| format!("upstreams.{}.address: cannot resolve {}: {e}", u.name, u.address))?
-        .next()
-        .ok_or_else(|| format!("upstreams.{}.address: {} resolves to no address", u.name, u.address))?;
-    let mut peer = HttpPeer::new(addr, u.tls, u.sni.clone());
-    if let Some(ca) = &u.ca {
-        let certs = crate::tls::read_certs(ca)?;
-        peer.options.ca = Some(Arc::new(certs.into_boxed_slice()));
+    /// Per-connection facts from the TLS handshake: the verified client certificate.
+    fn connection_facts(session: &Session, ctx: &mut RequestCtx) {
+        let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
+        ctx.filters.client = ssl.and_then(|s| s.extension.get::<Arc<ClientCert>>()).cloned();
     }
-    peer.options.verify_cert = true;
-    peer.options.verify_hostname = true;
-    peer.options.connection_timeout = Some(u.connect_timeout);
-    peer.options.total_connection_timeout = Some(u.connect_timeout * 2);
-    peer.options.read_timeout = Some(u.read_timeout);
-    peer.options.write_timeout = Some(u.write_timeout);
-    peer.options.idle_timeout = Some(u.idle_timeout);
-    // The pool key does not include the CA: keep upstreams with different trust apart.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (u.name.as_str(), u.ca.as_ref()).hash(&mut h);
-    peer.group_key = h.finish();
-    Ok(peer)
-}
-
-/// Host from the `Host` header (HTTP/1.1) or the URI authority (HTTP/2), without the port.
-fn request_host(req: &RequestHeader) -> Option<String> {
-    let raw = match req.headers.get(http::header::HOST) {
-        Some(h) => h.to_str().ok()?.to_string(),
-        None => req.uri.host()?.to_string(),
-    };
-    let host = match raw.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => raw.as_str(),
-    };
-    Some(host.to_ascii_lowercase())
-}
-
-/// Whether a path has `.` or `..` segments (also percent-encoded, or split by backslashes), which
-/// an upstream may resolve differently from the prefix match that chose the route.
-fn has_dot_segments(path: &str) -> bool {
-    if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
-        return false;
-    }
-    let lower = path.to_ascii_lowercase().replace("%2e", ".").replace('\\', "/").replace("%5c", "/").replace("%2f", "/");
-    lower.split('/').any(|seg| seg == "." || seg == "..")
-}
-
-/// FAPI: echo a valid `x-fapi-interaction-id` (a UUID), otherwise make one.
-fn interaction_id(req: &RequestHeader) -> String {
-    req.headers
-        .get("x-fapi-interaction-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| uuid::Uuid::parse_str(v).ok())
-        .unwrap_or_else(uuid::Uuid::new_v4)
-        .to_string()
 }
 
 #[async_trait]
@@ -212,7 +114,6 @@ impl ProxyHttp for Gateway {
             route: None,
             host: String::new(),
             interaction_id: String::new(),
-            client: None,
             filters: FilterState::default(),
             refused_by: None,
             upstream_started: None,
@@ -225,28 +126,19 @@ impl ProxyHttp for Gateway {
     /// was already sent and the request goes no further.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.interaction_id = interaction_id(session.req_header());
-        for name in &self.strip_headers {
-            session.req_header_mut().remove_header(name.as_str());
-        }
-        if let Some(ssl) = session.digest().and_then(|d| d.ssl_digest.clone()) {
-            if !ssl.cert_digest.is_empty() {
-                ctx.filters.client_thumbprint = Some(b64url(&ssl.cert_digest));
-            }
-            ctx.client = ssl.extension.get::<Arc<ClientCert>>().cloned();
-        }
+        self.strip.apply(session.req_header_mut());
+        Self::connection_facts(session, ctx);
         if has_dot_segments(session.req_header().uri.path()) {
             // "/api/../admin" would match the /api/ route here and reach /admin at the API.
             return self.refuse(session, ctx, "router", Refusal::InvalidRequest("dot segments in the path")).await;
         }
         ctx.host = request_host(session.req_header()).unwrap_or_default();
-        let Some(index) = self.find_route(&ctx.host, session.req_header().uri.path()) else {
+        let Some(index) = route::find(&self.routes, &ctx.host, session.req_header().uri.path()) else {
             return self.refuse(session, ctx, "router", Refusal::NoRoute).await;
         };
         ctx.route = Some(index);
-        if let Some(cors) = &self.routes[index].cfg.cors {
-            if self.cors(session, ctx, cors).await? {
-                return Ok(true);
-            }
+        if self.cors(session, ctx, index).await? {
+            return Ok(true);
         }
         for filter in &self.routes[index].chain {
             if let Outcome::Respond(refusal) = filter.run(session.req_header(), &mut ctx.filters).await {
@@ -272,22 +164,21 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
         };
         if let Some(token) = &ctx.filters.token {
-            upstream.insert_header("authorization", format!("Bearer {}", token.jwt))?;
+            upstream.insert_header(http::header::AUTHORIZATION, token.authorization.clone())?;
         }
         if let Some(host) = &route.cfg.upstream.host_header {
-            upstream.insert_header("host", host)?;
+            upstream.insert_header(http::header::HOST, host)?;
         }
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
             upstream.insert_header("x-forwarded-for", addr.ip().to_string())?;
-            upstream.insert_header("forwarded", forwarded(addr, &ctx.host))?;
+            upstream.insert_header(http::header::FORWARDED, forwarded(addr, &ctx.host))?;
         }
         upstream.insert_header("x-forwarded-proto", "https")?;
         upstream.insert_header("x-fapi-interaction-id", &ctx.interaction_id)?;
         if route.cfg.forward_client_cert {
-            if let Some(client) = &ctx.client {
-                // RFC 9440 §2: the DER of the verified leaf as a structured-field byte sequence.
-                let b64 = base64::engine::general_purpose::STANDARD.encode(&client.der);
-                upstream.insert_header("client-cert", format!(":{b64}:"))?;
+            if let Some(client) = ctx.client() {
+                // RFC 9440 §2: the DER of the verified leaf, encoded once at handshake.
+                upstream.insert_header("client-cert", client.client_cert_header.clone())?;
             }
         }
         Ok(())
@@ -338,8 +229,8 @@ impl ProxyHttp for Gateway {
             status,
             elapsed.as_secs_f64() * 1000.0,
             ctx.upstream_elapsed.map(|d| format!("{:.2}", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into()),
-            ctx.client.as_ref().map(|c| c.subject.as_str()).unwrap_or("-"),
-            ctx.filters.client_thumbprint.as_deref().map(|t| &t[..t.len().min(8)]).unwrap_or("-"),
+            ctx.client().map(|c| c.subject.as_str()).unwrap_or("-"),
+            ctx.client().map(|c| &c.thumbprint[..c.thumbprint.len().min(8)]).unwrap_or("-"),
             ctx.filters.token_id.as_deref().unwrap_or("-"),
             ctx.filters.cache.map(|c| c.as_str()).unwrap_or("-"),
             refused,
@@ -350,47 +241,14 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// RFC 7239 `Forwarded` element for this hop.
-fn forwarded(addr: &std::net::SocketAddr, host: &str) -> String {
-    let for_ = match addr.ip() {
-        std::net::IpAddr::V4(ip) => ip.to_string(),
-        std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
-    };
-    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':')).collect();
-    format!("for={for_};host={host};proto=https")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn dot_segments_are_found_in_every_spelling() {
-        for bad in ["/api/../admin", "/api/./x", "/api/%2e%2e/admin", "/api/%2E./admin", "/api/..%2fadmin", "/api/..\\admin", "/api/.."] {
-            assert!(has_dot_segments(bad), "{bad}");
-        }
-        for ok in ["/api/transactions", "/api/v1.2/x", "/api/...", "/api/.well-known"] {
-            assert!(!has_dot_segments(ok), "{ok}");
-        }
-    }
-
-    #[test]
-    fn host_comes_without_port_and_lower_case() {
-        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
-        r.insert_header("host", "API.example.com:8443").unwrap();
-        assert_eq!(request_host(&r).as_deref(), Some("api.example.com"));
-    }
-
-    #[test]
-    fn interaction_id_is_echoed_only_when_a_uuid() {
-        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
-        r.insert_header("x-fapi-interaction-id", "c770aef3-6784-41f7-8e0e-ff5f97bddb3a").unwrap();
-        assert_eq!(interaction_id(&r), "c770aef3-6784-41f7-8e0e-ff5f97bddb3a");
-        r.insert_header("x-fapi-interaction-id", "<script>").unwrap();
-        assert_ne!(interaction_id(&r), "<script>");
-    }
-
-    use crate::config::{FilterConfig, HostPattern};
+    use crate::config::{CorsConfig, FilterConfig, RouteConfig, UpstreamConfig};
+    use crate::host::HostPattern;
+    use crate::request::filters::build_chain;
+    use std::collections::BTreeMap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn gateway(cors: Option<CorsConfig>) -> Gateway {
@@ -415,7 +273,9 @@ mod tests {
             forward_client_cert: false,
             cors,
         };
-        Gateway::build(&[route], &BTreeMap::new(), &["x-evil".to_string()]).unwrap()
+        let chain = build_chain(&route.filters, &BTreeMap::new()).unwrap();
+        let peer = route::upstream_peer(&route.upstream).unwrap();
+        Gateway::new(vec![Route::new(route, chain, peer)], StripList::new(&[http::HeaderName::from_static("x-evil")]))
     }
 
     /// Feeds raw request bytes to a pingora session over in-memory IO, runs `request_filter`, and
@@ -447,7 +307,7 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 401"), "{out}");
         assert!(out.to_ascii_lowercase().contains("www-authenticate: bearer error=\"invalid_token\""), "{out}");
         assert!(out.contains("x-fapi-interaction-id: c770aef3-6784-41f7-8e0e-ff5f97bddb3a"), "{out}");
-        assert!(out.ends_with(crate::respond::UNAUTHORIZED_BODY), "{out}");
+        assert!(out.ends_with(crate::request::respond::UNAUTHORIZED_BODY), "{out}");
     }
 
     #[tokio::test]
@@ -462,7 +322,8 @@ mod tests {
     #[tokio::test]
     async fn dot_segment_paths_cannot_reach_another_route() {
         for path in ["/api/../admin/users", "/api/%2e%2e/admin/users"] {
-            let (answered, out, _) = run(&gateway(None), &format!("GET {path} HTTP/1.1\r\nHost: api.example.com\r\n\r\n")).await;
+            let (answered, out, _) =
+                run(&gateway(None), &format!("GET {path} HTTP/1.1\r\nHost: api.example.com\r\n\r\n")).await;
             assert!(answered);
             assert!(out.starts_with("HTTP/1.1 400") && out.contains("invalid_request"), "{path}: {out}");
         }
@@ -495,6 +356,9 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 401") && !out.contains("access-control-allow-origin"), "{out}");
         // A refusal for a trusted origin carries the CORS headers, so the browser can read it.
         let (_, out, _) = run(&gw, "POST /api/transactions HTTP/1.1\r\nHost: api.example.com\r\nOrigin: https://portal.example.com\r\nContent-Length: 0\r\n\r\n").await;
-        assert!(out.starts_with("HTTP/1.1 401") && out.contains("access-control-allow-origin: https://portal.example.com"), "{out}");
+        assert!(
+            out.starts_with("HTTP/1.1 401") && out.contains("access-control-allow-origin: https://portal.example.com"),
+            "{out}"
+        );
     }
 }

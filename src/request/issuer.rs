@@ -3,13 +3,11 @@
 //! claims into a JWT signed with its own key (PS256 or ES256), which the APIs verify against the
 //! JWKS the gateway serves on an internal listener.
 
-use crate::config::{SigningAlg, TokenIssuerConfig};
-use crate::introspect::Claims;
-use crate::tls::b64url;
+use crate::config::{Problem, SigningAlg, TokenIssuerConfig};
+use crate::token::{b64url, unix_now, Claims};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use openssl::pkey::{Id, PKey, Private};
 use serde_json::{json, Map, Value};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct TokenIssuer {
     cfg: TokenIssuerConfig,
@@ -21,21 +19,27 @@ pub struct TokenIssuer {
 
 impl TokenIssuer {
     /// Loads every configured key; the first one signs, all are published (rotation).
-    pub fn new(cfg: &TokenIssuerConfig) -> Result<Self, String> {
+    pub fn new(cfg: &TokenIssuerConfig) -> Result<Self, Vec<Problem>> {
         let mut public = Vec::new();
         let mut signer = None;
+        let mut problems = Vec::new();
         for (i, k) in cfg.keys.iter().enumerate() {
             let at = format!("token_issuer.keys[{i}].key");
-            let pem = std::fs::read(&k.key).map_err(|e| format!("{at}: {}: {e}", k.key.display()))?;
-            let pkey = PKey::private_key_from_pem(&pem).map_err(|e| format!("{at}: {}: {e}", k.key.display()))?;
-            public.push(public_jwk(&pkey, &k.kid, k.alg).map_err(|e| format!("{at}: {e}"))?);
-            if signer.is_none() {
-                let (alg, key) = encoding_key(&pem, k.alg).map_err(|e| format!("{at}: {e}"))?;
-                signer = Some((k.kid.clone(), alg, key));
+            match load_key(k.key.as_path(), &k.kid, k.alg) {
+                Ok((jwk, alg, key)) => {
+                    public.push(jwk);
+                    signer.get_or_insert((k.kid.clone(), alg, key));
+                }
+                Err(e) => problems.push(Problem::new(at, e)),
             }
         }
-        let (kid, alg, key) = signer.ok_or("token_issuer.keys: at least one key is needed")?;
-        Ok(TokenIssuer { cfg: cfg.clone(), kid, alg, key, jwks: json!({ "keys": public }) })
+        match signer {
+            Some((kid, alg, key)) if problems.is_empty() => {
+                Ok(TokenIssuer { cfg: cfg.clone(), kid, alg, key, jwks: json!({ "keys": public }) })
+            }
+            None if problems.is_empty() => Err(vec![Problem::new("token_issuer.keys", "at least one key is needed")]),
+            _ => Err(problems),
+        }
     }
 
     pub fn jwks(&self) -> &Value {
@@ -45,7 +49,7 @@ impl TokenIssuer {
     /// Maps RFC 7662 claims of an active token into a signed JWT and the claims the filters read.
     /// `exp` is never later than the introspected token's.
     pub fn issue(&self, intro: &Map<String, Value>) -> Result<(String, Claims), String> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs() as i64;
+        let now = unix_now();
         let cap = now + self.cfg.lifetime.as_secs() as i64;
         let exp = intro.get("exp").and_then(Value::as_i64).map_or(cap, |e| e.min(cap));
         if exp <= now {
@@ -70,34 +74,47 @@ impl TokenIssuer {
     }
 }
 
+/// One signing key: its public JWK, and the algorithm and key to sign with.
+fn load_key(path: &std::path::Path, kid: &str, alg: SigningAlg) -> Result<(Value, Algorithm, EncodingKey), String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let pkey =
+        PKey::private_key_from_pem(&pem).map_err(|e| format!("{} is not a PEM private key: {e}", path.display()))?;
+    let jwk = public_jwk(&pkey, kid, alg).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (alg, key) = encoding_key(&pem, alg)?;
+    Ok((jwk, alg, key))
+}
+
 fn encoding_key(pem: &[u8], alg: SigningAlg) -> Result<(Algorithm, EncodingKey), String> {
     match alg {
-        SigningAlg::Ps256 => Ok((Algorithm::PS256, EncodingKey::from_rsa_pem(pem).map_err(|e| e.to_string())?)),
-        SigningAlg::Es256 => Ok((Algorithm::ES256, EncodingKey::from_ec_pem(pem).map_err(|e| e.to_string())?)),
+        SigningAlg::PS256 => Ok((Algorithm::PS256, EncodingKey::from_rsa_pem(pem).map_err(|e| e.to_string())?)),
+        SigningAlg::ES256 => Ok((Algorithm::ES256, EncodingKey::from_ec_pem(pem).map_err(|e| e.to_string())?)),
     }
 }
 
 /// The public half of a key as a JWK.
-fn public_jwk(key: &PKey<Private>, kid: &str, alg: SigningAlg) -> Result<Value, String> {
+pub fn public_jwk(key: &PKey<Private>, kid: &str, alg: SigningAlg) -> Result<Value, String> {
     match (alg, key.id()) {
-        (SigningAlg::Ps256, Id::RSA) => {
+        (SigningAlg::PS256, Id::RSA) => {
             let rsa = key.rsa().map_err(|e| e.to_string())?;
             Ok(json!({ "kty": "RSA", "kid": kid, "use": "sig", "alg": "PS256",
                        "n": b64url(&rsa.n().to_vec()), "e": b64url(&rsa.e().to_vec()) }))
         }
-        (SigningAlg::Es256, Id::EC) => {
+        (SigningAlg::ES256, Id::EC) => {
             let ec = key.ec_key().map_err(|e| e.to_string())?;
             if ec.group().curve_name() != Some(openssl::nid::Nid::X9_62_PRIME256V1) {
                 return Err("ES256 needs a P-256 key".into());
             }
             let mut ctx = openssl::bn::BigNumContext::new().map_err(|e| e.to_string())?;
-            let (mut x, mut y) = (openssl::bn::BigNum::new().map_err(|e| e.to_string())?, openssl::bn::BigNum::new().map_err(|e| e.to_string())?);
+            let (mut x, mut y) = (
+                openssl::bn::BigNum::new().map_err(|e| e.to_string())?,
+                openssl::bn::BigNum::new().map_err(|e| e.to_string())?,
+            );
             ec.public_key().affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx).map_err(|e| e.to_string())?;
             let pad = |n: &openssl::bn::BigNum| n.to_vec_padded(32).map_err(|e| e.to_string());
             Ok(json!({ "kty": "EC", "kid": kid, "use": "sig", "alg": "ES256", "crv": "P-256",
                        "x": b64url(&pad(&x)?), "y": b64url(&pad(&y)?) }))
         }
-        _ => Err(format!("the key type does not fit {alg:?}")),
+        _ => Err(format!("the key type does not fit {alg}")),
     }
 }
 
@@ -128,8 +145,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.pem");
         let key = match alg {
-            SigningAlg::Ps256 => PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap(),
-            SigningAlg::Es256 => {
+            SigningAlg::PS256 => PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap(),
+            SigningAlg::ES256 => {
                 let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
                 PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap()
             }
@@ -146,7 +163,7 @@ mod tests {
     }
 
     fn intro(exp_in: i64) -> Map<String, Value> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = unix_now();
         json!({ "active": true, "client_id": "partner-client", "scope": "transactions",
                 "exp": now + exp_in, "cnf": { "x5t#S256": "abc-_" }, "username": "not copied" })
         .as_object()
@@ -156,12 +173,16 @@ mod tests {
 
     #[test]
     fn issued_tokens_verify_against_the_published_jwks_and_never_outlive_the_token() {
-        for alg in [SigningAlg::Ps256, SigningAlg::Es256] {
+        for alg in [SigningAlg::PS256, SigningAlg::ES256] {
             let (issuer, _dir) = issuer(alg);
             let (jwt, claims) = issuer.issue(&intro(30)).unwrap();
             let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(issuer.jwks().clone()).unwrap();
             let key = jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).unwrap();
-            let mut v = jsonwebtoken::Validation::new(if alg == SigningAlg::Ps256 { Algorithm::PS256 } else { Algorithm::ES256 });
+            let mut v = jsonwebtoken::Validation::new(if alg == SigningAlg::PS256 {
+                Algorithm::PS256
+            } else {
+                Algorithm::ES256
+            });
             v.set_audience(&["api"]);
             v.set_issuer(&["https://gw"]);
             let decoded = jsonwebtoken::decode::<Value>(&jwt, &key, &v).unwrap().claims;

@@ -1,6 +1,7 @@
-//! Small helpers shared by the development binaries (`dev-idsvr`, `example-api`): reading their
+//! The development stack around the gateway: `dev-idsvr` (a stand-in identity server) and
+//! `example-api` (the reference's API). This library holds what both binaries share: reading their
 //! YAML file, answering JSON, reading a request body, and serving a `ServeHttp` app over TLS.
-//! Nothing in the gateway itself uses this module.
+//! The gateway crate never depends on this one.
 
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::listeners::tls::TlsSettings;
@@ -26,7 +27,12 @@ pub fn json_response(status: u16, body: &serde_json::Value) -> http::Response<Ve
     bytes_response(status, "application/json", body.to_string().into_bytes(), &[])
 }
 
-pub fn bytes_response(status: u16, content_type: &str, body: Vec<u8>, extra: &[(&str, &str)]) -> http::Response<Vec<u8>> {
+pub fn bytes_response(
+    status: u16,
+    content_type: &str,
+    body: Vec<u8>,
+    extra: &[(&str, &str)],
+) -> http::Response<Vec<u8>> {
     let mut b = http::Response::builder()
         .status(status)
         .header("content-type", content_type)

@@ -8,14 +8,14 @@
 
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, Validation};
-use mtls_gateway::devkit::{self, json_response};
-use mtls_gateway::respond::UNAUTHORIZED_BODY;
+use mtls_devstack::{self as devkit, json_response};
+use mtls_gateway::request::jwks::RemoteJwks;
+use mtls_gateway::request::respond::UNAUTHORIZED_BODY;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::json;
-use mtls_gateway::jwks::RemoteJwks;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,14 +49,19 @@ struct Api {
 }
 
 fn unauthorized() -> http::Response<Vec<u8>> {
-    devkit::bytes_response(401, "application/json", UNAUTHORIZED_BODY.as_bytes().to_vec(), &[("www-authenticate", "Bearer")])
+    devkit::bytes_response(
+        401,
+        "application/json",
+        UNAUTHORIZED_BODY.as_bytes().to_vec(),
+        &[("www-authenticate", "Bearer")],
+    )
 }
 
 impl Api {
     fn new(cfg: Config, path: &std::path::Path) -> Result<Self, String> {
-        let pem = std::fs::read(devkit::relative(path, &cfg.jwks_ca)).map_err(|e| format!("jwks_ca: {e}"))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("jwks_ca: {e}"))?;
-        let mut builder = reqwest::Client::builder().tls_certs_only(certs).timeout(Duration::from_secs(5)).no_proxy();
+        let ca = devkit::relative(path, &cfg.jwks_ca);
+        let mut builder =
+            mtls_gateway::pki::pinned_client(&ca).map_err(|e| format!("jwks_ca: {e}"))?.timeout(Duration::from_secs(5));
         if let Some(addr) = &cfg.jwks_resolve {
             let url = url::Url::parse(&cfg.jwks_url).map_err(|e| format!("jwks_url: {e}"))?;
             let sock = addr.parse().map_err(|e| format!("jwks_resolve: {e}"))?;

@@ -114,7 +114,11 @@ fn json(code: &str, message: &str) -> String {
 }
 
 /// Sends a refusal downstream with `extra` headers. HEAD requests get the headers only.
-pub async fn send(session: &mut Session, refusal: &Refusal, extra: &[(&'static str, &str)]) -> pingora_core::Result<()> {
+pub async fn send(
+    session: &mut Session,
+    refusal: &Refusal,
+    extra: &[(&'static str, &str)],
+) -> pingora_core::Result<()> {
     let header = refusal.header(extra)?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(header), head_only).await?;

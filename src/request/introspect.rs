@@ -8,51 +8,33 @@
 //! configured maximum, the JWT's `exp` and the response's `Cache-Control: max-age`. Errors are never
 //! cached: a dependency outage must not outlive the outage.
 
-use crate::config::{IntrospectionConfig, ResponseMode};
-use crate::issuer::TokenIssuer;
-use crate::jwks::RemoteJwks;
-use jsonwebtoken::{Algorithm, Validation};
+use crate::config::{IntrospectionConfig, Problem, ResponseMode};
 use crate::metrics;
-use crate::tls::b64url;
-use base64::Engine;
+use crate::pki::pinned_client;
+use crate::request::issuer::TokenIssuer;
+use crate::request::jwks::RemoteJwks;
+use crate::token::{decode_claims, unix_now, Claims};
+use jsonwebtoken::{Algorithm, Validation};
 use moka::future::Cache;
 use moka::Expiry;
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-/// The claims of an access token that the gateway itself reads.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Claims {
-    pub exp: Option<i64>,
-    #[serde(default)]
-    pub scope: Option<String>,
-    #[serde(default)]
-    pub sub: Option<String>,
-    #[serde(default)]
-    pub cnf: Option<Confirmation>,
-}
-
-/// RFC 8705 §3.1 confirmation claim.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Confirmation {
-    #[serde(rename = "x5t#S256")]
-    pub x5t_s256: Option<String>,
-}
-
-impl Claims {
-    pub fn has_scope(&self, wanted: &str) -> bool {
-        self.scope.as_deref().unwrap_or("").split(' ').any(|s| s == wanted)
-    }
-}
-
-/// An active token: the JWT to forward and its decoded claims.
+/// An active token: the `Authorization` value to forward (prepared once per cache entry) and the
+/// decoded claims.
 #[derive(Debug)]
 pub struct ActiveToken {
-    pub jwt: String,
+    pub authorization: http::HeaderValue,
     pub claims: Claims,
+}
+
+impl ActiveToken {
+    /// `None` when the JWT cannot be a header value (it came from outside: never trust its bytes).
+    pub fn new(jwt: &str, claims: Claims) -> Option<Self> {
+        let authorization = http::HeaderValue::from_str(&format!("Bearer {jwt}")).ok()?;
+        Some(ActiveToken { authorization, claims })
+    }
 }
 
 /// A cached introspection answer.
@@ -116,14 +98,14 @@ pub struct Introspector {
 }
 
 impl Introspector {
-    pub fn new(cfg: IntrospectionConfig, issuer: Option<Arc<TokenIssuer>>) -> Result<Self, String> {
-        let client = http_client(&cfg)?;
+    /// Builds the HTTP client (trusting only the configured CA) and the cache. The model has
+    /// already checked that json and rfc9701 modes have an issuer.
+    pub fn new(cfg: IntrospectionConfig, issuer: Option<Arc<TokenIssuer>>) -> Result<Self, Problem> {
+        let key = format!("introspection.{}", cfg.name);
+        let client = http_client(&cfg).map_err(|e| Problem::new(format!("{key}.ca"), e))?;
         let cache = Cache::builder().max_capacity(cfg.max_entries).expire_after(FixedLifetime).build();
-        if cfg.mode != ResponseMode::Jwt && issuer.is_none() {
-            return Err(format!("introspection.{}: this response mode needs a token_issuer", cfg.name));
-        }
-        let remote_jwks = match &cfg.mode {
-            ResponseMode::Rfc9701 { jwks_url, .. } => Some(RemoteJwks::new(jwks_url.to_string(), client.clone())),
+        let remote_jwks = match (&cfg.mode, &cfg.jwks_url) {
+            (ResponseMode::Rfc9701, Some(url)) => Some(RemoteJwks::new(url.to_string(), client.clone())),
             _ => None,
         };
         Ok(Introspector { cfg, client, cache, issuer, remote_jwks })
@@ -174,7 +156,7 @@ impl Introspector {
         let accept = match self.cfg.mode {
             ResponseMode::Jwt => "application/jwt",
             ResponseMode::Json => "application/json",
-            ResponseMode::Rfc9701 { .. } => "application/token-introspection+jwt",
+            ResponseMode::Rfc9701 => "application/token-introspection+jwt",
         };
         let response = self
             .client
@@ -186,18 +168,23 @@ impl Introspector {
             .await
             .map_err(|e| {
                 log::warn!("introspection {}: {}", self.cfg.name, error_chain(&e));
-                IntrospectError::Unavailable(if e.is_timeout() { "introspection_timeout" } else { "introspection_unreachable" })
+                IntrospectError::Unavailable(if e.is_timeout() {
+                    "introspection_timeout"
+                } else {
+                    "introspection_unreachable"
+                })
             })?;
         let status = response.status().as_u16();
         let max_age = max_age(response.headers());
         match status {
             204 if self.cfg.mode == ResponseMode::Jwt => Ok(self.inactive()),
             200 => {
-                let body = response.text().await.map_err(|_| IntrospectError::Unavailable("introspection_read_failed"))?;
+                let body =
+                    response.text().await.map_err(|_| IntrospectError::Unavailable("introspection_read_failed"))?;
                 match &self.cfg.mode {
                     ResponseMode::Jwt => self.jwt_entry(body.trim(), max_age),
                     ResponseMode::Json => self.json_entry(&body, max_age),
-                    ResponseMode::Rfc9701 { issuer, .. } => self.rfc9701_entry(body.trim(), issuer.as_deref(), max_age).await,
+                    ResponseMode::Rfc9701 => self.rfc9701_entry(body.trim(), self.cfg.issuer.as_deref(), max_age).await,
                 }
             }
             500..=599 => Err(IntrospectError::Unavailable("introspection_5xx")),
@@ -215,7 +202,7 @@ impl Introspector {
     /// The reference's protocol: the body is the access token as a JWT.
     fn jwt_entry(&self, jwt: &str, max_age: Option<Duration>) -> Result<Entry, IntrospectError> {
         let claims = decode_claims(jwt).ok_or(IntrospectError::BadAnswer("introspection_not_a_jwt"))?;
-        Ok(self.entry(jwt.to_string(), claims, max_age))
+        self.entry(jwt, claims, max_age)
     }
 
     /// RFC 7662: `active` and the token's claims as JSON; the gateway issues the JWT.
@@ -228,7 +215,12 @@ impl Introspector {
 
     /// RFC 9701: a JWT signed by the identity server, addressed to this client, with the RFC 7662
     /// claims under `token_introspection`.
-    async fn rfc9701_entry(&self, jwt: &str, iss: Option<&str>, max_age: Option<Duration>) -> Result<Entry, IntrospectError> {
+    async fn rfc9701_entry(
+        &self,
+        jwt: &str,
+        iss: Option<&str>,
+        max_age: Option<Duration>,
+    ) -> Result<Entry, IntrospectError> {
         let bad = IntrospectError::BadAnswer;
         let header = jsonwebtoken::decode_header(jwt).map_err(|_| bad("introspection_not_a_jwt"))?;
         if header.typ.as_deref() != Some("token-introspection+jwt") {
@@ -263,7 +255,7 @@ impl Introspector {
         }
         let issuer = self.issuer.as_ref().ok_or(IntrospectError::BadAnswer("no_token_issuer"))?;
         match issuer.issue(intro) {
-            Ok((jwt, claims)) => Ok(self.entry(jwt, claims, max_age)),
+            Ok((jwt, claims)) => self.entry(&jwt, claims, max_age),
             Err(e) => {
                 log::debug!("introspection {}: not issuing a JWT: {e}", self.cfg.name);
                 Ok(self.inactive())
@@ -273,48 +265,32 @@ impl Introspector {
 
     /// Cache entry for an active token: its lifetime is the smallest of the configured maximum, the
     /// token's remaining life and the response's max-age. An expired token is inactive.
-    fn entry(&self, jwt: String, claims: Claims, max_age: Option<Duration>) -> Entry {
+    fn entry(&self, jwt: &str, claims: Claims, max_age: Option<Duration>) -> Result<Entry, IntrospectError> {
         let Some(left) = claims.exp.and_then(seconds_until) else {
-            return self.inactive();
+            return Ok(self.inactive());
         };
         let mut ttl = self.cfg.max_ttl.min(left);
         if let Some(age) = max_age {
             ttl = ttl.min(age);
         }
-        Entry { state: TokenState::Active(Arc::new(ActiveToken { jwt, claims })), ttl }
+        let token = ActiveToken::new(jwt, claims).ok_or(IntrospectError::BadAnswer("introspection_not_a_jwt"))?;
+        Ok(Entry { state: TokenState::Active(Arc::new(token)), ttl })
     }
 }
 
 fn http_client(cfg: &IntrospectionConfig) -> Result<reqwest::Client, String> {
-    let pem = std::fs::read(&cfg.ca).map_err(|e| format!("{}: {e}", cfg.ca.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", cfg.ca.display()))?;
-    let mut builder = reqwest::Client::builder()
-        .tls_certs_only(certs)
+    let mut builder = pinned_client(&cfg.ca)?
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.timeout)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy();
+        .pool_idle_timeout(Duration::from_secs(60));
     if let (Some(addr), Some(host)) = (cfg.resolve, cfg.endpoint.host_str()) {
         builder = builder.resolve(host, addr);
     }
     builder.build().map_err(|e| e.to_string())
 }
 
-/// The payload of a compact JWS, decoded but not verified: it came straight from the identity
-/// server over verified TLS, and the API verifies the signature itself.
-pub fn decode_claims(jwt: &str) -> Option<Claims> {
-    let mut parts = jwt.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 fn seconds_until(exp: i64) -> Option<Duration> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs() as i64;
+    let now = unix_now();
     (exp > now).then(|| Duration::from_secs((exp - now) as u64))
 }
 
@@ -338,34 +314,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The cache key of a token: its SHA-256, so that the cache never holds a token.
-pub fn cache_key(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// A short, non-reversible identifier of a token for logs: a prefix of its cache key.
-pub fn token_id(key: &[u8; 32]) -> String {
-    b64url(&key[..6])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn jwt(payload: &str) -> String {
-        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        format!("{}.{}.sig", enc(r#"{"alg":"PS256"}"#), enc(payload))
-    }
-
-    #[test]
-    fn decodes_cnf_and_scope() {
-        let c = decode_claims(&jwt(r#"{"exp":1,"scope":"a transactions","cnf":{"x5t#S256":"x-_y"}}"#)).unwrap();
-        assert!(c.has_scope("transactions"));
-        assert!(!c.has_scope("trans"));
-        assert_eq!(c.cnf.unwrap().x5t_s256.unwrap(), "x-_y");
-        assert!(decode_claims("not-a-jwt").is_none());
-        assert!(decode_claims("a.b.c.d").is_none());
-    }
 
     #[test]
     fn max_age_is_read() {

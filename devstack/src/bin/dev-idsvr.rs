@@ -18,8 +18,11 @@
 use async_trait::async_trait;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mtls_gateway::devkit::{self, json_response};
-use mtls_gateway::tls::{self, b64url, ClientCert, KeepClientCert};
+use mtls_devstack::{self as devkit, json_response};
+use mtls_gateway::config::SigningAlg;
+use mtls_gateway::connection::tls::KeepClientCert;
+use mtls_gateway::request::issuer::public_jwk;
+use mtls_gateway::token::{self, b64url, ClientCert};
 use openssl::rsa::Rsa;
 use openssl::ssl::SslVerifyMode;
 use pingora_core::apps::http_app::ServeHttp;
@@ -31,7 +34,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,7 +105,7 @@ struct IdSvr {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    token::unix_now().max(0) as u64
 }
 
 fn oauth_error(status: u16, error: &str, description: &str) -> http::Response<Vec<u8>> {
@@ -123,11 +126,9 @@ impl IdSvr {
         };
         let der = rsa.private_key_to_der().map_err(|e| e.to_string())?;
         // The key id is derived from the key, so a configured key keeps its kid across restarts.
-        let kid = tls::thumbprint(&rsa.public_key_to_der().map_err(|e| e.to_string())?)[..12].to_string();
-        let jwk = json!({
-            "kty": "RSA", "kid": kid, "use": "sig", "alg": "PS256",
-            "n": b64url(&rsa.n().to_vec()), "e": b64url(&rsa.e().to_vec()),
-        });
+        let kid = token::thumbprint(&rsa.public_key_to_der().map_err(|e| e.to_string())?)[..12].to_string();
+        let pkey = openssl::pkey::PKey::from_rsa(rsa).map_err(|e| e.to_string())?;
+        let jwk = public_jwk(&pkey, &kid, SigningAlg::PS256)?;
         Ok(IdSvr {
             cfg,
             kid,
@@ -167,7 +168,7 @@ impl IdSvr {
         let token = Token {
             client_id: client.client_id.clone(),
             scope: scope.join(" "),
-            x5t: tls::thumbprint(&cert.der),
+            x5t: cert.thumbprint.clone(),
             issued,
             expires: issued + self.cfg.access_token_ttl_seconds,
             jti: uuid::Uuid::new_v4().to_string(),
@@ -197,7 +198,7 @@ impl IdSvr {
         let client = self.client(&id)?;
         let ok = client.secret.as_deref().is_some_and(|s| {
             let given = url_decode(secret);
-            s.len() == given.len() && openssl::memcmp::eq(s.as_bytes(), given.as_bytes())
+            token::same(s.as_bytes(), given.as_bytes())
         });
         ok.then_some(client)
     }
@@ -264,7 +265,12 @@ impl IdSvr {
         jsonwebtoken::encode(&header, claims, &self.signing).map_err(|e| e.to_string())
     }
 
-    fn revoke(&self, session: &ServerSession, cert: Option<&ClientCert>, form: &[(String, String)]) -> http::Response<Vec<u8>> {
+    fn revoke(
+        &self,
+        session: &ServerSession,
+        cert: Option<&ClientCert>,
+        form: &[(String, String)],
+    ) -> http::Response<Vec<u8>> {
         let token = form.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone()).unwrap_or_default();
         let caller = self.basic_client(session).map(|c| c.client_id.clone()).or_else(|| {
             let id = form.iter().find(|(k, _)| k == "client_id")?.1.as_str();
@@ -293,7 +299,10 @@ impl IdSvr {
             return oauth_error(400, "invalid_request", "bad JSON");
         };
         if let Ok(mut f) = self.faults.lock() {
-            *f = Faults { introspection_delay_ms: req.introspection_delay_ms, introspection_status: req.introspection_status };
+            *f = Faults {
+                introspection_delay_ms: req.introspection_delay_ms,
+                introspection_status: req.introspection_status,
+            };
         }
         json_response(200, &json!({}))
     }
@@ -349,8 +358,7 @@ fn random_token() -> String {
 }
 
 fn hex_sha256(s: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    token::cache_key(s).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn url_decode(s: &str) -> String {
@@ -395,9 +403,7 @@ fn tls_settings(cfg: &Config, path: &std::path::Path) -> Result<TlsSettings, Str
     let p = |s: &str| devkit::relative(path, s).display().to_string();
     let mut settings = TlsSettings::with_callbacks(Box::new(KeepClientCert)).map_err(|e| e.to_string())?;
     settings.set_certificate_chain_file(p(&cfg.certificate)).map_err(|e| format!("certificate: {e}"))?;
-    settings
-        .set_private_key_file(p(&cfg.key), openssl::ssl::SslFiletype::PEM)
-        .map_err(|e| format!("key: {e}"))?;
+    settings.set_private_key_file(p(&cfg.key), openssl::ssl::SslFiletype::PEM).map_err(|e| format!("key: {e}"))?;
     settings.set_ca_file(p(&cfg.client_ca)).map_err(|e| format!("client_ca: {e}"))?;
     // Certificates are optional at the TLS layer (introspection uses Basic auth) but always
     // verified when sent; the token endpoint refuses requests without one.

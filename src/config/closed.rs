@@ -1,0 +1,81 @@
+//! The closed sets of the configuration file, as serde enums: a wrong value is one error that
+//! lists the allowed ones, and the rest of the code matches on variants, never on strings.
+
+use serde::Deserialize;
+
+/// What to do with a connection whose SNI names no configured host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSni {
+    /// Terminate TLS with the default certificate (the HTTP layer then answers 404 or 421).
+    #[default]
+    Terminate,
+    Close,
+}
+
+/// The lowest TLS version accepted from clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    /// Accepts `"1.2"` and `1.2` alike: YAML reads an unquoted `1.2` as a number.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TlsVersionVisitor)
+    }
+}
+
+struct TlsVersionVisitor;
+
+impl serde::de::Visitor<'_> for TlsVersionVisitor {
+    type Value = TlsVersion;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("`1.2` or `1.3`")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TlsVersion, E> {
+        match v {
+            "1.2" => Ok(TlsVersion::Tls12),
+            "1.3" => Ok(TlsVersion::Tls13),
+            _ => Err(E::custom(format!("unknown variant `{v}`, expected `1.2` or `1.3`"))),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<TlsVersion, E> {
+        self.visit_str(&v.to_string())
+    }
+}
+
+/// How the identity server answers introspection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseMode {
+    /// The reference's protocol: `Accept: application/jwt`, 200 = the access token as a JWT, 204 = inactive.
+    #[default]
+    Jwt,
+    /// RFC 7662 JSON; the gateway issues the JWT.
+    Json,
+    /// RFC 9701 signed JSON, verified against the identity server's JWKS; the gateway issues the JWT.
+    Rfc9701,
+}
+
+/// Algorithms of the JWTs the gateway signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum SigningAlg {
+    #[default]
+    PS256,
+    ES256,
+}
+
+impl std::fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SigningAlg::PS256 => "PS256",
+            SigningAlg::ES256 => "ES256",
+        })
+    }
+}

@@ -1,0 +1,67 @@
+//! Client CRL and CA reload, as a background service: when either file changes, the TLS acceptor is
+//! rebuilt on a blocking thread and swapped in. The connection path only loads the current
+//! acceptor; it never waits on file I/O or a lock.
+
+use crate::config::TlsConfig;
+use crate::connection::tls::build_acceptor;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use openssl::ssl::SslAcceptor;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The acceptor every new TLS connection uses; replaced whole on reload.
+pub type SharedAcceptor = Arc<ArcSwap<SslAcceptor>>;
+
+pub struct CrlReloader {
+    tls: TlsConfig,
+    acceptor: SharedAcceptor,
+}
+
+impl CrlReloader {
+    pub fn new(tls: TlsConfig, acceptor: SharedAcceptor) -> Self {
+        CrlReloader { tls, acceptor }
+    }
+
+    /// What is known of the files the client verification is built from.
+    fn stamps(&self) -> Vec<Option<SystemTime>> {
+        let files = std::iter::once(&self.tls.client_ca).chain(self.tls.client_crl.as_ref());
+        files.map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
+    }
+
+    async fn reload(&self) {
+        let tls = self.tls.clone();
+        match tokio::task::spawn_blocking(move || build_acceptor(&tls)).await {
+            Ok(Ok(fresh)) => {
+                self.acceptor.store(Arc::new(fresh));
+                log::info!("client CA or CRL changed; new connections use the reloaded files");
+            }
+            Ok(Err(problems)) => {
+                for p in problems {
+                    log::error!("{}: reload failed, keeping the previous CA and CRL: {}", p.key, p.message);
+                }
+            }
+            Err(e) => log::error!("CRL reload task failed: {e}"),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for CrlReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut seen = self.stamps();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.tls.crl_reload_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = self.stamps();
+            if now != seen {
+                seen = now;
+                self.reload().await;
+            }
+        }
+    }
+}

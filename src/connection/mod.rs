@@ -1,0 +1,10 @@
+//! The connection layer: everything before an HTTP request exists. The SNI router on the one
+//! external port ([`router`]), its ClientHello parser ([`sni`]), raw TCP passthrough
+//! ([`passthrough`]), the mutual-TLS acceptor ([`tls`]) and its reload in the background ([`crl`]).
+//! Nothing here knows about HTTP requests: the router hands terminated streams to any pingora app.
+
+pub mod crl;
+pub mod passthrough;
+pub mod router;
+pub mod sni;
+pub mod tls;

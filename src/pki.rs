@@ -1,0 +1,38 @@
+//! Reading PEM files (certificates, keys, CRLs) with errors that name the file, and HTTP clients
+//! that trust exactly one CA bundle. Used by the build step, the dev stack and the tests alike.
+
+use openssl::pkey::{PKey, Private};
+use openssl::x509::{X509Crl, X509};
+use std::path::Path;
+
+/// Reads every PEM certificate in a file; an empty file is an error.
+pub fn read_certs(path: &Path) -> Result<Vec<X509>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = X509::stack_from_pem(&pem).map_err(|e| format!("{} is not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+pub fn read_key(path: &Path) -> Result<PKey<Private>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    PKey::private_key_from_pem(&pem).map_err(|e| format!("{} is not a PEM private key: {e}", path.display()))
+}
+
+pub fn read_crl(path: &Path) -> Result<X509Crl, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    X509Crl::from_pem(&pem).map_err(|e| format!("{} is not a PEM CRL: {e}", path.display()))
+}
+
+/// A reqwest client builder that trusts only the certificates in `ca` (a PEM file), follows no
+/// redirects and ignores proxy settings from the environment.
+pub fn pinned_client(ca: &Path) -> Result<reqwest::ClientBuilder, String> {
+    let certs = read_certs(ca)?;
+    let mut roots = Vec::with_capacity(certs.len());
+    for cert in certs {
+        let der = cert.to_der().map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots.push(reqwest::Certificate::from_der(&der).map_err(|e| format!("{}: {e}", ca.display()))?);
+    }
+    Ok(reqwest::Client::builder().tls_certs_only(roots).redirect(reqwest::redirect::Policy::none()).no_proxy())
+}

@@ -1,0 +1,72 @@
+//! Route choice: each configured route with its filter chain and its upstream peer, and the first
+//! route whose host and path prefix match a request.
+
+use crate::config::{Problem, RouteConfig, UpstreamConfig};
+use crate::request::filters::Filter;
+use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora_core::upstreams::peer::HttpPeer;
+use std::hash::{Hash, Hasher};
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+
+pub struct Route {
+    pub cfg: RouteConfig,
+    /// `host/prefix`, for logs and metric labels (configured text, never request data).
+    pub label: String,
+    pub chain: Vec<Box<dyn Filter>>,
+    pub peer: HttpPeer,
+}
+
+impl Route {
+    pub fn new(cfg: RouteConfig, chain: Vec<Box<dyn Filter>>, peer: HttpPeer) -> Self {
+        Route { label: format!("{}{}", cfg.host, cfg.path_prefix), chain, peer, cfg }
+    }
+
+    fn matches(&self, host: &str, path: &str) -> bool {
+        self.cfg.host.matches(host) && path.starts_with(&self.cfg.path_prefix)
+    }
+}
+
+/// The index of the first route for this host and path.
+pub fn find(routes: &[Route], host: &str, path: &str) -> Option<usize> {
+    routes.iter().position(|r| r.matches(host, path))
+}
+
+/// The pooled, verified TLS connection settings for one upstream API. Its address is filled in by
+/// [`resolve`] when serving starts: `-t` must not need the upstream's name to resolve.
+pub fn upstream_peer(u: &UpstreamConfig) -> Result<HttpPeer, Problem> {
+    let unresolved = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut peer = HttpPeer::new(unresolved, u.tls, u.sni.clone());
+    if let Some(ca) = &u.ca {
+        let certs = crate::pki::read_certs(ca).map_err(|e| Problem::new(format!("upstreams.{}.ca", u.name), e))?;
+        peer.options.ca = Some(Arc::new(certs.into_boxed_slice()));
+    }
+    peer.options.verify_cert = true;
+    peer.options.verify_hostname = true;
+    peer.options.connection_timeout = Some(u.connect_timeout);
+    peer.options.total_connection_timeout = Some(u.connect_timeout * 2);
+    peer.options.read_timeout = Some(u.read_timeout);
+    peer.options.write_timeout = Some(u.write_timeout);
+    peer.options.idle_timeout = Some(u.idle_timeout);
+    // The pool key does not include the CA: keep upstreams with different trust apart.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (u.name.as_str(), u.ca.as_ref()).hash(&mut h);
+    peer.group_key = h.finish();
+    Ok(peer)
+}
+
+/// Resolves each route's upstream address.
+pub fn resolve(routes: &mut [Route]) -> Result<(), Problem> {
+    for route in routes {
+        let u = &route.cfg.upstream;
+        let key = || format!("upstreams.{}.address", u.name);
+        let addr = u
+            .address
+            .to_socket_addrs()
+            .map_err(|e| Problem::new(key(), format!("cannot resolve {}: {e}", u.address)))?
+            .next()
+            .ok_or_else(|| Problem::new(key(), format!("{} resolves to no address", u.address)))?;
+        route.peer._address = PeerAddr::Inet(addr);
+    }
+    Ok(())
+}

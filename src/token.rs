@@ -1,0 +1,132 @@
+//! Token and certificate facts that both layers share: the claims the gateway reads, what a TLS
+//! handshake proved about the client (its `x5t#S256` thumbprint and RFC 9440 `Client-Cert` value,
+//! computed once per connection), cache keys and log ids of tokens, base64url, and a
+//! constant-time comparison.
+
+use base64::Engine;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The claims of an access token that the gateway itself reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Claims {
+    pub exp: Option<i64>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub sub: Option<String>,
+    #[serde(default)]
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 8705 §3.1 confirmation claim.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: Option<String>,
+}
+
+impl Claims {
+    pub fn has_scope(&self, wanted: &str) -> bool {
+        self.scope.as_deref().unwrap_or("").split(' ').any(|s| s == wanted)
+    }
+
+    /// The certificate thumbprint the token is bound to, if any.
+    pub fn bound_thumbprint(&self) -> Option<&str> {
+        self.cnf.as_ref().and_then(|c| c.x5t_s256.as_deref())
+    }
+}
+
+/// The payload of a compact JWS, decoded but not verified.
+pub fn decode_claims(jwt: &str) -> Option<Claims> {
+    let mut parts = jwt.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// What the TLS handshake proved about a connection's client, computed once per connection.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    /// Subject in RFC 4514 order, for logs and subject matching.
+    pub subject: String,
+    /// RFC 8705 `x5t#S256` of the leaf certificate.
+    pub thumbprint: String,
+    /// RFC 9440 `Client-Cert` value: the leaf's DER as a structured-field byte sequence.
+    pub client_cert_header: http::HeaderValue,
+}
+
+impl ClientCert {
+    pub fn from_der(der: &[u8], subject: String) -> Option<Self> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let client_cert_header = http::HeaderValue::from_str(&format!(":{b64}:")).ok()?;
+        Some(ClientCert { subject, thumbprint: thumbprint(der), client_cert_header })
+    }
+}
+
+/// RFC 8705 §3.1: base64url (no padding) of the SHA-256 of the certificate's DER.
+pub fn thumbprint(der: &[u8]) -> String {
+    b64url(&Sha256::digest(der))
+}
+
+pub fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The cache key of a token: its SHA-256, so that no cache ever holds a token.
+pub fn cache_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A short, non-reversible identifier of a token for logs: a prefix of its cache key.
+pub fn token_id(key: &[u8; 32]) -> String {
+    b64url(&key[..6])
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Constant-time comparison; `openssl::memcmp::eq` panics on unequal lengths, this does not.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(payload: &str) -> String {
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", enc(r#"{"alg":"PS256"}"#), enc(payload))
+    }
+
+    #[test]
+    fn thumbprint_is_base64url_without_padding() {
+        // SHA-256("abc") = ba7816bf 8f01cfea 414140de 5dae2223 b00361a3 96177a9c b410ff61 f20015ad
+        assert_eq!(thumbprint(b"abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+    }
+
+    #[test]
+    fn decodes_cnf_and_scope() {
+        let c = decode_claims(&jwt(r#"{"exp":1,"scope":"a transactions","cnf":{"x5t#S256":"x-_y"}}"#)).unwrap();
+        assert!(c.has_scope("transactions"));
+        assert!(!c.has_scope("trans"));
+        assert_eq!(c.bound_thumbprint(), Some("x-_y"));
+        assert!(decode_claims("not-a-jwt").is_none());
+        assert!(decode_claims("a.b.c.d").is_none());
+    }
+
+    #[test]
+    fn client_cert_values_are_ready_to_send() {
+        let c = ClientCert::from_der(b"abc", "CN=x".into()).unwrap();
+        assert_eq!(c.client_cert_header.to_str().unwrap(), ":YWJj:");
+        assert_eq!(c.thumbprint, thumbprint(b"abc"));
+        assert!(!same(b"a", b"ab") && same(b"ab", b"ab"));
+    }
+}
