@@ -57,7 +57,8 @@ gateway_conf() { # port out filters-yaml
     "upstreams.example-api.address=127.0.0.1:$API" "upstreams.example-api.ca=$certs/root.pem" \
     "introspection.idsvr.endpoint=https://login-internal.example.com:$IDSVR/oauth/v2/oauth-introspect" \
     "introspection.idsvr.resolve=127.0.0.1:$IDSVR" "introspection.idsvr.ca=$certs/root.pem" \
-    introspection.idsvr.cache.max_entries=200000 "routes[0].filters=$3" -metrics
+    introspection.idsvr.cache.max_entries=200000 "routes[0].filters=$3" -metrics \
+    'limits.per_source={tunnels: 4096, connections: 100000, handshakes: 100000}' # one load generator, one address
 }
 gateway_conf $GW "$conf/gw.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
 gateway_conf $GW_OFF "$conf/gw-off.yaml" '[]'

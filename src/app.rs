@@ -6,10 +6,11 @@
 use crate::config::{Config, Problems};
 use crate::connection::crl::SharedAcceptor;
 use crate::connection::tls::build_acceptor;
-use crate::request::filters::build_chain;
+use crate::request::filters::{build_chain, ChainParts};
 use crate::request::headers::StripList;
 use crate::request::introspect::Introspector;
 use crate::request::issuer::TokenIssuer;
+use crate::request::limit::Limiter;
 use crate::request::proxy::Gateway;
 use crate::request::route::{upstream_peer, Route};
 use arc_swap::ArcSwap;
@@ -40,17 +41,18 @@ pub fn build(config: Config) -> Result<App, Problems> {
             Err(p) => problems.add(p),
         }
     }
-    let routes = routes(&config, &introspectors, &mut problems);
+    let parts =
+        ChainParts { introspectors, miss_limit: config.limits.introspection_misses.map(|r| Arc::new(Limiter::new(r))) };
+    let routes = routes(&config, &parts, &mut problems);
     let gateway = Gateway::new(routes, StripList::new(&config.strip_headers));
     let acceptor = problems.or(acceptor)?;
     Ok(App { acceptor: Arc::new(ArcSwap::from_pointee(acceptor)), gateway, issuer, config })
 }
 
-fn routes(config: &Config, introspectors: &BTreeMap<String, Arc<Introspector>>, problems: &mut Problems) -> Vec<Route> {
+fn routes(config: &Config, parts: &ChainParts, problems: &mut Problems) -> Vec<Route> {
     let mut routes = Vec::new();
     for (n, r) in config.routes.iter().enumerate() {
-        let chain =
-            build_chain(&r.filters, introspectors).map_err(|e| problems.fail(&format!("routes[{n}].filters"), e));
+        let chain = build_chain(&r.filters, parts).map_err(|e| problems.fail(&format!("routes[{n}].filters"), e));
         let peer = upstream_peer(&r.upstream).map_err(|p| problems.add(p));
         if let (Ok(chain), Ok(peer)) = (chain, peer) {
             routes.push(Route::new(r.clone(), chain, peer));

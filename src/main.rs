@@ -4,10 +4,13 @@
 use mtls_gateway::app::{self, App};
 use mtls_gateway::config;
 use mtls_gateway::connection::crl::CrlReloader;
-use mtls_gateway::connection::router::SniRouter;
+use mtls_gateway::connection::limits::SourceLimits;
+use mtls_gateway::connection::live::LiveConnections;
+use mtls_gateway::connection::router::{RouterParts, SniRouter};
 use mtls_gateway::request::issuer::JwksApp;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::path::Path;
@@ -51,14 +54,23 @@ fn serve(opt: Opt, mut app: App) -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
     let cfg = &app.config;
-    let proxy = std::sync::Arc::new(pingora_proxy::http_proxy(&server.configuration, app.gateway));
-    let terminate_hosts = cfg.tls.all_hosts().cloned().collect();
-    let router =
-        SniRouter::new(cfg.listener.clone(), terminate_hosts, cfg.passthrough.clone(), app.acceptor.clone(), proxy);
-    let mut edge = Service::new("sni-router".to_string(), router);
+    let mut proxy = pingora_proxy::http_proxy(&server.configuration, app.gateway);
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(cfg.listener.h2_idle_timeout);
+    proxy.server_options = Some(options);
+    let live = LiveConnections::new();
+    let parts = RouterParts {
+        listener: cfg.listener.clone(),
+        terminate_hosts: cfg.tls.all_hosts().cloned().collect(),
+        passthrough: cfg.passthrough.clone(),
+        acceptor: app.acceptor.clone(),
+        live: live.clone(),
+        limits: SourceLimits::new(cfg.limits.per_source, cfg.limits.log_interval),
+    };
+    let mut edge = Service::new("sni-router".to_string(), SniRouter::new(parts, std::sync::Arc::new(proxy)));
     edge.add_tcp(&cfg.listener.address);
     server.add_service(edge);
-    server.add_service(background_service("crl-reload", CrlReloader::new(cfg.tls.clone(), app.acceptor)));
+    server.add_service(background_service("crl-reload", CrlReloader::new(cfg.tls.clone(), app.acceptor, live)));
     if let Some(addr) = cfg.metrics {
         let mut prom = Service::new("metrics".to_string(), mtls_gateway::metrics::MetricsApp);
         prom.add_tcp(&addr.to_string());

@@ -18,6 +18,8 @@ struct Metrics {
     cache_lookups: IntCounterVec,
     cache_entries: IntGaugeVec,
     passthrough: IntCounterVec,
+    cuts: IntCounterVec,
+    rate_limited: IntCounterVec,
 }
 
 /// Registration can only fail on a duplicate name, which would be a bug caught by the first test run.
@@ -65,10 +67,22 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         .expect("register gateway_token_cache_entries"),
     passthrough: register_int_counter_vec!(
         "gateway_passthrough_connections_total",
-        "Passthrough connections by SNI route and how they ended",
-        &["sni", "end"]
+        "Passthrough connections by configured SNI pattern and how they ended",
+        &["route", "end"]
     )
     .expect("register gateway_passthrough_connections_total"),
+    cuts: register_int_counter_vec!(
+        "gateway_connection_cuts_total",
+        "Connections the gateway ended or refused to protect shared capacity, by reason",
+        &["reason"]
+    )
+    .expect("register gateway_connection_cuts_total"),
+    rate_limited: register_int_counter_vec!(
+        "gateway_rate_limited_total",
+        "Requests answered 429, by limit",
+        &["limit"]
+    )
+    .expect("register gateway_rate_limited_total"),
 });
 
 pub fn request(route: &str, status: u16, elapsed: Duration) {
@@ -93,8 +107,17 @@ pub fn cache_lookup(name: &str, result: &str, entries: u64) {
     m.cache_entries.with_label_values(&[name]).set(entries as i64);
 }
 
-pub fn passthrough(sni: &str, end: &str) {
-    METRICS.passthrough.with_label_values(&[sni, end]).inc();
+/// `route` is the configured SNI pattern, never the name a client sent.
+pub fn passthrough(route: &str, end: &str) {
+    METRICS.passthrough.with_label_values(&[route, end]).inc();
+}
+
+pub fn connection_cut(reason: &'static str) {
+    METRICS.cuts.with_label_values(&[reason]).inc();
+}
+
+pub fn rate_limited(limit: &'static str) {
+    METRICS.rate_limited.with_label_values(&[limit]).inc();
 }
 
 /// Serves the default registry in Prometheus text format on the metrics listener.

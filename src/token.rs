@@ -6,6 +6,7 @@
 use base64::Engine;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The claims of an access token that the gateway itself reads.
@@ -50,7 +51,7 @@ pub fn decode_claims(jwt: &str) -> Option<Claims> {
 }
 
 /// What the TLS handshake proved about a connection's client, computed once per connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ClientCert {
     /// Subject in RFC 4514 order, for logs and subject matching.
     pub subject: String,
@@ -58,13 +59,24 @@ pub struct ClientCert {
     pub thumbprint: String,
     /// RFC 9440 `Client-Cert` value: the leaf's DER as a structured-field byte sequence.
     pub client_cert_header: http::HeaderValue,
+    /// Set when a reloaded CA or CRL no longer accepts this certificate: the connection is being
+    /// ended, and no further request on it may pass.
+    revoked: AtomicBool,
 }
 
 impl ClientCert {
     pub fn from_der(der: &[u8], subject: String) -> Option<Self> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(der);
         let client_cert_header = http::HeaderValue::from_str(&format!(":{b64}:")).ok()?;
-        Some(ClientCert { subject, thumbprint: thumbprint(der), client_cert_header })
+        Some(ClientCert { subject, thumbprint: thumbprint(der), client_cert_header, revoked: AtomicBool::new(false) })
+    }
+
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
     }
 }
 

@@ -3,62 +3,14 @@
 
 mod common;
 
+use common::net::{client_hello, echo_server, tls_connector};
 use common::{cert, Options, System, API};
 use openssl::pkcs12::Pkcs12;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use openssl::ssl::{SslConnector, SslMethod, SslVersion};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A minimal TLS 1.2 ClientHello record with the given SNI.
-fn client_hello(sni: &str) -> Vec<u8> {
-    let mut ext = Vec::new();
-    let name = sni.as_bytes();
-    ext.extend_from_slice(&0u16.to_be_bytes());
-    ext.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
-    ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-    ext.push(0);
-    ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    ext.extend_from_slice(name);
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&[9u8; 32]);
-    body.extend_from_slice(&[0, 0, 2, 0xc0, 0x2f, 1, 0]);
-    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    body.extend_from_slice(&ext);
-    let mut hs = vec![1, 0, (body.len() >> 8) as u8, body.len() as u8];
-    hs.extend_from_slice(&body);
-    let mut record = vec![22, 3, 1, (hs.len() >> 8) as u8, hs.len() as u8];
-    record.extend_from_slice(&hs);
-    record
-}
-
-/// An upstream that echoes everything until the client's EOF, then sends `BYE` and closes: it
-/// only sees that EOF if the gateway forwards the half-close.
-async fn echo_server() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = s.write_all(b"BYE").await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    port
-}
 
 /// Sends `payload` through the gateway, half-closes, and returns everything that comes back.
 async fn round_trip(gateway_port: u16, payload: Vec<u8>) -> Vec<u8> {
@@ -106,7 +58,13 @@ async fn passthrough_carries_large_transfers_byte_identical_with_half_close() {
     assert!(back[..payload.len()] == payload[..], "the echoed bytes differ");
     assert_eq!(&back[payload.len()..], b"BYE");
     let log = sys.gateway_log();
-    assert!(log.contains(&format!("sni=big.echo.test upstream=127.0.0.1:{echo} bytes_up={}", payload.len())), "{log}");
+    let line = format!(
+        "sni=big.echo.test route=*.echo.test upstream=127.0.0.1:{echo} bytes_up={} bytes_down={}",
+        payload.len(),
+        payload.len() + 3
+    );
+    assert!(log.contains(&line), "{log}");
+    assert!(log.contains("end=closed"), "{log}");
 }
 
 #[tokio::test]
@@ -124,19 +82,6 @@ async fn proxy_protocol_v2_tells_the_upstream_who_connected() {
     assert_eq!(&back[20..24], &[127, 0, 0, 1]);
     assert_eq!(u16::from_be_bytes([back[26], back[27]]), sys.gateway_port);
     assert_eq!(&back[28..28 + hello.len()], &hello[..]);
-}
-
-fn tls_connector(p12: Option<&str>, max: Option<SslVersion>) -> SslConnector {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    b.set_ca_file(cert("root.pem")).unwrap();
-    b.set_max_proto_version(max).unwrap();
-    if let Some(p12) = p12 {
-        let parsed = Pkcs12::from_der(&std::fs::read(cert(p12)).unwrap()).unwrap().parse2("Password1").unwrap();
-        b.set_certificate(parsed.cert.as_ref().unwrap()).unwrap();
-        b.set_private_key(parsed.pkey.as_ref().unwrap()).unwrap();
-    }
-    b.set_verify(SslVerifyMode::PEER);
-    b.build()
 }
 
 /// Whether a TLS handshake (plus one read, for TLS 1.3's late client-certificate alerts) succeeds.

@@ -79,3 +79,14 @@ impl std::fmt::Display for SigningAlg {
         })
     }
 }
+
+/// What a per-route rate limit counts requests by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKey {
+    /// The client certificate's `x5t#S256`: one bucket per certificate.
+    #[default]
+    Thumbprint,
+    /// The certificate's subject DN: one bucket per partner across its certificates.
+    Subject,
+}

@@ -8,7 +8,7 @@
 mod closed;
 pub mod schema;
 
-pub use closed::{ResponseMode, SigningAlg, TlsVersion, UnknownSni};
+pub use closed::{RateKey, ResponseMode, SigningAlg, TlsVersion, UnknownSni};
 
 use crate::host::HostPattern;
 use pingora_core::server::configuration::ServerConf;
@@ -98,6 +98,10 @@ pub struct ListenerConfig {
     pub max_client_hello_bytes: usize,
     pub handshake_timeout: Duration,
     pub unknown_sni: UnknownSni,
+    pub keepalive_timeout: Duration,
+    pub h2_idle_timeout: Duration,
+    pub max_connection_age: Duration,
+    pub revocation_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +147,33 @@ pub struct PassthroughConfig {
     pub routes: Vec<PassthroughRoute>,
     pub connect_timeout: Duration,
     pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    /// At least `min_rate_bytes` in every `min_rate_window`, both directions together.
+    pub min_rate_bytes: u64,
+    pub min_rate_window: Duration,
+}
+
+/// Concurrent holdings of one client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerSourceLimits {
+    pub tunnels: usize,
+    pub connections: usize,
+    pub handshakes: usize,
+}
+
+/// A token bucket: `per_second` on average, bursts of `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateConfig {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub per_source: PerSourceLimits,
+    pub log_interval: Duration,
+    pub introspection_misses: Option<RateConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +233,7 @@ pub enum FilterConfig {
     PhantomToken { introspection: String },
     CertBinding,
     Scope { required: Vec<String>, methods: BTreeMap<String, Vec<String>> },
+    RateLimit { rate: RateConfig, key: RateKey },
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +273,7 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Header names stripped from every request on top of the built-in families.
     pub strip_headers: Vec<http::HeaderName>,
+    pub limits: LimitsConfig,
     pub token_issuer: Option<TokenIssuerConfig>,
 }
 
@@ -322,6 +355,7 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         .as_ref()
         .and_then(|m| check.ok("metrics.address", m.address.parse().map_err(|e| format!("{:?}: {e}", m.address))));
     let strip_headers = header_names(check, &raw.strip_headers);
+    let limits = limits(check, &raw.limits, passthrough.max_connections);
     let token_issuer = raw.token_issuer.as_ref().and_then(|t| token_issuer(check, t));
     for (name, i) in &raw.introspection {
         let mode = i.response.unwrap_or_default();
@@ -339,6 +373,7 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         routes,
         metrics,
         strip_headers,
+        limits,
         token_issuer,
     })
 }
@@ -408,6 +443,10 @@ fn listener(check: &mut Check, l: &schema::Listener) -> Option<ListenerConfig> {
         max_client_hello_bytes: max_hello,
         handshake_timeout: dur(l.handshake_timeout, 10),
         unknown_sni: l.unknown_sni.unwrap_or_default(),
+        keepalive_timeout: dur(l.keepalive_timeout, 60),
+        h2_idle_timeout: dur(l.h2_idle_timeout, 180),
+        max_connection_age: dur(l.max_connection_age, 3600),
+        revocation_grace: dur(l.revocation_grace, 5),
     })
 }
 
@@ -457,11 +496,58 @@ fn passthrough(check: &mut Check, p: &schema::Passthrough) -> PassthroughConfig 
             Some(PassthroughRoute { sni, upstream: r.upstream.clone(), proxy_protocol: r.proxy_protocol })
         })
         .collect();
+    let (min_rate_bytes, min_rate_window) = match &p.min_rate {
+        Some(r) => (r.bytes, r.window.0),
+        None => (512, Duration::from_secs(30)),
+    };
+    if min_rate_window.is_zero() {
+        check.fail("passthrough.min_rate.window", "must be longer than zero");
+    }
     PassthroughConfig {
         routes,
         connect_timeout: dur(p.connect_timeout, 3),
         max_connections: p.max_connections.unwrap_or(4096),
+        idle_timeout: dur(p.idle_timeout, 60),
+        max_lifetime: dur(p.max_lifetime, 600),
+        min_rate_bytes,
+        min_rate_window,
     }
+}
+
+/// Defaults keep one address to a small share: 1/32 of the tunnel slots every partner shares.
+fn limits(check: &mut Check, l: &schema::Limits, max_tunnels: usize) -> LimitsConfig {
+    let per_source = PerSourceLimits {
+        tunnels: l.per_source.tunnels.unwrap_or((max_tunnels / 32).max(1)),
+        connections: l.per_source.connections.unwrap_or(1024),
+        handshakes: l.per_source.handshakes.unwrap_or(128),
+    };
+    for (key, v) in [
+        ("tunnels", per_source.tunnels),
+        ("connections", per_source.connections),
+        ("handshakes", per_source.handshakes),
+    ] {
+        if v == 0 {
+            check.fail(&format!("limits.per_source.{key}"), "must be at least 1");
+        }
+    }
+    LimitsConfig {
+        per_source,
+        log_interval: dur(l.log_interval, 10),
+        introspection_misses: l
+            .introspection_misses
+            .map(|r| rate(check, "limits.introspection_misses", r.per_second, r.burst)),
+    }
+}
+
+fn rate(check: &mut Check, key: &str, per_second: u32, burst: Option<u32>) -> RateConfig {
+    if per_second == 0 {
+        check.fail(&format!("{key}.per_second"), "must be at least 1");
+    }
+    let burst = burst.unwrap_or(per_second.max(1));
+    if burst == 0 {
+        check.fail(&format!("{key}.burst"), "must be at least 1");
+    }
+    RateConfig { per_second: per_second.max(1), burst: burst.max(1) }
 }
 
 /// Checks `host:port` syntax only: names are resolved when the services start (a compose network's
@@ -617,6 +703,10 @@ fn filter(check: &mut Check, key: &str, f: &schema::Filter, names: &Names) -> Fi
             let methods = s.methods.iter().map(|(m, v)| (m.to_ascii_uppercase(), v.clone())).collect();
             FilterConfig::Scope { required: s.required.clone(), methods }
         }
+        schema::Filter::RateLimit(r) => FilterConfig::RateLimit {
+            rate: rate(check, &format!("{key}.rate_limit"), r.per_second, r.burst),
+            key: r.key,
+        },
     }
 }
 

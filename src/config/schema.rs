@@ -3,7 +3,7 @@
 //! Only `config::load` reads these; everything else uses the validated model in `config`.
 //! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
 
-pub use crate::config::closed::{ResponseMode, SigningAlg, TlsVersion, UnknownSni};
+pub use crate::config::closed::{RateKey, ResponseMode, SigningAlg, TlsVersion, UnknownSni};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,6 +37,8 @@ pub struct File {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub metrics: Option<Metrics>,
+    #[serde(default)]
+    pub limits: Limits,
     /// Signs the JWTs the gateway issues in `json` and `rfc9701` introspection modes.
     #[serde(default)]
     pub token_issuer: Option<TokenIssuer>,
@@ -53,6 +55,14 @@ pub struct Listener {
     pub max_client_hello_bytes: Option<usize>,
     pub handshake_timeout: Option<Dur>,
     pub unknown_sni: Option<UnknownSni>,
+    /// HTTP/1.1: how long an idle keep-alive connection is kept.
+    pub keepalive_timeout: Option<Dur>,
+    /// HTTP/2: how long a connection with no open stream is kept.
+    pub h2_idle_timeout: Option<Dur>,
+    /// Past this age a connection is ended gracefully (GOAWAY, or close after the next answer).
+    pub max_connection_age: Option<Dur>,
+    /// How long a connection whose certificate was revoked may finish its current request.
+    pub revocation_grace: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +100,47 @@ pub struct Passthrough {
     pub routes: Vec<PassthroughRoute>,
     pub connect_timeout: Option<Dur>,
     pub max_connections: Option<usize>,
+    /// A tunnel that moves no byte in either direction for this long is closed.
+    pub idle_timeout: Option<Dur>,
+    /// No tunnel lives longer than this.
+    pub max_lifetime: Option<Dur>,
+    /// A tunnel must move at least `bytes` (both directions together) in every `window`.
+    pub min_rate: Option<MinRate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinRate {
+    pub bytes: u64,
+    pub window: Dur,
+}
+
+/// Limits on what one client may hold or ask for.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default)]
+    pub per_source: PerSource,
+    /// A cut is logged at most once per source, reason and interval.
+    pub log_interval: Option<Dur>,
+    /// Token bucket per client certificate (per source address without one) on introspection
+    /// calls; cache hits are not counted.
+    pub introspection_misses: Option<Rate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerSource {
+    pub tunnels: Option<usize>,
+    pub connections: Option<usize>,
+    pub handshakes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +226,17 @@ pub enum Filter {
     PhantomToken(PhantomToken),
     CertBinding(CertBinding),
     Scope(Scope),
+    RateLimit(RateLimit),
+}
+
+/// A token bucket per partner on every request of the route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: Option<u32>,
+    #[serde(default)]
+    pub key: RateKey,
 }
 
 #[derive(Debug, Deserialize)]

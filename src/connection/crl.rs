@@ -1,9 +1,11 @@
 //! Client CRL and CA reload, as a background service: when either file changes, the TLS acceptor is
-//! rebuilt on a blocking thread and swapped in. The connection path only loads the current
-//! acceptor; it never waits on file I/O or a lock.
+//! rebuilt on a blocking thread and swapped in, and every open connection whose certificate the new
+//! files no longer accept is ended. The connection path only loads the current acceptor; it never
+//! waits on file I/O or a lock.
 
 use crate::config::TlsConfig;
-use crate::connection::tls::build_acceptor;
+use crate::connection::live::LiveConnections;
+use crate::connection::tls::{build_acceptor, verify_store};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use openssl::ssl::SslAcceptor;
@@ -18,11 +20,12 @@ pub type SharedAcceptor = Arc<ArcSwap<SslAcceptor>>;
 pub struct CrlReloader {
     tls: TlsConfig,
     acceptor: SharedAcceptor,
+    live: Arc<LiveConnections>,
 }
 
 impl CrlReloader {
-    pub fn new(tls: TlsConfig, acceptor: SharedAcceptor) -> Self {
-        CrlReloader { tls, acceptor }
+    pub fn new(tls: TlsConfig, acceptor: SharedAcceptor, live: Arc<LiveConnections>) -> Self {
+        CrlReloader { tls, acceptor, live }
     }
 
     /// What is known of the files the client verification is built from.
@@ -33,10 +36,18 @@ impl CrlReloader {
 
     async fn reload(&self) {
         let tls = self.tls.clone();
-        match tokio::task::spawn_blocking(move || build_acceptor(&tls)).await {
-            Ok(Ok(fresh)) => {
+        let built = tokio::task::spawn_blocking(move || {
+            let store = verify_store(&tls).map_err(|p| vec![p])?;
+            Ok::<_, Vec<crate::config::Problem>>((build_acceptor(&tls)?, store))
+        });
+        match built.await {
+            Ok(Ok((fresh, store))) => {
                 self.acceptor.store(Arc::new(fresh));
-                log::info!("client CA or CRL changed; new connections use the reloaded files");
+                let open = self.live.len();
+                let ended = self.live.revalidate(&store);
+                log::info!(
+                    "client CA or CRL changed; new connections use the reloaded files; ended {ended} of {open} open connections whose certificate they no longer accept"
+                );
             }
             Ok(Err(problems)) => {
                 for p in problems {

@@ -1,9 +1,12 @@
 //! The connection layer: everything before an HTTP request exists. The SNI router on the one
 //! external port ([`router`]), its ClientHello parser ([`sni`]), raw TCP passthrough
-//! ([`passthrough`]), the mutual-TLS acceptor ([`tls`]) and its reload in the background ([`crl`]).
+//! ([`passthrough`]), the mutual-TLS acceptor ([`tls`]) and its reload in the background ([`crl`]),
+//! per-source limits ([`limits`]) and the registry of open connections a reload can end ([`live`]).
 //! Nothing here knows about HTTP requests: the router hands terminated streams to any pingora app.
 
 pub mod crl;
+pub mod limits;
+pub mod live;
 pub mod passthrough;
 pub mod router;
 pub mod sni;

@@ -1,22 +1,34 @@
 //! The single external port: a pingora `ServerApp` on plain TCP that peeks the ClientHello's SNI,
 //! splices identity-server traffic through untouched, and terminates mutual TLS for the API hosts
 //! in-process before handing the TLS stream to the HTTP app (no loopback hop, no second listener).
+//!
+//! Every connection is bounded: per-source slots for unfinished handshakes, tunnels and
+//! terminated connections; a keep-alive and an HTTP/2 idle timeout; a maximum age after which the
+//! connection is ended gracefully; and an end signal that a reloaded CRL sends to the connections
+//! of a revoked certificate.
 
 use crate::config::{ListenerConfig, PassthroughConfig, UnknownSni};
 use crate::connection::crl::SharedAcceptor;
-use crate::connection::passthrough;
+use crate::connection::limits::{Kind, Slot, SourceLimits};
+use crate::connection::live::{LiveConnections, Registration};
+use crate::connection::passthrough::{self, TunnelInfo};
 use crate::connection::sni::{self, Hello};
 use crate::connection::tls::KeepClientCert;
 use crate::host::HostPattern;
+use crate::token::ClientCert;
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::tls::server::handshake_with_callback;
-use pingora_core::protocols::Stream;
+use pingora_core::protocols::tls::ALPN;
+use pingora_core::protocols::{GetSocketDigest, Ssl, Stream};
 use pingora_core::server::ShutdownWatch;
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 /// What to do with a connection once its ClientHello is known.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,26 +38,27 @@ enum Decision {
     Close(&'static str),
 }
 
+/// What the router shares with the rest of the process.
+pub struct RouterParts {
+    pub listener: ListenerConfig,
+    pub terminate_hosts: Vec<HostPattern>,
+    pub passthrough: PassthroughConfig,
+    pub acceptor: SharedAcceptor,
+    pub live: Arc<LiveConnections>,
+    pub limits: Arc<SourceLimits>,
+}
+
 /// The router, serving terminated TLS streams with the HTTP app `A` (the proxy, in production).
 pub struct SniRouter<A> {
-    listener: ListenerConfig,
-    terminate_hosts: Vec<HostPattern>,
-    passthrough: PassthroughConfig,
-    acceptor: SharedAcceptor,
+    parts: RouterParts,
     app: Arc<A>,
     slots: Arc<Semaphore>,
 }
 
-impl<A: ServerApp + Send + Sync + 'static> SniRouter<A> {
-    pub fn new(
-        listener: ListenerConfig,
-        terminate_hosts: Vec<HostPattern>,
-        passthrough: PassthroughConfig,
-        acceptor: SharedAcceptor,
-        app: Arc<A>,
-    ) -> Self {
-        let slots = Arc::new(Semaphore::new(passthrough.max_connections));
-        SniRouter { listener, terminate_hosts, passthrough, acceptor, app, slots }
+impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
+    pub fn new(parts: RouterParts, app: Arc<A>) -> Self {
+        let slots = Arc::new(Semaphore::new(parts.passthrough.max_connections));
+        SniRouter { parts, app, slots }
     }
 
     fn decide(&self, hello: &Hello) -> Decision {
@@ -55,17 +68,17 @@ impl<A: ServerApp + Send + Sync + 'static> SniRouter<A> {
             Hello::NotTls(why) => return Decision::Close(why),
             Hello::NeedMore(_) => return Decision::Close("incomplete ClientHello"),
         };
-        if let Some(i) = self.passthrough.routes.iter().position(|r| r.sni.matches(name)) {
+        if let Some(i) = self.parts.passthrough.routes.iter().position(|r| r.sni.matches(name)) {
             return Decision::Passthrough(i);
         }
-        if self.terminate_hosts.iter().any(|h| h.matches(name)) {
+        if self.parts.terminate_hosts.iter().any(|h| h.matches(name)) {
             return Decision::Terminate;
         }
         self.unknown()
     }
 
     fn unknown(&self) -> Decision {
-        match self.listener.unknown_sni {
+        match self.parts.listener.unknown_sni {
             UnknownSni::Terminate => Decision::Terminate,
             UnknownSni::Close => Decision::Close("unknown or absent SNI"),
         }
@@ -74,7 +87,7 @@ impl<A: ServerApp + Send + Sync + 'static> SniRouter<A> {
     /// Reads until the ClientHello is complete (or proven not to be one). Everything read is
     /// returned so that it can be rewound into the stream.
     async fn read_hello(&self, stream: &mut L4Stream) -> (Vec<u8>, Hello) {
-        let max = self.listener.max_client_hello_bytes;
+        let max = self.parts.listener.max_client_hello_bytes;
         let mut buf = Vec::with_capacity(1024);
         loop {
             let want = match sni::parse(&buf, max) {
@@ -93,39 +106,142 @@ impl<A: ServerApp + Send + Sync + 'static> SniRouter<A> {
         }
     }
 
-    async fn terminate(&self, stream: L4Stream, shutdown: &ShutdownWatch) {
-        let acceptor = self.acceptor.load_full();
-        let handshake = handshake_with_callback(&acceptor, stream, &KeepClientCert);
-        let tls = match tokio::time::timeout(self.listener.handshake_timeout, handshake).await {
+    /// Terminates TLS, then serves HTTP on the stream until it ends, the certificate is revoked,
+    /// the connection reaches its maximum age, or the server shuts down.
+    async fn terminate(
+        &self,
+        stream: L4Stream,
+        source: Option<IpAddr>,
+        handshake: Option<Slot>,
+        shutdown: &ShutdownWatch,
+    ) {
+        let Some(_slot) = self.slot(source, Kind::Connection) else { return };
+        let acceptor = self.parts.acceptor.load_full();
+        let handshake_done = handshake_with_callback(&acceptor, stream, &KeepClientCert);
+        let tls = match tokio::time::timeout(self.parts.listener.handshake_timeout, handshake_done).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => return log::debug!("TLS handshake failed: {e}"),
             Err(_) => return log::debug!("TLS handshake timed out"),
         };
-        // HTTP/1.1 keep-alive hands the stream back for the next request: keep serving it here.
-        let mut next: Option<Stream> = Some(Box::new(tls));
-        while let Some(stream) = next {
-            next = ServerApp::process_new(&self.app, stream, shutdown).await;
+        drop(handshake);
+        let (end_tx, end_rx) = watch::channel(*shutdown.borrow());
+        let end_tx = Arc::new(end_tx);
+        let client = tls.ssl_digest().and_then(|d| d.extension.get::<Arc<ClientCert>>().cloned());
+        let _registration = self.register(&tls, client.clone(), &end_tx);
+        let h2 = tls.selected_alpn_proto() == Some(ALPN::H2);
+        let serve = self.serve(Box::new(tls), h2, end_rx.clone());
+        self.supervise(serve, client, shutdown.clone(), end_tx, end_rx).await;
+    }
+
+    /// Records the connection with its certificate, so that a CRL reload can end it.
+    fn register(
+        &self,
+        tls: &pingora_core::protocols::tls::SslStream<L4Stream>,
+        client: Option<Arc<ClientCert>>,
+        end: &Arc<watch::Sender<bool>>,
+    ) -> Option<Registration> {
+        let leaf = tls.ssl().peer_certificate()?;
+        let chain = tls.ssl().peer_cert_chain().map(|c| c.iter().map(|x| x.to_owned()).collect()).unwrap_or_default();
+        Some(self.parts.live.register(leaf, chain, client?, end.clone()))
+    }
+
+    /// HTTP on a terminated stream. HTTP/2 goes through pingora's own connection handling (GOAWAY
+    /// when `end` turns true); HTTP/1.1 is looped here so that the keep-alive idle timeout is ours
+    /// and a connection told to end closes after its current answer.
+    async fn serve(&self, stream: Stream, h2: bool, end: ShutdownWatch) {
+        if h2 {
+            ServerApp::process_new(&self.app, stream, &end).await;
+            return;
+        }
+        let keepalive = self.parts.listener.keepalive_timeout.as_secs().max(1);
+        let mut next = Some((stream, None));
+        while let Some((stream, settings)) = next {
+            let mut session = ServerSession::new_http1(stream);
+            session.set_keepalive(if *end.borrow() { None } else { Some(keepalive) });
+            if let Some(settings) = settings {
+                pingora_core::apps::HttpPersistentSettings::apply_to_session(settings, &mut session);
+            }
+            next = self.app.process_new_http(session, &end).await.map(|r| r.consume());
+            if *end.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Runs `serve` to its end, relaying the reasons to end it early: server shutdown and maximum
+    /// age end it gracefully; a revoked certificate ends it after `revocation_grace` at the latest.
+    async fn supervise(
+        &self,
+        serve: impl Future<Output = ()>,
+        client: Option<Arc<ClientCert>>,
+        mut shutdown: ShutdownWatch,
+        end_tx: Arc<watch::Sender<bool>>,
+        mut end_rx: ShutdownWatch,
+    ) {
+        tokio::pin!(serve);
+        let age = tokio::time::sleep(self.parts.listener.max_connection_age);
+        tokio::pin!(age);
+        let grace = tokio::time::sleep(std::time::Duration::MAX / 4);
+        tokio::pin!(grace);
+        let (mut shutdown_open, mut aged, mut revoked) = (true, false, false);
+        loop {
+            tokio::select! {
+                _ = &mut serve => return,
+                r = shutdown.changed(), if shutdown_open => {
+                    shutdown_open = r.is_ok();
+                    let _ = end_tx.send(true);
+                }
+                _ = &mut age, if !aged => {
+                    aged = true;
+                    crate::metrics::connection_cut("max_connection_age");
+                    let _ = end_tx.send(true);
+                }
+                _ = end_rx.changed(), if !revoked => {
+                    if client.as_ref().is_some_and(|c| c.is_revoked()) {
+                        revoked = true;
+                        let deadline = tokio::time::Instant::now() + self.parts.listener.revocation_grace;
+                        grace.as_mut().reset(deadline);
+                    }
+                }
+                _ = &mut grace, if revoked => {
+                    // Dropping `serve` closes the socket: an idle HTTP/1.1 connection would
+                    // otherwise wait for its next request.
+                    return;
+                }
+            }
+        }
+    }
+
+    fn slot(&self, source: Option<IpAddr>, kind: Kind) -> Option<Option<Slot>> {
+        match source {
+            Some(ip) => self.parts.limits.acquire(ip, kind).map(Some),
+            None => Some(None),
         }
     }
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for SniRouter<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for SniRouter<A> {
     /// Always answers `None`: a connection is served to its end here, never handed back.
     async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let Ok(mut stream) = io.into_any().downcast::<L4Stream>() else {
             log::error!("the SNI router needs a plain TCP listener");
             return None;
         };
-        let peeked = tokio::time::timeout(self.listener.client_hello_timeout, self.read_hello(&mut stream)).await;
-        let Ok((bytes, hello)) = peeked else {
+        let source = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let handshake = self.slot(source, Kind::Handshake)?;
+        let timeout = self.parts.listener.client_hello_timeout;
+        let Ok((bytes, hello)) = tokio::time::timeout(timeout, self.read_hello(&mut stream)).await else {
             log::debug!("closing a connection that sent no complete ClientHello in time");
             return None;
         };
         stream.rewind(&bytes);
         match self.decide(&hello) {
-            Decision::Passthrough(i) => self.pass(&mut stream, &hello, i, shutdown).await,
-            Decision::Terminate => self.terminate(*stream, shutdown).await,
+            Decision::Passthrough(i) => {
+                drop(handshake);
+                self.pass(&mut stream, &hello, i, source, shutdown).await
+            }
+            Decision::Terminate => self.terminate(*stream, source, handshake, shutdown).await,
             Decision::Close(why) => log::debug!("closing connection: {why}"),
         }
         None
@@ -137,18 +253,24 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for SniRouter<A> {
     }
 }
 
-impl<A: ServerApp + Send + Sync + 'static> SniRouter<A> {
-    async fn pass(&self, stream: &mut L4Stream, hello: &Hello, i: usize, shutdown: &ShutdownWatch) {
-        let (Hello::Sni(name), Some(route)) = (hello, self.passthrough.routes.get(i)) else {
+impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
+    async fn pass(
+        &self,
+        stream: &mut L4Stream,
+        hello: &Hello,
+        i: usize,
+        source: Option<IpAddr>,
+        shutdown: &ShutdownWatch,
+    ) {
+        let (Hello::Sni(name), Some(route)) = (hello, self.parts.passthrough.routes.get(i)) else {
             return;
         };
+        let Some(_source_slot) = self.slot(source, Kind::Tunnel) else { return };
         let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
-            crate::metrics::passthrough(name, "over_capacity");
-            return log::warn!(
-                "passthrough sni={name}: {} connections already open, closing",
-                self.passthrough.max_connections
-            );
+            crate::metrics::passthrough(&route.sni.to_string(), "over_capacity");
+            return self.parts.limits.cuts.cut(source, "passthrough_capacity");
         };
-        passthrough::splice(stream, name, route, &self.passthrough, shutdown).await;
+        let info = TunnelInfo { sni: name, route, source };
+        passthrough::splice(stream, info, &self.parts.passthrough, shutdown, &self.parts.limits.cuts).await;
     }
 }

@@ -14,7 +14,7 @@ use openssl::ssl::{
     select_next_proto, AlpnError, NameType, SniError, SslAcceptor, SslAcceptorBuilder, SslContext, SslFiletype,
     SslMethod, SslOptions, SslVerifyMode, SslVersion,
 };
-use openssl::x509::store::X509Lookup;
+use openssl::x509::store::{X509Lookup, X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::X509;
 use pingora_core::listeners::TlsAccept;
@@ -129,6 +129,21 @@ fn client_verification(b: &mut SslAcceptorBuilder, cfg: &TlsConfig) -> Result<()
         store.set_flags(X509VerifyFlags::CRL_CHECK).map_err(keyed("tls.client_crl"))?;
     }
     Ok(())
+}
+
+/// The client CA and CRL as a certificate store, to check the certificates of connections that are
+/// already open against a reloaded CA or CRL (the acceptor only checks new handshakes).
+pub fn verify_store(cfg: &TlsConfig) -> Result<X509Store, Problem> {
+    let mut b = X509StoreBuilder::new().map_err(keyed("tls.client_ca"))?;
+    for cert in read_certs(&cfg.client_ca).map_err(|e| Problem::new("tls.client_ca", e))? {
+        b.add_cert(cert).map_err(keyed("tls.client_ca"))?;
+    }
+    if let Some(crl) = &cfg.client_crl {
+        let lookup = b.add_lookup(X509Lookup::file()).map_err(keyed("tls.client_crl"))?;
+        lookup.load_crl_file(crl, SslFiletype::PEM).map_err(keyed("tls.client_crl"))?;
+        b.set_flags(X509VerifyFlags::CRL_CHECK).map_err(keyed("tls.client_crl"))?;
+    }
+    Ok(b.build())
 }
 
 /// Handshake callback that keeps the verified leaf certificate for the HTTP layer.

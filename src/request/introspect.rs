@@ -119,6 +119,11 @@ impl Introspector {
         self.cache.entry_count()
     }
 
+    /// Whether a lookup of this key would be answered from the cache.
+    pub fn is_cached(&self, key: &[u8; 32]) -> bool {
+        self.cache.contains_key(key)
+    }
+
     /// Looks a token up by its `cache_key`: from the cache, or by one introspection call shared by
     /// every concurrent request for the same token.
     pub async fn lookup(&self, token: &str, key: [u8; 32]) -> (Result<TokenState, IntrospectError>, CacheResult) {

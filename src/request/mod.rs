@@ -10,6 +10,7 @@ pub mod headers;
 pub mod introspect;
 pub mod issuer;
 pub mod jwks;
+pub mod limit;
 pub mod proxy;
 pub mod respond;
 pub mod route;

@@ -97,10 +97,14 @@ impl Gateway {
         Ok(true)
     }
 
-    /// Per-connection facts from the TLS handshake: the verified client certificate.
+    /// Per-connection facts from the TLS handshake: the verified client certificate; and the
+    /// client's address, which only a limit without a certificate needs.
     fn connection_facts(session: &Session, ctx: &mut RequestCtx) {
         let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
         ctx.filters.client = ssl.and_then(|s| s.extension.get::<Arc<ClientCert>>()).cloned();
+        if ctx.filters.client.is_none() {
+            ctx.filters.source = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+        }
     }
 }
 
@@ -128,6 +132,11 @@ impl ProxyHttp for Gateway {
         ctx.interaction_id = interaction_id(session.req_header());
         self.strip.apply(session.req_header_mut());
         Self::connection_facts(session, ctx);
+        if ctx.client().is_some_and(ClientCert::is_revoked) {
+            // A reloaded CRL revoked this certificate: the connection is being ended.
+            session.set_keepalive(None);
+            return self.refuse(session, ctx, "connection", Refusal::InvalidToken("certificate_revoked")).await;
+        }
         if has_dot_segments(session.req_header().uri.path()) {
             // "/api/../admin" would match the /api/ route here and reach /admin at the API.
             return self.refuse(session, ctx, "router", Refusal::InvalidRequest("dot segments in the path")).await;
@@ -247,7 +256,7 @@ mod tests {
 
     use crate::config::{CorsConfig, FilterConfig, RouteConfig, UpstreamConfig};
     use crate::host::HostPattern;
-    use crate::request::filters::build_chain;
+    use crate::request::filters::{build_chain, ChainParts};
     use std::collections::BTreeMap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -273,7 +282,8 @@ mod tests {
             forward_client_cert: false,
             cors,
         };
-        let chain = build_chain(&route.filters, &BTreeMap::new()).unwrap();
+        let parts = ChainParts { introspectors: BTreeMap::new(), miss_limit: None };
+        let chain = build_chain(&route.filters, &parts).unwrap();
         let peer = route::upstream_peer(&route.upstream).unwrap();
         Gateway::new(vec![Route::new(route, chain, peer)], StripList::new(&[http::HeaderName::from_static("x-evil")]))
     }

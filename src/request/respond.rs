@@ -29,6 +29,8 @@ pub enum Refusal {
     UpstreamTimeout,
     /// A CORS pre-flight from an origin the route does not trust.
     OriginNotAllowed,
+    /// Over a rate limit; retry after this many seconds.
+    RateLimited { limit: &'static str, retry_after: u64 },
 }
 
 pub const UNAUTHORIZED_BODY: &str = r#"{"code":"unauthorized","message":"Missing, invalid or expired access token"}"#;
@@ -43,6 +45,7 @@ impl Refusal {
             Refusal::IdentityBadAnswer(_) | Refusal::UpstreamUnavailable => 502,
             Refusal::IdentityUnavailable(_) => 503,
             Refusal::UpstreamTimeout => 504,
+            Refusal::RateLimited { .. } => 429,
         }
     }
 
@@ -57,6 +60,7 @@ impl Refusal {
             Refusal::UpstreamUnavailable => "upstream_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::OriginNotAllowed => "origin_not_allowed",
+            Refusal::RateLimited { limit, .. } => limit,
         }
     }
 
@@ -89,6 +93,7 @@ impl Refusal {
             Refusal::UpstreamUnavailable => json("bad_gateway", "The API is unavailable"),
             Refusal::UpstreamTimeout => json("gateway_timeout", "The API did not answer in time"),
             Refusal::OriginNotAllowed => json("forbidden", "This origin is not allowed"),
+            Refusal::RateLimited { .. } => json("rate_limited", "Too many requests, retry later"),
         }
     }
 
@@ -104,6 +109,9 @@ impl Refusal {
         }
         if let Some(challenge) = self.www_authenticate() {
             h.insert_header("www-authenticate", challenge)?;
+        }
+        if let Refusal::RateLimited { retry_after, .. } = self {
+            h.insert_header("retry-after", retry_after.to_string())?;
         }
         Ok(h)
     }

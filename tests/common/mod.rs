@@ -2,6 +2,7 @@
 //! ephemeral loopback ports, and mTLS clients that reach both host names through the gateway port.
 #![allow(dead_code)]
 
+pub mod net;
 pub mod yaml;
 
 use serde_yaml::Value;
@@ -237,6 +238,11 @@ impl System {
         yaml::set(&mut v, "dev_endpoints", true);
         let other = "client_id: other-client\ntls_client_auth_subject_dn: CN=other-partner\nscopes: [transactions]";
         yaml::push(&mut v, "clients", yaml::parse(other));
+        // The identity server knows nothing of the gateway's CRL: a partner offboarded at the
+        // gateway can still get tokens, which is what the offboarding tests need.
+        let revoked =
+            "client_id: revoked-client\ntls_client_auth_subject_dn: CN=revoked-partner\nscopes: [transactions]";
+        yaml::push(&mut v, "clients", yaml::parse(revoked));
         v
     }
 

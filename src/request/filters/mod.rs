@@ -7,14 +7,17 @@
 
 mod cert_binding;
 mod phantom_token;
+mod rate_limit;
 mod scope;
 
 pub use cert_binding::CertBinding;
 pub use phantom_token::{bearer_token, PhantomToken};
+pub use rate_limit::RateLimit;
 pub use scope::Scope;
 
-use crate::config::FilterConfig;
+use crate::config::{FilterConfig, RateKey};
 use crate::request::introspect::{ActiveToken, CacheResult, Introspector};
+use crate::request::limit::Limiter;
 use crate::request::respond::Refusal;
 use crate::token::ClientCert;
 use async_trait::async_trait;
@@ -39,6 +42,27 @@ pub struct FilterState {
     pub cache: Option<CacheResult>,
     /// Short id of the presented token (a hash prefix), for logs.
     pub token_id: Option<String>,
+    /// The client's address, as a rate-limit key for connections without a certificate.
+    pub source: Option<String>,
+}
+
+impl FilterState {
+    /// Who a rate limit counts this request against: the certificate (by `key`), or the source
+    /// address when there is none.
+    pub fn partner(&self, key: RateKey) -> Option<&String> {
+        match (&self.client, key) {
+            (Some(c), RateKey::Thumbprint) => Some(&c.thumbprint),
+            (Some(c), RateKey::Subject) => Some(&c.subject),
+            (None, _) => self.source.as_ref(),
+        }
+    }
+}
+
+/// What the filters of every route share: one introspector (and cache) per section, and the
+/// limit on introspection calls.
+pub struct ChainParts {
+    pub introspectors: BTreeMap<String, Arc<Introspector>>,
+    pub miss_limit: Option<Arc<Limiter>>,
 }
 
 #[async_trait]
@@ -47,24 +71,25 @@ pub trait Filter: Send + Sync {
     async fn run(&self, req: &RequestHeader, state: &mut FilterState) -> Outcome;
 }
 
-/// Builds a route's chain. `introspectors` holds one shared introspector (and cache) per name; the
-/// model has already checked that every name exists.
-pub fn build_chain(
-    configs: &[FilterConfig],
-    introspectors: &BTreeMap<String, Arc<Introspector>>,
-) -> Result<Vec<Box<dyn Filter>>, String> {
+/// Builds a route's chain; the model has already checked that every introspection name exists.
+pub fn build_chain(configs: &[FilterConfig], parts: &ChainParts) -> Result<Vec<Box<dyn Filter>>, String> {
     configs
         .iter()
         .map(|c| -> Result<Box<dyn Filter>, String> {
             Ok(match c {
                 FilterConfig::PhantomToken { introspection } => {
-                    let i =
-                        introspectors.get(introspection).ok_or_else(|| format!("no introspection {introspection}"))?;
-                    Box::new(PhantomToken { introspector: i.clone() })
+                    let i = parts
+                        .introspectors
+                        .get(introspection)
+                        .ok_or_else(|| format!("no introspection {introspection}"))?;
+                    Box::new(PhantomToken { introspector: i.clone(), miss_limit: parts.miss_limit.clone() })
                 }
                 FilterConfig::CertBinding => Box::new(CertBinding),
                 FilterConfig::Scope { required, methods } => {
                     Box::new(Scope { required: required.clone(), methods: methods.clone() })
+                }
+                FilterConfig::RateLimit { rate, key } => {
+                    Box::new(RateLimit { limiter: Limiter::new(*rate), key: *key })
                 }
             })
         })
@@ -95,10 +120,8 @@ pub(crate) mod test_support {
     }
 
     pub fn client(thumbprint: &str) -> Arc<ClientCert> {
-        Arc::new(ClientCert {
-            subject: "CN=t".into(),
-            thumbprint: thumbprint.into(),
-            client_cert_header: http::HeaderValue::from_static(":AA==:"),
-        })
+        let mut c = ClientCert::from_der(b"test", "CN=t".into()).unwrap();
+        c.thumbprint = thumbprint.into();
+        Arc::new(c)
     }
 }

@@ -2,8 +2,10 @@
 //! through the introspector's cache.
 
 use super::{Filter, FilterState, Outcome};
+use crate::config::RateKey;
 use crate::metrics;
 use crate::request::introspect::{IntrospectError, Introspector, TokenState};
+use crate::request::limit::{retry_after, Limiter};
 use crate::request::respond::Refusal;
 use crate::token::{cache_key, token_id};
 use async_trait::async_trait;
@@ -12,6 +14,8 @@ use std::sync::Arc;
 
 pub struct PhantomToken {
     pub introspector: Arc<Introspector>,
+    /// Bounds the introspection calls one partner can cause: garbage tokens are all misses.
+    pub miss_limit: Option<Arc<Limiter>>,
 }
 
 #[async_trait]
@@ -27,6 +31,9 @@ impl Filter for PhantomToken {
         };
         let key = cache_key(token);
         state.token_id = Some(token_id(&key));
+        if let Some(refusal) = self.over_miss_limit(&key, state) {
+            return Outcome::Respond(refusal);
+        }
         let (result, how) = self.introspector.lookup(token, key).await;
         state.cache = Some(how);
         metrics::cache_lookup(self.introspector.name(), how.as_str(), self.introspector.entry_count());
@@ -39,6 +46,21 @@ impl Filter for PhantomToken {
             Err(IntrospectError::Unavailable(r)) => Outcome::Respond(Refusal::IdentityUnavailable(r)),
             Err(IntrospectError::BadAnswer(r)) => Outcome::Respond(Refusal::IdentityBadAnswer(r)),
         }
+    }
+}
+
+impl PhantomToken {
+    /// A 429 when this token is not cached and the partner has used up its introspection calls.
+    /// Cache hits are never limited.
+    fn over_miss_limit(&self, key: &[u8; 32], state: &FilterState) -> Option<Refusal> {
+        let limiter = self.miss_limit.as_ref()?;
+        if self.introspector.is_cached(key) {
+            return None;
+        }
+        let partner = state.partner(RateKey::Thumbprint)?;
+        let wait = limiter.check(partner).err()?;
+        metrics::rate_limited("introspection_misses");
+        Some(Refusal::RateLimited { limit: "introspection_misses", retry_after: retry_after(wait) })
     }
 }
 

@@ -1,0 +1,195 @@
+//! Per-source limits on the one external port: how many passthrough tunnels, TLS-terminated
+//! connections and unfinished handshakes one client address may hold at once, so that no single
+//! address can take the slots every partner shares. Every cut is counted by reason and logged at
+//! most once per source, reason and interval, so a flood cannot flood the log as well.
+//!
+//! The address is the TCP peer of the accepted socket. Behind a load balancer it must be the
+//! client's: run it in passthrough mode with `externalTrafficPolicy: Local` (the gateway does not
+//! read PROXY protocol on its listener).
+
+use crate::config::PerSourceLimits;
+use crate::metrics;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a slot is held for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// From accept until the ClientHello is read and, for terminated connections, the TLS
+    /// handshake is done.
+    Handshake,
+    Tunnel,
+    Connection,
+}
+
+impl Kind {
+    fn over_reason(self) -> &'static str {
+        match self {
+            Kind::Handshake => "source_handshakes",
+            Kind::Tunnel => "source_tunnels",
+            Kind::Connection => "source_connections",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    handshakes: usize,
+    tunnels: usize,
+    connections: usize,
+}
+
+impl Counts {
+    fn get(&mut self, kind: Kind) -> &mut usize {
+        match kind {
+            Kind::Handshake => &mut self.handshakes,
+            Kind::Tunnel => &mut self.tunnels,
+            Kind::Connection => &mut self.connections,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.handshakes == 0 && self.tunnels == 0 && self.connections == 0
+    }
+}
+
+pub struct SourceLimits {
+    max: PerSourceLimits,
+    table: Mutex<HashMap<IpAddr, Counts>>,
+    pub cuts: CutLog,
+}
+
+impl SourceLimits {
+    pub fn new(max: PerSourceLimits, log_interval: Duration) -> Arc<Self> {
+        Arc::new(SourceLimits { max, table: Mutex::new(HashMap::new()), cuts: CutLog::new(log_interval) })
+    }
+
+    fn cap(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Handshake => self.max.handshakes,
+            Kind::Tunnel => self.max.tunnels,
+            Kind::Connection => self.max.connections,
+        }
+    }
+
+    /// A slot of `kind` for `ip`, or `None` (and the cut counted and logged) when `ip` holds its
+    /// share already.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr, kind: Kind) -> Option<Slot> {
+        let granted = {
+            let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+            let n = table.entry(ip).or_default().get(kind);
+            let ok = *n < self.cap(kind);
+            if ok {
+                *n += 1;
+            }
+            ok
+        };
+        if !granted {
+            self.cuts.cut(Some(ip), kind.over_reason());
+            return None;
+        }
+        Some(Slot { limits: self.clone(), ip, kind })
+    }
+
+    fn release(&self, ip: IpAddr, kind: Kind) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(counts) = table.get_mut(&ip) {
+            let n = counts.get(kind);
+            *n = n.saturating_sub(1);
+            if counts.is_empty() {
+                table.remove(&ip);
+            }
+        }
+    }
+
+    /// Sources currently holding anything (for tests and the log).
+    pub fn sources(&self) -> usize {
+        self.table.lock().map(|t| t.len()).unwrap_or(0)
+    }
+}
+
+/// One held slot; released when dropped.
+pub struct Slot {
+    limits: Arc<SourceLimits>,
+    ip: IpAddr,
+    kind: Kind,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.limits.release(self.ip, self.kind);
+    }
+}
+
+/// When a (source, reason) pair was last logged, and how many cuts went unlogged since.
+type LastLogged = HashMap<(Option<IpAddr>, &'static str), (Instant, u64)>;
+
+/// Counts every cut and logs it at most once per (source, reason) and interval.
+pub struct CutLog {
+    interval: Duration,
+    last: Mutex<LastLogged>,
+}
+
+/// Bound on the remembered (source, reason) pairs: past it the memory is cleared, which at worst
+/// logs a line early.
+const MAX_REMEMBERED: usize = 10_000;
+
+impl CutLog {
+    pub fn new(interval: Duration) -> Self {
+        CutLog { interval, last: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn cut(&self, source: Option<IpAddr>, reason: &'static str) {
+        metrics::connection_cut(reason);
+        let suppressed = {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.len() > MAX_REMEMBERED {
+                last.clear();
+            }
+            let entry = last.entry((source, reason)).or_insert((Instant::now() - self.interval * 2, 0));
+            if entry.0.elapsed() < self.interval {
+                entry.1 += 1;
+                return;
+            }
+            let suppressed = entry.1;
+            *entry = (Instant::now(), 0);
+            suppressed
+        };
+        let who = source.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into());
+        log::warn!(target: "limits", "cut source={who} reason={reason} also_cut_since_last_line={suppressed}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(n: usize) -> Arc<SourceLimits> {
+        SourceLimits::new(PerSourceLimits { handshakes: n, tunnels: n, connections: n }, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn a_source_gets_its_share_and_another_source_is_still_served() {
+        let l = limits(2);
+        let a: IpAddr = [127, 0, 0, 2].into();
+        let b: IpAddr = [127, 0, 0, 3].into();
+        let first = l.acquire(a, Kind::Tunnel).unwrap();
+        let _second = l.acquire(a, Kind::Tunnel).unwrap();
+        assert!(l.acquire(a, Kind::Tunnel).is_none(), "a third tunnel from one address");
+        assert!(l.acquire(a, Kind::Connection).is_some(), "kinds are counted apart");
+        assert!(l.acquire(b, Kind::Tunnel).is_some(), "another address is served");
+        drop(first);
+        assert!(l.acquire(a, Kind::Tunnel).is_some(), "a released slot is free again");
+    }
+
+    #[test]
+    fn released_sources_are_forgotten() {
+        let l = limits(1);
+        let slot = l.acquire([10, 0, 0, 1].into(), Kind::Handshake).unwrap();
+        assert_eq!(l.sources(), 1);
+        drop(slot);
+        assert_eq!(l.sources(), 0);
+    }
+}

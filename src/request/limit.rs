@@ -1,0 +1,61 @@
+//! Token buckets keyed by partner: a client certificate's thumbprint or subject, or the source
+//! address of a request without one. Backed by `governor`; idle keys are forgotten from time to
+//! time so that many distinct keys cannot grow the table without bound.
+
+use crate::config::RateConfig;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub struct Limiter {
+    buckets: DefaultKeyedRateLimiter<String>,
+    clock: DefaultClock,
+    checks: AtomicU64,
+}
+
+/// How often (in checks) idle buckets are dropped.
+const RETAIN_EVERY: u64 = 4096;
+
+impl Limiter {
+    pub fn new(rate: RateConfig) -> Self {
+        let per_second = NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(per_second).allow_burst(burst);
+        Limiter { buckets: RateLimiter::keyed(quota), clock: DefaultClock::default(), checks: AtomicU64::new(0) }
+    }
+
+    /// Takes one token from `key`'s bucket, or says how long until one is there.
+    pub fn check(&self, key: &String) -> Result<(), Duration> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % RETAIN_EVERY == RETAIN_EVERY - 1 {
+            self.buckets.retain_recent();
+        }
+        self.buckets.check_key(key).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+/// Retry-After in whole seconds, at least 1.
+pub fn retry_after(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_empties_per_key() {
+        let l = Limiter::new(RateConfig { per_second: 1, burst: 3 });
+        let (a, b) = ("partner-a".to_string(), "partner-b".to_string());
+        for _ in 0..3 {
+            assert!(l.check(&a).is_ok());
+        }
+        let wait = l.check(&a).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(l.check(&b).is_ok(), "another partner has its own bucket");
+        assert_eq!(retry_after(Duration::from_millis(300)), 1);
+        assert_eq!(retry_after(Duration::ZERO), 1);
+        assert_eq!(retry_after(Duration::from_secs(2)), 2);
+    }
+}

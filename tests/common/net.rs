@@ -1,0 +1,69 @@
+//! Raw network helpers: ClientHello records, an echo upstream, and TLS connectors with a client
+//! certificate, for tests that speak below HTTP.
+
+use super::cert;
+use openssl::pkcs12::Pkcs12;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A minimal TLS 1.2 ClientHello record with the given SNI.
+pub fn client_hello(sni: &str) -> Vec<u8> {
+    let mut ext = Vec::new();
+    let name = sni.as_bytes();
+    ext.extend_from_slice(&0u16.to_be_bytes());
+    ext.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
+    ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    ext.push(0);
+    ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    ext.extend_from_slice(name);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[9u8; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0xc0, 0x2f, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![1, 0, (body.len() >> 8) as u8, body.len() as u8];
+    hs.extend_from_slice(&body);
+    let mut record = vec![22, 3, 1, (hs.len() >> 8) as u8, hs.len() as u8];
+    record.extend_from_slice(&hs);
+    record
+}
+
+/// An upstream that echoes everything until the client's EOF, then sends `BYE` and closes: it
+/// only sees that EOF if the gateway forwards the half-close.
+pub async fn echo_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.write_all(b"BYE").await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+pub fn tls_connector(p12: Option<&str>, max: Option<SslVersion>) -> SslConnector {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(cert("root.pem")).unwrap();
+    b.set_max_proto_version(max).unwrap();
+    if let Some(p12) = p12 {
+        let parsed = Pkcs12::from_der(&std::fs::read(cert(p12)).unwrap()).unwrap().parse2("Password1").unwrap();
+        b.set_certificate(parsed.cert.as_ref().unwrap()).unwrap();
+        b.set_private_key(parsed.pkey.as_ref().unwrap()).unwrap();
+    }
+    b.set_verify(SslVerifyMode::PEER);
+    b.build()
+}

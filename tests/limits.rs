@@ -1,0 +1,434 @@
+//! Connection hardening, each attack bounded in time with short configured limits: trickling and
+//! idle tunnels are cut, one address cannot take the slots every partner shares, a revoked
+//! certificate loses its live connections, connections age out gracefully, client-chosen names
+//! make no metric series, and a flood of garbage tokens meets a rate limit.
+
+mod common;
+
+use common::net::{client_hello, echo_server, tls_connector};
+use common::{yaml, Options, System, API};
+use serde_yaml::Value;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn passthrough_to(port: u16) -> Vec<Value> {
+    vec![yaml::parse(&format!("{{sni: \"*.echo.test\", upstream: \"127.0.0.1:{port}\"}}"))]
+}
+
+/// A TCP connection to the gateway from a chosen loopback address.
+async fn connect_from(source: [u8; 4], port: u16) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(IpAddr::from(source), 0)).unwrap();
+    socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+}
+
+/// Opens a tunnel and proves it carries bytes; `None` when the gateway closed it instead.
+async fn tunnel(source: [u8; 4], port: u16, name: &str) -> Option<tokio::net::TcpStream> {
+    let mut s = connect_from(source, port).await;
+    let hello = client_hello(name);
+    s.write_all(&hello).await.ok()?;
+    let mut echoed = vec![0u8; hello.len()];
+    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echoed)).await {
+        Ok(Ok(_)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Waits until the peer closes; how long that took, or `None` if it stayed open past `limit`.
+async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+fn metric(text: &str, name: &str, label: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test]
+async fn a_trickling_tunnel_is_cut_by_the_rate_rule_and_an_idle_one_by_the_idle_timeout() {
+    let echo = echo_server().await;
+    let sys = System::start_with(Options {
+        extra_passthrough: passthrough_to(echo),
+        patches: vec![
+            ("passthrough.min_rate", yaml::parse("{bytes: 64, window: 1s}")),
+            ("passthrough.idle_timeout", "30s".into()),
+        ],
+        ..Default::default()
+    });
+    let mut trickle = tunnel([127, 0, 0, 1], sys.gateway_port, "a.echo.test").await.expect("tunnel up");
+    let writer = tokio::spawn(async move {
+        // One byte every 300 ms: alive, but far below 64 bytes a second.
+        for _ in 0..40 {
+            if trickle.write_all(b"x").await.is_err() {
+                return Some(trickle);
+            }
+            let pause = tokio::time::Instant::now() + Duration::from_millis(300);
+            let mut buf = [0u8; 16];
+            loop {
+                match tokio::time::timeout_at(pause, trickle.read(&mut buf)).await {
+                    Err(_) => break,
+                    Ok(Ok(0)) | Ok(Err(_)) => return Some(trickle),
+                    Ok(Ok(_)) => {} // the echo of our byte
+                }
+            }
+        }
+        None
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(10), writer).await.expect("bounded").unwrap();
+    assert!(ended.is_some(), "a trickling tunnel outlived 12 s");
+    assert!(metric(&sys.metrics().await, "gateway_connection_cuts_total", "reason=\"too_slow\"") >= 1);
+
+    let sys = System::start_with(Options {
+        extra_passthrough: passthrough_to(echo),
+        patches: vec![
+            ("passthrough.min_rate", yaml::parse("{bytes: 0, window: 1s}")),
+            ("passthrough.idle_timeout", "700ms".into()),
+        ],
+        ..Default::default()
+    });
+    let mut idle = tunnel([127, 0, 0, 1], sys.gateway_port, "b.echo.test").await.expect("tunnel up");
+    let took = closed_within(&mut idle, Duration::from_secs(10)).await.expect("an idle tunnel is closed");
+    assert!(took >= Duration::from_millis(500), "closed too early: {took:?}");
+    let text = sys.metrics().await;
+    assert!(metric(&text, "gateway_connection_cuts_total", "reason=\"idle\"") >= 1, "{text}");
+    assert!(metric(&text, "gateway_passthrough_connections_total", "end=\"idle\"") >= 1, "{text}");
+    let log = sys.gateway_log();
+    assert!(log.contains("cut source=127.0.0.1 reason=idle"), "{log}");
+}
+
+#[tokio::test]
+async fn per_source_caps_hold_while_a_second_address_is_served() {
+    let echo = echo_server().await;
+    let sys = System::start_with(Options {
+        extra_passthrough: passthrough_to(echo),
+        patches: vec![("limits", yaml::parse("{per_source: {tunnels: 1, connections: 1, handshakes: 2}}"))],
+        ..Default::default()
+    });
+    let port = sys.gateway_port;
+    // Tunnels: one per address.
+    let _held = tunnel([127, 0, 0, 1], port, "a.echo.test").await.expect("the first tunnel");
+    assert!(tunnel([127, 0, 0, 1], port, "b.echo.test").await.is_none(), "a second tunnel from the same address");
+    assert!(tunnel([127, 0, 0, 2], port, "c.echo.test").await.is_some(), "another address is served");
+    // Unfinished handshakes: two silent sockets hold the share of 127.0.0.3.
+    let _silent = [connect_from([127, 0, 0, 3], port).await, connect_from([127, 0, 0, 3], port).await];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = connect_from([127, 0, 0, 3], port).await;
+    assert!(
+        closed_within(&mut third, Duration::from_secs(3)).await.is_some(),
+        "a third silent socket is closed at once"
+    );
+    assert!(tunnel([127, 0, 0, 2], port, "d.echo.test").await.is_some(), "others are still served");
+    // Terminated connections: one per address.
+    let (first, second, other) = tokio::task::spawn_blocking(move || {
+        let first = bound_tls(port, [127, 0, 0, 4]);
+        let second = bound_tls(port, [127, 0, 0, 4]).is_some();
+        let other = bound_tls(port, [127, 0, 0, 5]).is_some();
+        (first.is_some(), second, other)
+    })
+    .await
+    .unwrap();
+    assert!(first, "the first TLS connection");
+    assert!(!second, "a second TLS connection from the same address");
+    assert!(other, "another address is served");
+    let text = sys.metrics().await;
+    for reason in ["source_tunnels", "source_handshakes", "source_connections"] {
+        assert!(
+            metric(&text, "gateway_connection_cuts_total", &format!("reason=\"{reason}\"")) >= 1,
+            "{reason}: {text}"
+        );
+    }
+}
+
+/// A TLS connection with the partner's certificate from `source` that answered one request.
+fn bound_tls(port: u16, source: [u8; 4]) -> Option<openssl::ssl::SslStream<TcpStream>> {
+    let socket = socket2_bind(source, port)?;
+    let mut tls = tls_connector(Some("example.client.p12"), None).connect(API, socket).ok()?;
+    tls.write_all(format!("GET /api/transactions HTTP/1.1\r\nHost: {API}\r\n\r\n").as_bytes()).ok()?;
+    let answer = read_answer(&mut tls)?;
+    answer.starts_with("HTTP/1.1").then_some(tls)
+}
+
+fn socket2_bind(source: [u8; 4], port: u16) -> Option<TcpStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let s = runtime.block_on(connect_from(source, port)).into_std().ok()?;
+    s.set_nonblocking(false).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    Some(s)
+}
+
+/// Reads one HTTP/1.1 answer (headers and a Content-Length body); `None` on EOF or error.
+fn read_answer(tls: &mut impl Read) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tls.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let len = text
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    tls.read_exact(&mut body).ok()?;
+    Some(text + &String::from_utf8_lossy(&body))
+}
+
+fn request(token: &str) -> Vec<u8> {
+    format!("POST /api/transactions HTTP/1.1\r\nHost: {API}\r\nAuthorization: Bearer {token}\r\nContent-Length: 2\r\n\r\n{{}}")
+        .into_bytes()
+}
+
+fn keepalive(port: u16, p12: &str) -> openssl::ssl::SslStream<TcpStream> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tls_connector(Some(p12), None).connect(API, tcp).unwrap()
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_loses_its_live_connections_while_another_partner_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let crl = dir.path().join("crl.pem");
+    std::fs::copy(common::cert("root.empty.crl.pem"), &crl).unwrap();
+    let sys = System::start_with(Options {
+        crl: Some(crl.display().to_string()),
+        patches: vec![("listener.revocation_grace", "500ms".into())],
+        ..Default::default()
+    });
+    let revoked_token = sys.token("revoked.client.p12", "revoked-client").await;
+    let partner_token = sys.token("example.client.p12", "partner-client").await;
+    let port = sys.gateway_port;
+    let partner = partner_token.clone();
+    let (revoked_h1, partner_h1) = tokio::task::spawn_blocking(move || {
+        let mut revoked = keepalive(port, "revoked.client.p12");
+        let mut partner_conn = keepalive(port, "example.client.p12");
+        for (conn, token) in [(&mut revoked, &revoked_token), (&mut partner_conn, &partner)] {
+            conn.write_all(&request(token)).unwrap();
+            let answer = read_answer(conn).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+        (revoked, partner_conn)
+    })
+    .await
+    .unwrap();
+    let revoked_token = sys.token("revoked.client.p12", "revoked-client").await;
+    let h2 = sys.client_builder(Some("revoked.client.p12")).http2_prior_knowledge().build().unwrap();
+    let call = |c: &reqwest::Client, t: &str| {
+        c.post(format!("https://{API}/api/transactions")).bearer_auth(t).body("{}").send()
+    };
+    assert_eq!(call(&h2, &revoked_token).await.unwrap().status(), 200, "HTTP/2 before the revocation");
+
+    std::fs::copy(common::cert("root.crl.pem"), &crl).unwrap();
+    let token = partner_token.clone();
+    let (revoked_closed, partner_ok) = tokio::task::spawn_blocking(move || {
+        let (mut revoked, mut partner) = (revoked_h1, partner_h1);
+        let started = Instant::now();
+        let mut buf = [0u8; 64];
+        // An idle HTTP/1.1 connection of the revoked partner is closed without a new request.
+        let closed = matches!(revoked.read(&mut buf), Ok(0) | Err(_)).then(|| started.elapsed());
+        partner.write_all(&request(&token)).unwrap();
+        (closed, read_answer(&mut partner))
+    })
+    .await
+    .unwrap();
+    let took = revoked_closed.expect("the revoked partner's HTTP/1.1 connection is ended");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(partner_ok.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 200")), "{partner_ok:?}");
+    // HTTP/2: the connection got GOAWAY and is gone; a new handshake with the revoked
+    // certificate fails, so nothing answers 200 any more.
+    if let Ok(r) = call(&h2, &revoked_token).await {
+        assert_ne!(r.status(), 200, "a revoked certificate was served over HTTP/2");
+    }
+    let log = sys.gateway_log();
+    assert!(log.contains("ended 2 of"), "the reload says how many connections it ended:\n{log}");
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    let sys = System::start_with(Options {
+        patches: vec![("listener.h2_idle_timeout", "500ms".into())],
+        ..Default::default()
+    });
+    let port = sys.gateway_port;
+    let took = tokio::task::spawn_blocking(move || {
+        let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+        b.set_ca_file(common::cert("root.pem")).unwrap();
+        let p12 = std::fs::read(common::cert("example.client.p12")).unwrap();
+        let parsed = openssl::pkcs12::Pkcs12::from_der(&p12).unwrap().parse2("Password1").unwrap();
+        b.set_certificate(parsed.cert.as_ref().unwrap()).unwrap();
+        b.set_private_key(parsed.pkey.as_ref().unwrap()).unwrap();
+        b.set_alpn_protos(b"\x02h2").unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = b.build().connect(API, tcp).unwrap();
+        assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+        // The client preface and an empty SETTINGS frame, then silence.
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        while started.elapsed() < Duration::from_secs(10) {
+            match tls.read(&mut buf) {
+                Ok(0) | Err(_) => return Some(started.elapsed()),
+                Ok(_) => {}
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    let took = took.expect("an idle HTTP/2 connection is closed");
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_connection_past_its_maximum_age_is_closed_gracefully() {
+    let sys = System::start_with(Options {
+        patches: vec![("listener.max_connection_age", "1s".into())],
+        ..Default::default()
+    });
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let port = sys.gateway_port;
+    let (answers, closed) = tokio::task::spawn_blocking(move || {
+        let mut conn = keepalive(port, "example.client.p12");
+        let mut answers = Vec::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(8) {
+            if conn.write_all(&request(&token)).is_err() {
+                break;
+            }
+            let Some(answer) = read_answer(&mut conn) else { break };
+            let last = answer.to_ascii_lowercase().contains("connection: close");
+            answers.push(answer);
+            if last {
+                let mut buf = [0u8; 8];
+                return (answers, matches!(conn.read(&mut buf), Ok(0) | Err(_)));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (answers, false)
+    })
+    .await
+    .unwrap();
+    assert!(answers.len() >= 3, "served before it aged: {}", answers.len());
+    assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 200")), "no request failed: {answers:?}");
+    assert!(closed, "the last answer said close and the connection ended");
+}
+
+#[tokio::test]
+async fn random_names_under_a_wildcard_route_add_no_metric_series() {
+    let echo = echo_server().await;
+    let sys = System::start_with(Options { extra_passthrough: passthrough_to(echo), ..Default::default() });
+    let before = sys.metrics().await.len();
+    let port = sys.gateway_port;
+    for batch in 0..20 {
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                    s.write_all(&client_hello(&format!("n{batch}x{i}.echo.test"))).await.unwrap();
+                    s.shutdown().await.unwrap();
+                    let mut sink = Vec::new();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut sink)).await;
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = sys.metrics().await;
+    let series: Vec<&str> = text.lines().filter(|l| l.starts_with("gateway_passthrough_connections_total")).collect();
+    assert!(series.len() <= 3, "{series:?}");
+    assert!(series.iter().all(|l| l.contains("route=\"*.echo.test\"") || l.contains("route=\"login.example.com\"")));
+    assert!(metric(&text, "gateway_passthrough_connections_total", "route=\"*.echo.test\"") >= 1000);
+    assert!(text.len() < before + 2048, "metrics grew from {before} to {} bytes", text.len());
+}
+
+#[tokio::test]
+async fn a_flood_of_garbage_tokens_meets_a_rate_limit_and_another_partner_is_not_affected() {
+    let sys = System::start_with(Options {
+        patches: vec![("limits", yaml::parse("{introspection_misses: {per_second: 1, burst: 5}}"))],
+        ..Default::default()
+    });
+    let other = sys.token("other.client.p12", "other-client").await;
+    assert_eq!(sys.call_api("other.client.p12", &other).await.status(), 200, "cached from now on");
+    let before = sys.introspections().await;
+    let flood = sys.client("example.client.p12");
+    let partner = sys.client("other.client.p12");
+    let (mut refused_401, mut limited, mut other_ok) = (0, 0, 0);
+    for i in 0..30 {
+        let r = flood
+            .post(format!("https://{API}/api/transactions"))
+            .bearer_auth(format!("garbage-{i}"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            401 => refused_401 += 1,
+            429 => {
+                limited += 1;
+                let retry =
+                    r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+                assert!(retry.is_some_and(|s| s >= 1), "Retry-After in whole seconds");
+                let body: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(body["code"], "rate_limited");
+            }
+            s => panic!("unexpected {s}"),
+        }
+        let r = partner
+            .post(format!("https://{API}/api/transactions"))
+            .bearer_auth(&other)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            other_ok += 1;
+        }
+    }
+    assert!(limited >= 20, "limited {limited}, refused {refused_401}");
+    assert!((5..=8).contains(&refused_401), "the burst, plus what refilled: {refused_401}");
+    assert_eq!(other_ok, 30, "the other partner's cached token was never limited");
+    let calls = sys.introspections().await - before;
+    assert_eq!(calls, refused_401, "only the admitted misses reached the identity server");
+}
+
+#[tokio::test]
+async fn a_route_rate_limit_counts_per_partner() {
+    let sys = System::start_with(Options {
+        patches: vec![(
+            "routes[1].filters",
+            yaml::parse(
+                "[{phantom_token: {introspection: idsvr}}, {cert_binding: {}}, {scope: {required: [transactions]}}, \
+                 {rate_limit: {per_second: 1, burst: 3}}]",
+            ),
+        )],
+        ..Default::default()
+    });
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let other = sys.token("other.client.p12", "other-client").await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(sys.call_api("example.client.p12", &token).await.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    assert_eq!(sys.call_api("other.client.p12", &other).await.status(), 200);
+}
