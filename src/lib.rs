@@ -4,7 +4,8 @@
 //!
 //! Layers, each importing only those below it:
 //! - [`app`]: the build step, model to runtime parts (used by `-t` and serving alike);
-//! - [`connection`] and [`request`]: the two halves of the runtime, which never import each other;
+//! - [`connection`] and [`request`]: the two halves of the runtime, which never import each other,
+//!   and [`ops`], the internal listener for metrics and health;
 //! - [`config`]: the file schema and the validated model;
 //! - [`host`], [`token`], [`pki`], [`metrics`]: shared leaves.
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod host;
 pub mod metrics;
+pub mod ops;
 pub mod pki;
 pub mod request;
 pub mod token;

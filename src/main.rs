@@ -7,6 +7,7 @@ use mtls_gateway::connection::crl::CrlReloader;
 use mtls_gateway::connection::limits::SourceLimits;
 use mtls_gateway::connection::live::LiveConnections;
 use mtls_gateway::connection::router::{RouterParts, SniRouter};
+use mtls_gateway::ops::{Health, OpsApp, Prober};
 use mtls_gateway::request::issuer::JwksApp;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
@@ -24,6 +25,10 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("health") {
+        return mtls_gateway::ops::health_command(&args[2..]);
+    }
     let mut opt = Opt::parse_args();
     let Some(path) = opt.conf.take() else {
         eprintln!("mtls-gateway: -c FILE is required");
@@ -71,10 +76,13 @@ fn serve(opt: Opt, mut app: App) -> ExitCode {
     edge.add_tcp(&cfg.listener.address);
     server.add_service(edge);
     server.add_service(background_service("crl-reload", CrlReloader::new(cfg.tls.clone(), app.acceptor, live)));
-    if let Some(addr) = cfg.metrics {
-        let mut prom = Service::new("metrics".to_string(), mtls_gateway::metrics::MetricsApp);
-        prom.add_tcp(&addr.to_string());
-        server.add_service(prom);
+    if let Some(ops_cfg) = cfg.metrics {
+        mtls_gateway::metrics::init();
+        let health = std::sync::Arc::new(Health::new(cfg, &ops_cfg));
+        let mut ops = Service::new("ops".to_string(), OpsApp(health.clone()));
+        ops.add_tcp(&ops_cfg.address.to_string());
+        server.add_service(ops);
+        server.add_service(background_service("readiness", Prober(health)));
     }
     if let (Some(issuer), Some(addr)) = (app.issuer, cfg.token_issuer.as_ref().and_then(|t| t.jwks_address)) {
         let mut jwks = Service::new("jwks".to_string(), JwksApp(issuer));

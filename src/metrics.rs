@@ -1,5 +1,5 @@
-//! Prometheus metrics, registered once in the default registry that pingora's
-//! `prometheus_http_service` serves.
+//! Prometheus metrics, registered once in the default registry, served by the operations listener
+//! (`ops`).
 
 use prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec, IntCounterVec, IntGaugeVec,
@@ -85,6 +85,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     .expect("register gateway_rate_limited_total"),
 });
 
+/// Registers every metric now, so that `/metrics` lists them before the first request.
+pub fn init() {
+    LazyLock::force(&METRICS);
+}
+
 pub fn request(route: &str, status: u16, elapsed: Duration) {
     let m = &*METRICS;
     m.requests.with_label_values(&[route, &status.to_string()]).inc();
@@ -120,24 +125,14 @@ pub fn rate_limited(limit: &'static str) {
     METRICS.rate_limited.with_label_values(&[limit]).inc();
 }
 
-/// Serves the default registry in Prometheus text format on the metrics listener.
-pub struct MetricsApp;
-
-#[async_trait::async_trait]
-impl pingora_core::apps::http_app::ServeHttp for MetricsApp {
-    async fn response(&self, _session: &mut pingora_core::protocols::http::ServerSession) -> http::Response<Vec<u8>> {
-        use prometheus::Encoder;
-        let encoder = prometheus::TextEncoder::new();
-        let mut body = Vec::new();
-        let status = match encoder.encode(&prometheus::gather(), &mut body) {
-            Ok(()) => 200,
-            Err(_) => 500,
-        };
-        http::Response::builder()
-            .status(status)
-            .header("content-type", encoder.format_type())
-            .header("content-length", body.len())
-            .body(body)
-            .unwrap_or_default()
-    }
+/// The default registry in Prometheus text format: (status, content type, body).
+pub fn encode() -> (u16, String, Vec<u8>) {
+    use prometheus::Encoder;
+    let encoder = prometheus::TextEncoder::new();
+    let mut body = Vec::new();
+    let status = match encoder.encode(&prometheus::gather(), &mut body) {
+        Ok(()) => 200,
+        Err(_) => 500,
+    };
+    (status, encoder.format_type().to_string(), body)
 }

@@ -261,6 +261,14 @@ impl CorsConfig {
     }
 }
 
+/// The internal operations listener: metrics and health.
+#[derive(Debug, Clone, Copy)]
+pub struct OpsConfig {
+    pub address: SocketAddr,
+    pub probe_interval: Duration,
+    pub ready_window: Duration,
+}
+
 #[derive(Debug)]
 pub struct Config {
     pub path: PathBuf,
@@ -270,7 +278,7 @@ pub struct Config {
     pub passthrough: PassthroughConfig,
     pub introspection: BTreeMap<String, IntrospectionConfig>,
     pub routes: Vec<RouteConfig>,
-    pub metrics: Option<SocketAddr>,
+    pub metrics: Option<OpsConfig>,
     /// Header names stripped from every request on top of the built-in families.
     pub strip_headers: Vec<http::HeaderName>,
     pub limits: LimitsConfig,
@@ -350,10 +358,10 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
     if raw.routes.is_empty() {
         check.fail("routes", "at least one route is needed");
     }
-    let metrics = raw
-        .metrics
-        .as_ref()
-        .and_then(|m| check.ok("metrics.address", m.address.parse().map_err(|e| format!("{:?}: {e}", m.address))));
+    let metrics = raw.metrics.as_ref().and_then(|m| {
+        let address = check.ok("metrics.address", m.address.parse().map_err(|e| format!("{:?}: {e}", m.address)))?;
+        Some(OpsConfig { address, probe_interval: dur(m.probe_interval, 5), ready_window: dur(m.ready_window, 30) })
+    });
     let strip_headers = header_names(check, &raw.strip_headers);
     let limits = limits(check, &raw.limits, passthrough.max_connections);
     let token_issuer = raw.token_issuer.as_ref().and_then(|t| token_issuer(check, t));

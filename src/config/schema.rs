@@ -263,6 +263,10 @@ pub struct Scope {
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
     pub address: String,
+    /// How often `/readyz` probes the listener and the identity servers.
+    pub probe_interval: Option<Dur>,
+    /// How old the last successful probe may be for `/readyz` to answer 200.
+    pub ready_window: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

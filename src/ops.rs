@@ -1,0 +1,161 @@
+//! The internal operations listener: `/metrics` (Prometheus), `/healthz` (the process is alive)
+//! and `/readyz` (the configuration is loaded, the public listener accepts connections, and every
+//! identity server answered a TCP connect within the recent window), as JSON. Readiness is probed
+//! in the background, so a probe request never waits on the network.
+
+use crate::config::{Config, OpsConfig};
+use async_trait::async_trait;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use serde_json::json;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One thing `/readyz` depends on, and when it last answered.
+struct Target {
+    name: String,
+    address: String,
+    last_ok: Option<Instant>,
+}
+
+pub struct Health {
+    targets: Mutex<Vec<Target>>,
+    /// How often the probes run, and how old a success may be for `/readyz`.
+    every: Duration,
+    window: Duration,
+}
+
+impl Health {
+    /// The public listener and every introspection endpoint (at its `resolve` address if set).
+    pub fn new(cfg: &Config, ops: &OpsConfig) -> Self {
+        let mut targets =
+            vec![Target { name: "listener".into(), address: cfg.listener.address.clone(), last_ok: None }];
+        for (name, i) in &cfg.introspection {
+            let address = match (i.resolve, i.endpoint.host_str(), i.endpoint.port_or_known_default()) {
+                (Some(addr), _, _) => addr.to_string(),
+                (None, Some(host), Some(port)) => format!("{host}:{port}"),
+                _ => continue,
+            };
+            targets.push(Target { name: format!("introspection.{name}"), address, last_ok: None });
+        }
+        Health { targets: Mutex::new(targets), every: ops.probe_interval, window: ops.ready_window }
+    }
+
+    async fn probe(&self) {
+        let addresses: Vec<(usize, String)> = match self.targets.lock() {
+            Ok(t) => t.iter().enumerate().map(|(i, t)| (i, t.address.clone())).collect(),
+            Err(_) => return,
+        };
+        for (i, address) in addresses {
+            let connect = tokio::net::TcpStream::connect(address.as_str());
+            let ok = matches!(tokio::time::timeout(Duration::from_secs(2), connect).await, Ok(Ok(_)));
+            if let (true, Ok(mut t)) = (ok, self.targets.lock()) {
+                t[i].last_ok = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Whether every target answered recently, and the JSON that says so.
+    pub fn readiness(&self) -> (bool, serde_json::Value) {
+        let Ok(targets) = self.targets.lock() else {
+            return (false, json!({ "status": "unknown" }));
+        };
+        let mut ready = true;
+        let mut checks = serde_json::Map::new();
+        for t in targets.iter() {
+            let age = t.last_ok.map(|at| at.elapsed());
+            let ok = age.is_some_and(|a| a <= self.window);
+            ready &= ok;
+            let age_ms = age.map(|a| a.as_millis() as u64);
+            checks.insert(t.name.clone(), json!({ "ok": ok, "address": t.address, "last_ok_ms_ago": age_ms }));
+        }
+        let status = if ready { "ready" } else { "not_ready" };
+        (ready, json!({ "status": status, "checks": checks }))
+    }
+}
+
+/// Runs the readiness probes until shutdown.
+pub struct Prober(pub std::sync::Arc<Health>);
+
+#[async_trait]
+impl BackgroundService for Prober {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            self.0.probe().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.0.every) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz`.
+pub struct OpsApp(pub std::sync::Arc<Health>);
+
+#[async_trait]
+impl ServeHttp for OpsApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        match session.req_header().uri.path() {
+            "/healthz" => answer(200, "application/json", json!({ "status": "live" }).to_string().into_bytes()),
+            "/readyz" => {
+                let (ready, body) = self.0.readiness();
+                answer(if ready { 200 } else { 503 }, "application/json", body.to_string().into_bytes())
+            }
+            _ => {
+                let (status, content_type, body) = crate::metrics::encode();
+                answer(status, &content_type, body)
+            }
+        }
+    }
+}
+
+fn answer(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .header("cache-control", "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+/// `mtls-gateway health [ADDRESS] [--live]`: asks a running gateway's operations listener, for
+/// container health checks. Exit status 0 when it answers 200.
+pub fn health_command(args: &[String]) -> std::process::ExitCode {
+    let live = args.iter().any(|a| a == "--live");
+    let address = args.iter().find(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("127.0.0.1:9090");
+    let path = if live { "/healthz" } else { "/readyz" };
+    match get(address, path) {
+        Ok((status, body)) => {
+            println!("{body}");
+            if status == 200 {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("mtls-gateway health: {address}{path}: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET with a short timeout; (status, body).
+fn get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(address)?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the address resolves to nothing"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
