@@ -339,6 +339,9 @@ impl System {
             );
             yaml::set(v, &at("issuer"), "https://login.example.com/oauth/v2/oauth-anonymous");
         }
+        if o.response != "jwt" {
+            yaml::set(v, &at("audiences"), vec!["api.example.com"]);
+        }
     }
 
     /// Two keys, the signing one first: PS256 and ES256 in the order the options ask.
@@ -353,7 +356,7 @@ impl System {
                 cert(&format!("gateway-signing.{file}.key"))
             ))
         };
-        let mut t = yaml::parse("issuer: https://gateway.example.com\naudience: api.example.com\nlifetime: 120s");
+        let mut t = yaml::parse("issuer: https://gateway.example.com\nlifetime: 120s");
         yaml::set(&mut t, "jwks_address", format!("127.0.0.1:{}", self.jwks_port));
         yaml::set(&mut t, "keys", Value::Sequence(vec![key(signing), key(other)]));
         t
@@ -490,7 +493,14 @@ impl System {
 
 /// Runs the gateway's validate mode on a file: (exit success, stdout + stderr).
 pub fn validate(config: &Path) -> (bool, String) {
-    let out = Command::new(bin("mtls-gateway")).arg("-t").arg("-c").arg(config).output().unwrap();
+    // conf/oidc-provider.yaml reads its introspection secret from this variable.
+    let out = Command::new(bin("mtls-gateway"))
+        .arg("-t")
+        .arg("-c")
+        .arg(config)
+        .env("INTROSPECTION_CLIENT_SECRET", "Password1")
+        .output()
+        .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }

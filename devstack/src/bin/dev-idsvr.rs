@@ -228,9 +228,17 @@ impl IdSvr {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("application/jwt"));
         let claims = self.active_claims(opaque);
+        // Like Curity, answers may be kept by the gateway (no `no-store`): inactive ones for the
+        // gateway's negative_ttl, active ones until the token expires.
+        let keep = [("cache-control", "private")];
         match (claims, wants_jwt) {
-            (None, true) => devkit::bytes_response(204, "application/jwt", Vec::new(), &[]),
-            (None, false) => json_response(200, &json!({ "active": false })),
+            (None, true) => devkit::bytes_response(204, "application/jwt", Vec::new(), &keep),
+            (None, false) => devkit::bytes_response(
+                200,
+                "application/json",
+                json!({ "active": false }).to_string().into_bytes(),
+                &keep,
+            ),
             (Some(c), true) => match self.sign(&c) {
                 Ok(jwt) => {
                     // Like Curity: the answer may be cached until the token expires.
@@ -243,7 +251,8 @@ impl IdSvr {
             (Some(mut c), false) => {
                 c["active"] = json!(true);
                 c["token_type"] = json!("bearer");
-                json_response(200, &c)
+                let cc = format!("private, max-age={}", c["exp"].as_u64().unwrap_or(0).saturating_sub(now()));
+                devkit::bytes_response(200, "application/json", c.to_string().into_bytes(), &[("cache-control", &cc)])
             }
         }
     }
