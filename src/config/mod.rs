@@ -733,7 +733,9 @@ fn client_auth(check: &mut Check, key: &str, i: &schema::Introspection) -> Optio
     let method = i.client_auth.unwrap_or_default();
     let secrets = [
         i.client_secret.as_ref().map(|s| ("client_secret", Secret::Inline(s.clone()))),
-        i.client_secret_file.as_ref().map(|p| ("client_secret_file", Secret::File(check.dir.join(p)))),
+        i.client_secret_file
+            .as_ref()
+            .map(|p| ("client_secret_file", Secret::File(check.file(&format!("{key}.client_secret_file"), p)))),
         i.client_secret_env.as_ref().map(|v| ("client_secret_env", Secret::Env(v.clone()))),
     ];
     let mut secrets: Vec<(&str, Secret)> = secrets.into_iter().flatten().collect();
@@ -992,5 +994,54 @@ mod tests {
         let p = problems(|d| set(d, &["introspection", "idsvr", "response"], "json".into()));
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("introspection.idsvr.response: json and rfc9701 need a token_issuer section"));
+    }
+
+    #[test]
+    fn rfc9701_needs_an_issuer_and_keys_a_mode_ignores_are_errors() {
+        let p = problems(|d| {
+            set(d, &["introspection", "idsvr", "response"], "rfc9701".into());
+            set(d, &["introspection", "idsvr", "jwks_url"], "https://login.example.com/jwks".into());
+        });
+        assert!(p.iter().any(|l| l.contains("introspection.idsvr.issuer: rfc9701 needs")), "{p:?}");
+        let p = problems(|d| set(d, &["introspection", "idsvr", "issuer"], "https://x".into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("introspection.idsvr.issuer: does not apply to response: jwt (write it under verify)"));
+        let p = problems(|d| {
+            set(d, &["introspection", "idsvr", "response"], "json".into());
+            set(d, &["introspection", "idsvr", "jwks_url"], "https://x/jwks".into());
+        });
+        assert!(
+            p.iter().any(|l| l.contains("introspection.idsvr.jwks_url: does not apply to response: json")),
+            "{p:?}"
+        );
+        let p = problems(|d| {
+            set(d, &["introspection", "idsvr", "verify"], serde_yaml::from_str("{audiences: [a]}").unwrap())
+        });
+        assert!(p.iter().any(|l| l.contains("introspection.idsvr.verify.issuer: verification needs")), "{p:?}");
+    }
+
+    #[test]
+    fn a_resolve_port_that_would_be_ignored_is_an_error() {
+        let p = problems(|d| set(d, &["introspection", "idsvr", "resolve"], "127.0.0.1:9999".into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("introspection.idsvr.resolve: port 9999 differs from the port 8444"), "{p:?}");
+    }
+
+    #[test]
+    fn client_authentication_keys_must_fit_the_method() {
+        let p = problems(|d| set(d, &["introspection", "idsvr", "client_auth"], "private_key_jwt".into()));
+        assert!(p
+            .iter()
+            .any(|l| l.contains("introspection.idsvr.client_secret: does not apply to client_auth: private_key_jwt")));
+        assert!(p.iter().any(|l| l.contains("introspection.idsvr.client_key: client_auth: private_key_jwt needs it")));
+        let p = problems(|d| set(d, &["introspection", "idsvr", "client_secret_env"], "X".into()));
+        assert!(p
+            .iter()
+            .any(|l| l.contains("give exactly one of client_secret, client_secret_file, client_secret_env")));
+        let p = problems(|d| {
+            set(d, &["introspection", "idsvr", "client_secret"], serde_yaml::Value::Null);
+            set(d, &["introspection", "idsvr", "client_secret_file"], "../certs/none.secret".into());
+        });
+        assert!(p.iter().any(|l| l.contains("client_secret_file: cannot read")), "{p:?}");
     }
 }

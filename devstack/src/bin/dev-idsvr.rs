@@ -50,6 +50,9 @@ struct Config {
     clients: Vec<Client>,
     /// PEM RSA key for signing JWTs (PS256); a fresh one is made at every start when absent.
     signing_key: Option<String>,
+    /// A fixed `kid` for the signing key. With a fresh key at every start, a restart then
+    /// publishes a new key under the same `kid`, as some identity servers do (for rotation tests).
+    signing_kid: Option<String>,
     #[serde(default)]
     dev_endpoints: bool,
     #[serde(default = "default_threads")]
@@ -126,7 +129,8 @@ impl IdSvr {
         };
         let der = rsa.private_key_to_der().map_err(|e| e.to_string())?;
         // The key id is derived from the key, so a configured key keeps its kid across restarts.
-        let kid = token::thumbprint(&rsa.public_key_to_der().map_err(|e| e.to_string())?)[..12].to_string();
+        let derived = token::thumbprint(&rsa.public_key_to_der().map_err(|e| e.to_string())?)[..12].to_string();
+        let kid = cfg.signing_kid.clone().unwrap_or(derived);
         let pkey = openssl::pkey::PKey::from_rsa(rsa).map_err(|e| e.to_string())?;
         let jwk = public_jwk(&pkey, &kid, SigningAlg::PS256)?;
         Ok(IdSvr {
