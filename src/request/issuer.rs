@@ -205,4 +205,14 @@ mod tests {
             assert!(issuer.issue(&intro(-5), &checked(&intro(-5))).is_err(), "expired tokens are not issued");
         }
     }
+
+    #[test]
+    fn the_audience_is_the_tokens_never_a_configured_one() {
+        let (issuer, _dir) = issuer(SigningAlg::ES256);
+        let payload = |jwt: &str| crate::token::jwt_payload(jwt).unwrap();
+        let other = Checked { exp: intro(30)["exp"].as_i64(), aud: Some(json!("other-api")) };
+        assert_eq!(payload(&issuer.issue(&intro(30), &other).unwrap().0)["aud"], "other-api");
+        let none = Checked { exp: intro(30)["exp"].as_i64(), aud: None };
+        assert!(payload(&issuer.issue(&intro(30), &none).unwrap().0).get("aud").is_none());
+    }
 }
