@@ -1,11 +1,13 @@
 //! The build step: turns the validated model into the runtime parts (the TLS acceptor, the token
 //! issuer, one introspector per section, the routes with their filter chains and upstream peers).
 //! `-t` and serving both call [`build`], so `-t` proves exactly what serving would use, and every
-//! problem is reported at once, as `FILE: key: message`.
+//! problem is reported at once, as `FILE: key: message`. Discovery of identity servers happens
+//! here too, so `-t` reports what it found.
 
-use crate::config::{Config, Problems};
+use crate::config::{Config, IntrospectionConfig, Problem, Problems};
 use crate::connection::crl::SharedAcceptor;
 use crate::connection::tls::build_acceptor;
+use crate::request::discovery;
 use crate::request::filters::{build_chain, ChainParts};
 use crate::request::headers::StripList;
 use crate::request::introspect::Introspector;
@@ -24,6 +26,8 @@ pub struct App {
     pub gateway: Gateway,
     /// Signs the JWTs of json and rfc9701 modes; its JWKS is served on `token_issuer.jwks_address`.
     pub issuer: Option<Arc<TokenIssuer>>,
+    /// What the build found out (discovery results), for `-t` to print.
+    pub report: Vec<String>,
 }
 
 /// Builds every runtime part of `config`, or reports every problem found.
@@ -35,8 +39,10 @@ pub fn build(config: Config) -> Result<App, Problems> {
         None => None,
     };
     let mut introspectors = BTreeMap::new();
+    let mut report = Vec::new();
     for (name, i) in &config.introspection {
-        match Introspector::new(i.clone(), issuer.clone()) {
+        let built = discovered(i.clone(), &mut report).and_then(|i| Introspector::new(i, issuer.clone()));
+        match built {
             Ok(intro) => drop(introspectors.insert(name.clone(), Arc::new(intro))),
             Err(p) => problems.add(p),
         }
@@ -46,7 +52,51 @@ pub fn build(config: Config) -> Result<App, Problems> {
     let routes = routes(&config, &parts, &mut problems);
     let gateway = Gateway::new(routes, StripList::new(&config.strip_headers));
     let acceptor = problems.or(acceptor)?;
-    Ok(App { acceptor: Arc::new(ArcSwap::from_pointee(acceptor)), gateway, issuer, config })
+    Ok(App { acceptor: Arc::new(ArcSwap::from_pointee(acceptor)), gateway, issuer, config, report })
+}
+
+/// Fills in what discovery finds and the section does not say; keys written in the section win.
+fn discovered(mut cfg: IntrospectionConfig, report: &mut Vec<String>) -> Result<IntrospectionConfig, Problem> {
+    let Some(issuer) = cfg.discovery.clone() else {
+        return Ok(cfg);
+    };
+    let key = format!("introspection.{}.discovery", cfg.name);
+    let found = block_on(discover(&cfg, &issuer)).map_err(|e| Problem::new(&key, e))?;
+    report.push(format!(
+        "{key}: {} gives issuer {}, introspection_endpoint {}, jwks_uri {}",
+        found.source,
+        found.issuer,
+        found.introspection_endpoint.as_ref().map_or("-", |u| u.as_str()),
+        found.jwks_uri.as_ref().map_or("-", |u| u.as_str()),
+    ));
+    cfg.endpoint = cfg.endpoint.or(found.introspection_endpoint);
+    cfg.jwks_url = cfg.jwks_url.or(found.jwks_uri);
+    cfg.issuer = cfg.issuer.or(Some(found.issuer));
+    // The section's resolve port must fit discovered URLs as it must fit written ones.
+    if let Some(addr) = cfg.resolve {
+        for u in [&cfg.endpoint, &cfg.jwks_url].into_iter().flatten() {
+            if u.port().is_some_and(|p| p != addr.port()) {
+                return Err(Problem::new(&key, format!("{u} has another port than resolve {addr}")));
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+/// A client of its own for discovery: it runs on a short-lived runtime of its own, before the
+/// servers' runtimes exist, and must not leave pooled connections bound to it.
+async fn discover(cfg: &IntrospectionConfig, issuer: &url::Url) -> Result<discovery::Metadata, String> {
+    let mut builder = crate::pki::pinned_client(&cfg.ca)?.connect_timeout(cfg.connect_timeout).timeout(cfg.timeout);
+    if let (Some(addr), Some(host)) = (cfg.resolve, issuer.host_str()) {
+        builder = builder.resolve(host, addr);
+    }
+    let client = builder.build().map_err(|e| e.to_string())?;
+    discovery::discover(&client, issuer).await
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(f)
 }
 
 fn routes(config: &Config, parts: &ChainParts, problems: &mut Problems) -> Vec<Route> {

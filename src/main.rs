@@ -44,6 +44,9 @@ fn main() -> ExitCode {
         }
     };
     if opt.test {
+        for line in &app.report {
+            println!("{path}: {line}");
+        }
         println!("{path}: configuration OK");
         return ExitCode::SUCCESS;
     }

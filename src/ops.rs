@@ -33,7 +33,9 @@ impl Health {
         let mut targets =
             vec![Target { name: "listener".into(), address: cfg.listener.address.clone(), last_ok: None }];
         for (name, i) in &cfg.introspection {
-            let address = match (i.resolve, i.endpoint.host_str(), i.endpoint.port_or_known_default()) {
+            // A discovered endpoint is on the discovery URL's server, as far as a probe can tell.
+            let Some(url) = i.endpoint.as_ref().or(i.discovery.as_ref()) else { continue };
+            let address = match (i.resolve, url.host_str(), url.port_or_known_default()) {
                 (Some(addr), _, _) => addr.to_string(),
                 (None, Some(host), Some(port)) => format!("{host}:{port}"),
                 _ => continue,

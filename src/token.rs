@@ -39,8 +39,13 @@ impl Claims {
     }
 }
 
-/// The payload of a compact JWS, decoded but not verified.
+/// The claims of a compact JWS, decoded but not verified.
 pub fn decode_claims(jwt: &str) -> Option<Claims> {
+    serde_json::from_value(serde_json::Value::Object(jwt_payload(jwt)?)).ok()
+}
+
+/// The payload of a compact JWS as a JSON object, decoded but not verified.
+pub fn jwt_payload(jwt: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     let mut parts = jwt.split('.');
     let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {

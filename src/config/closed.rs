@@ -90,3 +90,58 @@ pub enum RateKey {
     /// The certificate's subject DN: one bucket per partner across its certificates.
     Subject,
 }
+
+/// How the gateway authenticates to the introspection endpoint (RFC 7591 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    #[default]
+    ClientSecretBasic,
+    ClientSecretPost,
+    /// RFC 7523 client assertion signed with the configured key.
+    PrivateKeyJwt,
+    /// RFC 8705 client certificate on the TLS connection to the identity server.
+    TlsClientAuth,
+}
+
+/// What a token without `aud` means when `audiences` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingAudience {
+    /// 401: a token that names no API is not accepted for this one.
+    #[default]
+    Refuse,
+    /// The identity server issues tokens without `aud`: treat them as meant for `audiences`.
+    Accept,
+}
+
+/// JWS algorithms accepted from the identity server (never `none`, never HMAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwsAlg {
+    PS256,
+    PS384,
+    PS512,
+    RS256,
+    RS384,
+    RS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl JwsAlg {
+    pub fn algorithm(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as A;
+        match self {
+            JwsAlg::PS256 => A::PS256,
+            JwsAlg::PS384 => A::PS384,
+            JwsAlg::PS512 => A::PS512,
+            JwsAlg::RS256 => A::RS256,
+            JwsAlg::RS384 => A::RS384,
+            JwsAlg::RS512 => A::RS512,
+            JwsAlg::ES256 => A::ES256,
+            JwsAlg::ES384 => A::ES384,
+            JwsAlg::EdDSA => A::EdDSA,
+        }
+    }
+}

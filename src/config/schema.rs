@@ -3,7 +3,9 @@
 //! Only `config::load` reads these; everything else uses the validated model in `config`.
 //! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
 
-pub use crate::config::closed::{RateKey, ResponseMode, SigningAlg, TlsVersion, UnknownSni};
+pub use crate::config::closed::{
+    ClientAuthMethod, JwsAlg, MissingAudience, RateKey, ResponseMode, SigningAlg, TlsVersion, UnknownSni,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -169,11 +171,23 @@ pub struct Upstream {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Introspection {
-    pub endpoint: String,
+    /// The identity server's issuer URL: RFC 8414 metadata (then OpenID Connect discovery) fills
+    /// in `endpoint`, `jwks_url` and `issuer` at start; keys written here override it.
+    pub discovery: Option<String>,
+    pub endpoint: Option<String>,
     pub client_id: String,
-    pub client_secret: String,
+    /// How the gateway authenticates to the introspection endpoint (default client_secret_basic).
+    pub client_auth: Option<ClientAuthMethod>,
+    /// The secret of client_secret_basic/post: inline, or from a file, or an environment variable.
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    /// private_key_jwt: the PEM key signing the client assertion; tls_client_auth: the certificate's key.
+    pub client_key: Option<String>,
+    /// tls_client_auth: the PEM client certificate presented to the identity server.
+    pub client_certificate: Option<String>,
     pub ca: String,
-    /// Connect here instead of resolving the endpoint's host (like curl's `--resolve`).
+    /// Connect here instead of resolving the identity server's host (like curl's `--resolve`).
     pub resolve: Option<String>,
     pub connect_timeout: Option<Dur>,
     pub timeout: Option<Dur>,
@@ -184,6 +198,36 @@ pub struct Introspection {
     pub jwks_url: Option<String>,
     /// `rfc9701`: the `iss` the signed responses must carry.
     pub issuer: Option<String>,
+    /// `json`, `rfc9701`: the accepted values of the token's `aud`.
+    pub audiences: Option<Vec<String>>,
+    /// What a token without `aud` means when audiences are set (default refuse).
+    pub missing_audience: Option<MissingAudience>,
+    /// Clock skew allowed on `nbf` and `exp`.
+    pub leeway: Option<Dur>,
+    /// `jwt`: verify the identity server's JWT before trusting or forwarding it.
+    pub verify: Option<Verify>,
+    /// Lifetime and refetch rules of the identity server's JWKS.
+    #[serde(default)]
+    pub jwks: JwksCache,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub algorithms: Option<Vec<JwsAlg>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksCache {
+    pub default_ttl: Option<Dur>,
+    pub min_ttl: Option<Dur>,
+    pub max_ttl: Option<Dur>,
+    pub refetch_interval: Option<Dur>,
+    pub max_stale: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,6 +236,8 @@ pub struct Cache {
     pub max_ttl: Option<Dur>,
     pub max_entries: Option<u64>,
     pub negative_ttl: Option<Dur>,
+    /// Cache answers marked `Cache-Control: no-store` anyway (still for at most max_ttl).
+    pub ignore_no_store: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,7 +319,6 @@ pub struct Metrics {
 #[serde(deny_unknown_fields)]
 pub struct TokenIssuer {
     pub issuer: String,
-    pub audience: String,
     /// Longest lifetime of an issued JWT; never past the introspected token's `exp`.
     pub lifetime: Option<Dur>,
     /// The first key signs; every key is published in the JWKS (rotation).

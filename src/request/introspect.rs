@@ -1,19 +1,26 @@
 //! Token introspection against the identity server, behind a cache that coalesces concurrent misses.
 //!
-//! `POST` with the token form-encoded and HTTP Basic client authentication, in one of three response
-//! modes: the reference's (`Accept: application/jwt`; 200 answers the access token as a JWT, 204 says
-//! the token is not active), RFC 7662 JSON, or RFC 9701 signed JSON; in the last two the gateway
-//! issues the JWT itself (`issuer`). The cache is keyed by SHA-256 of the token (never the token itself), an
-//! entry's lifetime is fixed when it is inserted (reads never extend it) and is the smallest of the
-//! configured maximum, the JWT's `exp` and the response's `Cache-Control: max-age`. Errors are never
-//! cached: a dependency outage must not outlive the outage.
+//! `POST` with the token form-encoded and the client's authentication ([`client_auth`]), in one of
+//! three response modes: the reference's (`Accept: application/jwt`; 200 answers the access token as
+//! a JWT, verified against the identity server's keys when `verify` is on; 204 says the token is not
+//! active), RFC 7662 JSON, or RFC 9701 signed JSON; in the last two the gateway issues the JWT
+//! itself (`issuer`). In every mode the token's own claims pass [`claims::check`] (exp, nbf,
+//! token_type, aud). The cache is keyed by SHA-256 of the token (never the token itself), an entry's
+//! lifetime is fixed when it is inserted (reads never extend it) and is the smallest of the
+//! configured maximum, the JWT's `exp` and the response's `Cache-Control: max-age`; a `no-store`
+//! answer is not kept unless `cache.ignore_no_store` says so. Errors are never cached: a
+//! dependency outage must not outlive the outage.
+//!
+//! [`client_auth`]: crate::request::client_auth
 
 use crate::config::{IntrospectionConfig, Problem, ResponseMode};
 use crate::metrics;
 use crate::pki::pinned_client;
+use crate::request::claims::{self, ClaimError};
+use crate::request::client_auth::ClientAuthenticator;
 use crate::request::issuer::TokenIssuer;
-use crate::request::jwks::RemoteJwks;
-use crate::token::{decode_claims, unix_now, Claims};
+use crate::request::jwks::{max_age, JwksError, RemoteJwks};
+use crate::token::{jwt_payload, unix_now, Claims};
 use jsonwebtoken::{Algorithm, Validation};
 use moka::future::Cache;
 use moka::Expiry;
@@ -42,6 +49,8 @@ impl ActiveToken {
 pub enum TokenState {
     Active(Arc<ActiveToken>),
     Inactive,
+    /// Active at the identity server, but refused by one of the gateway's checks (the reason).
+    Refused(&'static str),
 }
 
 #[derive(Debug)]
@@ -89,26 +98,40 @@ impl Expiry<[u8; 32], Arc<Entry>> for FixedLifetime {
 
 pub struct Introspector {
     cfg: IntrospectionConfig,
+    endpoint: url::Url,
     client: reqwest::Client,
+    auth: ClientAuthenticator,
     cache: Cache<[u8; 32], Arc<Entry>>,
     /// Signs the JWT in `json` and `rfc9701` modes.
     issuer: Option<Arc<TokenIssuer>>,
-    /// The identity server's keys, in `rfc9701` mode.
+    /// The identity server's keys: `rfc9701` answers, or verified JWTs in `jwt` mode.
     remote_jwks: Option<RemoteJwks>,
 }
 
 impl Introspector {
-    /// Builds the HTTP client (trusting only the configured CA) and the cache. The model has
-    /// already checked that json and rfc9701 modes have an issuer.
+    /// Reads the client's credentials, builds the HTTP client (trusting only the configured CA)
+    /// and the cache. `cfg` is complete: discovery, if any, has filled it in.
     pub fn new(cfg: IntrospectionConfig, issuer: Option<Arc<TokenIssuer>>) -> Result<Self, Problem> {
         let key = format!("introspection.{}", cfg.name);
-        let client = http_client(&cfg).map_err(|e| Problem::new(format!("{key}.ca"), e))?;
+        let endpoint = cfg
+            .endpoint
+            .clone()
+            .ok_or_else(|| Problem::new(format!("{key}.endpoint"), "discovery found no introspection_endpoint"))?;
+        // RFC 7523 §3: the assertion names the server; its issuer identifier when known.
+        let audience = cfg.issuer.clone().unwrap_or_else(|| endpoint.to_string());
+        let (auth, identity) = ClientAuthenticator::build(&cfg.client_id, &cfg.client_auth, &key, &audience)?;
+        let client = http_client(&cfg, &endpoint, identity).map_err(|e| Problem::new(format!("{key}.ca"), e))?;
         let cache = Cache::builder().max_capacity(cfg.max_entries).expire_after(FixedLifetime).build();
-        let remote_jwks = match (&cfg.mode, &cfg.jwks_url) {
-            (ResponseMode::Rfc9701, Some(url)) => Some(RemoteJwks::new(url.to_string(), client.clone())),
+        let signed = cfg.mode == ResponseMode::Rfc9701 || cfg.verify_jwt;
+        let remote_jwks = match (&cfg.jwks_url, signed) {
+            (Some(url), true) => Some(RemoteJwks::new(url.to_string(), client.clone(), cfg.jwks)),
+            (None, true) => return Err(Problem::new(format!("{key}.jwks_url"), "discovery found no jwks_uri")),
             _ => None,
         };
-        Ok(Introspector { cfg, client, cache, issuer, remote_jwks })
+        if signed && cfg.issuer.is_none() {
+            return Err(Problem::new(format!("{key}.issuer"), "discovery found no issuer"));
+        }
+        Ok(Introspector { cfg, endpoint, client, auth, cache, issuer, remote_jwks })
     }
 
     pub fn name(&self) -> &str {
@@ -149,8 +172,11 @@ impl Introspector {
         let started = Instant::now();
         let result = self.call(token).await;
         let label = match &result {
-            Ok(e) if matches!(e.state, TokenState::Active(_)) => "active",
-            Ok(_) => "inactive",
+            Ok(e) => match e.state {
+                TokenState::Active(_) => "active",
+                TokenState::Inactive => "inactive",
+                TokenState::Refused(r) => r,
+            },
             Err(IntrospectError::Unavailable(r)) | Err(IntrospectError::BadAnswer(r)) => r,
         };
         metrics::introspection(&self.cfg.name, label, started.elapsed());
@@ -163,33 +189,31 @@ impl Introspector {
             ResponseMode::Json => "application/json",
             ResponseMode::Rfc9701 => "application/token-introspection+jwt",
         };
-        let response = self
-            .client
-            .post(self.cfg.endpoint.clone())
-            .basic_auth(&self.cfg.client_id, Some(&self.cfg.client_secret))
-            .header(reqwest::header::ACCEPT, accept)
-            .form(&[("token", token)])
-            .send()
-            .await
-            .map_err(|e| {
-                log::warn!("introspection {}: {}", self.cfg.name, error_chain(&e));
-                IntrospectError::Unavailable(if e.is_timeout() {
-                    "introspection_timeout"
-                } else {
-                    "introspection_unreachable"
-                })
-            })?;
+        let mut form = vec![("token", token.to_string())];
+        let request = self.client.post(self.endpoint.clone()).header(reqwest::header::ACCEPT, accept);
+        let request = self.auth.apply(request, &mut form).map_err(|e| {
+            log::warn!("introspection {}: cannot authenticate: {e}", self.cfg.name);
+            IntrospectError::BadAnswer("introspection_client_auth")
+        })?;
+        let response = request.form(&form).send().await.map_err(|e| {
+            log::warn!("introspection {}: {}", self.cfg.name, error_chain(&e));
+            IntrospectError::Unavailable(if e.is_timeout() {
+                "introspection_timeout"
+            } else {
+                "introspection_unreachable"
+            })
+        })?;
         let status = response.status().as_u16();
-        let max_age = max_age(response.headers());
+        let life = Life::of(response.headers(), self.cfg.ignore_no_store);
         match status {
-            204 if self.cfg.mode == ResponseMode::Jwt => Ok(self.inactive()),
+            204 if self.cfg.mode == ResponseMode::Jwt => Ok(self.inactive(life)),
             200 => {
                 let body =
                     response.text().await.map_err(|_| IntrospectError::Unavailable("introspection_read_failed"))?;
                 match &self.cfg.mode {
-                    ResponseMode::Jwt => self.jwt_entry(body.trim(), max_age),
-                    ResponseMode::Json => self.json_entry(&body, max_age),
-                    ResponseMode::Rfc9701 => self.rfc9701_entry(body.trim(), self.cfg.issuer.as_deref(), max_age).await,
+                    ResponseMode::Jwt => self.jwt_entry(body.trim(), life).await,
+                    ResponseMode::Json => self.json_entry(&body, life),
+                    ResponseMode::Rfc9701 => self.rfc9701_entry(body.trim(), life).await,
                 }
             }
             500..=599 => Err(IntrospectError::Unavailable("introspection_5xx")),
@@ -200,96 +224,189 @@ impl Introspector {
         }
     }
 
-    fn inactive(&self) -> Entry {
-        Entry { state: TokenState::Inactive, ttl: self.cfg.negative_ttl }
+    fn inactive(&self, life: Life) -> Entry {
+        Entry { state: TokenState::Inactive, ttl: life.cap(self.cfg.negative_ttl) }
     }
 
-    /// The reference's protocol: the body is the access token as a JWT.
-    fn jwt_entry(&self, jwt: &str, max_age: Option<Duration>) -> Result<Entry, IntrospectError> {
-        let claims = decode_claims(jwt).ok_or(IntrospectError::BadAnswer("introspection_not_a_jwt"))?;
-        self.entry(jwt, claims, max_age)
+    /// A token the identity server calls active but that fails one of the gateway's own checks.
+    fn refused(&self, reason: &'static str, life: Life) -> Entry {
+        log::info!("introspection {}: token refused: {reason}", self.cfg.name);
+        Entry { state: TokenState::Refused(reason), ttl: life.cap(self.cfg.negative_ttl) }
+    }
+
+    /// The reference's protocol: the body is the access token as a JWT. It is verified against
+    /// the identity server's keys when verification is on; unsigned (`alg: none`) JWTs are never
+    /// accepted, verified or not.
+    async fn jwt_entry(&self, jwt: &str, life: Life) -> Result<Entry, IntrospectError> {
+        let header =
+            jsonwebtoken::decode_header(jwt).map_err(|_| IntrospectError::BadAnswer("introspection_bad_header"))?;
+        let payload = match &self.remote_jwks {
+            Some(jwks) => self.verified(jwks, jwt, header.alg, None).await?,
+            None => jwt_payload(jwt).ok_or(IntrospectError::BadAnswer("introspection_not_a_jwt"))?,
+        };
+        let checked = match claims::check(&payload, &self.cfg.claims, unix_now()) {
+            Ok(c) => c,
+            Err(ClaimError::Refused(r)) => return Ok(self.refused(r, life)),
+            Err(ClaimError::Unusable(r)) => return Err(IntrospectError::BadAnswer(r)),
+        };
+        let claims: Claims = serde_json::from_value(serde_json::Value::Object(payload))
+            .map_err(|_| IntrospectError::BadAnswer("introspection_not_a_jwt"))?;
+        self.entry(jwt, Claims { exp: checked.exp, ..claims }, life)
     }
 
     /// RFC 7662: `active` and the token's claims as JSON; the gateway issues the JWT.
-    fn json_entry(&self, body: &str, max_age: Option<Duration>) -> Result<Entry, IntrospectError> {
+    fn json_entry(&self, body: &str, life: Life) -> Result<Entry, IntrospectError> {
         let value: serde_json::Value =
             serde_json::from_str(body).map_err(|_| IntrospectError::BadAnswer("introspection_not_json"))?;
         let map = value.as_object().ok_or(IntrospectError::BadAnswer("introspection_not_json"))?;
-        self.issued_entry(map, max_age)
+        self.issued_entry(map, life)
     }
 
     /// RFC 9701: a JWT signed by the identity server, addressed to this client, with the RFC 7662
     /// claims under `token_introspection`.
-    async fn rfc9701_entry(
-        &self,
-        jwt: &str,
-        iss: Option<&str>,
-        max_age: Option<Duration>,
-    ) -> Result<Entry, IntrospectError> {
+    async fn rfc9701_entry(&self, jwt: &str, life: Life) -> Result<Entry, IntrospectError> {
         let bad = IntrospectError::BadAnswer;
         let header = jsonwebtoken::decode_header(jwt).map_err(|_| bad("introspection_not_a_jwt"))?;
         if header.typ.as_deref() != Some("token-introspection+jwt") {
             return Err(bad("introspection_wrong_typ"));
         }
-        if !matches!(header.alg, Algorithm::PS256 | Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) {
-            return Err(bad("introspection_weak_alg"));
-        }
-        let kid = header.kid.ok_or(bad("introspection_no_kid"))?;
         let jwks = self.remote_jwks.as_ref().ok_or(bad("introspection_no_jwks"))?;
-        let key = jwks.key(&kid).await.ok_or(bad("introspection_unknown_key"))?;
-        let mut v = Validation::new(header.alg);
-        v.set_audience(&[&self.cfg.client_id]);
-        if let Some(iss) = iss {
+        let outer = self.verified(jwks, jwt, header.alg, Some(&self.cfg.client_id)).await?;
+        let inner = outer.get("token_introspection").and_then(|t| t.as_object());
+        self.issued_entry(inner.ok_or(bad("introspection_no_claims"))?, life)
+    }
+
+    /// Verifies a JWT of the identity server: an accepted algorithm, its key (refetched once on
+    /// rotation), the configured `iss` and, for RFC 9701 answers, `aud` = this client. The
+    /// token's own claims (exp, nbf, aud) are checked by `claims::check` after this.
+    async fn verified(
+        &self,
+        jwks: &RemoteJwks,
+        jwt: &str,
+        alg: Algorithm,
+        aud: Option<&str>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, IntrospectError> {
+        if !self.cfg.algorithms.iter().any(|a| a.algorithm() == alg) {
+            return Err(IntrospectError::BadAnswer("introspection_bad_alg"));
+        }
+        let mut v = Validation::new(alg);
+        v.validate_exp = false; // RFC 9701 answers carry iat, not exp; tokens' exp is checked later
+        v.validate_nbf = false;
+        v.leeway = self.cfg.claims.leeway.as_secs();
+        if let Some(iss) = &self.cfg.issuer {
             v.set_issuer(&[iss]);
         }
-        v.validate_exp = false; // RFC 9701 responses carry iat, not exp
-        v.set_required_spec_claims(&["iss", "aud"]);
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(jwt, &key, &v)
-            .map_err(|_| bad("introspection_bad_signature"))?;
-        let inner = data.claims.get("token_introspection").and_then(|t| t.as_object());
-        self.issued_entry(inner.ok_or(bad("introspection_no_claims"))?, max_age)
+        match aud {
+            Some(aud) => {
+                v.set_audience(&[aud]);
+                v.set_required_spec_claims(&["iss", "aud"]);
+            }
+            None => {
+                v.validate_aud = false;
+                v.set_required_spec_claims(&["iss"]);
+            }
+        }
+        let data = jwks.verify::<serde_json::Map<String, serde_json::Value>>(jwt, &v).await.map_err(|e| {
+            log::warn!("introspection {}: the identity server's JWT is not trusted: {}", self.cfg.name, e.reason());
+            IntrospectError::BadAnswer(answer_reason(&e))
+        })?;
+        Ok(data.claims)
     }
 
     fn issued_entry(
         &self,
         intro: &serde_json::Map<String, serde_json::Value>,
-        max_age: Option<Duration>,
+        life: Life,
     ) -> Result<Entry, IntrospectError> {
         if intro.get("active") != Some(&serde_json::Value::Bool(true)) {
-            return Ok(self.inactive());
+            return Ok(self.inactive(life));
         }
+        let checked = match claims::check(intro, &self.cfg.claims, unix_now()) {
+            Ok(c) => c,
+            Err(ClaimError::Refused(r)) => return Ok(self.refused(r, life)),
+            Err(ClaimError::Unusable(r)) => return Err(IntrospectError::BadAnswer(r)),
+        };
         let issuer = self.issuer.as_ref().ok_or(IntrospectError::BadAnswer("no_token_issuer"))?;
-        match issuer.issue(intro) {
-            Ok((jwt, claims)) => self.entry(&jwt, claims, max_age),
+        match issuer.issue(intro, &checked) {
+            Ok((jwt, claims)) => self.entry(&jwt, claims, life),
             Err(e) => {
                 log::debug!("introspection {}: not issuing a JWT: {e}", self.cfg.name);
-                Ok(self.inactive())
+                Ok(self.inactive(life))
             }
         }
     }
 
     /// Cache entry for an active token: its lifetime is the smallest of the configured maximum, the
-    /// token's remaining life and the response's max-age. An expired token is inactive.
-    fn entry(&self, jwt: &str, claims: Claims, max_age: Option<Duration>) -> Result<Entry, IntrospectError> {
+    /// token's remaining life and the response's max-age (zero for `no-store`). An expired token is
+    /// inactive.
+    fn entry(&self, jwt: &str, claims: Claims, life: Life) -> Result<Entry, IntrospectError> {
         let Some(left) = claims.exp.and_then(seconds_until) else {
-            return Ok(self.inactive());
+            return Ok(self.inactive(life));
         };
-        let mut ttl = self.cfg.max_ttl.min(left);
-        if let Some(age) = max_age {
-            ttl = ttl.min(age);
-        }
+        let ttl = life.cap(self.cfg.max_ttl.min(left));
         let token = ActiveToken::new(jwt, claims).ok_or(IntrospectError::BadAnswer("introspection_not_a_jwt"))?;
         Ok(Entry { state: TokenState::Active(Arc::new(token)), ttl })
     }
 }
 
-fn http_client(cfg: &IntrospectionConfig) -> Result<reqwest::Client, String> {
+/// How long the identity server lets an answer be kept: `max-age`, and `no-store` unless the
+/// configuration overrides it.
+#[derive(Debug, Clone, Copy)]
+struct Life {
+    max_age: Option<Duration>,
+    no_store: bool,
+}
+
+impl Life {
+    fn of(headers: &reqwest::header::HeaderMap, ignore_no_store: bool) -> Self {
+        Life { max_age: max_age(headers), no_store: !ignore_no_store && no_store(headers) }
+    }
+
+    fn cap(self, ttl: Duration) -> Duration {
+        if self.no_store {
+            // Zero: concurrent requests still share this one answer, later ones ask again.
+            return Duration::ZERO;
+        }
+        self.max_age.map_or(ttl, |age| ttl.min(age))
+    }
+}
+
+/// The reason of an identity server JWT that is not trusted: always the answer's fault (502).
+fn answer_reason(e: &JwksError) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e {
+        JwksError::BadHeader => "introspection_bad_header",
+        JwksError::NoKid => "introspection_no_kid",
+        JwksError::UnknownKey => "introspection_unknown_key",
+        JwksError::Invalid(K::InvalidSignature) => "introspection_bad_signature",
+        JwksError::Invalid(K::InvalidIssuer) => "introspection_bad_issuer",
+        JwksError::Invalid(K::InvalidAudience) => "introspection_bad_audience",
+        JwksError::Invalid(K::InvalidAlgorithm) => "introspection_bad_alg",
+        JwksError::Invalid(K::MissingRequiredClaim(_)) => "introspection_missing_claim",
+        JwksError::Invalid(_) => "introspection_bad_jwt",
+    }
+}
+
+fn http_client(
+    cfg: &IntrospectionConfig,
+    endpoint: &url::Url,
+    identity: Option<reqwest::Identity>,
+) -> Result<reqwest::Client, String> {
     let mut builder = pinned_client(&cfg.ca)?
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.timeout)
         .pool_idle_timeout(Duration::from_secs(60));
-    if let (Some(addr), Some(host)) = (cfg.resolve, cfg.endpoint.host_str()) {
-        builder = builder.resolve(host, addr);
+    if let Some(addr) = cfg.resolve {
+        for host in [Some(endpoint), cfg.discovery.as_ref(), cfg.jwks_url.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.host_str())
+        {
+            builder = builder.resolve(host, addr);
+        }
+    }
+    if let Some(identity) = identity {
+        builder = builder.identity(identity);
     }
     builder.build().map_err(|e| e.to_string())
 }
@@ -299,13 +416,14 @@ fn seconds_until(exp: i64) -> Option<Duration> {
     (exp > now).then(|| Duration::from_secs((exp - now) as u64))
 }
 
-fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
-    value.split(',').find_map(|d| {
-        // Only max-age shortens an entry's life; the token's exp and the configured maximum always apply.
-        let d = d.trim().to_ascii_lowercase();
-        d.strip_prefix("max-age=").and_then(|s| s.parse().ok()).map(Duration::from_secs)
-    })
+/// `no-store` in `Cache-Control`: the identity server asks that the answer not be kept.
+fn no_store(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get_all(reqwest::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-store"))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -332,5 +450,11 @@ mod tests {
         assert_eq!(max_age(&h), Some(Duration::ZERO));
         h.insert("cache-control", "no-store".parse().unwrap());
         assert_eq!(max_age(&h), None);
+        assert!(no_store(&h));
+        h.insert("cache-control", "private, No-Store".parse().unwrap());
+        assert!(no_store(&h));
+        let off = Life::of(&h, true);
+        assert_eq!(off.cap(Duration::from_secs(9)), Duration::from_secs(9), "ignore_no_store");
+        assert_eq!(Life::of(&h, false).cap(Duration::from_secs(9)), Duration::ZERO);
     }
 }

@@ -4,6 +4,7 @@
 //! JWKS the gateway serves on an internal listener.
 
 use crate::config::{Problem, SigningAlg, TokenIssuerConfig};
+use crate::request::claims::Checked;
 use crate::token::{b64url, unix_now, Claims};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use openssl::pkey::{Id, PKey, Private};
@@ -46,21 +47,25 @@ impl TokenIssuer {
         &self.jwks
     }
 
-    /// Maps RFC 7662 claims of an active token into a signed JWT and the claims the filters read.
-    /// `exp` is never later than the introspected token's.
-    pub fn issue(&self, intro: &Map<String, Value>) -> Result<(String, Claims), String> {
+    /// Maps RFC 7662 claims of an active token, already checked (`checked`), into a signed JWT and
+    /// the claims the filters read. `exp` is never later than the introspected token's, and `aud`
+    /// is the token's own (never rewritten into another API's).
+    pub fn issue(&self, intro: &Map<String, Value>, checked: &Checked) -> Result<(String, Claims), String> {
         let now = unix_now();
         let cap = now + self.cfg.lifetime.as_secs() as i64;
-        let exp = intro.get("exp").and_then(Value::as_i64).map_or(cap, |e| e.min(cap));
+        let exp = checked.exp.map_or(cap, |e| e.min(cap));
         if exp <= now {
             return Err("the token has expired".into());
         }
         let client_id = intro.get("client_id").cloned().unwrap_or(Value::Null);
         let sub = intro.get("sub").cloned().filter(|s| s.is_string()).unwrap_or_else(|| client_id.clone());
         let mut claims = json!({
-            "iss": self.cfg.issuer, "aud": self.cfg.audience, "sub": sub, "client_id": client_id,
+            "iss": self.cfg.issuer, "sub": sub, "client_id": client_id,
             "iat": now, "nbf": now, "exp": exp, "jti": uuid::Uuid::new_v4().to_string(),
         });
+        if let Some(aud) = &checked.aud {
+            claims["aud"] = aud.clone();
+        }
         for copied in ["scope", "cnf"] {
             if let Some(v) = intro.get(copied) {
                 claims[copied] = v.clone();
@@ -154,7 +159,6 @@ mod tests {
         std::fs::write(&path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
         let cfg = TokenIssuerConfig {
             issuer: "https://gw".into(),
-            audience: "api".into(),
             lifetime: Duration::from_secs(60),
             keys: vec![SigningKeyConfig { kid: "k1".into(), key: path, alg }],
             jwks_address: None,
@@ -171,11 +175,15 @@ mod tests {
         .clone()
     }
 
+    fn checked(intro: &Map<String, Value>) -> Checked {
+        Checked { exp: intro["exp"].as_i64(), aud: Some(json!("api")) }
+    }
+
     #[test]
     fn issued_tokens_verify_against_the_published_jwks_and_never_outlive_the_token() {
         for alg in [SigningAlg::PS256, SigningAlg::ES256] {
             let (issuer, _dir) = issuer(alg);
-            let (jwt, claims) = issuer.issue(&intro(30)).unwrap();
+            let (jwt, claims) = issuer.issue(&intro(30), &checked(&intro(30))).unwrap();
             let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(issuer.jwks().clone()).unwrap();
             let key = jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).unwrap();
             let mut v = jsonwebtoken::Validation::new(if alg == SigningAlg::PS256 {
@@ -192,9 +200,19 @@ mod tests {
             assert_eq!(decoded["exp"], intro(30)["exp"], "capped by the token's exp");
             assert!(claims.has_scope("transactions"));
             // A token with a long life gets the configured lifetime instead.
-            let (_, long) = issuer.issue(&intro(3600)).unwrap();
+            let (_, long) = issuer.issue(&intro(3600), &checked(&intro(3600))).unwrap();
             assert!(long.exp.unwrap() < intro(61)["exp"].as_i64().unwrap());
-            assert!(issuer.issue(&intro(-5)).is_err(), "expired tokens are not issued");
+            assert!(issuer.issue(&intro(-5), &checked(&intro(-5))).is_err(), "expired tokens are not issued");
         }
+    }
+
+    #[test]
+    fn the_audience_is_the_tokens_never_a_configured_one() {
+        let (issuer, _dir) = issuer(SigningAlg::ES256);
+        let payload = |jwt: &str| crate::token::jwt_payload(jwt).unwrap();
+        let other = Checked { exp: intro(30)["exp"].as_i64(), aud: Some(json!("other-api")) };
+        assert_eq!(payload(&issuer.issue(&intro(30), &other).unwrap().0)["aud"], "other-api");
+        let none = Checked { exp: intro(30)["exp"].as_i64(), aud: None };
+        assert!(payload(&issuer.issue(&intro(30), &none).unwrap().0).get("aud").is_none());
     }
 }

@@ -1,10 +1,13 @@
 //! The request layer: everything that happens to one HTTP request on a terminated connection. The
 //! pingora `ProxyHttp` phases ([`proxy`]) use route choice ([`route`]), header hygiene
 //! ([`headers`]), CORS ([`cors`]) and the filter chain ([`filters`]), which rests on introspection
-//! ([`introspect`]), the gateway's own JWTs ([`issuer`]), remote key sets ([`jwks`]) and the
+//! ([`introspect`], with [`claims`] checks, [`client_auth`] and [`discovery`]), the gateway's own JWTs ([`issuer`]), remote key sets ([`jwks`]) and the
 //! gateway's answers ([`respond`]). Nothing here knows about sockets or TLS handshakes.
 
+pub mod claims;
+pub mod client_auth;
 pub mod cors;
+pub mod discovery;
 pub mod filters;
 pub mod headers;
 pub mod introspect;

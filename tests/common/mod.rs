@@ -81,6 +81,8 @@ pub fn spawn(name: &'static str, config: &Path, dir: &Path) -> Proc {
     if name == "mtls-gateway" {
         cmd.arg("-c");
     }
+    // conf/oidc-provider.yaml reads its introspection secret from this variable.
+    cmd.env("INTROSPECTION_CLIENT_SECRET", "Password1");
     let child =
         cmd.arg(config).env("RUST_LOG", "info").stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn");
     Proc { child, name }
@@ -144,6 +146,12 @@ pub struct Options {
     pub crl: Option<String>,
     /// Last changes to the gateway's file: (path, value).
     pub patches: Vec<(&'static str, Value)>,
+    /// Last changes to example-api's file: (path, value).
+    pub api_patches: Vec<(&'static str, Value)>,
+    /// Last changes to dev-idsvr's file: (path, value).
+    pub idsvr_patches: Vec<(&'static str, Value)>,
+    /// More environment for oidc-provider (ISSUER, SIGNING_KID).
+    pub oidc_env: Vec<(&'static str, String)>,
     pub identity: Identity,
     /// Introspection response mode: jwt, json or rfc9701.
     pub response: &'static str,
@@ -165,6 +173,9 @@ impl Default for Options {
             passthrough_max_connections: 4096,
             crl: Some(cert("root.crl.pem")),
             patches: Vec::new(),
+            api_patches: Vec::new(),
+            idsvr_patches: Vec::new(),
+            oidc_env: Vec::new(),
             identity: Identity::Dev,
             response: "jwt",
             signing_alg: "PS256",
@@ -221,7 +232,7 @@ impl System {
         self.dir.path().join(name)
     }
 
-    fn write_configs(&self) {
+    pub fn write_configs(&self) {
         yaml::write(&self.idsvr_config(), &self.path("idsvr.yaml"));
         yaml::write(&self.api_config(), &self.path("api.yaml"));
         yaml::write(&self.gateway_config(), &self.path("gateway.yaml"));
@@ -243,19 +254,23 @@ impl System {
         let revoked =
             "client_id: revoked-client\ntls_client_auth_subject_dn: CN=revoked-partner\nscopes: [transactions]";
         yaml::push(&mut v, "clients", yaml::parse(revoked));
+        for (path, value) in &self.opts.idsvr_patches {
+            yaml::set(&mut v, path, value.clone());
+        }
         v
     }
 
-    /// `conf/example-api.yaml`; in json and rfc9701 modes it trusts the gateway's keys instead of
-    /// the identity server's.
+    /// `conf/example-api.yaml`; in json and rfc9701 modes `conf/example-api-gateway-keys.yaml`,
+    /// which trusts the gateway's keys instead of the identity server's.
     fn api_config(&self) -> Value {
-        let mut v = yaml::shipped("example-api.yaml");
+        let jwt = self.opts.response == "jwt";
+        let mut v = yaml::shipped(if jwt { "example-api.yaml" } else { "example-api-gateway-keys.yaml" });
         yaml::set(&mut v, "listen", format!("127.0.0.1:{}", self.api_port));
         yaml::set(&mut v, "certificate", cert("example.tls.pem"));
         yaml::set(&mut v, "key", cert("example.tls.key"));
         yaml::set(&mut v, "jwks_ca", cert("root.pem"));
         let idp = self.idsvr_port;
-        if self.opts.response == "jwt" {
+        if jwt {
             yaml::set(
                 &mut v,
                 "jwks_url",
@@ -264,9 +279,10 @@ impl System {
             yaml::set(&mut v, "jwks_resolve", format!("127.0.0.1:{idp}"));
         } else {
             yaml::set(&mut v, "jwks_url", format!("http://127.0.0.1:{}/jwks", self.jwks_port));
-            yaml::remove(&mut v, "jwks_resolve");
-            yaml::set(&mut v, "issuer", "https://gateway.example.com");
             yaml::set(&mut v, "algorithm", self.opts.signing_alg);
+        }
+        for (path, value) in &self.opts.api_patches {
+            yaml::set(&mut v, path, value.clone());
         }
         v
     }
@@ -345,6 +361,9 @@ impl System {
             );
             yaml::set(v, &at("issuer"), "https://login.example.com/oauth/v2/oauth-anonymous");
         }
+        if o.response != "jwt" {
+            yaml::set(v, &at("audiences"), vec!["api.example.com"]);
+        }
     }
 
     /// Two keys, the signing one first: PS256 and ES256 in the order the options ask.
@@ -359,7 +378,7 @@ impl System {
                 cert(&format!("gateway-signing.{file}.key"))
             ))
         };
-        let mut t = yaml::parse("issuer: https://gateway.example.com\naudience: api.example.com\nlifetime: 120s");
+        let mut t = yaml::parse("issuer: https://gateway.example.com\nlifetime: 120s");
         yaml::set(&mut t, "jwks_address", format!("127.0.0.1:{}", self.jwks_port));
         yaml::set(&mut t, "keys", Value::Sequence(vec![key(signing), key(other)]));
         t
@@ -383,6 +402,7 @@ impl System {
             .env("PORT", self.idsvr_port.to_string())
             .env("CERTS_DIR", certs())
             .env("ACCESS_TOKEN_TTL", self.opts.token_ttl_seconds.to_string())
+            .envs(self.opts.oidc_env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -439,10 +459,17 @@ impl System {
 
     /// Gets an access token through the passthrough with the given client certificate.
     pub async fn token(&self, p12: &str, client_id: &str) -> String {
+        self.token_with(p12, client_id, &[]).await
+    }
+
+    /// `token` with more form fields (an RFC 8707 `resource`).
+    pub async fn token_with(&self, p12: &str, client_id: &str, extra: &[(&str, &str)]) -> String {
+        let mut form = vec![("client_id", client_id), ("grant_type", "client_credentials"), ("scope", "transactions")];
+        form.extend_from_slice(extra);
         let resp = self
             .client(p12)
             .post(format!("https://{LOGIN}/oauth/v2/oauth-token-mutual-tls"))
-            .form(&[("client_id", client_id), ("grant_type", "client_credentials"), ("scope", "transactions")])
+            .form(&form)
             .send()
             .await
             .expect("token request");
@@ -496,7 +523,14 @@ impl System {
 
 /// Runs the gateway's validate mode on a file: (exit success, stdout + stderr).
 pub fn validate(config: &Path) -> (bool, String) {
-    let out = Command::new(bin("mtls-gateway")).arg("-t").arg("-c").arg(config).output().unwrap();
+    // conf/oidc-provider.yaml reads its introspection secret from this variable.
+    let out = Command::new(bin("mtls-gateway"))
+        .arg("-t")
+        .arg("-c")
+        .arg(config)
+        .env("INTROSPECTION_CLIENT_SECRET", "Password1")
+        .output()
+        .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }

@@ -50,6 +50,9 @@ struct Config {
     clients: Vec<Client>,
     /// PEM RSA key for signing JWTs (PS256); a fresh one is made at every start when absent.
     signing_key: Option<String>,
+    /// A fixed `kid` for the signing key. With a fresh key at every start, a restart then
+    /// publishes a new key under the same `kid`, as some identity servers do (for rotation tests).
+    signing_kid: Option<String>,
     #[serde(default)]
     dev_endpoints: bool,
     #[serde(default = "default_threads")]
@@ -126,7 +129,8 @@ impl IdSvr {
         };
         let der = rsa.private_key_to_der().map_err(|e| e.to_string())?;
         // The key id is derived from the key, so a configured key keeps its kid across restarts.
-        let kid = token::thumbprint(&rsa.public_key_to_der().map_err(|e| e.to_string())?)[..12].to_string();
+        let derived = token::thumbprint(&rsa.public_key_to_der().map_err(|e| e.to_string())?)[..12].to_string();
+        let kid = cfg.signing_kid.clone().unwrap_or(derived);
         let pkey = openssl::pkey::PKey::from_rsa(rsa).map_err(|e| e.to_string())?;
         let jwk = public_jwk(&pkey, &kid, SigningAlg::PS256)?;
         Ok(IdSvr {
@@ -228,9 +232,17 @@ impl IdSvr {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("application/jwt"));
         let claims = self.active_claims(opaque);
+        // Like Curity, answers may be kept by the gateway (no `no-store`): inactive ones for the
+        // gateway's negative_ttl, active ones until the token expires.
+        let keep = [("cache-control", "private")];
         match (claims, wants_jwt) {
-            (None, true) => devkit::bytes_response(204, "application/jwt", Vec::new(), &[]),
-            (None, false) => json_response(200, &json!({ "active": false })),
+            (None, true) => devkit::bytes_response(204, "application/jwt", Vec::new(), &keep),
+            (None, false) => devkit::bytes_response(
+                200,
+                "application/json",
+                json!({ "active": false }).to_string().into_bytes(),
+                &keep,
+            ),
             (Some(c), true) => match self.sign(&c) {
                 Ok(jwt) => {
                     // Like Curity: the answer may be cached until the token expires.
@@ -243,7 +255,8 @@ impl IdSvr {
             (Some(mut c), false) => {
                 c["active"] = json!(true);
                 c["token_type"] = json!("bearer");
-                json_response(200, &c)
+                let cc = format!("private, max-age={}", c["exp"].as_u64().unwrap_or(0).saturating_sub(now()));
+                devkit::bytes_response(200, "application/json", c.to_string().into_bytes(), &[("cache-control", &cc)])
             }
         }
     }

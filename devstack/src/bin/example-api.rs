@@ -1,6 +1,7 @@
 //! `example-api`: the reference's example API in Rust. Behind the gateway it only verifies the JWT
-//! in `Authorization` (PS256 or the configured algorithm, JWKS fetched from the configured URL and
-//! cached, `iss`, `aud`, `exp`)
+//! in `Authorization` (PS256 or the configured algorithm, `iss`, `aud`, `exp`) against the keys of
+//! the configured JWKS, with the gateway's own JWKS cache (lifetimes, one refetch when a key
+//! rotates, even under the same `kid`)
 //! and answers `POST /api/transactions`.
 //!
 //! Two more routes exist for the tests: `GET /api/echo` answers the request headers it received
@@ -9,7 +10,7 @@
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, Validation};
 use mtls_devstack::{self as devkit, json_response};
-use mtls_gateway::request::jwks::RemoteJwks;
+use mtls_gateway::request::jwks::{JwksPolicy, RemoteJwks};
 use mtls_gateway::request::respond::UNAUTHORIZED_BODY;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::listeners::tls::TlsSettings;
@@ -69,7 +70,7 @@ impl Api {
         }
         let client = builder.build().map_err(|e| e.to_string())?;
         let algorithm = cfg.algorithm.as_deref().unwrap_or("PS256").parse().map_err(|_| "algorithm: unknown")?;
-        let jwks = RemoteJwks::new(cfg.jwks_url.clone(), client);
+        let jwks = RemoteJwks::new(cfg.jwks_url.clone(), client, JwksPolicy::default());
         Ok(Api { cfg, algorithm, jwks })
     }
 
@@ -79,13 +80,11 @@ impl Api {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err("not bearer");
         }
-        let header = jsonwebtoken::decode_header(jwt).map_err(|_| "not a JWT")?;
-        let key = self.jwks.key(header.kid.as_deref().ok_or("no kid")?).await.ok_or("unknown key")?;
         let mut v = Validation::new(self.algorithm);
         v.set_issuer(&[&self.cfg.issuer]);
         v.set_audience(&[&self.cfg.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &v).map_err(|_| "invalid JWT")?;
+        let data = self.jwks.verify::<serde_json::Value>(jwt, &v).await.map_err(|e| e.reason())?;
         Ok(data.claims)
     }
 }

@@ -43,6 +43,7 @@ impl Filter for PhantomToken {
                 Outcome::Continue
             }
             Ok(TokenState::Inactive) => Outcome::Respond(Refusal::InvalidToken("inactive_token")),
+            Ok(TokenState::Refused(reason)) => Outcome::Respond(Refusal::InvalidToken(reason)),
             Err(IntrospectError::Unavailable(r)) => Outcome::Respond(Refusal::IdentityUnavailable(r)),
             Err(IntrospectError::BadAnswer(r)) => Outcome::Respond(Refusal::IdentityBadAnswer(r)),
         }
