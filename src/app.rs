@@ -10,6 +10,7 @@ use crate::request::filters::build_chain;
 use crate::request::headers::StripList;
 use crate::request::introspect::Introspector;
 use crate::request::issuer::TokenIssuer;
+use crate::request::normalize::Normalizer;
 use crate::request::proxy::Gateway;
 use crate::request::route::{upstream_peer, Route};
 use arc_swap::ArcSwap;
@@ -41,7 +42,9 @@ pub fn build(config: Config) -> Result<App, Problems> {
         }
     }
     let routes = routes(&config, &introspectors, &mut problems);
-    let gateway = Gateway::new(routes, StripList::new(&config.strip_headers));
+    let normalizer =
+        Normalizer { strip: StripList::new(&config.strip_headers), default_hosts: config.tls.hosts.clone() };
+    let gateway = Gateway::new(routes, normalizer, config.refusals);
     let acceptor = problems.or(acceptor)?;
     Ok(App { acceptor: Arc::new(ArcSwap::from_pointee(acceptor)), gateway, issuer, config })
 }

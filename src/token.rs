@@ -58,13 +58,16 @@ pub struct ClientCert {
     pub thumbprint: String,
     /// RFC 9440 `Client-Cert` value: the leaf's DER as a structured-field byte sequence.
     pub client_cert_header: http::HeaderValue,
+    /// The server name (SNI) the client opened this connection for, lower case; every request on
+    /// the connection must be for that host (421 otherwise).
+    pub sni: Option<String>,
 }
 
 impl ClientCert {
     pub fn from_der(der: &[u8], subject: String) -> Option<Self> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(der);
         let client_cert_header = http::HeaderValue::from_str(&format!(":{b64}:")).ok()?;
-        Some(ClientCert { subject, thumbprint: thumbprint(der), client_cert_header })
+        Some(ClientCert { subject, thumbprint: thumbprint(der), client_cert_header, sni: None })
     }
 }
 

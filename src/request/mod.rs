@@ -1,6 +1,6 @@
 //! The request layer: everything that happens to one HTTP request on a terminated connection. The
-//! pingora `ProxyHttp` phases ([`proxy`]) use route choice ([`route`]), header hygiene
-//! ([`headers`]), CORS ([`cors`]) and the filter chain ([`filters`]), which rests on introspection
+//! pingora `ProxyHttp` phases ([`proxy`]) use the normalisation step ([`normalize`]), route choice
+//! ([`route`]), header hygiene ([`headers`]), CORS ([`cors`]) and the filter chain ([`filters`]), which rests on introspection
 //! ([`introspect`]), the gateway's own JWTs ([`issuer`]), remote key sets ([`jwks`]) and the
 //! gateway's answers ([`respond`]). Nothing here knows about sockets or TLS handshakes.
 
@@ -10,6 +10,7 @@ pub mod headers;
 pub mod introspect;
 pub mod issuer;
 pub mod jwks;
+pub mod normalize;
 pub mod proxy;
 pub mod respond;
 pub mod route;

@@ -63,8 +63,8 @@ pub fn build_chain(
                     Box::new(PhantomToken { introspector: i.clone() })
                 }
                 FilterConfig::CertBinding => Box::new(CertBinding),
-                FilterConfig::Scope { required, methods } => {
-                    Box::new(Scope { required: required.clone(), methods: methods.clone() })
+                FilterConfig::Scope { required, methods, default } => {
+                    Box::new(Scope { required: required.clone(), methods: methods.clone(), default: *default })
                 }
             })
         })
@@ -99,6 +99,7 @@ pub(crate) mod test_support {
             subject: "CN=t".into(),
             thumbprint: thumbprint.into(),
             client_cert_header: http::HeaderValue::from_static(":AA==:"),
+            sni: Some("api.example.com".into()),
         })
     }
 }
