@@ -254,3 +254,17 @@ async fn a_client_that_gives_up_is_logged_as_the_clients_doing() {
     assert!(lines.iter().all(|l| l.contains("ended_by=client")), "{log}");
     assert!(!log.contains("ERROR") && !log.contains("upstream_unavailable"), "{log}");
 }
+
+#[tokio::test]
+async fn curl_over_http2_reads_the_502_of_an_unreachable_api_after_a_post_with_a_body() {
+    let mut sys = System::start();
+    let token = sys.token("example.client.p12", "partner-client").await;
+    sys.stop_api();
+    let body = "a".repeat(3 * 1024);
+    for i in 0..20 {
+        let r = sys.curl(&["--http2", "-H", &bearer(&token), "--data-binary", &body, &url("/api/transactions")]);
+        assert_eq!((r.exit, r.status), (0, 502), "try {i}: {r:?}");
+        assert_eq!(r.json()["code"], "bad_gateway", "try {i}");
+    }
+    assert!(sys.gateway_log().contains("ended_by=upstream"));
+}

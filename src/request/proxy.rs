@@ -296,6 +296,10 @@ impl ProxyHttp for Gateway {
         }
         let who = if party == Party::Client { "client" } else { "upstream" };
         ctx.refused_by = Some((who, refusal.reason()));
+        if party != Party::Client && session.response_written().is_none() {
+            // The API failed before the body was forwarded: the 502 must arrive like a refusal.
+            self.drain(session).await;
+        }
         if let Err(err) = respond::send(session, &refusal, &ctx.response_headers()).await {
             log::debug!("could not send the error response: {err}");
         }
