@@ -13,6 +13,7 @@ use crate::request::headers::StripList;
 use crate::request::introspect::Introspector;
 use crate::request::issuer::TokenIssuer;
 use crate::request::limit::Limiter;
+use crate::request::normalize::Normalizer;
 use crate::request::proxy::Gateway;
 use crate::request::route::{upstream_peer, Route};
 use arc_swap::ArcSwap;
@@ -50,7 +51,9 @@ pub fn build(config: Config) -> Result<App, Problems> {
     let parts =
         ChainParts { introspectors, miss_limit: config.limits.introspection_misses.map(|r| Arc::new(Limiter::new(r))) };
     let routes = routes(&config, &parts, &mut problems);
-    let gateway = Gateway::new(routes, StripList::new(&config.strip_headers));
+    let normalizer =
+        Normalizer { strip: StripList::new(&config.strip_headers), default_hosts: config.tls.hosts.clone() };
+    let gateway = Gateway::new(routes, normalizer, config.refusals);
     let acceptor = problems.or(acceptor)?;
     Ok(App { acceptor: Arc::new(ArcSwap::from_pointee(acceptor)), gateway, issuer, config, report })
 }

@@ -67,13 +67,17 @@ pub struct ClientCert {
     /// Set when a reloaded CA or CRL no longer accepts this certificate: the connection is being
     /// ended, and no further request on it may pass.
     revoked: AtomicBool,
+    /// The server name (SNI) the client opened this connection for, lower case; every request on
+    /// the connection must be for that host (421 otherwise).
+    pub sni: Option<String>,
 }
 
 impl ClientCert {
     pub fn from_der(der: &[u8], subject: String) -> Option<Self> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(der);
         let client_cert_header = http::HeaderValue::from_str(&format!(":{b64}:")).ok()?;
-        Some(ClientCert { subject, thumbprint: thumbprint(der), client_cert_header, revoked: AtomicBool::new(false) })
+        let revoked = AtomicBool::new(false);
+        Some(ClientCert { subject, thumbprint: thumbprint(der), client_cert_header, sni: None, revoked })
     }
 
     pub fn revoke(&self) {

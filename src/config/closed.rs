@@ -145,3 +145,56 @@ impl JwsAlg {
         }
     }
 }
+
+/// The request methods the gateway implements; any other method is answered 501 before routing.
+/// Written in upper case, as methods are case-sensitive (RFC 9110 §9.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+pub enum HttpMethod {
+    GET,
+    HEAD,
+    POST,
+    PUT,
+    PATCH,
+    DELETE,
+    OPTIONS,
+}
+
+impl HttpMethod {
+    pub const ALL: [HttpMethod; 7] = [
+        HttpMethod::GET,
+        HttpMethod::HEAD,
+        HttpMethod::POST,
+        HttpMethod::PUT,
+        HttpMethod::PATCH,
+        HttpMethod::DELETE,
+        HttpMethod::OPTIONS,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::GET => "GET",
+            HttpMethod::HEAD => "HEAD",
+            HttpMethod::POST => "POST",
+            HttpMethod::PUT => "PUT",
+            HttpMethod::PATCH => "PATCH",
+            HttpMethod::DELETE => "DELETE",
+            HttpMethod::OPTIONS => "OPTIONS",
+        }
+    }
+
+    /// The implemented method spelled exactly `name`, if any.
+    pub fn exact(name: &str) -> Option<HttpMethod> {
+        HttpMethod::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+/// What the scope filter does with a method that its `methods` map does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeDefault {
+    /// The route's `required` scopes are enough.
+    #[default]
+    Required,
+    /// Refused (403): only the listed methods are granted by any scope.
+    Deny,
+}

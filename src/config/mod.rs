@@ -9,7 +9,8 @@ mod closed;
 pub mod schema;
 
 pub use closed::{
-    ClientAuthMethod, JwsAlg, MissingAudience, RateKey, ResponseMode, SigningAlg, TlsVersion, UnknownSni,
+    ClientAuthMethod, HttpMethod, JwsAlg, MissingAudience, RateKey, ResponseMode, ScopeDefault, SigningAlg, TlsVersion,
+    UnknownSni,
 };
 
 use crate::host::HostPattern;
@@ -313,7 +314,7 @@ pub struct TokenIssuerConfig {
 pub enum FilterConfig {
     PhantomToken { introspection: String },
     CertBinding,
-    Scope { required: Vec<String>, methods: BTreeMap<String, Vec<String>> },
+    Scope { required: Vec<String>, methods: BTreeMap<HttpMethod, Vec<String>>, default: ScopeDefault },
     RateLimit { rate: RateConfig, key: RateKey },
 }
 
@@ -322,6 +323,8 @@ pub struct RouteConfig {
     pub host: HostPattern,
     pub path_prefix: String,
     pub upstream: Arc<UpstreamConfig>,
+    /// The methods this route accepts (`HEAD` comes with `GET`); `None` for all implemented ones.
+    pub methods: Option<Vec<HttpMethod>>,
     pub filters: Vec<FilterConfig>,
     pub forward_client_cert: bool,
     pub cors: Option<CorsConfig>,
@@ -360,10 +363,81 @@ pub struct Config {
     pub introspection: BTreeMap<String, IntrospectionConfig>,
     pub routes: Vec<RouteConfig>,
     pub metrics: Option<OpsConfig>,
-    /// Header names stripped from every request on top of the built-in families.
-    pub strip_headers: Vec<http::HeaderName>,
+    /// Headers stripped from every request on top of the built-in families.
+    pub strip_headers: Vec<HeaderPattern>,
+    pub refusals: RefusalsConfig,
     pub limits: LimitsConfig,
     pub token_issuer: Option<TokenIssuerConfig>,
+}
+
+/// How much of a request body is read and discarded before a refusal, so that clients which are
+/// still sending it read the answer instead of a reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalsConfig {
+    pub drain_bytes: usize,
+    pub drain_timeout: Duration,
+}
+
+impl Default for RefusalsConfig {
+    fn default() -> Self {
+        RefusalsConfig { drain_bytes: 64 * 1024, drain_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// A request header name, or every name that starts with a prefix (`x-acme-*`). Lower case, and
+/// `_` is kept as `-`: servers that map headers to CGI-style variables read `X_Foo` as `X-Foo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+/// Headers the gateway needs to frame, route or authorize a request: no pattern may strip them.
+const NEEDED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "authorization", "connection"];
+
+impl HeaderPattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let name = canonical_header_name(text.trim());
+        let (stem, prefix) = match name.strip_suffix('*') {
+            Some(stem) => (stem.to_string(), true),
+            None => (name, false),
+        };
+        if stem.is_empty() || !stem.bytes().all(is_tchar) || stem.contains('*') {
+            return Err(format!("{text:?} is not a header name or a prefix like x-acme-*"));
+        }
+        let pattern = if prefix { HeaderPattern::Prefix(stem) } else { HeaderPattern::Exact(stem) };
+        match NEEDED_HEADERS.iter().find(|n| pattern.matches(n)) {
+            Some(needed) => Err(format!("{text:?} would strip {needed}, which every request needs")),
+            None => Ok(pattern),
+        }
+    }
+
+    /// `name` must already be canonical (see [`canonical_header_name`]).
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            HeaderPattern::Exact(n) => n == name,
+            HeaderPattern::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for HeaderPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderPattern::Exact(n) => f.write_str(n),
+            HeaderPattern::Prefix(p) => write!(f, "{p}*"),
+        }
+    }
+}
+
+/// Lower case with `_` read as `-`, the spelling header patterns are compared in.
+pub fn canonical_header_name(name: &str) -> String {
+    name.bytes().map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char }).collect()
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Collects problems while the model is built, and resolves paths relative to the file.
@@ -443,7 +517,8 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         let address = check.ok("metrics.address", m.address.parse().map_err(|e| format!("{:?}: {e}", m.address)))?;
         Some(OpsConfig { address, probe_interval: dur(m.probe_interval, 5), ready_window: dur(m.ready_window, 30) })
     });
-    let strip_headers = header_names(check, &raw.strip_headers);
+    let strip_headers = header_patterns(check, &raw.strip_headers);
+    let refusals = refusals(check, &raw.refusals);
     let limits = limits(check, &raw.limits, passthrough.max_connections);
     let token_issuer = raw.token_issuer.as_ref().and_then(|t| token_issuer(check, t));
     for (name, i) in &raw.introspection {
@@ -462,6 +537,7 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         routes,
         metrics,
         strip_headers,
+        refusals,
         limits,
         token_issuer,
     })
@@ -930,10 +1006,14 @@ fn route(
         .collect::<Vec<_>>();
     check_filter_order(check, &key, &filters);
     let cors = r.cors.as_ref().map(|c| cors(check, &key, c));
+    if r.methods.as_ref().is_some_and(Vec::is_empty) {
+        check.fail(&format!("{key}.methods"), "lists no method: remove the key to accept every method");
+    }
     Some(RouteConfig {
         host: host?,
         path_prefix,
         upstream: upstreams.get(&r.upstream).cloned()?,
+        methods: r.methods.clone(),
         filters,
         forward_client_cert: r.forward_client_cert,
         cors,
@@ -976,8 +1056,7 @@ fn filter(check: &mut Check, key: &str, f: &schema::Filter, names: &Names) -> Fi
         }
         schema::Filter::CertBinding(_) => FilterConfig::CertBinding,
         schema::Filter::Scope(s) => {
-            let methods = s.methods.iter().map(|(m, v)| (m.to_ascii_uppercase(), v.clone())).collect();
-            FilterConfig::Scope { required: s.required.clone(), methods }
+            FilterConfig::Scope { required: s.required.clone(), methods: s.methods.clone(), default: s.default }
         }
         schema::Filter::RateLimit(r) => FilterConfig::RateLimit {
             rate: rate(check, &format!("{key}.rate_limit"), r.per_second, r.burst),
@@ -997,17 +1076,21 @@ fn check_filter_order(check: &mut Check, key: &str, filters: &[FilterConfig]) {
     }
 }
 
-fn header_names(check: &mut Check, names: &[String]) -> Vec<http::HeaderName> {
+fn header_patterns(check: &mut Check, names: &[String]) -> Vec<HeaderPattern> {
     names
         .iter()
         .enumerate()
-        .filter_map(|(i, n)| {
-            check.ok(
-                &format!("strip_headers[{i}]"),
-                http::HeaderName::from_bytes(n.as_bytes()).map_err(|e| format!("{n:?}: {e}")),
-            )
-        })
+        .filter_map(|(i, n)| check.ok(&format!("strip_headers[{i}]"), HeaderPattern::parse(n)))
         .collect()
+}
+
+fn refusals(check: &mut Check, r: &schema::Refusals) -> RefusalsConfig {
+    let defaults = RefusalsConfig::default();
+    let drain_bytes = r.drain_bytes.unwrap_or(defaults.drain_bytes);
+    if drain_bytes > 16 * 1024 * 1024 {
+        check.fail("refusals.drain_bytes", "must be at most 16777216 (16 MiB)");
+    }
+    RefusalsConfig { drain_bytes, drain_timeout: r.drain_timeout.map(|d| d.0).unwrap_or(defaults.drain_timeout) }
 }
 
 #[cfg(test)]
@@ -1143,5 +1226,41 @@ mod tests {
             set(d, &["introspection", "idsvr", "client_secret_file"], "../certs/none.secret".into());
         });
         assert!(p.iter().any(|l| l.contains("client_secret_file: cannot read")), "{p:?}");
+    }
+
+    #[test]
+    fn methods_header_patterns_and_drain_bounds_are_checked_where_written() {
+        let yaml = |t: &str| serde_yaml::from_str::<serde_yaml::Value>(t).unwrap();
+        let valid = problems(|d| {
+            set(d, &["routes", "0", "methods"], yaml("[GET, POST]"));
+            set(d, &["routes", "0", "filters", "2", "scope", "methods"], yaml("{DELETE: [admin]}"));
+            set(d, &["routes", "0", "filters", "2", "scope", "default"], "deny".into());
+            set(d, &["strip_headers"], yaml("[x-acme-*, X_Tenant]"));
+            set(d, &["refusals"], yaml("{drain_bytes: 1024, drain_timeout: 2s}"));
+        });
+        assert_eq!(valid, Vec::<String>::new());
+        let p = problems(|d| set(d, &["routes", "0", "methods"], yaml("[GET, delete]")));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("routes[0].methods[1]: unknown variant `delete`"), "{p:?}");
+        let p = problems(|d| set(d, &["routes", "0", "filters", "2", "scope", "methods"], yaml("{delete: [admin]}")));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("unknown variant `delete`"), "{p:?}");
+        let p = problems(|d| set(d, &["strip_headers"], yaml("[x-acme-*, c*, 'bad name', '*']")));
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("strip_headers[1]: \"c*\" would strip content-length"), "{p:?}");
+        assert!(p[1].contains("strip_headers[2]:") && p[2].contains("strip_headers[3]:"), "{p:?}");
+        let p = problems(|d| set(d, &["refusals", "drain_bytes"], 1_000_000_000.into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("refusals.drain_bytes: must be at most"), "{p:?}");
+    }
+
+    #[test]
+    fn header_patterns_match_in_canonical_spelling() {
+        let prefix = HeaderPattern::parse("X-Acme-*").unwrap();
+        assert_eq!(prefix, HeaderPattern::Prefix("x-acme-".into()));
+        assert!(prefix.matches(&canonical_header_name("X_ACME_TENANT")));
+        assert!(!prefix.matches("x-acmetenant"));
+        assert_eq!(HeaderPattern::parse("Ssl_Client_Cert").unwrap(), HeaderPattern::Exact("ssl-client-cert".into()));
+        assert!(HeaderPattern::parse("auth*").is_err(), "would strip authorization");
     }
 }

@@ -4,7 +4,8 @@
 //! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
 
 pub use crate::config::closed::{
-    ClientAuthMethod, JwsAlg, MissingAudience, RateKey, ResponseMode, SigningAlg, TlsVersion, UnknownSni,
+    ClientAuthMethod, HttpMethod, JwsAlg, MissingAudience, RateKey, ResponseMode, ScopeDefault, SigningAlg, TlsVersion,
+    UnknownSni,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -44,9 +45,23 @@ pub struct File {
     /// Signs the JWTs the gateway issues in `json` and `rfc9701` introspection modes.
     #[serde(default)]
     pub token_issuer: Option<TokenIssuer>,
-    /// Extra request header names to strip from every client request, on top of the built-in list.
+    /// Extra request headers to strip from every client request, on top of the built-in families:
+    /// exact names, or prefixes written `x-acme-*`.
     #[serde(default)]
     pub strip_headers: Vec<String>,
+    /// How refusals reach clients that are still sending a request body.
+    #[serde(default)]
+    pub refusals: Refusals,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusals {
+    /// Request body bytes read and discarded before a refusal is sent; a longer body gets the
+    /// refusal and the connection (or HTTP/2 stream) is closed.
+    pub drain_bytes: Option<usize>,
+    /// The longest time spent reading that body.
+    pub drain_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +261,8 @@ pub struct Route {
     pub host: String,
     pub path_prefix: Option<String>,
     pub upstream: String,
+    /// The methods this route accepts; others are answered 405 with `Allow`. All when absent.
+    pub methods: Option<Vec<HttpMethod>>,
     /// serde_yaml reads enums from `!tags` only: `singleton_map` lets users write the usual one-key maps.
     #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     pub filters: Vec<Filter>,
@@ -302,7 +319,10 @@ pub struct Scope {
     pub required: Vec<String>,
     /// Per HTTP method, scopes required on top of `required`.
     #[serde(default)]
-    pub methods: BTreeMap<String, Vec<String>>,
+    pub methods: BTreeMap<HttpMethod, Vec<String>>,
+    /// For a method not in `methods`: `required` (the route's scopes suffice) or `deny`.
+    #[serde(default)]
+    pub default: ScopeDefault,
 }
 
 #[derive(Debug, Deserialize)]

@@ -146,7 +146,7 @@ pub fn verify_store(cfg: &TlsConfig) -> Result<X509Store, Problem> {
     Ok(b.build())
 }
 
-/// Handshake callback that keeps the verified leaf certificate for the HTTP layer.
+/// Handshake callback that keeps the verified leaf certificate, and the SNI, for the HTTP layer.
 pub struct KeepClientCert;
 
 #[async_trait]
@@ -156,7 +156,8 @@ impl TlsAccept for KeepClientCert {
         let der = cert.to_der().ok()?;
         // The thumbprint and the Client-Cert value are computed here, once per connection; each
         // request then takes a reference (an Arc<ClientCert>), not a copy.
-        let client = ClientCert::from_der(&der, subject_dn(&cert))?;
+        let mut client = ClientCert::from_der(&der, subject_dn(&cert))?;
+        client.sni = ssl.servername(NameType::HOST_NAME).map(str::to_ascii_lowercase);
         Some(Arc::new(Arc::new(client)))
     }
 }

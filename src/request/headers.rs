@@ -2,40 +2,110 @@
 //! them, the request's host, the FAPI interaction id, the `Forwarded` element, and paths that an
 //! upstream could resolve differently from the route match.
 
-use http::HeaderName;
+use crate::config::{canonical_header_name, HeaderPattern};
 use pingora_http::RequestHeader;
+use std::collections::HashSet;
 
-/// Request headers that could carry a client identity: a client must never be able to set them.
-const IDENTITY_HEADERS: &[&str] = &[
-    "client-cert",
-    "client-cert-chain",
-    "x-forwarded-client-cert",
-    "x-client-cert",
-    "x-ssl-client-cert",
-    "x-example-client-public-key",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-real-ip",
+/// The built-in families of request headers that carry a client identity, a client address or the
+/// URL a client used, as other proxies and servers set them. A client must never set them: an API
+/// that trusts one of them could be handed a forged identity. Names ending in `*` are prefixes.
+/// Each is compared lower case with `_` read as `-`.
+pub const IDENTITY_FAMILIES: &[(&str, &[&str])] = &[
+    (
+        "client certificate",
+        &[
+            "client-cert",
+            "client-cert-chain",
+            "x-client-cert",
+            "x-client-certificate",
+            "x-client-verify",
+            "x-client-dn",
+            "x-client-s-dn",
+            "x-client-i-dn",
+            "x-ssl-*",
+            "ssl-client-*",
+            "x-arr-clientcert",
+            "x-arr-ssl",
+            "x-amzn-mtls-*",
+            "x-example-client-public-key",
+        ],
+    ),
+    ("forwarding", &["forwarded", "x-forwarded-*", "x-original-*", "x-rewrite-url", "x-host", "x-http-host-override"]),
+    (
+        "client address",
+        &[
+            "x-real-ip",
+            "x-client-ip",
+            "true-client-ip",
+            "x-cluster-client-ip",
+            "cf-connecting-ip",
+            "cf-connecting-ipv6",
+            "fastly-client-ip",
+            "x-originating-ip",
+            "x-remote-ip",
+            "x-remote-addr",
+            "x-envoy-external-address",
+            "x-azure-clientip",
+            "x-azure-socketip",
+            "x-appengine-user-ip",
+        ],
+    ),
+    (
+        "authenticated user",
+        &[
+            "x-authenticated-*",
+            "x-consumer-*",
+            "x-credential-identifier",
+            "x-userinfo",
+            "x-remote-user",
+            "remote-user",
+            "x-auth-request-*",
+            "x-amzn-oidc-*",
+        ],
+    ),
 ];
 
-/// The header names stripped from every request, parsed once at build.
+/// The request headers stripped from every request: the built-in families and the configured
+/// patterns, built once.
 #[derive(Debug, Clone)]
-pub struct StripList(Vec<HeaderName>);
+pub struct StripList {
+    exact: HashSet<String>,
+    prefixes: Vec<String>,
+}
 
 impl StripList {
-    /// The built-in identity headers plus the configured extra names.
-    pub fn new(extra: &[HeaderName]) -> Self {
-        let builtin = IDENTITY_HEADERS.iter().map(|n| HeaderName::from_static(n));
-        StripList(builtin.chain(extra.iter().cloned()).collect())
+    /// The built-in identity families plus the configured `strip_headers` patterns.
+    pub fn new(extra: &[HeaderPattern]) -> Self {
+        let builtin = IDENTITY_FAMILIES.iter().flat_map(|(_, names)| names.iter()).filter_map(|n| builtin_pattern(n));
+        let mut list = StripList { exact: HashSet::new(), prefixes: Vec::new() };
+        for pattern in builtin.chain(extra.iter().cloned()) {
+            match pattern {
+                HeaderPattern::Exact(n) => drop(list.exact.insert(n)),
+                HeaderPattern::Prefix(p) => list.prefixes.push(p),
+            }
+        }
+        list
     }
 
+    /// Whether a header of this name is stripped.
+    pub fn matches(&self, name: &str) -> bool {
+        let name = canonical_header_name(name);
+        self.exact.contains(&name) || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    }
+
+    /// Removes every stripped header from the request.
     pub fn apply(&self, req: &mut RequestHeader) {
-        for name in &self.0 {
-            req.remove_header(name);
+        let doomed: Vec<http::HeaderName> =
+            req.headers.keys().filter(|name| self.matches(name.as_str())).cloned().collect();
+        for name in doomed {
+            req.remove_header(&name);
         }
     }
+}
+
+/// A built-in name as a pattern (they are written canonical already; parsing them keeps one rule).
+fn builtin_pattern(name: &str) -> Option<HeaderPattern> {
+    HeaderPattern::parse(name).ok()
 }
 
 /// Host from the `Host` header (HTTP/1.1) or the URI authority (HTTP/2), without the port.

@@ -1,7 +1,8 @@
 //! The request layer: everything that happens to one HTTP request on a terminated connection. The
-//! pingora `ProxyHttp` phases ([`proxy`]) use route choice ([`route`]), header hygiene
-//! ([`headers`]), CORS ([`cors`]) and the filter chain ([`filters`]), which rests on introspection
-//! ([`introspect`], with [`claims`] checks, [`client_auth`] and [`discovery`]), the gateway's own JWTs ([`issuer`]), remote key sets ([`jwks`]) and the
+//! pingora `ProxyHttp` phases ([`proxy`]) use the normalisation step ([`normalize`]), route choice
+//! ([`route`]), header hygiene ([`headers`]), CORS ([`cors`]) and the filter chain ([`filters`]), which
+//! rests on introspection ([`introspect`], with [`claims`] checks, [`client_auth`] and [`discovery`]),
+//! rate limits ([`limit`]), the gateway's own JWTs ([`issuer`]), remote key sets ([`jwks`]) and the
 //! gateway's answers ([`respond`]). Nothing here knows about sockets or TLS handshakes.
 
 pub mod claims;
@@ -14,6 +15,7 @@ pub mod introspect;
 pub mod issuer;
 pub mod jwks;
 pub mod limit;
+pub mod normalize;
 pub mod proxy;
 pub mod respond;
 pub mod route;

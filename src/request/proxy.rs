@@ -1,18 +1,21 @@
-//! The pingora `ProxyHttp` phases of the gateway: `request_filter` strips identity headers, picks
-//! the route and runs its filter chain; `upstream_request_filter` sets what the API receives (the
-//! JWT, forwarding headers, the verified client certificate); `fail_to_proxy` turns API failures
-//! into JSON answers; `logging` writes one access-log line and the metrics of every request.
+//! The pingora `ProxyHttp` phases of the gateway: `request_filter` normalises the request (see
+//! [`normalize`](crate::request::normalize)), picks the route and runs its filter chain;
+//! `upstream_request_filter` sets what the API receives (the JWT, forwarding headers, the verified
+//! client certificate); `fail_to_proxy` turns failures into JSON answers and blames the right
+//! party; `logging` writes one access-log line and the metrics of every request.
 
+use crate::config::RefusalsConfig;
 use crate::metrics;
 use crate::request::cors;
 use crate::request::filters::{FilterState, Outcome};
-use crate::request::headers::{forwarded, has_dot_segments, interaction_id, request_host, StripList};
-use crate::request::respond::{self, Refusal};
+use crate::request::headers::{forwarded, interaction_id};
+use crate::request::normalize::Normalizer;
+use crate::request::respond::{self, BadRequest, Refusal};
 use crate::request::route::{self, Route};
 use crate::token::ClientCert;
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
@@ -20,7 +23,36 @@ use std::time::{Duration, Instant};
 
 pub struct Gateway {
     routes: Vec<Route>,
-    strip: StripList,
+    normalizer: Normalizer,
+    refusals: RefusalsConfig,
+}
+
+/// Who ended an exchange, for the access log: the client (it sent something unreadable, or went
+/// away), the gateway (a refusal, or its own failure), or the upstream (its answer or its failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    Client,
+    Gateway,
+    Upstream,
+}
+
+impl Party {
+    fn as_str(self) -> &'static str {
+        match self {
+            Party::Client => "client",
+            Party::Gateway => "gateway",
+            Party::Upstream => "upstream",
+        }
+    }
+
+    /// The party an error of pingora's comes from.
+    fn of(e: &Error) -> Party {
+        match e.esource() {
+            ErrorSource::Downstream => Party::Client,
+            ErrorSource::Upstream => Party::Upstream,
+            ErrorSource::Internal | ErrorSource::Unset => Party::Gateway,
+        }
+    }
 }
 
 /// Per-request context.
@@ -36,6 +68,7 @@ pub struct RequestCtx {
     upstream_elapsed: Option<Duration>,
     /// The request's `Origin`, when the route's CORS settings trust it.
     cors_origin: Option<String>,
+    ended_by: Option<Party>,
 }
 
 impl RequestCtx {
@@ -57,8 +90,8 @@ impl RequestCtx {
 
 impl Gateway {
     /// Routes come from the build step, with their chains and peers.
-    pub fn new(routes: Vec<Route>, strip: StripList) -> Self {
-        Gateway { routes, strip }
+    pub fn new(routes: Vec<Route>, normalizer: Normalizer, refusals: RefusalsConfig) -> Self {
+        Gateway { routes, normalizer, refusals }
     }
 
     /// Resolves the upstream addresses; called when serving starts, never by `-t`.
@@ -75,8 +108,43 @@ impl Gateway {
     ) -> Result<bool> {
         metrics::refusal(filter, r.reason());
         ctx.refused_by = Some((filter, r.reason()));
+        ctx.ended_by = Some(Party::Gateway);
+        if !self.drain(session).await {
+            // HTTP/1.1: close after the answer; HTTP/2 resets the stream (NO_ERROR) after it.
+            session.set_keepalive(None);
+        }
         respond::send(session, &r, &ctx.response_headers()).await?;
         Ok(true)
+    }
+
+    /// Reads and discards the request body up to `refusals.drain_bytes`, so that a client still
+    /// sending it reads the refusal: some (curl 7.88 over HTTP/2) lose an answer that arrives before
+    /// they finished sending. `false` when the body was not read to its end: it is larger than the
+    /// bound, too slow, or waits for `100 Continue` (never sent for a refusal, RFC 9110 §10.1.1).
+    async fn drain(&self, session: &mut Session) -> bool {
+        if session.is_body_done() {
+            return true;
+        }
+        let req = session.req_header();
+        let limit = self.refusals.drain_bytes;
+        let declared = req.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if req.headers.contains_key(http::header::EXPECT) || declared.is_some_and(|n| n > limit as u64) {
+            return false;
+        }
+        let read = async {
+            let mut total = 0usize;
+            loop {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) => total += chunk.len(),
+                    Ok(None) => return true,
+                    Err(_) => return false,
+                }
+                if total > limit {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(self.refusals.drain_timeout, read).await.unwrap_or(false)
     }
 
     /// CORS for a route that trusts web origins: remembers an allowed `Origin` for the response
@@ -97,11 +165,13 @@ impl Gateway {
         Ok(true)
     }
 
-    /// Per-connection facts from the TLS handshake: the verified client certificate; and the
-    /// client's address, which only a limit without a certificate needs.
+    /// Per-connection facts from the TLS handshake: the verified client certificate and the SNI;
+    /// and the client's address, which only a limit without a certificate needs.
     fn connection_facts(session: &Session, ctx: &mut RequestCtx) {
         let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
-        ctx.filters.client = ssl.and_then(|s| s.extension.get::<Arc<ClientCert>>()).cloned();
+        if let Some(client) = ssl.and_then(|s| s.extension.get::<Arc<ClientCert>>()) {
+            ctx.filters.client = Some(client.clone());
+        }
         if ctx.filters.client.is_none() {
             ctx.filters.source = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
         }
@@ -123,31 +193,36 @@ impl ProxyHttp for Gateway {
             upstream_started: None,
             upstream_elapsed: None,
             cors_origin: None,
+            ended_by: None,
         }
     }
 
-    /// Strips identity headers, picks the route and runs its filters. `Ok(true)` means a refusal
+    /// Normalises the request, picks the route and runs its filters. `Ok(true)` means a refusal
     /// was already sent and the request goes no further.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.interaction_id = interaction_id(session.req_header());
-        self.strip.apply(session.req_header_mut());
         Self::connection_facts(session, ctx);
         if ctx.client().is_some_and(ClientCert::is_revoked) {
             // A reloaded CRL revoked this certificate: the connection is being ended.
             session.set_keepalive(None);
             return self.refuse(session, ctx, "connection", Refusal::InvalidToken("certificate_revoked")).await;
         }
-        if has_dot_segments(session.req_header().uri.path()) {
-            // "/api/../admin" would match the /api/ route here and reach /admin at the API.
-            return self.refuse(session, ctx, "router", Refusal::InvalidRequest("dot segments in the path")).await;
+        let client = ctx.filters.client.clone();
+        let sni = client.as_ref().and_then(|c| c.sni.as_deref());
+        match self.normalizer.apply(session.req_header_mut(), sni) {
+            Ok(host) => ctx.host = host,
+            Err(refusal) => return self.refuse(session, ctx, "normalize", refusal).await,
         }
-        ctx.host = request_host(session.req_header()).unwrap_or_default();
         let Some(index) = route::find(&self.routes, &ctx.host, session.req_header().uri.path()) else {
             return self.refuse(session, ctx, "router", Refusal::NoRoute).await;
         };
         ctx.route = Some(index);
+        // Pre-flights are answered here and never forwarded, whatever methods the route accepts.
         if self.cors(session, ctx, index).await? {
             return Ok(true);
+        }
+        if let Some(refusal) = self.routes[index].method_refusal(&session.req_header().method) {
+            return self.refuse(session, ctx, "router", refusal).await;
         }
         for filter in &self.routes[index].chain {
             if let Outcome::Respond(refusal) = filter.run(session.req_header(), &mut ctx.filters).await {
@@ -203,24 +278,47 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    /// API failures become JSON answers: unreachable 502, too slow 504.
+    /// Failures become JSON answers, blamed on whoever caused them: a client that went away gets
+    /// nothing, one that sent something pingora could not forward gets 400; an unreachable API is
+    /// 502, a slow one 504.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
-        let refusal = match e.etype() {
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => Refusal::UpstreamTimeout,
-            ErrorType::HTTPStatus(404) => Refusal::NoRoute,
+        let party = Party::of(e);
+        ctx.ended_by = Some(party);
+        let io = matches!(
+            e.etype(),
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed | ErrorType::H2Error
+        );
+        let refusal = match (party, e.etype()) {
+            (Party::Client, _) if io => {
+                log::info!("client ended the exchange: {e}");
+                return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            }
+            (Party::Client, _) => Refusal::BadRequest(BadRequest::Malformed),
+            (_, ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+                Refusal::UpstreamTimeout
+            }
+            (_, ErrorType::HTTPStatus(404)) => Refusal::NoRoute,
             _ => Refusal::UpstreamUnavailable,
         };
-        let downstream_gone =
-            matches!(e.etype(), ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed)
-                && e.esource() == &pingora_core::ErrorSource::Downstream;
-        if downstream_gone {
-            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        if party == Party::Client {
+            log::warn!("client error, answered {}: {e}", refusal.status());
         }
-        ctx.refused_by = Some(("upstream", refusal.reason()));
+        let who = if party == Party::Client { "client" } else { "upstream" };
+        ctx.refused_by = Some((who, refusal.reason()));
+        if party != Party::Client && session.response_written().is_none() {
+            // The API failed before the body was forwarded: the 502 must arrive like a refusal.
+            self.drain(session).await;
+        }
         if let Err(err) = respond::send(session, &refusal, &ctx.response_headers()).await {
             log::debug!("could not send the error response: {err}");
         }
         FailToProxy { error_code: refusal.status(), can_reuse_downstream: false }
+    }
+
+    /// Client-caused failures are logged by `fail_to_proxy` at INFO or WARN, as the client's doing;
+    /// pingora's ERROR line is kept for the gateway's and the upstream's failures.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        Party::of(e) == Party::Client
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -230,9 +328,10 @@ impl ProxyHttp for Gateway {
         metrics::request(route, status, elapsed);
         let req = session.req_header();
         let (refused, reason) = ctx.refused_by.unwrap_or(("-", "-"));
+        let ended_by = ctx.ended_by.or(e.map(Party::of)).unwrap_or(Party::Upstream);
         log::info!(
             target: "access",
-            "method={} path={} status={} duration_ms={:.2} upstream_ms={} client=\"{}\" x5t={} token={} cache={} refused_by={} reason={} interaction_id={} error={}",
+            "method={} path={} status={} duration_ms={:.2} upstream_ms={} client=\"{}\" x5t={} token={} cache={} refused_by={} reason={} ended_by={} interaction_id={} error={}",
             req.method,
             req.uri.path(),
             status,
@@ -244,6 +343,7 @@ impl ProxyHttp for Gateway {
             ctx.filters.cache.map(|c| c.as_str()).unwrap_or("-"),
             refused,
             reason,
+            ended_by.as_str(),
             ctx.interaction_id,
             e.map(|e| e.etype().as_str()).unwrap_or("-"),
         );
@@ -254,13 +354,18 @@ impl ProxyHttp for Gateway {
 mod tests {
     use super::*;
 
-    use crate::config::{CorsConfig, FilterConfig, RouteConfig, UpstreamConfig};
+    use crate::config::{CorsConfig, FilterConfig, HeaderPattern, HttpMethod, RouteConfig, UpstreamConfig};
     use crate::host::HostPattern;
     use crate::request::filters::{build_chain, ChainParts};
+    use crate::request::headers::StripList;
     use std::collections::BTreeMap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn gateway(cors: Option<CorsConfig>) -> Gateway {
+        gateway_with(cors, None)
+    }
+
+    fn gateway_with(cors: Option<CorsConfig>, methods: Option<Vec<HttpMethod>>) -> Gateway {
         let d = Duration::from_secs(1);
         let upstream = Arc::new(UpstreamConfig {
             name: "api".into(),
@@ -278,6 +383,7 @@ mod tests {
             host: HostPattern::parse("api.example.com").unwrap(),
             path_prefix: "/api/".into(),
             upstream,
+            methods,
             filters: vec![FilterConfig::CertBinding],
             forward_client_cert: false,
             cors,
@@ -285,23 +391,146 @@ mod tests {
         let parts = ChainParts { introspectors: BTreeMap::new(), miss_limit: None };
         let chain = build_chain(&route.filters, &parts).unwrap();
         let peer = route::upstream_peer(&route.upstream).unwrap();
-        Gateway::new(vec![Route::new(route, chain, peer)], StripList::new(&[http::HeaderName::from_static("x-evil")]))
+        let normalizer = Normalizer {
+            strip: StripList::new(&[HeaderPattern::parse("x-evil").unwrap()]),
+            default_hosts: vec![HostPattern::parse("api.example.com").unwrap()],
+        };
+        let refusals = RefusalsConfig { drain_bytes: 1024, drain_timeout: Duration::from_secs(1) };
+        Gateway::new(vec![Route::new(route, chain, peer)], normalizer, refusals)
     }
 
     /// Feeds raw request bytes to a pingora session over in-memory IO, runs `request_filter`, and
     /// returns whether it answered, what the client received, and the request as the filters left it.
     async fn run(gw: &Gateway, request: &str) -> (bool, String, RequestHeader) {
+        run_on(gw, request.as_bytes(), None).await.expect("pingora parses the request")
+    }
+
+    /// The same on a connection opened for `sni`; `None` when pingora itself refused the request
+    /// before the gateway saw it.
+    async fn run_on(gw: &Gateway, request: &[u8], sni: Option<&str>) -> Option<(bool, String, RequestHeader)> {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let mut session = Session::new_h1(Box::new(server));
-        client.write_all(request.as_bytes()).await.unwrap();
-        assert!(session.read_request().await.unwrap());
+        client.write_all(request).await.unwrap();
+        if !matches!(session.read_request().await, Ok(true)) {
+            return None;
+        }
         let mut ctx = gw.new_ctx();
+        ctx.filters.client = sni.map(|name| crate::request::filters::test_support::client_for("x5t", Some(name)));
         let answered = gw.request_filter(&mut session, &mut ctx).await.unwrap();
         let header = session.req_header().clone();
         drop(session);
         let mut out = String::new();
         client.read_to_string(&mut out).await.unwrap();
-        (answered, out, header)
+        Some((answered, out, header))
+    }
+
+    /// Raw request, the connection's SNI, and the expected status and a word of the body.
+    type Row<'a> = (&'a [u8], Option<&'a str>, Option<(u16, &'a str)>);
+
+    /// The normalisation step on real HTTP/1.1 bytes through pingora's parser: each row is the
+    /// request, the connection's SNI, and the status and reason the client must read (`None`:
+    /// pingora refuses it itself, before the gateway).
+    #[tokio::test]
+    async fn the_normalisation_step_refuses_every_malformed_request_with_json() {
+        const API: Option<&str> = Some("api.example.com");
+        let table: &[Row] = &[
+            (b"delete /api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n", API, Some((400, "upper case"))),
+            (b"Delete /api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n", API, Some((400, "upper case"))),
+            (b"FOO /api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n", API, Some((501, "not_implemented"))),
+            (
+                b"GET /api/x HTTP/1.1\r\nHost: api.example.com\r\nX-HTTP-Method-Override: DELETE\r\n\r\n",
+                API,
+                Some((400, "override")),
+            ),
+            (b"GET /api/a\x00b HTTP/1.1\r\nHost: api.example.com\r\n\r\n", API, Some((400, "control character"))),
+            (b"GET /api/a\x7fb HTTP/1.1\r\nHost: api.example.com\r\n\r\n", API, Some((400, "control character"))),
+            (b"GET /api/a\x1bb HTTP/1.1\r\nHost: api.example.com\r\n\r\n", API, Some((400, "control character"))),
+            (
+                b"POST /api/x HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 5,5\r\n\r\nhello",
+                API,
+                Some((400, "Content-Length")),
+            ),
+            (
+                b"POST /api/x HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+                API,
+                Some((400, "Content-Length")),
+            ),
+            (b"POST /api/x HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 5,6\r\n\r\nhello", API, None),
+            (b"POST /api/x HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: -5\r\n\r\n", API, None),
+            (
+                b"GET /api/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close, :authority\r\n\r\n",
+                API,
+                Some((400, "Connection")),
+            ),
+            (b"GET /api/x HTTP/1.1\r\nHost: login.example.com\r\n\r\n", API, Some((421, "misdirected_request"))),
+            (b"GET /api/x HTTP/1.1\r\nHost: login.example.com\r\n\r\n", None, Some((421, "misdirected_request"))),
+            (b"GET /api/x HTTP/1.0\r\n\r\n", API, Some((400, "malformed"))),
+            // Passes the step; the route's only filter (cert_binding) then finds no token.
+            (b"GET /api/x HTTP/1.1\r\nHost: API.example.com:443\r\n\r\n", API, Some((401, "unauthorized"))),
+            (
+                b"GET /api/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close, x-forwarded-for\r\n\r\n",
+                API,
+                Some((401, "unauthorized")),
+            ),
+        ];
+        for (request, sni, want) in table {
+            let shown = String::from_utf8_lossy(request).escape_debug().to_string();
+            let got = run_on(&gateway(None), request, *sni).await;
+            let (Some((answered, out, _)), Some((status, text))) = (&got, want) else {
+                assert!(got.is_none() && want.is_none(), "{shown}: {:?}", got.map(|g| g.1));
+                continue;
+            };
+            assert!(answered, "{shown}");
+            assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{shown}: {out}");
+            assert!(out.contains("content-type: application/json") && out.contains(text), "{shown}: {out}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_raw_space_reaches_the_gateway_already_escaped_by_pingora() {
+        // pingora 0.9.1's HTTP/1.1 parser percent-encodes the target of a request line it cannot
+        // parse; the gateway then sees `%20`, which a client may legitimately send.
+        let req = b"GET /api/a b HTTP/1.1\r\nHost: api.example.com\r\n\r\n";
+        let (_, _, header) = run_on(&gateway(None), req, Some("api.example.com")).await.unwrap();
+        assert_eq!(header.raw_path(), b"/api/a%20b");
+    }
+
+    #[tokio::test]
+    async fn a_route_listing_methods_answers_405_with_allow() {
+        let gw = gateway_with(None, Some(vec![HttpMethod::POST, HttpMethod::GET]));
+        let (_, out, _) = run(&gw, "DELETE /api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 405") && out.contains("allow: GET, HEAD, POST"), "{out}");
+        assert!(out.contains("\"code\":\"method_not_allowed\""), "{out}");
+        let (_, out, _) = run(&gw, "HEAD /api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 401"), "HEAD comes with GET: {out}");
+    }
+
+    #[tokio::test]
+    async fn connection_nominating_a_gateway_header_is_trimmed_not_refused() {
+        let req = "GET /api/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close, X-Forwarded-For, x-trace\r\n\r\n";
+        let (_, _, header) = run(&gateway(None), req).await;
+        assert_eq!(header.headers["connection"], "close, x-trace");
+    }
+
+    /// A refused request's body is read first when it is small, so the client reads the answer
+    /// and the connection stays usable; a larger one gets the answer and `Connection: close`.
+    #[tokio::test]
+    async fn refusals_read_a_small_body_first_and_close_after_a_large_one() {
+        let post = |n: usize| {
+            format!("POST /api/x HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: {n}\r\n\r\n{}", "a".repeat(n))
+        };
+        let gw = gateway(None);
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let mut session = Session::new_h1(Box::new(server));
+        client.write_all(post(1000).as_bytes()).await.unwrap();
+        assert!(session.read_request().await.unwrap());
+        let mut ctx = gw.new_ctx();
+        assert!(gw.request_filter(&mut session, &mut ctx).await.unwrap());
+        assert!(session.is_body_done(), "the 1000-byte body was read before the refusal");
+        assert!(session.get_keepalive().is_some());
+        drop(session);
+        let (_, out, _) = run(&gw, &post(2000)).await;
+        assert!(out.starts_with("HTTP/1.1 401") && out.to_ascii_lowercase().contains("connection: close"), "{out}");
     }
 
     #[tokio::test]
@@ -321,8 +550,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unknown_hosts_get_a_json_404_and_head_gets_no_body() {
-        let (answered, out, _) = run(&gateway(None), "GET /api/x HTTP/1.1\r\nHost: other.example.com\r\n\r\n").await;
+    async fn unknown_paths_get_a_json_404_and_head_gets_no_body() {
+        let (answered, out, _) = run(&gateway(None), "GET /other/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n").await;
         assert!(answered);
         assert!(out.starts_with("HTTP/1.1 404") && out.contains("\"code\":\"not_found\""), "{out}");
         let (_, out, _) = run(&gateway(None), "HEAD /api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n").await;

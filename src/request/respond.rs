@@ -31,6 +31,55 @@ pub enum Refusal {
     OriginNotAllowed,
     /// Over a rate limit; retry after this many seconds.
     RateLimited { limit: &'static str, retry_after: u64 },
+    /// The request is malformed in a way a server may misread (400, no challenge).
+    BadRequest(BadRequest),
+    /// A method the gateway does not implement at all (501).
+    MethodNotImplemented,
+    /// A method this route does not accept (405); carries the route's `Allow` value.
+    MethodNotAllowed(String),
+    /// The scope filter's `default: deny`: no scope grants this method on this route (403).
+    MethodDenied,
+    /// The request's host is not the name this TLS connection was opened for (421).
+    Misdirected,
+}
+
+/// The ways a request can be malformed, each with a stable reason and a message for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRequest {
+    NonCanonicalMethod,
+    MethodOverride,
+    ControlCharacter,
+    DotSegments,
+    ContentLength,
+    ConnectionHeader,
+    /// Found unreadable while proxying (pingora refused the request's headers or body).
+    Malformed,
+}
+
+impl BadRequest {
+    pub fn reason(self) -> &'static str {
+        match self {
+            BadRequest::NonCanonicalMethod => "non_canonical_method",
+            BadRequest::MethodOverride => "method_override",
+            BadRequest::ControlCharacter => "control_character",
+            BadRequest::DotSegments => "dot_segments",
+            BadRequest::ContentLength => "invalid_content_length",
+            BadRequest::ConnectionHeader => "invalid_connection_header",
+            BadRequest::Malformed => "malformed_request",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            BadRequest::NonCanonicalMethod => "The method must be written in upper case, such as GET or DELETE",
+            BadRequest::MethodOverride => "Method override headers are not accepted: send the real method",
+            BadRequest::ControlCharacter => "The request target contains a control character",
+            BadRequest::DotSegments => "The path contains dot segments",
+            BadRequest::ContentLength => "Content-Length must be exactly one integer",
+            BadRequest::ConnectionHeader => "The Connection header is malformed",
+            BadRequest::Malformed => "The request is malformed",
+        }
+    }
 }
 
 pub const UNAUTHORIZED_BODY: &str = r#"{"code":"unauthorized","message":"Missing, invalid or expired access token"}"#;
@@ -40,8 +89,12 @@ impl Refusal {
         match self {
             Refusal::NoToken | Refusal::InvalidToken(_) => 401,
             Refusal::InvalidRequest(_) => 400,
-            Refusal::InsufficientScope(_) | Refusal::OriginNotAllowed => 403,
+            Refusal::BadRequest(_) => 400,
+            Refusal::InsufficientScope(_) | Refusal::OriginNotAllowed | Refusal::MethodDenied => 403,
             Refusal::NoRoute => 404,
+            Refusal::MethodNotAllowed(_) => 405,
+            Refusal::Misdirected => 421,
+            Refusal::MethodNotImplemented => 501,
             Refusal::IdentityBadAnswer(_) | Refusal::UpstreamUnavailable => 502,
             Refusal::IdentityUnavailable(_) => 503,
             Refusal::UpstreamTimeout => 504,
@@ -61,6 +114,11 @@ impl Refusal {
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::OriginNotAllowed => "origin_not_allowed",
             Refusal::RateLimited { limit, .. } => limit,
+            Refusal::BadRequest(b) => b.reason(),
+            Refusal::MethodNotImplemented => "method_not_implemented",
+            Refusal::MethodNotAllowed(_) => "method_not_allowed",
+            Refusal::MethodDenied => "method_denied",
+            Refusal::Misdirected => "misdirected_request",
         }
     }
 
@@ -76,6 +134,10 @@ impl Refusal {
             Refusal::InsufficientScope(scope) => {
                 Some(format!(r#"Bearer error="insufficient_scope", scope="{}""#, scope.replace('"', "")))
             }
+            Refusal::MethodDenied => Some(
+                r#"Bearer error="insufficient_scope", error_description="No scope grants this method here""#
+                    .to_string(),
+            ),
             _ => None,
         }
     }
@@ -94,6 +156,21 @@ impl Refusal {
             Refusal::UpstreamTimeout => json("gateway_timeout", "The API did not answer in time"),
             Refusal::OriginNotAllowed => json("forbidden", "This origin is not allowed"),
             Refusal::RateLimited { .. } => json("rate_limited", "Too many requests, retry later"),
+            Refusal::BadRequest(b) => json("invalid_request", b.message()),
+            Refusal::MethodNotImplemented => json("not_implemented", "The gateway does not implement this method"),
+            Refusal::MethodNotAllowed(_) => json("method_not_allowed", "This method is not allowed here"),
+            Refusal::MethodDenied => json("forbidden", "No scope grants this method here"),
+            Refusal::Misdirected => {
+                json("misdirected_request", "This connection does not serve this host: open a new connection")
+            }
+        }
+    }
+
+    /// The `Allow` header of a 405.
+    fn allow(&self) -> Option<&str> {
+        match self {
+            Refusal::MethodNotAllowed(allow) => Some(allow),
+            _ => None,
         }
     }
 
@@ -112,6 +189,9 @@ impl Refusal {
         }
         if let Refusal::RateLimited { retry_after, .. } = self {
             h.insert_header("retry-after", retry_after.to_string())?;
+        }
+        if let Some(allow) = self.allow() {
+            h.insert_header("allow", allow)?;
         }
         Ok(h)
     }

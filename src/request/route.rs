@@ -1,8 +1,9 @@
 //! Route choice: each configured route with its filter chain and its upstream peer, and the first
 //! route whose host and path prefix match a request.
 
-use crate::config::{Problem, RouteConfig, UpstreamConfig};
+use crate::config::{HttpMethod, Problem, RouteConfig, UpstreamConfig};
 use crate::request::filters::Filter;
+use crate::request::respond::Refusal;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora_core::upstreams::peer::HttpPeer;
 use std::hash::{Hash, Hasher};
@@ -15,11 +16,31 @@ pub struct Route {
     pub label: String,
     pub chain: Vec<Box<dyn Filter>>,
     pub peer: HttpPeer,
+    /// The methods accepted when the route limits them (`HEAD` with `GET`), and their `Allow` value.
+    allowed: Option<(Vec<HttpMethod>, String)>,
 }
 
 impl Route {
     pub fn new(cfg: RouteConfig, chain: Vec<Box<dyn Filter>>, peer: HttpPeer) -> Self {
-        Route { label: format!("{}{}", cfg.host, cfg.path_prefix), chain, peer, cfg }
+        let allowed = cfg.methods.as_ref().map(|listed| {
+            let mut methods = listed.clone();
+            // RFC 9110 §9.3.2: HEAD is GET without the body; a route that serves one serves both.
+            if methods.contains(&HttpMethod::GET) {
+                methods.push(HttpMethod::HEAD);
+            }
+            methods.sort();
+            methods.dedup();
+            let allow = methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+            (methods, allow)
+        });
+        Route { label: format!("{}{}", cfg.host, cfg.path_prefix), chain, peer, cfg, allowed }
+    }
+
+    /// 405 with `Allow` for a method this route does not accept.
+    pub fn method_refusal(&self, method: &http::Method) -> Option<Refusal> {
+        let (methods, allow) = self.allowed.as_ref()?;
+        let accepted = HttpMethod::exact(method.as_str()).is_some_and(|m| methods.contains(&m));
+        (!accepted).then(|| Refusal::MethodNotAllowed(allow.clone()))
     }
 
     fn matches(&self, host: &str, path: &str) -> bool {

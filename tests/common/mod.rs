@@ -534,3 +534,48 @@ pub fn validate(config: &Path) -> (bool, String) {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+/// What one curl run left: its exit code, the (last) status (0 when none arrived), the response
+/// headers (lower case) and the body.
+#[derive(Debug)]
+pub struct Curl {
+    pub exit: i32,
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Curl {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+impl System {
+    /// Runs curl 7.88 (the system's) against the gateway's port with `example.client.p12`, both host
+    /// names mapped to it; `args` come last (`--http2`, `-X`, `-H`, the URL, another `--cert`).
+    pub fn curl(&self, args: &[&str]) -> Curl {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let (head, body) = (self.path(&format!("curl-{n}.head")), self.path(&format!("curl-{n}.body")));
+        let port = self.gateway_port;
+        let out = Command::new("curl")
+            .args(["-sS", "--noproxy", "*", "--max-time", "20", "--cacert", &cert("root.pem"), "--cert-type", "P12"])
+            .args(["--cert", &format!("{}:Password1", cert("example.client.p12"))])
+            .args(["--connect-to", &format!("{API}:443:127.0.0.1:{port}")])
+            .args(["--connect-to", &format!("{LOGIN}:443:127.0.0.1:{port}")])
+            .args(["-D", &head.display().to_string(), "-o", &body.display().to_string(), "-w", "%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl is needed for the HTTP/2 tests");
+        // With several URLs `-w` prints one status after the other: keep the last.
+        let codes = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Curl {
+            exit: out.status.code().unwrap_or(-1),
+            status: codes.get(codes.len().saturating_sub(3)..).and_then(|c| c.parse().ok()).unwrap_or(0),
+            headers: std::fs::read_to_string(&head).unwrap_or_default().to_ascii_lowercase(),
+            body: std::fs::read_to_string(&body).unwrap_or_default(),
+        }
+    }
+}

@@ -4,8 +4,9 @@
 //! rotates, even under the same `kid`)
 //! and answers `POST /api/transactions`.
 //!
-//! Two more routes exist for the tests: `GET /api/echo` answers the request headers it received
-//! (to prove what the gateway strips and adds) and `GET /api/slow?ms=N` answers after N ms.
+//! Two more routes exist for the tests: `/api/echo` answers, for any method, the method, target
+//! and headers it received (to prove what the gateway strips, adds and lets through), and
+//! `GET /api/slow?ms=N` answers after N ms.
 
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, Validation};
@@ -105,13 +106,14 @@ impl ServeHttp for Api {
             ("POST", "/api/transactions") => {
                 json_response(200, &json!({ "message": "Success response from the Example API" }))
             }
-            ("GET", "/api/echo") => {
+            (method, "/api/echo") => {
                 let headers: serde_json::Map<String, serde_json::Value> = req
                     .headers
                     .iter()
                     .map(|(k, v)| (k.as_str().to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
                     .collect();
-                json_response(200, &json!({ "headers": headers, "claims": claims }))
+                let target = String::from_utf8_lossy(req.raw_path()).into_owned();
+                json_response(200, &json!({ "method": method, "target": target, "headers": headers, "claims": claims }))
             }
             ("GET", "/api/slow") => {
                 let ms = req.uri.query().and_then(|q| q.strip_prefix("ms=")).and_then(|v| v.parse().ok()).unwrap_or(0);

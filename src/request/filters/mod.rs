@@ -85,8 +85,8 @@ pub fn build_chain(configs: &[FilterConfig], parts: &ChainParts) -> Result<Vec<B
                     Box::new(PhantomToken { introspector: i.clone(), miss_limit: parts.miss_limit.clone() })
                 }
                 FilterConfig::CertBinding => Box::new(CertBinding),
-                FilterConfig::Scope { required, methods } => {
-                    Box::new(Scope { required: required.clone(), methods: methods.clone() })
+                FilterConfig::Scope { required, methods, default } => {
+                    Box::new(Scope { required: required.clone(), methods: methods.clone(), default: *default })
                 }
                 FilterConfig::RateLimit { rate, key } => {
                     Box::new(RateLimit { limiter: Limiter::new(*rate), key: *key })
@@ -120,8 +120,13 @@ pub(crate) mod test_support {
     }
 
     pub fn client(thumbprint: &str) -> Arc<ClientCert> {
+        client_for(thumbprint, Some("api.example.com"))
+    }
+
+    pub fn client_for(thumbprint: &str, sni: Option<&str>) -> Arc<ClientCert> {
         let mut c = ClientCert::from_der(b"test", "CN=t".into()).unwrap();
         c.thumbprint = thumbprint.into();
+        c.sni = sni.map(str::to_string);
         Arc::new(c)
     }
 }

@@ -68,7 +68,7 @@ impl PhantomToken {
 /// RFC 6750 §2.1: `Authorization: Bearer <token68>`, scheme case-insensitive. Tokens in the query
 /// string (§2.3) are refused, as FAPI 2.0 requires.
 pub fn bearer_token(req: &RequestHeader) -> Result<&str, Refusal> {
-    if req.uri.query().is_some_and(|q| q.split('&').any(|p| p.starts_with("access_token="))) {
+    if req.uri.query().is_some_and(query_names_access_token) {
         return Err(Refusal::InvalidRequest("access tokens in the query string are not accepted"));
     }
     let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
@@ -88,6 +88,53 @@ pub fn bearer_token(req: &RequestHeader) -> Result<&str, Refusal> {
         return Err(Refusal::InvalidToken("malformed_token"));
     }
     Ok(token)
+}
+
+/// Whether any parameter of a query string could be read as `access_token` by some server: `&` or
+/// `;` separators, with or without a value, percent-encoded (also twice), in any case, and with
+/// PHP's renaming of `.`, ` ` and `[` to `_` or its `name[]` arrays.
+fn query_names_access_token(query: &str) -> bool {
+    query.split(['&', ';']).any(|pair| {
+        let raw = pair.split('=').next().unwrap_or_default();
+        let decoded = decode_repeatedly(raw);
+        let name = decoded.split('=').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let array = name.split('[').next().unwrap_or_default();
+        let renamed: String = name.chars().map(|c| if matches!(c, ' ' | '.' | '[') { '_' } else { c }).collect();
+        array == "access_token" || renamed == "access_token"
+    })
+}
+
+/// Percent-decodes (and reads `+` as a space) until nothing changes, at most four times.
+fn decode_repeatedly(text: &str) -> String {
+    let mut current = text.replace('+', " ");
+    for _ in 0..4 {
+        let next = percent_decode(&current);
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn is_token68(t: &str) -> bool {
@@ -112,5 +159,30 @@ mod tests {
         assert!(matches!(bearer_token(&req("GET", "/", &["Bearer a b"])), Err(Refusal::InvalidToken(_))));
         assert!(matches!(bearer_token(&req("GET", "/", &["Bearer a", "Bearer b"])), Err(Refusal::InvalidRequest(_))));
         assert!(matches!(bearer_token(&req("GET", "/x?access_token=abc", &[])), Err(Refusal::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn every_spelling_of_a_query_token_is_found() {
+        for q in [
+            "access_token=abc",
+            "access_token",
+            "a=1&access_token",
+            "a=1;access_token=abc",
+            "%61ccess_token=abc",
+            "access%5Ftoken=abc",
+            "%2561ccess_token=abc",
+            "ACCESS_TOKEN=abc",
+            "access.token=abc",
+            "access+token=abc",
+            "access%20token=abc",
+            "access_token[]=abc",
+            "access[token=abc",
+            "+access_token=abc",
+        ] {
+            assert!(query_names_access_token(q), "{q}");
+        }
+        for q in ["access_tokens=1", "my_access_token=1", "a=access_token", "token=abc", "", "%zz"] {
+            assert!(!query_names_access_token(q), "{q}");
+        }
     }
 }

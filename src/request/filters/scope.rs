@@ -1,7 +1,11 @@
 //! The scope filter: the token must carry the route's scopes, and the method's. Runs on every
 //! request, cached token or not, so a cached introspection answer never stands in for a decision.
+//!
+//! Methods are looked up exactly: the normalisation step has already refused every method that is
+//! not one of the implemented ones spelled in upper case, so `delete` cannot miss `DELETE` here.
 
 use super::{Filter, FilterState, Outcome};
+use crate::config::{HttpMethod, ScopeDefault};
 use crate::request::respond::Refusal;
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
@@ -9,8 +13,10 @@ use std::collections::BTreeMap;
 
 pub struct Scope {
     pub required: Vec<String>,
-    /// Per upper-case HTTP method, scopes required on top of `required`.
-    pub methods: BTreeMap<String, Vec<String>>,
+    /// Per method, scopes required on top of `required`.
+    pub methods: BTreeMap<HttpMethod, Vec<String>>,
+    /// For a method not in `methods`: `required` alone, or refused.
+    pub default: ScopeDefault,
 }
 
 #[async_trait]
@@ -23,7 +29,11 @@ impl Filter for Scope {
         let Some(token) = state.token.as_ref() else {
             return Outcome::Respond(Refusal::InvalidToken("no_token_claims"));
         };
-        let per_method = self.methods.get(req.method.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let per_method = match HttpMethod::exact(req.method.as_str()).and_then(|m| self.methods.get(&m)) {
+            Some(scopes) => scopes.as_slice(),
+            None if self.default == ScopeDefault::Deny => return Outcome::Respond(Refusal::MethodDenied),
+            None => &[],
+        };
         let wanted: Vec<&String> = self.required.iter().chain(per_method).collect();
         if wanted.iter().all(|s| token.claims.has_scope(s)) {
             return Outcome::Continue;
@@ -42,7 +52,8 @@ mod tests {
     async fn scope_is_checked_per_method() {
         let f = Scope {
             required: vec!["transactions".into()],
-            methods: BTreeMap::from([("POST".to_string(), vec!["write".to_string()])]),
+            methods: BTreeMap::from([(HttpMethod::POST, vec!["write".to_string()])]),
+            default: ScopeDefault::Required,
         };
         let mut s = FilterState { token: Some(token("transactions", None)), ..Default::default() };
         assert_eq!(f.run(&req("GET", "/", &[]), &mut s).await, Outcome::Continue);
@@ -52,5 +63,23 @@ mod tests {
         );
         s.token = Some(token("transactions write", None));
         assert_eq!(f.run(&req("POST", "/", &[]), &mut s).await, Outcome::Continue);
+    }
+
+    #[tokio::test]
+    async fn default_deny_refuses_every_method_not_listed() {
+        let f = Scope {
+            required: vec![],
+            methods: BTreeMap::from([(HttpMethod::DELETE, vec!["admin".to_string()]), (HttpMethod::GET, vec![])]),
+            default: ScopeDefault::Deny,
+        };
+        let mut s = FilterState { token: Some(token("transactions", None)), ..Default::default() };
+        assert_eq!(f.run(&req("GET", "/", &[]), &mut s).await, Outcome::Continue);
+        assert_eq!(f.run(&req("POST", "/", &[]), &mut s).await, Outcome::Respond(Refusal::MethodDenied));
+        assert_eq!(
+            f.run(&req("DELETE", "/", &[]), &mut s).await,
+            Outcome::Respond(Refusal::InsufficientScope("admin".into()))
+        );
+        // Never reached in production (normalisation refuses it first); still no way through.
+        assert_eq!(f.run(&req("delete", "/", &[]), &mut s).await, Outcome::Respond(Refusal::MethodDenied));
     }
 }

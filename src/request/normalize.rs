@@ -1,0 +1,288 @@
+//! The one normalisation step every request passes first, before routing and before any filter
+//! reads it: a canonical method, no method-override header, a request target without control
+//! characters or dot segments, exactly one `Content-Length` integer, no client-supplied identity
+//! header, a `Connection` header that nominates none of the gateway's own headers, and a host that
+//! this TLS connection was opened for. It either leaves a request every later step can trust, or
+//! names the refusal.
+
+use crate::config::{is_tchar, HttpMethod};
+use crate::host::HostPattern;
+use crate::request::headers::{has_dot_segments, request_host, StripList};
+use crate::request::respond::{BadRequest, Refusal};
+use pingora_http::RequestHeader;
+
+/// Headers that ask an application server to act as if another method had been sent. Many
+/// frameworks honour them, so a scope granted for `GET` could be used to `DELETE`.
+const METHOD_OVERRIDE_HEADERS: &[&str] = &["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// Headers the gateway reads or sets itself, besides the stripped ones: a client's `Connection`
+/// header must not make them hop-by-hop (pingora would drop them, or refuse the request as an
+/// upstream failure when it is `Host` or an `X-Forwarded-*` name).
+const OWN_HEADERS: &[&str] = &["host", "authorization", "content-length", "x-fapi-interaction-id"];
+
+/// Pingora refuses a `Connection` header with this many nominations or more.
+const MAX_CONNECTION_TOKENS: usize = 10;
+
+/// What the normalisation step knows besides the request: the stripped headers and the names the
+/// default certificate serves (for connections that sent no SNI).
+#[derive(Debug, Clone)]
+pub struct Normalizer {
+    pub strip: StripList,
+    pub default_hosts: Vec<HostPattern>,
+}
+
+impl Normalizer {
+    /// Normalises `req` in place. `sni` is the server name this TLS connection was opened for.
+    /// Returns the request's host (lower case, no port) for routing.
+    pub fn apply(&self, req: &mut RequestHeader, sni: Option<&str>) -> Result<String, Refusal> {
+        method(&req.method)?;
+        refuse_method_override(req)?;
+        target(req.raw_path())?;
+        content_length(req)?;
+        self.strip.apply(req);
+        self.connection(req)?;
+        let host = request_host(req).filter(|h| !h.is_empty()).ok_or(Refusal::BadRequest(BadRequest::Malformed))?;
+        if self.misdirected(&host, sni) {
+            return Err(Refusal::Misdirected);
+        }
+        Ok(host)
+    }
+
+    /// RFC 9110 §15.5.20 and RFC 9113 §9.1.1: a connection serves the name it was opened for.
+    /// Without SNI, the default certificate was served, so the host must be one of its names.
+    fn misdirected(&self, host: &str, sni: Option<&str>) -> bool {
+        let host = host.trim_end_matches('.');
+        match sni {
+            Some(sni) => !sni.trim_end_matches('.').eq_ignore_ascii_case(host),
+            None => !self.default_hosts.iter().any(|h| h.matches(host)),
+        }
+    }
+
+    /// Drops `Connection` nominations of headers the gateway strips or owns, and refuses what
+    /// pingora would refuse later as if the upstream had failed.
+    fn connection(&self, req: &mut RequestHeader) -> Result<(), Refusal> {
+        if !req.headers.contains_key(http::header::CONNECTION) {
+            return Ok(());
+        }
+        let bad = || Refusal::BadRequest(BadRequest::ConnectionHeader);
+        let mut kept: Vec<String> = Vec::new();
+        for value in req.headers.get_all(http::header::CONNECTION) {
+            let text = value.to_str().map_err(|_| bad())?;
+            for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if !token.bytes().all(is_tchar) {
+                    return Err(bad());
+                }
+                let lower = token.to_ascii_lowercase();
+                if !self.strip.matches(&lower) && !OWN_HEADERS.contains(&lower.as_str()) {
+                    kept.push(lower);
+                }
+            }
+        }
+        if kept.len() >= MAX_CONNECTION_TOKENS {
+            return Err(bad());
+        }
+        req.remove_header(&http::header::CONNECTION);
+        if !kept.is_empty() {
+            req.insert_header(http::header::CONNECTION, kept.join(", ")).map_err(|_| bad())?;
+        }
+        Ok(())
+    }
+}
+
+/// Methods are case-sensitive (RFC 9110 §9.1) but many servers upper-case them, so `delete` would
+/// pass a check written for `DELETE` and still delete. Only the implemented methods, spelled
+/// canonically, go on; other spellings of them are 400 and unknown methods 501.
+fn method(m: &http::Method) -> Result<HttpMethod, Refusal> {
+    if let Some(known) = HttpMethod::exact(m.as_str()) {
+        return Ok(known);
+    }
+    let canonical = m.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'-');
+    let respelled = HttpMethod::ALL.iter().any(|k| k.as_str().eq_ignore_ascii_case(m.as_str()));
+    if respelled || !canonical {
+        return Err(Refusal::BadRequest(BadRequest::NonCanonicalMethod));
+    }
+    Err(Refusal::MethodNotImplemented)
+}
+
+/// Refused rather than stripped: a client that sends one expects another method than the one the
+/// gateway authorizes, and silently running a `GET` for an intended `DELETE` helps nobody.
+fn refuse_method_override(req: &RequestHeader) -> Result<(), Refusal> {
+    let overridden = req
+        .headers
+        .keys()
+        .any(|name| METHOD_OVERRIDE_HEADERS.contains(&crate::config::canonical_header_name(name.as_str()).as_str()));
+    if overridden {
+        return Err(Refusal::BadRequest(BadRequest::MethodOverride));
+    }
+    Ok(())
+}
+
+/// Control characters (raw, or as pingora's HTTP/1.1 parser escapes them: `%00`-`%1F`, `%7F`) and
+/// dot segments in the request target.
+fn target(raw: &[u8]) -> Result<(), Refusal> {
+    let raw_control = raw.iter().any(|&b| b <= b' ' || b == 0x7f);
+    if raw_control || has_encoded_control(raw) {
+        return Err(Refusal::BadRequest(BadRequest::ControlCharacter));
+    }
+    let path = raw.split(|&b| b == b'?').next().unwrap_or_default();
+    if has_dot_segments(&String::from_utf8_lossy(path)) {
+        // "/api/../admin" would match the /api/ route here and reach /admin at the API.
+        return Err(Refusal::BadRequest(BadRequest::DotSegments));
+    }
+    Ok(())
+}
+
+fn has_encoded_control(raw: &[u8]) -> bool {
+    raw.windows(3).any(|w| {
+        w[0] == b'%' && matches!((hex(w[1]), hex(w[2])), (Some(hi), Some(lo)) if hi < 2 || (hi == 7 && lo == 0xf))
+    })
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// RFC 9110 §8.6: exactly one field holding one decimal integer. Pingora accepts `5,5` and repeated
+/// equal fields, which another server on the way may read differently.
+fn content_length(req: &RequestHeader) -> Result<(), Refusal> {
+    let mut values = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let (first, second) = (values.next(), values.next());
+    let valid = |v: &http::HeaderValue| !v.is_empty() && v.len() <= 19 && v.as_bytes().iter().all(u8::is_ascii_digit);
+    match (first, second) {
+        (None, _) => Ok(()),
+        (Some(v), None) if valid(v) => Ok(()),
+        _ => Err(Refusal::BadRequest(BadRequest::ContentLength)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HeaderPattern;
+
+    fn normalizer() -> Normalizer {
+        Normalizer {
+            strip: StripList::new(&[HeaderPattern::parse("x-acme-*").unwrap()]),
+            default_hosts: vec![HostPattern::parse("api.example.com").unwrap()],
+        }
+    }
+
+    fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build(method, target.as_bytes(), None).unwrap();
+        r.insert_header("host", "api.example.com").unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    /// Method, target, headers, SNI, and the reason of the refusal (`None`: the request passes).
+    type Row<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a str>, Option<&'a str>);
+
+    #[test]
+    fn every_request_is_normalised_or_refused_with_a_reason() {
+        let sni = Some("api.example.com");
+        let table: &[Row] = &[
+            ("GET", "/api/x", &[], sni, None),
+            ("DELETE", "/api/x", &[], sni, None),
+            ("delete", "/api/x", &[], sni, Some("non_canonical_method")),
+            ("Delete", "/api/x", &[], sni, Some("non_canonical_method")),
+            ("get", "/api/x", &[], sni, Some("non_canonical_method")),
+            ("FOO", "/api/x", &[], sni, Some("method_not_implemented")),
+            ("TRACE", "/api/x", &[], sni, Some("method_not_implemented")),
+            ("foo", "/api/x", &[], sni, Some("non_canonical_method")),
+            ("GET", "/api/x", &[("X-HTTP-Method-Override", "DELETE")], sni, Some("method_override")),
+            ("GET", "/api/x", &[("X-HTTP-Method", "DELETE")], sni, Some("method_override")),
+            ("GET", "/api/x", &[("X-Method-Override", "DELETE")], sni, Some("method_override")),
+            ("GET", "/api/x", &[("X_HTTP_Method_Override", "DELETE")], sni, Some("method_override")),
+            ("GET", "/api/a%00b", &[], sni, Some("control_character")),
+            ("GET", "/api/a%7Fb", &[], sni, Some("control_character")),
+            ("GET", "/api/a%7fb", &[], sni, Some("control_character")),
+            ("GET", "/api/a%0Db", &[], sni, Some("control_character")),
+            ("GET", "/api/x?q=%1b", &[], sni, Some("control_character")),
+            ("GET", "/api/a%20b?q=%7E", &[], sni, None),
+            ("GET", "/api/../admin", &[], sni, Some("dot_segments")),
+            ("GET", "/api/x?next=/../y", &[], sni, None),
+            ("POST", "/api/x", &[("content-length", "5")], sni, None),
+            ("POST", "/api/x", &[("content-length", "5,5")], sni, Some("invalid_content_length")),
+            (
+                "POST",
+                "/api/x",
+                &[("content-length", "5"), ("content-length", "5")],
+                sni,
+                Some("invalid_content_length"),
+            ),
+            ("POST", "/api/x", &[("content-length", "+5")], sni, Some("invalid_content_length")),
+            ("POST", "/api/x", &[("content-length", " 5")], sni, Some("invalid_content_length")),
+            ("GET", "/api/x", &[("connection", "close, x-forwarded-for")], sni, None),
+            ("GET", "/api/x", &[("connection", "host")], sni, None),
+            ("GET", "/api/x", &[("connection", ":authority")], sni, Some("invalid_connection_header")),
+            ("GET", "/api/x", &[("connection", "\"x-forwarded-for\"")], sni, Some("invalid_connection_header")),
+            ("GET", "/api/x", &[("connection", "a,b,c,d,e,f,g,h,i,j")], sni, Some("invalid_connection_header")),
+            ("GET", "/api/x", &[], Some("login.example.com"), Some("misdirected_request")),
+            ("GET", "/api/x", &[], Some("API.example.com"), None),
+            ("GET", "/api/x", &[], None, None),
+        ];
+        for (method, target, headers, sni, want) in table {
+            let mut req = request(method, target, headers);
+            let got = normalizer().apply(&mut req, *sni).err().map(|r| r.reason());
+            assert_eq!(got, *want, "{method} {target} {headers:?} sni={sni:?}");
+        }
+    }
+
+    #[test]
+    fn without_sni_the_host_must_be_a_default_certificate_name() {
+        let mut req = request("GET", "/api/x", &[]);
+        req.insert_header("host", "login.example.com").unwrap();
+        assert_eq!(normalizer().apply(&mut req, None), Err(Refusal::Misdirected));
+        let mut req = request("GET", "/api/x", &[]);
+        req.remove_header("host");
+        assert_eq!(normalizer().apply(&mut req, None), Err(Refusal::BadRequest(BadRequest::Malformed)));
+    }
+
+    #[test]
+    fn connection_keeps_only_what_is_not_the_gateways() {
+        let mut req = request("GET", "/api/x", &[("connection", "close, X-Forwarded-For, x-acme-id, x-trace")]);
+        assert_eq!(normalizer().apply(&mut req, Some("api.example.com")).as_deref(), Ok("api.example.com"));
+        assert_eq!(req.headers["connection"], "close, x-trace");
+        let mut req = request("GET", "/api/x", &[("connection", "x-real-ip")]);
+        normalizer().apply(&mut req, Some("api.example.com")).unwrap();
+        assert!(req.headers.get("connection").is_none());
+    }
+
+    #[test]
+    fn identity_headers_of_every_family_are_stripped() {
+        let spoofed = [
+            "X-Forwarded-Tls-Client-Cert",
+            "X-Forwarded-Tls-Client-Cert-Info",
+            "X-Arr-ClientCert",
+            "X-Amzn-Mtls-Clientcert",
+            "Ssl-Client-Cert",
+            "Ssl_Client_Cert",
+            "X-Ssl-Client-S-Dn",
+            "X-Ssl-Client-Verify",
+            "X-Client-Dn",
+            "X-Client-Certificate",
+            "X-Forwarded-Port",
+            "X-Forwarded-Prefix",
+            "X-Original-Url",
+            "True-Client-Ip",
+            "X-Client-Ip",
+            "X-Cluster-Client-Ip",
+            "CF-Connecting-IP",
+            "Fastly-Client-IP",
+            "X-Real-IP",
+            "Forwarded",
+            "X-Consumer-Username",
+            "X-Acme-Tenant",
+        ];
+        let headers: Vec<(&str, &str)> = spoofed.iter().map(|h| (*h, "forged")).collect();
+        let mut req = request("GET", "/api/x", &headers);
+        req.append_header("x-request-id", "kept").unwrap();
+        normalizer().apply(&mut req, Some("api.example.com")).unwrap();
+        for h in spoofed {
+            assert!(req.headers.get(h).is_none(), "{h} survived");
+        }
+        assert_eq!(req.headers["x-request-id"], "kept");
+    }
+}
