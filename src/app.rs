@@ -4,7 +4,7 @@
 //! problem is reported at once, as `FILE: key: message`. Discovery of identity servers happens
 //! here too, so `-t` reports what it found.
 
-use crate::config::{Config, IntrospectionConfig, Problem, Problems};
+use crate::config::{Config, IntrospectionConfig, Problem, Problems, TokenIssuerConfig};
 use crate::connection::crl::SharedAcceptor;
 use crate::connection::tls::build_acceptor;
 use crate::request::discovery;
@@ -14,7 +14,7 @@ use crate::request::introspect::Introspector;
 use crate::request::issuer::TokenIssuer;
 use crate::request::limit::Limiter;
 use crate::request::normalize::Normalizer;
-use crate::request::proxy::Gateway;
+use crate::request::proxy::Routing;
 use crate::request::route::{upstream_peer, Route};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
@@ -24,15 +24,30 @@ use std::sync::Arc;
 pub struct App {
     pub config: Config,
     pub acceptor: SharedAcceptor,
-    pub gateway: Gateway,
+    pub routing: Routing,
     /// Signs the JWTs of json and rfc9701 modes; its JWKS is served on `token_issuer.jwks_address`.
     pub issuer: Option<Arc<TokenIssuer>>,
-    /// What the build found out (discovery results), for `-t` to print.
+    /// What the build found out (discovery results, kept caches), for `-t` and reloads to print.
     pub report: Vec<String>,
+    /// One per introspection section, shared by the routes: what a reload or a purge works on.
+    pub introspectors: BTreeMap<String, Arc<Introspector>>,
+}
+
+/// What a reload carries over from the configuration being replaced: the token caches.
+#[derive(Default)]
+pub struct Kept {
+    pub introspectors: BTreeMap<String, Arc<Introspector>>,
+    pub token_issuer: Option<TokenIssuerConfig>,
 }
 
 /// Builds every runtime part of `config`, or reports every problem found.
 pub fn build(config: Config) -> Result<App, Problems> {
+    build_keeping(config, &Kept::default())
+}
+
+/// As [`build`], taking over the caches of `kept` whose introspection section (and the token
+/// issuer that signs their JWTs) did not change.
+pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
     let mut problems = Problems::new(&config.path);
     let acceptor = build_acceptor(&config.tls).map_err(|ps| ps.into_iter().for_each(|p| problems.add(p))).ok();
     let issuer = match &config.token_issuer {
@@ -44,18 +59,28 @@ pub fn build(config: Config) -> Result<App, Problems> {
     for (name, i) in &config.introspection {
         let built = discovered(i.clone(), &mut report).and_then(|i| Introspector::new(i, issuer.clone()));
         match built {
-            Ok(intro) => drop(introspectors.insert(name.clone(), Arc::new(intro))),
+            Ok(mut intro) => {
+                let same_issuer = kept.token_issuer == config.token_issuer;
+                if let (true, Some(old)) = (same_issuer, kept.introspectors.get(name)) {
+                    if intro.keep_cache_of(old) {
+                        report.push(format!("introspection.{name}: unchanged, its token cache is kept"));
+                    }
+                }
+                introspectors.insert(name.clone(), Arc::new(intro));
+            }
             Err(p) => problems.add(p),
         }
     }
-    let parts =
-        ChainParts { introspectors, miss_limit: config.limits.introspection_misses.map(|r| Arc::new(Limiter::new(r))) };
+    let parts = ChainParts {
+        introspectors: introspectors.clone(),
+        miss_limit: config.limits.introspection_misses.map(|r| Arc::new(Limiter::new(r))),
+    };
     let routes = routes(&config, &parts, &mut problems);
     let normalizer =
         Normalizer { strip: StripList::new(&config.strip_headers), default_hosts: config.tls.hosts.clone() };
-    let gateway = Gateway::new(routes, normalizer, config.refusals);
+    let routing = Routing::new(routes, normalizer, config.refusals).with_access_format(config.access_format);
     let acceptor = problems.or(acceptor)?;
-    Ok(App { acceptor: Arc::new(ArcSwap::from_pointee(acceptor)), gateway, issuer, config, report })
+    Ok(App { acceptor: Arc::new(ArcSwap::from_pointee(acceptor)), routing, issuer, config, report, introspectors })
 }
 
 /// Fills in what discovery finds and the section does not say; keys written in the section win.

@@ -3,7 +3,8 @@
 //! in-process and every request runs a phantom-token and certificate-binding filter chain.
 //!
 //! Layers, each importing only those below it:
-//! - [`app`]: the build step, model to runtime parts (used by `-t` and serving alike);
+//! - [`app`]: the build step, model to runtime parts (used by `-t` and serving alike), and
+//!   [`reload`], which runs it again on `SIGHUP` and swaps the parts in;
 //! - [`connection`] and [`request`]: the two halves of the runtime, which never import each other,
 //!   and [`ops`], the internal listener for metrics and health;
 //! - [`config`]: the file schema and the validated model;
@@ -16,5 +17,6 @@ pub mod host;
 pub mod metrics;
 pub mod ops;
 pub mod pki;
+pub mod reload;
 pub mod request;
 pub mod token;

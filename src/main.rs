@@ -1,14 +1,17 @@
 //! `mtls-gateway`: loads one YAML file, builds it (the same step as `-t`), then turns the parts into
 //! pingora services: the SNI router with the HTTP proxy, the CRL reload, metrics and the JWKS.
 
-use mtls_gateway::app::{self, App};
+use arc_swap::ArcSwap;
+use mtls_gateway::app::{self, App, Kept};
 use mtls_gateway::config;
 use mtls_gateway::connection::crl::CrlReloader;
 use mtls_gateway::connection::limits::SourceLimits;
 use mtls_gateway::connection::live::LiveConnections;
-use mtls_gateway::connection::router::{RouterParts, SniRouter};
+use mtls_gateway::connection::router::{RouterConfig, RouterParts, SniRouter};
 use mtls_gateway::ops::{Health, OpsApp, Prober};
+use mtls_gateway::reload::{Fixed, Reloader, Running, UpstreamRefresher};
 use mtls_gateway::request::issuer::JwksApp;
+use mtls_gateway::request::proxy::Gateway;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora_core::apps::HttpServerOptions;
@@ -16,6 +19,8 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// jemalloc: a request allocates and frees many short buffers across threads (header maps, the
 /// forwarded JWT), where glibc malloc showed up at the top of profiles.
@@ -26,8 +31,10 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("health") {
-        return mtls_gateway::ops::health_command(&args[2..]);
+    match args.get(1).map(String::as_str) {
+        Some("health") => return mtls_gateway::ops::health_command(&args[2..]),
+        Some("reload") => return mtls_gateway::reload::reload_command(&args[2..]),
+        _ => {}
     }
     let mut opt = Opt::parse_args();
     let Some(path) = opt.conf.take() else {
@@ -35,7 +42,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let built = config::load(Path::new(&path)).and_then(app::build);
-    let mut app = match built {
+    let app = match built {
         Ok(app) => app,
         Err(problems) => {
             eprint!("{problems}");
@@ -50,7 +57,7 @@ fn main() -> ExitCode {
         println!("{path}: configuration OK");
         return ExitCode::SUCCESS;
     }
-    if let Err(p) = app.gateway.resolve_upstreams() {
+    if let Err(p) = app.routing.resolve_upstreams() {
         eprintln!("{path}: {}: {}", p.key, p.message);
         return ExitCode::from(1);
     }
@@ -59,39 +66,58 @@ fn main() -> ExitCode {
 
 fn serve(opt: Opt, mut app: App) -> ExitCode {
     let server_conf = std::mem::take(&mut app.config.server);
+    let fixed = Fixed::of(&app.config);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
     let cfg = &app.config;
-    let mut proxy = pingora_proxy::http_proxy(&server.configuration, app.gateway);
+    let gateway = Gateway::new(app.routing);
+    let routing = gateway.handle();
+    let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(cfg.listener.h2_idle_timeout);
     proxy.server_options = Some(options);
-    let live = LiveConnections::new();
-    let parts = RouterParts {
-        listener: cfg.listener.clone(),
-        terminate_hosts: cfg.tls.all_hosts().cloned().collect(),
-        passthrough: cfg.passthrough.clone(),
+    let running = Arc::new(Running {
+        path: cfg.path.clone(),
+        routing: routing.clone(),
+        router: Arc::new(ArcSwap::from_pointee(RouterConfig {
+            listener: cfg.listener.clone(),
+            terminate_hosts: cfg.tls.all_hosts().cloned().collect(),
+            passthrough: cfg.passthrough.clone(),
+        })),
         acceptor: app.acceptor.clone(),
-        live: live.clone(),
+        tls: Arc::new(ArcSwap::from_pointee(cfg.tls.clone())),
         limits: SourceLimits::new(cfg.limits.per_source, cfg.limits.log_interval),
+        live: LiveConnections::new(),
+        issuer: app.issuer.map(|i| Arc::new(ArcSwap::new(i))),
+        kept: Mutex::new((Kept { introspectors: app.introspectors, token_issuer: cfg.token_issuer.clone() }, fixed)),
+    });
+    let parts = RouterParts {
+        current: running.router.clone(),
+        acceptor: running.acceptor.clone(),
+        live: running.live.clone(),
+        limits: running.limits.clone(),
     };
-    let mut edge = Service::new("sni-router".to_string(), SniRouter::new(parts, std::sync::Arc::new(proxy)));
+    let mut edge = Service::new("sni-router".to_string(), SniRouter::new(parts, Arc::new(proxy)));
     edge.add_tcp(&cfg.listener.address);
     server.add_service(edge);
-    server.add_service(background_service("crl-reload", CrlReloader::new(cfg.tls.clone(), app.acceptor, live)));
+    let crl = CrlReloader::new(running.tls.clone(), running.acceptor.clone(), running.live.clone());
+    server.add_service(background_service("crl-reload", crl));
+    let every = cfg.routes.iter().map(|r| r.upstream.resolve_interval).min().unwrap_or(Duration::from_secs(30));
+    server.add_service(background_service("upstream-dns", UpstreamRefresher { routing, every }));
     if let Some(ops_cfg) = cfg.metrics {
         mtls_gateway::metrics::init();
-        let health = std::sync::Arc::new(Health::new(cfg, &ops_cfg));
+        let health = Arc::new(Health::new(cfg, &ops_cfg));
         let mut ops = Service::new("ops".to_string(), OpsApp(health.clone()));
         ops.add_tcp(&ops_cfg.address.to_string());
         server.add_service(ops);
         server.add_service(background_service("readiness", Prober(health)));
     }
-    if let (Some(issuer), Some(addr)) = (app.issuer, cfg.token_issuer.as_ref().and_then(|t| t.jwks_address)) {
-        let mut jwks = Service::new("jwks".to_string(), JwksApp(issuer));
+    if let (Some(issuer), Some(addr)) = (&running.issuer, cfg.token_issuer.as_ref().and_then(|t| t.jwks_address)) {
+        let mut jwks = Service::new("jwks".to_string(), JwksApp(issuer.clone()));
         jwks.add_tcp(&addr.to_string());
         server.add_service(jwks);
     }
     log::info!("mtls-gateway serving on {} with {}", cfg.listener.address, cfg.path.display());
+    server.add_service(background_service("reload", Reloader(running)));
     server.run_forever()
 }

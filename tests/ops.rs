@@ -58,3 +58,24 @@ async fn readiness_follows_the_identity_server_and_liveness_does_not() {
     let kind = metrics.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert!(kind.starts_with("text/plain"), "Prometheus text on /metrics: {kind}");
 }
+
+#[tokio::test]
+async fn the_access_log_can_be_json_and_never_holds_a_token() {
+    let patches = vec![("access_log", common::yaml::parse("{format: json}"))];
+    let sys = System::start_with(Options { patches, ..Default::default() });
+    let token = sys.token("example.client.p12", "partner-client").await;
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
+    assert_eq!(sys.call_api("example.client.p12", "not-a-real-token").await.status(), 401);
+    let log = sys.gateway_log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| l.split_once("access] ").map(|(_, json)| json))
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["client"], "CN=demo-partner");
+    assert_eq!(lines[1]["status"], 401);
+    assert_eq!(lines[1]["refused_by"], "phantom_token");
+    assert!(!log.contains(&token) && !log.contains("not-a-real-token"), "no token in the log");
+}

@@ -198,3 +198,14 @@ pub enum ScopeDefault {
     /// Refused (403): only the listed methods are granted by any scope.
     Deny,
 }
+
+/// How access-log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessFormat {
+    /// `key=value` pairs.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}

@@ -9,8 +9,8 @@ mod closed;
 pub mod schema;
 
 pub use closed::{
-    ClientAuthMethod, HttpMethod, JwsAlg, MissingAudience, RateKey, ResponseMode, ScopeDefault, SigningAlg, TlsVersion,
-    UnknownSni,
+    AccessFormat, ClientAuthMethod, HttpMethod, JwsAlg, MissingAudience, RateKey, ResponseMode, ScopeDefault,
+    SigningAlg, TlsVersion, UnknownSni,
 };
 
 use crate::host::HostPattern;
@@ -193,9 +193,10 @@ pub struct UpstreamConfig {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
+    pub resolve_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IntrospectionConfig {
     pub name: String,
     /// The issuer URL whose metadata fills in what is not written (`endpoint`, `jwks_url`, `issuer`).
@@ -226,7 +227,7 @@ pub struct IntrospectionConfig {
 }
 
 /// The checks on an introspected token's own claims (every mode).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClaimRules {
     /// Accepted `aud` values; empty = `aud` is not checked (and forwarded as it is).
     pub audiences: Vec<String>,
@@ -262,7 +263,7 @@ impl Default for JwksPolicy {
 }
 
 /// How the gateway authenticates to the introspection endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ClientAuth {
     SecretBasic(Secret),
     SecretPost(Secret),
@@ -278,7 +279,7 @@ pub enum ClientAuth {
 }
 
 /// Where a client secret comes from; read by the build step, so `-t` proves it can be read.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub enum Secret {
     Inline(String),
     File(PathBuf),
@@ -295,14 +296,14 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SigningKeyConfig {
     pub kid: String,
     pub key: PathBuf,
     pub alg: SigningAlg,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TokenIssuerConfig {
     pub issuer: String,
     pub lifetime: Duration,
@@ -367,6 +368,7 @@ pub struct Config {
     pub strip_headers: Vec<HeaderPattern>,
     pub refusals: RefusalsConfig,
     pub limits: LimitsConfig,
+    pub access_format: AccessFormat,
     pub token_issuer: Option<TokenIssuerConfig>,
 }
 
@@ -539,6 +541,7 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         strip_headers,
         refusals,
         limits,
+        access_format: raw.access_log.as_ref().map(|a| a.format).unwrap_or_default(),
         token_issuer,
     })
 }
@@ -742,6 +745,7 @@ fn upstream(check: &mut Check, name: &str, u: &schema::Upstream) -> Option<Upstr
         read_timeout: dur(u.read_timeout, 30),
         write_timeout: dur(u.write_timeout, 30),
         idle_timeout: dur(u.idle_timeout, 60),
+        resolve_interval: dur(u.resolve_interval, 30),
     })
 }
 

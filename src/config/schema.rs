@@ -4,8 +4,8 @@
 //! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
 
 pub use crate::config::closed::{
-    ClientAuthMethod, HttpMethod, JwsAlg, MissingAudience, RateKey, ResponseMode, ScopeDefault, SigningAlg, TlsVersion,
-    UnknownSni,
+    AccessFormat, ClientAuthMethod, HttpMethod, JwsAlg, MissingAudience, RateKey, ResponseMode, ScopeDefault,
+    SigningAlg, TlsVersion, UnknownSni,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -42,6 +42,8 @@ pub struct File {
     pub metrics: Option<Metrics>,
     #[serde(default)]
     pub limits: Limits,
+    /// `text` (default) or `json` access-log lines.
+    pub access_log: Option<AccessLog>,
     /// Signs the JWTs the gateway issues in `json` and `rfc9701` introspection modes.
     #[serde(default)]
     pub token_issuer: Option<TokenIssuer>,
@@ -181,6 +183,8 @@ pub struct Upstream {
     pub read_timeout: Option<Dur>,
     pub write_timeout: Option<Dur>,
     pub idle_timeout: Option<Dur>,
+    /// How often the address is looked up again (a restarted API may have a new one).
+    pub resolve_interval: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,4 +357,10 @@ pub struct SigningKey {
     pub kid: String,
     pub key: String,
     pub algorithm: Option<SigningAlg>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    pub format: AccessFormat,
 }

@@ -17,25 +17,29 @@ use std::time::SystemTime;
 /// The acceptor every new TLS connection uses; replaced whole on reload.
 pub type SharedAcceptor = Arc<ArcSwap<SslAcceptor>>;
 
+/// The TLS section in force; a configuration reload replaces it.
+pub type SharedTls = Arc<ArcSwap<TlsConfig>>;
+
 pub struct CrlReloader {
-    tls: TlsConfig,
+    tls: SharedTls,
     acceptor: SharedAcceptor,
     live: Arc<LiveConnections>,
 }
 
 impl CrlReloader {
-    pub fn new(tls: TlsConfig, acceptor: SharedAcceptor, live: Arc<LiveConnections>) -> Self {
+    pub fn new(tls: SharedTls, acceptor: SharedAcceptor, live: Arc<LiveConnections>) -> Self {
         CrlReloader { tls, acceptor, live }
     }
 
     /// What is known of the files the client verification is built from.
     fn stamps(&self) -> Vec<Option<SystemTime>> {
-        let files = std::iter::once(&self.tls.client_ca).chain(self.tls.client_crl.as_ref());
+        let tls = self.tls.load();
+        let files = std::iter::once(&tls.client_ca).chain(tls.client_crl.as_ref());
         files.map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
     }
 
     async fn reload(&self) {
-        let tls = self.tls.clone();
+        let tls = TlsConfig::clone(&self.tls.load());
         let built = tokio::task::spawn_blocking(move || {
             let store = verify_store(&tls).map_err(|p| vec![p])?;
             Ok::<_, Vec<crate::config::Problem>>((build_acceptor(&tls)?, store))
@@ -64,8 +68,9 @@ impl BackgroundService for CrlReloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut seen = self.stamps();
         loop {
+            let interval = self.tls.load().crl_reload_interval;
             tokio::select! {
-                _ = tokio::time::sleep(self.tls.crl_reload_interval) => {}
+                _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => return,
             }
             let now = self.stamps();

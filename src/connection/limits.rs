@@ -9,6 +9,7 @@
 
 use crate::config::PerSourceLimits;
 use crate::metrics;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -56,21 +57,28 @@ impl Counts {
 }
 
 pub struct SourceLimits {
-    max: PerSourceLimits,
+    /// Replaced by a reload; slots already held are kept.
+    max: ArcSwap<PerSourceLimits>,
     table: Mutex<HashMap<IpAddr, Counts>>,
     pub cuts: CutLog,
 }
 
 impl SourceLimits {
     pub fn new(max: PerSourceLimits, log_interval: Duration) -> Arc<Self> {
+        let max = ArcSwap::from_pointee(max);
         Arc::new(SourceLimits { max, table: Mutex::new(HashMap::new()), cuts: CutLog::new(log_interval) })
     }
 
+    pub fn set_max(&self, max: PerSourceLimits) {
+        self.max.store(Arc::new(max));
+    }
+
     fn cap(&self, kind: Kind) -> usize {
+        let max = self.max.load();
         match kind {
-            Kind::Handshake => self.max.handshakes,
-            Kind::Tunnel => self.max.tunnels,
-            Kind::Connection => self.max.connections,
+            Kind::Handshake => max.handshakes,
+            Kind::Tunnel => max.tunnels,
+            Kind::Connection => max.connections,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::connection::sni::{self, Hello};
 use crate::connection::tls::KeepClientCert;
 use crate::host::HostPattern;
 use crate::token::ClientCert;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
@@ -38,11 +39,16 @@ enum Decision {
     Close(&'static str),
 }
 
-/// What the router shares with the rest of the process.
-pub struct RouterParts {
+/// What a reload may change: each new connection takes the current one and keeps it to its end.
+pub struct RouterConfig {
     pub listener: ListenerConfig,
     pub terminate_hosts: Vec<HostPattern>,
     pub passthrough: PassthroughConfig,
+}
+
+/// What the router shares with the rest of the process.
+pub struct RouterParts {
+    pub current: Arc<ArcSwap<RouterConfig>>,
     pub acceptor: SharedAcceptor,
     pub live: Arc<LiveConnections>,
     pub limits: Arc<SourceLimits>,
@@ -57,28 +63,28 @@ pub struct SniRouter<A> {
 
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     pub fn new(parts: RouterParts, app: Arc<A>) -> Self {
-        let slots = Arc::new(Semaphore::new(parts.passthrough.max_connections));
+        let slots = Arc::new(Semaphore::new(parts.current.load().passthrough.max_connections));
         SniRouter { parts, app, slots }
     }
 
-    fn decide(&self, hello: &Hello) -> Decision {
+    fn decide(&self, cfg: &RouterConfig, hello: &Hello) -> Decision {
         let name = match hello {
             Hello::Sni(name) => name,
-            Hello::NoSni => return self.unknown(),
+            Hello::NoSni => return Self::unknown(cfg),
             Hello::NotTls(why) => return Decision::Close(why),
             Hello::NeedMore(_) => return Decision::Close("incomplete ClientHello"),
         };
-        if let Some(i) = self.parts.passthrough.routes.iter().position(|r| r.sni.matches(name)) {
+        if let Some(i) = cfg.passthrough.routes.iter().position(|r| r.sni.matches(name)) {
             return Decision::Passthrough(i);
         }
-        if self.parts.terminate_hosts.iter().any(|h| h.matches(name)) {
+        if cfg.terminate_hosts.iter().any(|h| h.matches(name)) {
             return Decision::Terminate;
         }
-        self.unknown()
+        Self::unknown(cfg)
     }
 
-    fn unknown(&self) -> Decision {
-        match self.parts.listener.unknown_sni {
+    fn unknown(cfg: &RouterConfig) -> Decision {
+        match cfg.listener.unknown_sni {
             UnknownSni::Terminate => Decision::Terminate,
             UnknownSni::Close => Decision::Close("unknown or absent SNI"),
         }
@@ -86,8 +92,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
 
     /// Reads until the ClientHello is complete (or proven not to be one). Everything read is
     /// returned so that it can be rewound into the stream.
-    async fn read_hello(&self, stream: &mut L4Stream) -> (Vec<u8>, Hello) {
-        let max = self.parts.listener.max_client_hello_bytes;
+    async fn read_hello(stream: &mut L4Stream, max: usize) -> (Vec<u8>, Hello) {
         let mut buf = Vec::with_capacity(1024);
         loop {
             let want = match sni::parse(&buf, max) {
@@ -110,6 +115,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     /// the connection reaches its maximum age, or the server shuts down.
     async fn terminate(
         &self,
+        cfg: &ListenerConfig,
         stream: L4Stream,
         source: Option<IpAddr>,
         handshake: Option<Slot>,
@@ -118,7 +124,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         let Some(_slot) = self.slot(source, Kind::Connection) else { return };
         let acceptor = self.parts.acceptor.load_full();
         let handshake_done = handshake_with_callback(&acceptor, stream, &KeepClientCert);
-        let tls = match tokio::time::timeout(self.parts.listener.handshake_timeout, handshake_done).await {
+        let tls = match tokio::time::timeout(cfg.handshake_timeout, handshake_done).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => return log::debug!("TLS handshake failed: {e}"),
             Err(_) => return log::debug!("TLS handshake timed out"),
@@ -129,8 +135,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         let client = tls.ssl_digest().and_then(|d| d.extension.get::<Arc<ClientCert>>().cloned());
         let _registration = self.register(&tls, client.clone(), &end_tx);
         let h2 = tls.selected_alpn_proto() == Some(ALPN::H2);
-        let serve = self.serve(Box::new(tls), h2, end_rx.clone());
-        self.supervise(serve, client, shutdown.clone(), end_tx, end_rx).await;
+        let serve = self.serve(cfg, Box::new(tls), h2, end_rx.clone());
+        self.supervise(cfg, serve, client, shutdown.clone(), end_tx, end_rx).await;
     }
 
     /// Records the connection with its certificate, so that a CRL reload can end it.
@@ -148,12 +154,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     /// HTTP on a terminated stream. HTTP/2 goes through pingora's own connection handling (GOAWAY
     /// when `end` turns true); HTTP/1.1 is looped here so that the keep-alive idle timeout is ours
     /// and a connection told to end closes after its current answer.
-    async fn serve(&self, stream: Stream, h2: bool, end: ShutdownWatch) {
+    async fn serve(&self, cfg: &ListenerConfig, stream: Stream, h2: bool, end: ShutdownWatch) {
         if h2 {
             ServerApp::process_new(&self.app, stream, &end).await;
             return;
         }
-        let keepalive = self.parts.listener.keepalive_timeout.as_secs().max(1);
+        let keepalive = cfg.keepalive_timeout.as_secs().max(1);
         let mut next = Some((stream, None));
         while let Some((stream, settings)) = next {
             let mut session = ServerSession::new_http1(stream);
@@ -172,6 +178,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     /// age end it gracefully; a revoked certificate ends it after `revocation_grace` at the latest.
     async fn supervise(
         &self,
+        cfg: &ListenerConfig,
         serve: impl Future<Output = ()>,
         client: Option<Arc<ClientCert>>,
         mut shutdown: ShutdownWatch,
@@ -179,7 +186,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         mut end_rx: ShutdownWatch,
     ) {
         tokio::pin!(serve);
-        let age = tokio::time::sleep(self.parts.listener.max_connection_age);
+        let age = tokio::time::sleep(cfg.max_connection_age);
         tokio::pin!(age);
         let grace = tokio::time::sleep(std::time::Duration::MAX / 4);
         tokio::pin!(grace);
@@ -199,7 +206,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                 _ = end_rx.changed(), if !revoked => {
                     if client.as_ref().is_some_and(|c| c.is_revoked()) {
                         revoked = true;
-                        let deadline = tokio::time::Instant::now() + self.parts.listener.revocation_grace;
+                        let deadline = tokio::time::Instant::now() + cfg.revocation_grace;
                         grace.as_mut().reset(deadline);
                     }
                 }
@@ -230,18 +237,20 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for SniRouter<A> {
         };
         let source = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let handshake = self.slot(source, Kind::Handshake)?;
-        let timeout = self.parts.listener.client_hello_timeout;
-        let Ok((bytes, hello)) = tokio::time::timeout(timeout, self.read_hello(&mut stream)).await else {
+        let cfg = self.parts.current.load_full();
+        let listener = &cfg.listener;
+        let read = Self::read_hello(&mut stream, listener.max_client_hello_bytes);
+        let Ok((bytes, hello)) = tokio::time::timeout(listener.client_hello_timeout, read).await else {
             log::debug!("closing a connection that sent no complete ClientHello in time");
             return None;
         };
         stream.rewind(&bytes);
-        match self.decide(&hello) {
+        match self.decide(&cfg, &hello) {
             Decision::Passthrough(i) => {
                 drop(handshake);
-                self.pass(&mut stream, &hello, i, source, shutdown).await
+                self.pass(&cfg.passthrough, &mut stream, (&hello, i), source, shutdown).await
             }
-            Decision::Terminate => self.terminate(*stream, source, handshake, shutdown).await,
+            Decision::Terminate => self.terminate(&cfg.listener, *stream, source, handshake, shutdown).await,
             Decision::Close(why) => log::debug!("closing connection: {why}"),
         }
         None
@@ -256,13 +265,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for SniRouter<A> {
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     async fn pass(
         &self,
+        cfg: &PassthroughConfig,
         stream: &mut L4Stream,
-        hello: &Hello,
-        i: usize,
+        (hello, i): (&Hello, usize),
         source: Option<IpAddr>,
         shutdown: &ShutdownWatch,
     ) {
-        let (Hello::Sni(name), Some(route)) = (hello, self.parts.passthrough.routes.get(i)) else {
+        let (Hello::Sni(name), Some(route)) = (hello, cfg.routes.get(i)) else {
             return;
         };
         let Some(_source_slot) = self.slot(source, Kind::Tunnel) else { return };
@@ -271,6 +280,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             return self.parts.limits.cuts.cut(source, "passthrough_capacity");
         };
         let info = TunnelInfo { sni: name, route, source };
-        passthrough::splice(stream, info, &self.parts.passthrough, shutdown, &self.parts.limits.cuts).await;
+        passthrough::splice(stream, info, cfg, shutdown, &self.parts.limits.cuts).await;
     }
 }

@@ -138,6 +138,17 @@ impl Introspector {
         &self.cfg.name
     }
 
+    /// Takes over `previous`'s cached answers when its section is the same, so that a reload that
+    /// does not touch this identity server keeps every token cached. Credentials, client and keys
+    /// stay this build's own: a rotated secret file is read anew.
+    pub fn keep_cache_of(&mut self, previous: &Introspector) -> bool {
+        if previous.cfg != self.cfg {
+            return false;
+        }
+        self.cache = previous.cache.clone();
+        true
+    }
+
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }

@@ -124,12 +124,15 @@ pub fn public_jwk(key: &PKey<Private>, kid: &str, alg: SigningAlg) -> Result<Val
 }
 
 /// Serves the gateway's public keys as a JWKS on the internal listener.
-pub struct JwksApp(pub std::sync::Arc<TokenIssuer>);
+/// The signing keys in force; a reload replaces them.
+pub type SharedIssuer = std::sync::Arc<arc_swap::ArcSwap<TokenIssuer>>;
+
+pub struct JwksApp(pub SharedIssuer);
 
 #[async_trait::async_trait]
 impl pingora_core::apps::http_app::ServeHttp for JwksApp {
     async fn response(&self, _s: &mut pingora_core::protocols::http::ServerSession) -> http::Response<Vec<u8>> {
-        let body = self.0.jwks().to_string().into_bytes();
+        let body = self.0.load().jwks().to_string().into_bytes();
         http::Response::builder()
             .status(200)
             .header("content-type", "application/jwk-set+json")

@@ -5,6 +5,7 @@
 //! rate limits ([`limit`]), the gateway's own JWTs ([`issuer`]), remote key sets ([`jwks`]) and the
 //! gateway's answers ([`respond`]). Nothing here knows about sockets or TLS handshakes.
 
+pub mod access_log;
 pub mod claims;
 pub mod client_auth;
 pub mod cors;

@@ -4,8 +4,9 @@
 //! client certificate); `fail_to_proxy` turns failures into JSON answers and blames the right
 //! party; `logging` writes one access-log line and the metrics of every request.
 
-use crate::config::RefusalsConfig;
+use crate::config::{AccessFormat, RefusalsConfig};
 use crate::metrics;
+use crate::request::access_log::AccessLine;
 use crate::request::cors;
 use crate::request::filters::{FilterState, Outcome};
 use crate::request::headers::{forwarded, interaction_id};
@@ -13,6 +14,7 @@ use crate::request::normalize::Normalizer;
 use crate::request::respond::{self, BadRequest, Refusal};
 use crate::request::route::{self, Route};
 use crate::token::ClientCert;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
@@ -21,10 +23,43 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub struct Gateway {
+/// Everything a request is judged by; replaced whole when the configuration is reloaded, while
+/// each request keeps the one it started with.
+pub struct Routing {
     routes: Vec<Route>,
     normalizer: Normalizer,
     refusals: RefusalsConfig,
+    access_format: AccessFormat,
+}
+
+impl Routing {
+    /// Routes come from the build step, with their chains and peers.
+    pub fn new(routes: Vec<Route>, normalizer: Normalizer, refusals: RefusalsConfig) -> Self {
+        Routing { routes, normalizer, refusals, access_format: AccessFormat::Text }
+    }
+
+    pub fn with_access_format(mut self, format: AccessFormat) -> Self {
+        self.access_format = format;
+        self
+    }
+
+    /// Resolves the upstream addresses; called when serving starts or a reload is applied, never
+    /// by `-t`.
+    pub fn resolve_upstreams(&self) -> std::result::Result<(), crate::config::Problem> {
+        route::resolve(&self.routes)
+    }
+
+    /// Looks the upstream names up again; a name that no longer resolves keeps its last address.
+    pub async fn refresh_upstreams(&self) {
+        route::refresh(&self.routes).await;
+    }
+}
+
+/// The shared handle through which a reload swaps the routing in.
+pub type RoutingHandle = Arc<ArcSwap<Routing>>;
+
+pub struct Gateway {
+    current: RoutingHandle,
 }
 
 /// Who ended an exchange, for the access log: the client (it sent something unreadable, or went
@@ -58,6 +93,8 @@ impl Party {
 /// Per-request context.
 pub struct RequestCtx {
     started: Instant,
+    /// The routing this request started with.
+    state: Arc<Routing>,
     route: Option<usize>,
     /// The request's host (Host header or :authority), lower case, without the port.
     host: String,
@@ -89,14 +126,13 @@ impl RequestCtx {
 }
 
 impl Gateway {
-    /// Routes come from the build step, with their chains and peers.
-    pub fn new(routes: Vec<Route>, normalizer: Normalizer, refusals: RefusalsConfig) -> Self {
-        Gateway { routes, normalizer, refusals }
+    pub fn new(routing: Routing) -> Self {
+        Gateway { current: Arc::new(ArcSwap::from_pointee(routing)) }
     }
 
-    /// Resolves the upstream addresses; called when serving starts, never by `-t`.
-    pub fn resolve_upstreams(&mut self) -> std::result::Result<(), crate::config::Problem> {
-        route::resolve(&mut self.routes)
+    /// The handle a reload stores a new routing through.
+    pub fn handle(&self) -> RoutingHandle {
+        self.current.clone()
     }
 
     async fn refuse(
@@ -109,7 +145,7 @@ impl Gateway {
         metrics::refusal(filter, r.reason());
         ctx.refused_by = Some((filter, r.reason()));
         ctx.ended_by = Some(Party::Gateway);
-        if !self.drain(session).await {
+        if !Self::drain(session, &ctx.state.refusals).await {
             // HTTP/1.1: close after the answer; HTTP/2 resets the stream (NO_ERROR) after it.
             session.set_keepalive(None);
         }
@@ -121,12 +157,12 @@ impl Gateway {
     /// sending it reads the refusal: some (curl 7.88 over HTTP/2) lose an answer that arrives before
     /// they finished sending. `false` when the body was not read to its end: it is larger than the
     /// bound, too slow, or waits for `100 Continue` (never sent for a refusal, RFC 9110 §10.1.1).
-    async fn drain(&self, session: &mut Session) -> bool {
+    async fn drain(session: &mut Session, refusals: &RefusalsConfig) -> bool {
         if session.is_body_done() {
             return true;
         }
         let req = session.req_header();
-        let limit = self.refusals.drain_bytes;
+        let limit = refusals.drain_bytes;
         let declared = req.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if req.headers.contains_key(http::header::EXPECT) || declared.is_some_and(|n| n > limit as u64) {
             return false;
@@ -144,13 +180,14 @@ impl Gateway {
                 }
             }
         };
-        tokio::time::timeout(self.refusals.drain_timeout, read).await.unwrap_or(false)
+        tokio::time::timeout(refusals.drain_timeout, read).await.unwrap_or(false)
     }
 
     /// CORS for a route that trusts web origins: remembers an allowed `Origin` for the response
     /// and answers pre-flights. `Ok(true)` means a response was sent.
     async fn cors(&self, session: &mut Session, ctx: &mut RequestCtx, index: usize) -> Result<bool> {
-        let Some(cfg) = &self.routes[index].cfg.cors else {
+        let state = ctx.state.clone();
+        let Some(cfg) = &state.routes[index].cfg.cors else {
             return Ok(false);
         };
         ctx.cors_origin = cors::allowed_origin(session.req_header(), cfg);
@@ -185,6 +222,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            state: self.current.load_full(),
             route: None,
             host: String::new(),
             interaction_id: String::new(),
@@ -209,11 +247,12 @@ impl ProxyHttp for Gateway {
         }
         let client = ctx.filters.client.clone();
         let sni = client.as_ref().and_then(|c| c.sni.as_deref());
-        match self.normalizer.apply(session.req_header_mut(), sni) {
+        let state = ctx.state.clone();
+        match state.normalizer.apply(session.req_header_mut(), sni) {
             Ok(host) => ctx.host = host,
             Err(refusal) => return self.refuse(session, ctx, "normalize", refusal).await,
         }
-        let Some(index) = route::find(&self.routes, &ctx.host, session.req_header().uri.path()) else {
+        let Some(index) = route::find(&state.routes, &ctx.host, session.req_header().uri.path()) else {
             return self.refuse(session, ctx, "router", Refusal::NoRoute).await;
         };
         ctx.route = Some(index);
@@ -221,10 +260,10 @@ impl ProxyHttp for Gateway {
         if self.cors(session, ctx, index).await? {
             return Ok(true);
         }
-        if let Some(refusal) = self.routes[index].method_refusal(&session.req_header().method) {
+        if let Some(refusal) = state.routes[index].method_refusal(&session.req_header().method) {
             return self.refuse(session, ctx, "router", refusal).await;
         }
-        for filter in &self.routes[index].chain {
+        for filter in &state.routes[index].chain {
             if let Outcome::Respond(refusal) = filter.run(session.req_header(), &mut ctx.filters).await {
                 return self.refuse(session, ctx, filter.name(), refusal).await;
             }
@@ -233,9 +272,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let route = ctx.route.and_then(|i| self.routes.get(i)).ok_or_else(|| Error::new(ErrorType::HTTPStatus(404)))?;
+        let route =
+            ctx.route.and_then(|i| ctx.state.routes.get(i)).ok_or_else(|| Error::new(ErrorType::HTTPStatus(404)))?;
         ctx.upstream_started = Some(Instant::now());
-        Ok(Box::new(route.peer.clone()))
+        Ok(Box::new(route.peer()))
     }
 
     async fn upstream_request_filter(
@@ -244,7 +284,8 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(route) = ctx.route.and_then(|i| self.routes.get(i)) else {
+        let state = ctx.state.clone();
+        let Some(route) = ctx.route.and_then(|i| state.routes.get(i)) else {
             return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
         };
         if let Some(token) = &ctx.filters.token {
@@ -307,7 +348,8 @@ impl ProxyHttp for Gateway {
         ctx.refused_by = Some((who, refusal.reason()));
         if party != Party::Client && session.response_written().is_none() {
             // The API failed before the body was forwarded: the 502 must arrive like a refusal.
-            self.drain(session).await;
+            let state = ctx.state.clone();
+            Self::drain(session, &state.refusals).await;
         }
         if let Err(err) = respond::send(session, &refusal, &ctx.response_headers()).await {
             log::debug!("could not send the error response: {err}");
@@ -323,30 +365,35 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        let route = ctx.route.and_then(|i| self.routes.get(i)).map(|r| r.label.as_str()).unwrap_or("-");
+        let route = ctx.route.and_then(|i| ctx.state.routes.get(i)).map(|r| r.label.as_str()).unwrap_or("-");
         let elapsed = ctx.started.elapsed();
         metrics::request(route, status, elapsed);
+        if !log::log_enabled!(target: "access", log::Level::Info) {
+            return;
+        }
         let req = session.req_header();
-        let (refused, reason) = ctx.refused_by.unwrap_or(("-", "-"));
         let ended_by = ctx.ended_by.or(e.map(Party::of)).unwrap_or(Party::Upstream);
-        log::info!(
-            target: "access",
-            "method={} path={} status={} duration_ms={:.2} upstream_ms={} client=\"{}\" x5t={} token={} cache={} refused_by={} reason={} ended_by={} interaction_id={} error={}",
-            req.method,
-            req.uri.path(),
+        let client = ctx.client();
+        let line = AccessLine {
+            method: req.method.as_str(),
+            path: req.uri.path(),
             status,
-            elapsed.as_secs_f64() * 1000.0,
-            ctx.upstream_elapsed.map(|d| format!("{:.2}", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into()),
-            ctx.client().map(|c| c.subject.as_str()).unwrap_or("-"),
-            ctx.client().map(|c| &c.thumbprint[..c.thumbprint.len().min(8)]).unwrap_or("-"),
-            ctx.filters.token_id.as_deref().unwrap_or("-"),
-            ctx.filters.cache.map(|c| c.as_str()).unwrap_or("-"),
-            refused,
-            reason,
-            ended_by.as_str(),
-            ctx.interaction_id,
-            e.map(|e| e.etype().as_str()).unwrap_or("-"),
-        );
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream_ms: ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1000.0),
+            client: client.map(|c| c.subject.as_str()),
+            x5t: client.map(|c| &c.thumbprint[..c.thumbprint.len().min(8)]),
+            token: ctx.filters.token_id.as_deref(),
+            cache: ctx.filters.cache.map(|c| c.as_str()),
+            refused_by: ctx.refused_by.map(|r| r.0),
+            reason: ctx.refused_by.map(|r| r.1),
+            ended_by: ended_by.as_str(),
+            interaction_id: &ctx.interaction_id,
+            error: e.map(|e| e.etype().as_str()),
+        };
+        match ctx.state.access_format {
+            AccessFormat::Text => log::info!(target: "access", "{}", line.text()),
+            AccessFormat::Json => log::info!(target: "access", "{}", line.json()),
+        }
     }
 }
 
@@ -378,6 +425,7 @@ mod tests {
             read_timeout: d,
             write_timeout: d,
             idle_timeout: d,
+            resolve_interval: d,
         });
         let route = RouteConfig {
             host: HostPattern::parse("api.example.com").unwrap(),
@@ -396,7 +444,7 @@ mod tests {
             default_hosts: vec![HostPattern::parse("api.example.com").unwrap()],
         };
         let refusals = RefusalsConfig { drain_bytes: 1024, drain_timeout: Duration::from_secs(1) };
-        Gateway::new(vec![Route::new(route, chain, peer)], normalizer, refusals)
+        Gateway::new(Routing::new(vec![Route::new(route, chain, peer)], normalizer, refusals))
     }
 
     /// Feeds raw request bytes to a pingora session over in-memory IO, runs `request_filter`, and

@@ -4,6 +4,7 @@
 use crate::config::{HttpMethod, Problem, RouteConfig, UpstreamConfig};
 use crate::request::filters::Filter;
 use crate::request::respond::Refusal;
+use arc_swap::ArcSwap;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora_core::upstreams::peer::HttpPeer;
 use std::hash::{Hash, Hasher};
@@ -15,7 +16,8 @@ pub struct Route {
     /// `host/prefix`, for logs and metric labels (configured text, never request data).
     pub label: String,
     pub chain: Vec<Box<dyn Filter>>,
-    pub peer: HttpPeer,
+    /// The pooled connection settings; replaced whole when the upstream's name resolves anew.
+    peer: ArcSwap<HttpPeer>,
     /// The methods accepted when the route limits them (`HEAD` with `GET`), and their `Allow` value.
     allowed: Option<(Vec<HttpMethod>, String)>,
 }
@@ -33,7 +35,23 @@ impl Route {
             let allow = methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
             (methods, allow)
         });
+        let peer = ArcSwap::from_pointee(peer);
         Route { label: format!("{}{}", cfg.host, cfg.path_prefix), chain, peer, cfg, allowed }
+    }
+
+    /// The upstream peer for one request.
+    pub fn peer(&self) -> HttpPeer {
+        HttpPeer::clone(&self.peer.load())
+    }
+
+    fn set_address(&self, addr: std::net::SocketAddr) {
+        let current = self.peer.load();
+        if current._address == PeerAddr::Inet(addr) {
+            return;
+        }
+        let mut peer = HttpPeer::clone(&current);
+        peer._address = PeerAddr::Inet(addr);
+        self.peer.store(Arc::new(peer));
     }
 
     /// 405 with `Allow` for a method this route does not accept.
@@ -76,8 +94,8 @@ pub fn upstream_peer(u: &UpstreamConfig) -> Result<HttpPeer, Problem> {
     Ok(peer)
 }
 
-/// Resolves each route's upstream address.
-pub fn resolve(routes: &mut [Route]) -> Result<(), Problem> {
+/// Resolves each route's upstream address, or names the upstream that does not resolve.
+pub fn resolve(routes: &[Route]) -> Result<(), Problem> {
     for route in routes {
         let u = &route.cfg.upstream;
         let key = || format!("upstreams.{}.address", u.name);
@@ -87,7 +105,70 @@ pub fn resolve(routes: &mut [Route]) -> Result<(), Problem> {
             .map_err(|e| Problem::new(key(), format!("cannot resolve {}: {e}", u.address)))?
             .next()
             .ok_or_else(|| Problem::new(key(), format!("{} resolves to no address", u.address)))?;
-        route.peer._address = PeerAddr::Inet(addr);
+        route.set_address(addr);
     }
     Ok(())
+}
+
+/// Looks every upstream name up again (a restarted API may have a new address). A name that
+/// fails keeps its last address: an outage of the resolver must not become an outage of the API.
+pub async fn refresh(routes: &[Route]) {
+    for route in routes {
+        let u = &route.cfg.upstream;
+        match tokio::net::lookup_host(u.address.as_str()).await.map(|mut a| a.next()) {
+            Ok(Some(addr)) => route.set_address(addr),
+            Ok(None) => log::warn!("upstreams.{}: {} resolves to no address; keeping the last one", u.name, u.address),
+            Err(e) => log::warn!("upstreams.{}: cannot resolve {}: {e}; keeping the last one", u.name, u.address),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FilterConfig, RouteConfig};
+    use crate::host::HostPattern;
+    use std::time::Duration;
+
+    fn route(address: &str) -> Route {
+        let d = Duration::from_secs(1);
+        let upstream = Arc::new(UpstreamConfig {
+            name: "api".into(),
+            address: address.into(),
+            tls: false,
+            sni: "api".into(),
+            ca: None,
+            host_header: None,
+            connect_timeout: d,
+            read_timeout: d,
+            write_timeout: d,
+            idle_timeout: d,
+            resolve_interval: d,
+        });
+        let cfg = RouteConfig {
+            host: HostPattern::parse("api.example.com").unwrap(),
+            path_prefix: "/".into(),
+            methods: None,
+            upstream: upstream.clone(),
+            filters: Vec::<FilterConfig>::new(),
+            forward_client_cert: false,
+            cors: None,
+        };
+        Route::new(cfg, Vec::new(), upstream_peer(&upstream).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_new_address_is_picked_up_and_a_failed_lookup_keeps_the_last() {
+        let r = route("localhost:4000");
+        r.set_address(([10, 9, 8, 7], 4000).into());
+        refresh(std::slice::from_ref(&r)).await;
+        match r.peer()._address {
+            PeerAddr::Inet(a) => assert!(a.ip().is_loopback() && a.port() == 4000, "{a}"),
+            other => panic!("{other:?}"),
+        }
+        let gone = route("no-such-host.invalid:4000");
+        gone.set_address(([10, 9, 8, 7], 4000).into());
+        refresh(std::slice::from_ref(&gone)).await;
+        assert_eq!(gone.peer()._address, PeerAddr::Inet(([10, 9, 8, 7], 4000).into()), "kept");
+    }
 }

@@ -432,6 +432,34 @@ impl System {
         self.gateway = Some(proc);
     }
 
+    /// Sends SIGHUP to the gateway: it reloads its configuration file.
+    pub fn reload(&self) {
+        let pid = self.gateway.as_ref().expect("a running gateway").child.id();
+        let status = Command::new("kill").arg("-HUP").arg(pid.to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits until the gateway's log reports reload `n` as applied (`true`) or failed (`false`).
+    pub fn reload_outcome(&self, n: u32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.gateway_log();
+            if log.contains(&format!("reload {n} applied")) {
+                return true;
+            }
+            if log.contains(&format!("reload {n} failed")) {
+                return false;
+            }
+            assert!(Instant::now() < deadline, "reload {n} reported nothing:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Writes the gateway's configuration file (read again on reload).
+    pub fn write_gateway_config(&self, doc: &Value) {
+        yaml::write(doc, &self.path("gateway.yaml"));
+    }
+
     pub fn gateway_log(&self) -> String {
         std::fs::read_to_string(self.path("mtls-gateway.log")).unwrap_or_default()
     }
