@@ -8,6 +8,8 @@ scripts/install-deps.sh --test
 # The interop tests run node oidc-provider: install the pinned package first, failing loudly
 # (and failing CI) when the npm registry cannot be reached.
 (cd tests/interop/oidc-provider && npm ci --no-audit --no-fund)
+# The whole-process tests run the dev stack's binaries, which the test build alone does not make.
+cargo build --workspace --bins 2>&1
 cargo test --workspace --all-targets 2>&1
 PROFILE=debug RUN_ONCE=1 scripts/run-local.sh
 echo "run-local: 1 passed, 0 failed"

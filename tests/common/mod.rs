@@ -66,12 +66,12 @@ impl Drop for Proc {
     }
 }
 
-/// A binary of the workspace. The dev stack's binaries belong to the `mtls-devstack` crate; they
-/// are built next to the gateway's by `cargo test --workspace`.
+/// A binary of the workspace. The dev stack's binaries belong to the `mtls-devstack` crate and are
+/// built next to the gateway's by `cargo build --workspace --bins` (scripts/test.sh does it).
 pub fn bin(name: &str) -> PathBuf {
     let gateway = Path::new(env!("CARGO_BIN_EXE_mtls-gateway"));
     let path = gateway.with_file_name(name);
-    assert!(path.exists(), "{} is missing: build the workspace (cargo test --workspace)", path.display());
+    assert!(path.exists(), "{} is missing: build the workspace first (cargo build --workspace --bins)", path.display());
     path
 }
 
