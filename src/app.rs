@@ -4,6 +4,7 @@
 //! problem is reported at once, as `FILE: key: message`. Discovery of identity servers happens
 //! here too, so `-t` reports what it found.
 
+use crate::admin::{self, AdminParts};
 use crate::config::{Config, IntrospectionConfig, Problem, Problems};
 use crate::connection::crl::SharedAcceptor;
 use crate::connection::tls::build_acceptor;
@@ -29,6 +30,10 @@ pub struct App {
     pub issuer: Option<Arc<TokenIssuer>>,
     /// What the build found out (discovery results), for `-t` to print.
     pub report: Vec<String>,
+    /// One per introspection section; the routes' filter chains hold the same ones.
+    pub introspectors: BTreeMap<String, Arc<Introspector>>,
+    /// The admin listener's TLS and authentication, when an `admin:` section is written.
+    pub admin: Option<AdminParts>,
 }
 
 /// Builds every runtime part of `config`, or reports every problem found.
@@ -48,14 +53,21 @@ pub fn build(config: Config) -> Result<App, Problems> {
             Err(p) => problems.add(p),
         }
     }
-    let parts =
-        ChainParts { introspectors, miss_limit: config.limits.introspection_misses.map(|r| Arc::new(Limiter::new(r))) };
+    let admin = config
+        .admin
+        .as_ref()
+        .and_then(|a| admin::build(a).map_err(|ps| ps.into_iter().for_each(|p| problems.add(p))).ok());
+    let parts = ChainParts {
+        introspectors: introspectors.clone(),
+        miss_limit: config.limits.introspection_misses.map(|r| Arc::new(Limiter::new(r))),
+    };
     let routes = routes(&config, &parts, &mut problems);
     let normalizer =
         Normalizer { strip: StripList::new(&config.strip_headers), default_hosts: config.tls.hosts.clone() };
     let gateway = Gateway::new(routes, normalizer, config.refusals);
     let acceptor = problems.or(acceptor)?;
-    Ok(App { acceptor: Arc::new(ArcSwap::from_pointee(acceptor)), gateway, issuer, config, report })
+    let acceptor = Arc::new(ArcSwap::from_pointee(acceptor));
+    Ok(App { acceptor, gateway, issuer, config, report, introspectors, admin })
 }
 
 /// Fills in what discovery finds and the section does not say; keys written in the section win.

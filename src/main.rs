@@ -1,6 +1,9 @@
 //! `mtls-gateway`: loads one YAML file, builds it (the same step as `-t`), then turns the parts into
-//! pingora services: the SNI router with the HTTP proxy, the CRL reload, metrics and the JWKS.
+//! pingora services: the SNI router with the HTTP proxy, the CRL reload, metrics, the JWKS and
+//! the admin listener.
 
+use arc_swap::ArcSwap;
+use mtls_gateway::admin::AdminApp;
 use mtls_gateway::app::{self, App};
 use mtls_gateway::config;
 use mtls_gateway::connection::crl::CrlReloader;
@@ -16,6 +19,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// jemalloc: a request allocates and frees many short buffers across threads (header maps, the
 /// forwarded JWT), where glibc malloc showed up at the top of profiles.
@@ -26,8 +30,10 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("health") {
-        return mtls_gateway::ops::health_command(&args[2..]);
+    match args.get(1).map(String::as_str) {
+        Some("health") => return mtls_gateway::ops::health_command(&args[2..]),
+        Some("admin") => return mtls_gateway::admin::cli::command(&args[2..]),
+        _ => {}
     }
     let mut opt = Opt::parse_args();
     let Some(path) = opt.conf.take() else {
@@ -78,7 +84,15 @@ fn serve(opt: Opt, mut app: App) -> ExitCode {
     let mut edge = Service::new("sni-router".to_string(), SniRouter::new(parts, std::sync::Arc::new(proxy)));
     edge.add_tcp(&cfg.listener.address);
     server.add_service(edge);
-    server.add_service(background_service("crl-reload", CrlReloader::new(cfg.tls.clone(), app.acceptor, live)));
+    server.add_service(background_service("crl-reload", CrlReloader::new(cfg.tls.clone(), app.acceptor, live.clone())));
+    if let Some(parts) = app.admin {
+        let introspectors = Arc::new(ArcSwap::from_pointee(app.introspectors));
+        let admin_app = AdminApp { auth: parts.auth, introspectors, live };
+        let mut admin = Service::new("admin".to_string(), admin_app);
+        admin.add_tls_with_settings(&parts.address.to_string(), None, parts.tls);
+        server.add_service(admin);
+        log::info!("admin listener on {}", parts.address);
+    }
     if let Some(ops_cfg) = cfg.metrics {
         mtls_gateway::metrics::init();
         let health = std::sync::Arc::new(Health::new(cfg, &ops_cfg));
