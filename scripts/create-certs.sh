@@ -20,6 +20,7 @@
 #   introspection.client.{p12,pem,key}  CN=gateway-introspection, same CA: the gateway's certificate for
 #                                       tls_client_auth at the introspection endpoint
 #   introspect-jwt.es256.key            EC P-256 key the gateway signs private_key_jwt client assertions with
+#   admin.client.{p12,pem,key}          CN=gateway-admin, same CA: an operator's certificate for the admin listener
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +29,8 @@ key_type=${KEY_TYPE:-rsa}
 password=Password1
 days=365
 
-if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && -f "$out/introspect-jwt.es256.key" && "${1:-}" != "--force" ]]; then
+if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && -f "$out/introspect-jwt.es256.key" && -f "$out/admin.client.pem" \
+  && "${1:-}" != "--force" ]]; then
   echo "certificates already exist in $out (use --force to recreate)"
   exit 0
 fi
@@ -84,6 +86,8 @@ issue revoked.client "/CN=revoked-partner" root client.ext
 issue untrusted.client "/CN=demo-partner" untrusted-root client.ext
 # The gateway as a client of the identity server's introspection endpoint (tls_client_auth, RFC 8705).
 issue introspection.client "/CN=gateway-introspection" root client.ext
+# An operator of the admin listener (cache purge).
+issue admin.client "/CN=gateway-admin" root client.ext
 
 # Keys the gateway signs its own JWTs with (json and rfc9701 introspection modes).
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out gateway-signing.ps256.key 2>/dev/null

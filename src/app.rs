@@ -4,6 +4,7 @@
 //! problem is reported at once, as `FILE: key: message`. Discovery of identity servers happens
 //! here too, so `-t` reports what it found.
 
+use crate::admin::{self, AdminParts};
 use crate::config::{Config, IntrospectionConfig, Problem, Problems, TokenIssuerConfig};
 use crate::connection::crl::SharedAcceptor;
 use crate::connection::tls::build_acceptor;
@@ -31,6 +32,8 @@ pub struct App {
     pub report: Vec<String>,
     /// One per introspection section, shared by the routes: what a reload or a purge works on.
     pub introspectors: BTreeMap<String, Arc<Introspector>>,
+    /// The admin listener's TLS and authentication, when an `admin:` section is written.
+    pub admin: Option<AdminParts>,
 }
 
 /// What a reload carries over from the configuration being replaced: the token caches.
@@ -71,6 +74,10 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
             Err(p) => problems.add(p),
         }
     }
+    let admin = config
+        .admin
+        .as_ref()
+        .and_then(|a| admin::build(a).map_err(|ps| ps.into_iter().for_each(|p| problems.add(p))).ok());
     let parts = ChainParts {
         introspectors: introspectors.clone(),
         miss_limit: config.limits.introspection_misses.map(|r| Arc::new(Limiter::new(r))),
@@ -80,7 +87,8 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
         Normalizer { strip: StripList::new(&config.strip_headers), default_hosts: config.tls.hosts.clone() };
     let routing = Routing::new(routes, normalizer, config.refusals).with_access_format(config.access_format);
     let acceptor = problems.or(acceptor)?;
-    Ok(App { acceptor: Arc::new(ArcSwap::from_pointee(acceptor)), routing, issuer, config, report, introspectors })
+    let acceptor = Arc::new(ArcSwap::from_pointee(acceptor));
+    Ok(App { acceptor, routing, issuer, config, report, introspectors, admin })
 }
 
 /// Fills in what discovery finds and the section does not say; keys written in the section win.

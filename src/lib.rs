@@ -6,10 +6,12 @@
 //! - [`app`]: the build step, model to runtime parts (used by `-t` and serving alike), and
 //!   [`reload`], which runs it again on `SIGHUP` and swaps the parts in;
 //! - [`connection`] and [`request`]: the two halves of the runtime, which never import each other,
-//!   and [`ops`], the internal listener for metrics and health;
+//!   [`ops`], the internal listener for metrics and health, and [`admin`], the internal listener
+//!   that purges token caches and ends connections;
 //! - [`config`]: the file schema and the validated model;
 //! - [`host`], [`token`], [`pki`], [`metrics`]: shared leaves.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod connection;

@@ -1,7 +1,9 @@
 //! `mtls-gateway`: loads one YAML file, builds it (the same step as `-t`), then turns the parts into
-//! pingora services: the SNI router with the HTTP proxy, the CRL reload, metrics and the JWKS.
+//! pingora services: the SNI router with the HTTP proxy, the CRL reload, metrics, the JWKS and
+//! the admin listener.
 
 use arc_swap::ArcSwap;
+use mtls_gateway::admin::AdminApp;
 use mtls_gateway::app::{self, App, Kept};
 use mtls_gateway::config;
 use mtls_gateway::connection::crl::CrlReloader;
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     match args.get(1).map(String::as_str) {
         Some("health") => return mtls_gateway::ops::health_command(&args[2..]),
         Some("reload") => return mtls_gateway::reload::reload_command(&args[2..]),
+        Some("admin") => return mtls_gateway::admin::cli::command(&args[2..]),
         _ => {}
     }
     let mut opt = Opt::parse_args();
@@ -89,6 +92,7 @@ fn serve(opt: Opt, mut app: App) -> ExitCode {
         limits: SourceLimits::new(cfg.limits.per_source, cfg.limits.log_interval),
         live: LiveConnections::new(),
         issuer: app.issuer.map(|i| Arc::new(ArcSwap::new(i))),
+        introspectors: Arc::new(ArcSwap::from_pointee(app.introspectors.clone())),
         kept: Mutex::new((Kept { introspectors: app.introspectors, token_issuer: cfg.token_issuer.clone() }, fixed)),
     });
     let parts = RouterParts {
@@ -104,6 +108,14 @@ fn serve(opt: Opt, mut app: App) -> ExitCode {
     server.add_service(background_service("crl-reload", crl));
     let every = cfg.routes.iter().map(|r| r.upstream.resolve_interval).min().unwrap_or(Duration::from_secs(30));
     server.add_service(background_service("upstream-dns", UpstreamRefresher { routing, every }));
+    if let Some(parts) = app.admin {
+        let admin_app =
+            AdminApp { auth: parts.auth, introspectors: running.introspectors.clone(), live: running.live.clone() };
+        let mut admin = Service::new("admin".to_string(), admin_app);
+        admin.add_tls_with_settings(&parts.address.to_string(), None, parts.tls);
+        server.add_service(admin);
+        log::info!("admin listener on {}", parts.address);
+    }
     if let Some(ops_cfg) = cfg.metrics {
         mtls_gateway::metrics::init();
         let health = Arc::new(Health::new(cfg, &ops_cfg));

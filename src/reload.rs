@@ -14,12 +14,14 @@ use crate::connection::limits::SourceLimits;
 use crate::connection::live::LiveConnections;
 use crate::connection::router::RouterConfig;
 use crate::connection::tls::verify_store;
+use crate::request::introspect::Introspector;
 use crate::request::issuer::SharedIssuer;
 use crate::request::proxy::RoutingHandle;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -34,6 +36,8 @@ pub struct Running {
     pub live: Arc<LiveConnections>,
     /// The gateway's signing keys, when it issues JWTs (their JWKS listener serves these).
     pub issuer: Option<SharedIssuer>,
+    /// The token caches in force, for the admin listener's purges.
+    pub introspectors: Arc<ArcSwap<BTreeMap<String, Arc<Introspector>>>>,
     /// The caches the next build may keep, and what the running configuration says about the
     /// settings a reload cannot change.
     pub kept: Mutex<(Kept, Fixed)>,
@@ -52,6 +56,7 @@ impl Fixed {
             ("metrics", format!("{:?}", cfg.metrics)),
             ("token_issuer.jwks_address", format!("{:?}", cfg.token_issuer.as_ref().and_then(|t| t.jwks_address))),
             ("passthrough.max_connections", cfg.passthrough.max_connections.to_string()),
+            ("admin", format!("{:?}", cfg.admin)),
         ])
     }
 
@@ -93,6 +98,7 @@ impl Running {
         for key in kept.1.differences(&fixed) {
             notes.push(format!("{key} changed: it takes effect after a restart or a graceful upgrade (-u)"));
         }
+        self.introspectors.store(Arc::new(app.introspectors.clone()));
         *kept = (Kept { introspectors: app.introspectors, token_issuer: cfg.token_issuer.clone() }, kept.1.clone());
         drop(kept);
         self.routing.store(Arc::new(app.routing));

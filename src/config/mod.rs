@@ -354,6 +354,20 @@ pub struct OpsConfig {
     pub ready_window: Duration,
 }
 
+/// The internal admin listener: TLS always; an admin client certificate with an allowed subject,
+/// or the bearer secret, authenticates a call (at least one of them is configured).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// With `client_subjects`: the CA admin client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+    pub client_subjects: Vec<String>,
+    /// Read by the build step, so that `-t` proves it can be read.
+    pub secret_file: Option<PathBuf>,
+}
+
 #[derive(Debug)]
 pub struct Config {
     pub path: PathBuf,
@@ -370,6 +384,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub access_format: AccessFormat,
     pub token_issuer: Option<TokenIssuerConfig>,
+    pub admin: Option<AdminConfig>,
 }
 
 /// How much of a request body is read and discarded before a refusal, so that clients which are
@@ -523,6 +538,7 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
     let refusals = refusals(check, &raw.refusals);
     let limits = limits(check, &raw.limits, passthrough.max_connections);
     let token_issuer = raw.token_issuer.as_ref().and_then(|t| token_issuer(check, t));
+    let admin = raw.admin.as_ref().and_then(|a| admin(check, a));
     for (name, i) in &raw.introspection {
         let mode = i.response.unwrap_or_default();
         if mode != ResponseMode::Jwt && raw.token_issuer.is_none() {
@@ -543,6 +559,36 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         limits,
         access_format: raw.access_log.as_ref().map(|a| a.format).unwrap_or_default(),
         token_issuer,
+        admin,
+    })
+}
+
+/// Fails closed: no way to authenticate, or subjects without the CA that vouches for them, is an
+/// error, never an open listener.
+fn admin(check: &mut Check, a: &schema::Admin) -> Option<AdminConfig> {
+    let address = check.ok("admin.address", a.address.parse().map_err(|e| format!("{:?}: {e}", a.address)));
+    let client_ca = a.client_ca.as_ref().map(|p| check.file("admin.client_ca", p));
+    let secret_file = a.secret_file.as_ref().map(|p| check.file("admin.secret_file", p));
+    match (a.client_subjects.is_empty(), &client_ca, &secret_file) {
+        (true, None, None) => check.fail("admin", "needs client_subjects (with client_ca) or secret_file"),
+        (true, Some(_), _) => check.fail("admin.client_subjects", "client_ca is set but no subject is allowed"),
+        (false, None, _) => check.fail("admin.client_ca", "client_subjects need the CA their certificates chain to"),
+        _ => {}
+    }
+    for (i, subject) in a.client_subjects.iter().enumerate() {
+        if subject.trim().is_empty() || !subject.contains('=') {
+            check.fail(&format!("admin.client_subjects[{i}]"), format!("{subject:?} is not a subject like CN=name"));
+        }
+    }
+    let certificate = check.file("admin.certificate", &a.certificate);
+    let key = check.file("admin.key", &a.key);
+    Some(AdminConfig {
+        address: address?,
+        certificate,
+        key,
+        client_ca,
+        client_subjects: a.client_subjects.clone(),
+        secret_file,
     })
 }
 
@@ -1107,7 +1153,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("conf")).unwrap();
         std::fs::create_dir_all(dir.path().join("certs")).unwrap();
-        for f in ["example.tls.pem", "example.tls.key", "root.pem", "root.crl.pem"] {
+        for f in ["example.tls.pem", "example.tls.key", "root.pem", "root.crl.pem", "admin.secret"] {
             std::fs::write(dir.path().join("certs").join(f), "").unwrap();
         }
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/local.yaml")).unwrap();
@@ -1140,6 +1186,36 @@ mod tests {
     #[test]
     fn the_shipped_local_file_is_a_valid_model() {
         assert_eq!(problems(|_| {}), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_admin_listener_is_off_by_default_and_never_open() {
+        let (_dir, path) = local(|_| {});
+        assert!(load(&path).unwrap().admin.is_none());
+        let base = "{address: 127.0.0.1:9443, certificate: ../certs/example.tls.pem, key: ../certs/example.tls.key}";
+        let with = |extra: &str| {
+            let mut v: serde_yaml::Value = serde_yaml::from_str(base).unwrap();
+            let extra: serde_yaml::Mapping = serde_yaml::from_str(extra).unwrap();
+            v.as_mapping_mut().unwrap().extend(extra);
+            problems(|d| set(d, &["admin"], v))
+        };
+        assert_eq!(with("{secret_file: ../certs/admin.secret}"), Vec::<String>::new());
+        assert_eq!(with("{client_ca: ../certs/root.pem, client_subjects: [CN=gateway-admin]}"), Vec::<String>::new());
+        let expect = [
+            ("{}", "admin: needs client_subjects (with client_ca) or secret_file"),
+            ("{client_subjects: [CN=gateway-admin]}", "admin.client_ca: client_subjects need the CA"),
+            ("{client_ca: ../certs/root.pem}", "admin.client_subjects: client_ca is set but no subject"),
+            ("{secret_file: ../certs/none}", "admin.secret_file: cannot read"),
+            (
+                "{secret_file: ../certs/admin.secret, client_subjects: [x], client_ca: ../certs/root.pem}",
+                "admin.client_subjects[0]",
+            ),
+            ("{secret_file: ../certs/admin.secret, secret: x}", "unknown field `secret`"),
+        ];
+        for (extra, problem) in expect {
+            let p = with(extra);
+            assert!(p.len() == 1 && p[0].contains(problem), "{extra}: {p:?}");
+        }
     }
 
     #[test]

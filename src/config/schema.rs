@@ -54,6 +54,26 @@ pub struct File {
     /// How refusals reach clients that are still sending a request body.
     #[serde(default)]
     pub refusals: Refusals,
+    /// The internal admin listener (cache purge, ending connections); off when absent.
+    #[serde(default)]
+    pub admin: Option<Admin>,
+}
+
+/// The admin listener always speaks TLS; callers present an admin client certificate with one of
+/// `client_subjects`, or the bearer secret in `secret_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub address: String,
+    pub certificate: String,
+    pub key: String,
+    /// The CA that admin client certificates chain to.
+    pub client_ca: Option<String>,
+    /// Subjects (RFC 4514, as `CN=gateway-admin,O=Example`) allowed to act.
+    #[serde(default)]
+    pub client_subjects: Vec<String>,
+    /// A file holding the bearer secret (surrounding white space ignored).
+    pub secret_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,7 @@
 //! The TLS-terminated connections open now, each with the certificate its client presented, so
-//! that a reloaded client CA or CRL can end the connections it no longer accepts: partner
-//! offboarding takes effect on live connections, not only on new handshakes.
+//! that a reloaded client CA or CRL can end the connections it no longer accepts, and an operator
+//! can end those of one certificate: partner offboarding takes effect on live connections, not
+//! only on new handshakes.
 
 use crate::token::ClientCert;
 use openssl::stack::Stack;
@@ -73,6 +74,20 @@ impl LiveConnections {
             if live.client.is_revoked() || accepted(store, live) {
                 continue;
             }
+            live.client.revoke();
+            let _ = live.end.send(true);
+            ended += 1;
+        }
+        ended
+    }
+
+    /// Ends every open connection whose client certificate has this `x5t#S256` thumbprint, the
+    /// way a revocation does (no further request passes on them; dropped after the grace period).
+    /// Returns how many were ended.
+    pub fn end_thumbprint(&self, thumbprint: &str) -> usize {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ended = 0;
+        for live in map.values().filter(|l| l.client.thumbprint == thumbprint && !l.client.is_revoked()) {
             live.client.revoke();
             let _ = live.end.send(true);
             ended += 1;

@@ -4,7 +4,7 @@
 //! `build_acceptor` is called by the build step only, for `-t`, for serving and for every CRL or
 //! certificate reload, so a file that validates is a file that serves.
 
-use crate::config::{Problem, TlsConfig, TlsVersion};
+use crate::config::{AdminConfig, Problem, TlsConfig, TlsVersion, FAPI_TLS12_CIPHERS};
 use crate::host::HostPattern;
 use crate::pki::{read_certs, read_crl, read_key};
 use crate::token::ClientCert;
@@ -17,6 +17,7 @@ use openssl::ssl::{
 use openssl::x509::store::{X509Lookup, X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::X509;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 use std::any::Any;
@@ -144,6 +145,31 @@ pub fn verify_store(cfg: &TlsConfig) -> Result<X509Store, Problem> {
         b.set_flags(X509VerifyFlags::CRL_CHECK).map_err(keyed("tls.client_crl"))?;
     }
     Ok(b.build())
+}
+
+/// The admin listener's TLS: TLS 1.2 or later with the FAPI suites, no renegotiation, and, when
+/// `client_ca` is set, client certificates verified against it (demanded unless a bearer secret
+/// may authenticate instead). A certificate from another CA fails the handshake.
+pub fn admin_settings(cfg: &AdminConfig) -> Result<TlsSettings, Problem> {
+    check_pair("admin", &cfg.certificate, &cfg.key)?;
+    let mut s = TlsSettings::with_callbacks(Box::new(KeepClientCert)).map_err(|e| Problem::new("admin", e))?;
+    s.set_certificate_chain_file(&cfg.certificate).map_err(keyed("admin.certificate"))?;
+    s.set_private_key_file(&cfg.key, SslFiletype::PEM).map_err(keyed("admin.key"))?;
+    s.check_private_key().map_err(keyed("admin.key"))?;
+    s.set_min_proto_version(Some(SslVersion::TLS1_2)).map_err(keyed("admin"))?;
+    s.set_cipher_list(FAPI_TLS12_CIPHERS).map_err(keyed("admin"))?;
+    s.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE);
+    s.set_session_id_context(b"mtls-gateway-admin").map_err(keyed("admin"))?;
+    if let Some(ca) = &cfg.client_ca {
+        read_certs(ca).map_err(|e| Problem::new("admin.client_ca", e))?;
+        s.set_ca_file(ca).map_err(keyed("admin.client_ca"))?;
+        let names = openssl::x509::X509Name::load_client_ca_file(ca).map_err(keyed("admin.client_ca"))?;
+        s.set_client_ca_list(names);
+        let demand =
+            if cfg.secret_file.is_some() { SslVerifyMode::empty() } else { SslVerifyMode::FAIL_IF_NO_PEER_CERT };
+        s.set_verify(SslVerifyMode::PEER | demand);
+    }
+    Ok(s)
 }
 
 /// Handshake callback that keeps the verified leaf certificate, and the SNI, for the HTTP layer.

@@ -20,6 +20,7 @@ use crate::request::claims::{self, ClaimError};
 use crate::request::client_auth::ClientAuthenticator;
 use crate::request::issuer::TokenIssuer;
 use crate::request::jwks::{max_age, JwksError, RemoteJwks};
+use crate::request::purge::{PurgeLog, PurgeTarget};
 use crate::token::{jwt_payload, unix_now, Claims};
 use jsonwebtoken::{Algorithm, Validation};
 use moka::future::Cache;
@@ -53,10 +54,28 @@ pub enum TokenState {
     Refused(&'static str),
 }
 
+/// What one introspection call found out, and how long it may be kept.
+#[derive(Debug)]
+struct Answer {
+    state: TokenState,
+    ttl: Duration,
+}
+
+/// A cached answer, with the moment it was asked for: a purge made after that moment voids it.
 #[derive(Debug)]
 struct Entry {
     state: TokenState,
     ttl: Duration,
+    asked: Instant,
+}
+
+impl Entry {
+    fn thumbprint(&self) -> Option<&str> {
+        match &self.state {
+            TokenState::Active(t) => t.claims.bound_thumbprint(),
+            _ => None,
+        }
+    }
 }
 
 /// How a lookup was answered, for the access log and metrics.
@@ -90,8 +109,10 @@ pub enum IntrospectError {
 struct FixedLifetime;
 
 impl Expiry<[u8; 32], Arc<Entry>> for FixedLifetime {
+    /// Counted from when the identity server was asked, not from when its answer arrived: no
+    /// entry then outlives its purge record (see [`PurgeLog`]).
     fn expire_after_create(&self, _key: &[u8; 32], value: &Arc<Entry>, _now: std::time::Instant) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl.saturating_sub(value.asked.elapsed()))
     }
     // expire_after_read and expire_after_update keep the default: the lifetime set at creation.
 }
@@ -106,6 +127,7 @@ pub struct Introspector {
     issuer: Option<Arc<TokenIssuer>>,
     /// The identity server's keys: `rfc9701` answers, or verified JWTs in `jwt` mode.
     remote_jwks: Option<RemoteJwks>,
+    purges: Arc<PurgeLog>,
 }
 
 impl Introspector {
@@ -131,7 +153,10 @@ impl Introspector {
         if signed && cfg.issuer.is_none() {
             return Err(Problem::new(format!("{key}.issuer"), "discovery found no issuer"));
         }
-        Ok(Introspector { cfg, endpoint, client, auth, cache, issuer, remote_jwks })
+        // No entry lives longer than the longer of the two lifetimes; a second more for the
+        // cache's own clock, which may read a little behind ours.
+        let purges = Arc::new(PurgeLog::new(cfg.max_ttl.max(cfg.negative_ttl) + Duration::from_secs(1)));
+        Ok(Introspector { cfg, endpoint, client, auth, cache, issuer, remote_jwks, purges })
     }
 
     pub fn name(&self) -> &str {
@@ -146,6 +171,8 @@ impl Introspector {
             return false;
         }
         self.cache = previous.cache.clone();
+        // The purges that guard those entries come along with them.
+        self.purges = previous.purges.clone();
         true
     }
 
@@ -162,7 +189,11 @@ impl Introspector {
     /// every concurrent request for the same token.
     pub async fn lookup(&self, token: &str, key: [u8; 32]) -> (Result<TokenState, IntrospectError>, CacheResult) {
         if let Some(entry) = self.cache.get(&key).await {
-            return (Ok(entry.state.clone()), CacheResult::Hit);
+            if !self.purges.voids(entry.asked, &key, entry.thumbprint()) {
+                return (Ok(entry.state.clone()), CacheResult::Hit);
+            }
+            // Asked for before a purge and cached after it went through the entries: it goes.
+            self.cache.invalidate(&key).await;
         }
         // A miss: one caller runs the init future, every concurrent caller for this key waits for it.
         let ran = AtomicBool::new(false);
@@ -179,9 +210,31 @@ impl Introspector {
         (state, how)
     }
 
+    /// Removes the cached answers `target` matches, and voids those still on their way; how many
+    /// were removed. Requests that joined a call already in flight share its answer.
+    pub async fn purge(&self, target: &PurgeTarget) -> u64 {
+        self.purges.record(target.clone());
+        if *target == PurgeTarget::All {
+            let count = self.cache.iter().count() as u64;
+            self.cache.invalidate_all();
+            return count;
+        }
+        let keys: Vec<Arc<[u8; 32]>> =
+            self.cache.iter().filter(|(k, e)| target.matches(k, e.thumbprint())).map(|(k, _)| k).collect();
+        for key in &keys {
+            self.cache.invalidate(key.as_ref()).await;
+        }
+        keys.len() as u64
+    }
+
+    /// How many cached answers `target` matches now (to ask before an ambiguous purge).
+    pub fn count(&self, target: &PurgeTarget) -> u64 {
+        self.cache.iter().filter(|(k, e)| target.matches(k, e.thumbprint())).count() as u64
+    }
+
     async fn introspect(&self, token: &str) -> Result<Entry, IntrospectError> {
         let started = Instant::now();
-        let result = self.call(token).await;
+        let result = self.call(token).await.map(|a| Entry { state: a.state, ttl: a.ttl, asked: started });
         let label = match &result {
             Ok(e) => match e.state {
                 TokenState::Active(_) => "active",
@@ -194,7 +247,7 @@ impl Introspector {
         result
     }
 
-    async fn call(&self, token: &str) -> Result<Entry, IntrospectError> {
+    async fn call(&self, token: &str) -> Result<Answer, IntrospectError> {
         let accept = match self.cfg.mode {
             ResponseMode::Jwt => "application/jwt",
             ResponseMode::Json => "application/json",
@@ -235,20 +288,20 @@ impl Introspector {
         }
     }
 
-    fn inactive(&self, life: Life) -> Entry {
-        Entry { state: TokenState::Inactive, ttl: life.cap(self.cfg.negative_ttl) }
+    fn inactive(&self, life: Life) -> Answer {
+        Answer { state: TokenState::Inactive, ttl: life.cap(self.cfg.negative_ttl) }
     }
 
     /// A token the identity server calls active but that fails one of the gateway's own checks.
-    fn refused(&self, reason: &'static str, life: Life) -> Entry {
+    fn refused(&self, reason: &'static str, life: Life) -> Answer {
         log::info!("introspection {}: token refused: {reason}", self.cfg.name);
-        Entry { state: TokenState::Refused(reason), ttl: life.cap(self.cfg.negative_ttl) }
+        Answer { state: TokenState::Refused(reason), ttl: life.cap(self.cfg.negative_ttl) }
     }
 
     /// The reference's protocol: the body is the access token as a JWT. It is verified against
     /// the identity server's keys when verification is on; unsigned (`alg: none`) JWTs are never
     /// accepted, verified or not.
-    async fn jwt_entry(&self, jwt: &str, life: Life) -> Result<Entry, IntrospectError> {
+    async fn jwt_entry(&self, jwt: &str, life: Life) -> Result<Answer, IntrospectError> {
         let header =
             jsonwebtoken::decode_header(jwt).map_err(|_| IntrospectError::BadAnswer("introspection_bad_header"))?;
         let payload = match &self.remote_jwks {
@@ -266,7 +319,7 @@ impl Introspector {
     }
 
     /// RFC 7662: `active` and the token's claims as JSON; the gateway issues the JWT.
-    fn json_entry(&self, body: &str, life: Life) -> Result<Entry, IntrospectError> {
+    fn json_entry(&self, body: &str, life: Life) -> Result<Answer, IntrospectError> {
         let value: serde_json::Value =
             serde_json::from_str(body).map_err(|_| IntrospectError::BadAnswer("introspection_not_json"))?;
         let map = value.as_object().ok_or(IntrospectError::BadAnswer("introspection_not_json"))?;
@@ -275,7 +328,7 @@ impl Introspector {
 
     /// RFC 9701: a JWT signed by the identity server, addressed to this client, with the RFC 7662
     /// claims under `token_introspection`.
-    async fn rfc9701_entry(&self, jwt: &str, life: Life) -> Result<Entry, IntrospectError> {
+    async fn rfc9701_entry(&self, jwt: &str, life: Life) -> Result<Answer, IntrospectError> {
         let bad = IntrospectError::BadAnswer;
         let header = jsonwebtoken::decode_header(jwt).map_err(|_| bad("introspection_not_a_jwt"))?;
         if header.typ.as_deref() != Some("token-introspection+jwt") {
@@ -328,7 +381,7 @@ impl Introspector {
         &self,
         intro: &serde_json::Map<String, serde_json::Value>,
         life: Life,
-    ) -> Result<Entry, IntrospectError> {
+    ) -> Result<Answer, IntrospectError> {
         if intro.get("active") != Some(&serde_json::Value::Bool(true)) {
             return Ok(self.inactive(life));
         }
@@ -350,13 +403,13 @@ impl Introspector {
     /// Cache entry for an active token: its lifetime is the smallest of the configured maximum, the
     /// token's remaining life and the response's max-age (zero for `no-store`). An expired token is
     /// inactive.
-    fn entry(&self, jwt: &str, claims: Claims, life: Life) -> Result<Entry, IntrospectError> {
+    fn entry(&self, jwt: &str, claims: Claims, life: Life) -> Result<Answer, IntrospectError> {
         let Some(left) = claims.exp.and_then(seconds_until) else {
             return Ok(self.inactive(life));
         };
         let ttl = life.cap(self.cfg.max_ttl.min(left));
         let token = ActiveToken::new(jwt, claims).ok_or(IntrospectError::BadAnswer("introspection_not_a_jwt"))?;
-        Ok(Entry { state: TokenState::Active(Arc::new(token)), ttl })
+        Ok(Answer { state: TokenState::Active(Arc::new(token)), ttl })
     }
 }
 

@@ -1,0 +1,343 @@
+//! The admin listener and `mtls-gateway admin purge`, against the real gateway, dev-idsvr and
+//! example-api: a purged token goes back to the identity server at once (and is refused once
+//! revoked there), a purge by thumbprint ends that certificate's connections and no other's,
+//! callers without an allowed certificate or the secret are refused, and a purge reaches every
+//! replica and reports the one that is down.
+
+mod common;
+
+use common::net::tls_connector;
+use common::{cert, free_port, yaml, Options, System, API};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const SECRET: &str = "s3cret-for-the-admin-tests-only";
+
+/// Files that outlive the system they are written for (the secret, a wrong secret).
+struct Admin {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Admin {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), format!("{SECRET}\n")).unwrap();
+        std::fs::write(dir.path().join("wrong"), "not-the-secret-of-this-gateway").unwrap();
+        Admin { dir, port: free_port() }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The gateway's `admin:` section: the admin certificate's subject or the secret.
+    fn section(&self, port: u16) -> serde_yaml::Value {
+        yaml::parse(&format!(
+            "{{address: \"127.0.0.1:{port}\", certificate: {}, key: {}, client_ca: {}, \
+             client_subjects: [CN=gateway-admin], secret_file: {}}}",
+            cert("example.tls.pem"),
+            cert("example.tls.key"),
+            cert("root.pem"),
+            self.file("secret").display()
+        ))
+    }
+
+    fn start(&self, opts: Options) -> System {
+        let mut opts = opts;
+        opts.patches.push(("admin", self.section(self.port)));
+        System::start_with(opts)
+    }
+}
+
+/// What one `admin purge` run left: its exit code, one JSON value per stdout line, its stderr.
+struct Run {
+    code: Option<i32>,
+    lines: Vec<serde_json::Value>,
+    stderr: String,
+}
+
+/// Runs `mtls-gateway admin purge ARGS --ca root.pem --server-name admin.example.com` (the
+/// listener's certificate is `*.example.com`) plus the authentication arguments.
+fn purge(args: &[&str], auth: &[&str]) -> Run {
+    let out = Command::new(common::bin("mtls-gateway"))
+        .args(["admin", "purge"])
+        .args(args)
+        .args(["--ca", &cert("root.pem"), "--server-name", "admin.example.com"])
+        .args(auth)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines = stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    Run { code: out.status.code(), lines, stderr: String::from_utf8_lossy(&out.stderr).into() }
+}
+
+fn with_secret(file: &Path) -> Vec<String> {
+    vec!["--secret-file".into(), file.display().to_string()]
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn with_admin_cert() -> Vec<String> {
+    vec!["--cert".into(), cert("admin.client.pem"), "--key".into(), cert("admin.client.key")]
+}
+
+/// `x5t#S256` of a PEM certificate.
+fn thumbprint(pem: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let der = openssl::x509::X509::from_pem(&std::fs::read(cert(pem)).unwrap()).unwrap().to_der().unwrap();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der))
+}
+
+/// The `token=` of the last access-log line for this path.
+fn last_token_id(log: &str) -> String {
+    let line = log.lines().rev().find(|l| l.contains("path=/api/transactions") && l.contains("token=")).unwrap();
+    line.split(' ').find_map(|f| f.strip_prefix("token=")).unwrap().to_string()
+}
+
+async fn revoke_at_idsvr(sys: &System, token: &str) {
+    let r = sys
+        .client("example.client.p12")
+        .post(format!("https://{}/oauth/v2/oauth-revoke", common::LOGIN))
+        .form(&[("client_id", "partner-client"), ("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_purged_token_goes_back_to_the_identity_server_and_is_refused_once_revoked_there() {
+    let admin = Admin::new();
+    let sys = admin.start(Options::default());
+    let token = sys.token("example.client.p12", "partner-client").await;
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
+    let asked = sys.introspections().await;
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
+    assert_eq!(sys.introspections().await, asked, "the second call is answered from the cache");
+
+    revoke_at_idsvr(&sys, &token).await;
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200, "the delay a purge removes");
+    let id = last_token_id(&sys.gateway_log());
+    let address = format!("127.0.0.1:{}", admin.port);
+    let run = purge(&["--token-id", &id, "--address", &address], &as_strs(&with_secret(&admin.file("secret"))));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.lines.len(), 1);
+    assert_eq!(run.lines[0]["ok"], true, "{:?}", run.lines);
+    assert_eq!(run.lines[0]["answer"]["purged"], 1);
+    assert_eq!(run.lines[0]["answer"]["introspection"]["idsvr"], 1);
+
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 401, "asked again, and revoked");
+    assert_eq!(sys.introspections().await, asked + 1, "the purged token went to the identity server");
+    let log = sys.gateway_log();
+    assert!(log.contains(&format!("purged token_id={id}: 1 cache entries")), "{log}");
+    assert!(log.contains("admin: bearer secret sha256="), "who asked is logged: {log}");
+    assert!(!log.contains(SECRET) && !log.contains(&token), "no secret or token in the log");
+
+    // By the token itself, with the admin certificate.
+    let again = sys.token("example.client.p12", "partner-client").await;
+    assert_eq!(sys.call_api("example.client.p12", &again).await.status(), 200);
+    let run = purge(&["--token", &again, "--address", &address], &as_strs(&with_admin_cert()));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.lines[0]["answer"]["purged"], 1);
+    assert!(sys.gateway_log().contains("admin: subject=\"CN=gateway-admin\""));
+    let asked = sys.introspections().await;
+    assert_eq!(sys.call_api("example.client.p12", &again).await.status(), 200);
+    assert_eq!(sys.introspections().await, asked + 1);
+}
+
+/// A keep-alive HTTP/1.1 connection with `p12`'s certificate that answered one request.
+fn keepalive(port: u16, p12: &str, token: &str) -> openssl::ssl::SslStream<TcpStream> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = tls_connector(Some(p12), None).connect(API, tcp).unwrap();
+    let answer = ask(&mut tls, token).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    tls
+}
+
+/// One request on the connection and its answer (head and Content-Length body); `None` once the
+/// gateway closed it.
+fn ask(tls: &mut impl ReadWrite, token: &str) -> Option<String> {
+    let request = format!(
+        "POST /api/transactions HTTP/1.1\r\nHost: {API}\r\nAuthorization: Bearer {token}\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    tls.write_all(request.as_bytes()).ok()?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tls.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    let len = text
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    tls.read_exact(&mut body).ok()?;
+    Some(text + &String::from_utf8_lossy(&body))
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+#[tokio::test]
+async fn a_purge_by_thumbprint_ends_that_certificates_connection_and_not_another_partners() {
+    let admin = Admin::new();
+    let sys =
+        admin.start(Options { patches: vec![("listener.revocation_grace", "500ms".into())], ..Default::default() });
+    let partner = sys.token("example.client.p12", "partner-client").await;
+    let other = sys.token("other.client.p12", "other-client").await;
+    let (port, address) = (sys.gateway_port, format!("127.0.0.1:{}", admin.port));
+    let x5t = thumbprint("example.client.pem");
+    let (p, o) = (partner.clone(), other.clone());
+    let auth = with_admin_cert();
+    let (closed, other_ok, run) = tokio::task::spawn_blocking(move || {
+        let mut partner_conn = keepalive(port, "example.client.p12", &p);
+        let mut other_conn = keepalive(port, "other.client.p12", &o);
+        let run = purge(&["--thumbprint", &x5t, "--end-connections", "--address", &address], &as_strs(&auth));
+        // The idle connection is closed without a new request (read times out after 10 s).
+        let mut buf = [0u8; 64];
+        let closed = matches!(partner_conn.read(&mut buf), Ok(0));
+        (closed, ask(&mut other_conn, &o), run)
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.lines[0]["answer"]["purged"], 1, "{:?}", run.lines);
+    assert_eq!(run.lines[0]["answer"]["connections_ended"], 1, "{:?}", run.lines);
+    assert!(closed, "the partner's keep-alive connection is ended");
+    assert!(other_ok.as_deref().is_some_and(|a| a.starts_with("HTTP/1.1 200")), "{other_ok:?}");
+    // A new connection of the same partner works, and its token is asked for again.
+    let asked = sys.introspections().await;
+    assert_eq!(sys.call_api("example.client.p12", &partner).await.status(), 200);
+    assert_eq!(sys.introspections().await, asked + 1);
+    assert_eq!(sys.call_api("other.client.p12", &other).await.status(), 200);
+    assert_eq!(sys.introspections().await, asked + 1, "the other partner's token stayed cached");
+    let log = sys.gateway_log();
+    assert!(
+        log.contains(&format!(
+            "purged thumbprint={}: 1 cache entries, ended 1 connections",
+            thumbprint("example.client.pem")
+        )),
+        "{log}"
+    );
+}
+
+/// A client of the admin listener with an optional client certificate (p12).
+fn admin_client(port: u16, p12: Option<&str>) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(&std::fs::read(cert("root.pem")).unwrap()).unwrap();
+    let mut b = reqwest::Client::builder()
+        .tls_certs_only([root])
+        .resolve("admin.example.com", ([127, 0, 0, 1], port).into())
+        .no_proxy()
+        .timeout(Duration::from_secs(10));
+    if let Some(p12) = p12 {
+        let der = std::fs::read(cert(p12)).unwrap();
+        b = b.identity(reqwest::Identity::from_pkcs12_der(&der, "Password1").unwrap());
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test]
+async fn callers_without_an_admin_certificate_or_the_secret_are_refused() {
+    let admin = Admin::new();
+    let sys = admin.start(Options::default());
+    let token = sys.token("example.client.p12", "partner-client").await;
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
+    let url = format!("https://admin.example.com:{}/purge", admin.port);
+    let all = serde_json::json!({ "all": true });
+
+    let r = admin_client(admin.port, None).post(&url).json(&all).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no credentials");
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = admin_client(admin.port, Some("example.client.p12")).post(&url).json(&all).send().await.unwrap();
+    assert_eq!(r.status(), 403, "a partner's certificate is not an admin's");
+    let r = admin_client(admin.port, None).post(&url).bearer_auth("not-the-secret").json(&all).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a wrong secret");
+    let wrong_ca = admin_client(admin.port, Some("untrusted.client.p12")).post(&url).json(&all).send().await;
+    assert!(wrong_ca.is_err(), "a certificate of another CA fails the handshake: {wrong_ca:?}");
+    let address = format!("127.0.0.1:{}", admin.port);
+    let run = purge(&["--all", "--address", &address], &as_strs(&with_secret(&admin.file("wrong"))));
+    assert_eq!(run.code, Some(1));
+    assert_eq!(run.lines[0]["ok"], false);
+    assert!(run.lines[0]["error"].as_str().unwrap().contains("401"), "{:?}", run.lines);
+
+    let asked = sys.introspections().await;
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
+    assert_eq!(sys.introspections().await, asked, "nothing was purged");
+    let log = sys.gateway_log();
+    assert!(log.contains("admin: refused a call from 127.0.0.1"), "{log}");
+    assert!(log.contains("certificate subject \"CN=demo-partner\" is not an admin"), "{log}");
+    assert!(!log.contains("purged"), "{log}");
+}
+
+#[tokio::test]
+async fn a_purge_reaches_every_replica_and_reports_the_one_that_is_down() {
+    let admin = Admin::new();
+    let sys = admin.start(Options::default());
+    // A second replica: the same file on other ports, its log in a folder of its own.
+    let second = tempfile::tempdir().unwrap();
+    let (gw2, admin2, down) = (free_port(), free_port(), free_port());
+    let mut v = sys.gateway_config();
+    let d = second.path().display();
+    yaml::set(&mut v, "pingora.pid_file", format!("{d}/gw.pid"));
+    yaml::set(&mut v, "pingora.upgrade_sock", format!("{d}/gw.sock"));
+    yaml::set(&mut v, "listener.address", format!("127.0.0.1:{gw2}"));
+    yaml::set(&mut v, "metrics.address", format!("127.0.0.1:{}", free_port()));
+    yaml::set(&mut v, "admin", admin.section(admin2));
+    yaml::write(&v, &second.path().join("gateway.yaml"));
+    let mut proc = common::spawn("mtls-gateway", &second.path().join("gateway.yaml"), second.path());
+    common::wait_port(admin2, second.path(), &mut proc);
+
+    let token = sys.token("example.client.p12", "partner-client").await;
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200, "cached on the first replica");
+    let replicas = format!("127.0.0.1:{},127.0.0.1:{admin2},127.0.0.1:{down}", admin.port);
+    let run = purge(&["--all", "--replicas", &replicas], &as_strs(&with_secret(&admin.file("secret"))));
+    assert_eq!(run.code, Some(1), "one replica failed");
+    assert!(run.stderr.contains("1 of 3 replica(s) failed"), "{}", run.stderr);
+    let by = |port: u16| {
+        let label = format!("127.0.0.1:{port}");
+        run.lines.iter().find(|l| l["replica"] == label.as_str()).cloned().unwrap_or_else(|| panic!("{label}"))
+    };
+    assert_eq!(by(admin.port)["answer"]["purged"], 1, "{:?}", run.lines);
+    assert_eq!(by(admin2)["ok"], true, "{:?}", run.lines);
+    assert_eq!(by(admin2)["answer"]["purged"], 0);
+    assert_eq!(by(down)["ok"], false);
+    assert!(by(down)["error"].as_str().unwrap().contains("onnect"), "{:?}", by(down));
+    let log = std::fs::read_to_string(second.path().join("mtls-gateway.log")).unwrap();
+    assert!(log.contains("admin: bearer secret sha256="), "{log}");
+
+    let asked = sys.introspections().await;
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
+    assert_eq!(sys.introspections().await, asked + 1, "the first replica asks again");
+}
+
+#[test]
+fn the_validate_mode_reads_the_secret_and_checks_the_admin_certificate() {
+    let admin = Admin::new();
+    std::fs::write(admin.file("short"), "short\n").unwrap();
+    let mut section = admin.section(admin.port);
+    yaml::set(&mut section, "secret_file", admin.file("short").display().to_string());
+    yaml::set(&mut section, "key", cert("other.client.key"));
+    let sys = System::configured(Options { patches: vec![("admin", section)], ..Default::default() });
+    let (ok, text) = common::validate(&sys.dir.path().join("gateway.yaml"));
+    assert!(!ok, "{text}");
+    assert!(text.contains("admin.secret_file: ") && text.contains("at least 16 bytes"), "{text}");
+    assert!(text.contains("admin.key: ") && text.contains("does not match the certificate"), "{text}");
+    assert!(!text.contains("short\n"), "the secret is not shown");
+
+    let sys = System::configured(Options { patches: vec![("admin", admin.section(admin.port))], ..Default::default() });
+    let (ok, text) = common::validate(&sys.dir.path().join("gateway.yaml"));
+    assert!(ok, "{text}");
+}
