@@ -19,7 +19,7 @@ COPY devstack ./devstack
 RUN cargo build --release --locked --workspace --bins
 
 # What every image has: CA certificates and the non-root user the binaries run as. Nothing else
-# (healthchecks use `mtls-gateway health` and bash's /dev/tcp, not curl).
+# (healthchecks use `mtls-gateway health` and openssl s_client, which ca-certificates brings).
 FROM ${RUNTIME_IMAGE} AS base
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent gateway
