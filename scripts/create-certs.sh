@@ -110,5 +110,8 @@ openssl ca -config ca.cnf -keyfile root.key -cert root.pem -gencrl -out root.emp
 openssl ca -config ca.cnf -keyfile root.key -cert root.pem -revoke revoked.client.pem 2>/dev/null
 openssl ca -config ca.cnf -keyfile root.key -cert root.pem -gencrl -out root.crl.pem 2>/dev/null
 rm -rf ca-db ca.cnf server.ext server-org.ext client.ext ./*.srl
+# openssl writes keys and p12 files for their owner only; the containers of compose.yaml run as
+# uid 10001 and read these throw-away fixtures through a bind mount.
+chmod a+r ./*
 
 echo "certificates written to $out"

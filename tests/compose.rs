@@ -1,6 +1,6 @@
-//! compose.yaml cannot run here (no container engine), so it is checked for what can go wrong
-//! without one: `docker-compose config` accepts it, every file it mounts or names exists (or is
-//! one that scripts/create-certs.sh writes), and every host and port agrees with the configs.
+//! compose.yaml, checked without a container engine: `docker-compose config` accepts it, every file
+//! it mounts or names exists (or is one that scripts/create-certs.sh writes), and every host and
+//! port agrees with the configs. scripts/compose-ci.sh runs the stack itself (with podman).
 
 mod common;
 
@@ -116,5 +116,55 @@ fn every_certificate_the_compose_configs_name_is_made_by_create_certs() {
                 assert!(made.iter().any(|m| m == name), "{}: {name} is not made by create-certs.sh", config.display());
             }
         }
+    }
+}
+
+/// Seconds of a compose duration such as `20s` or `1m30s`.
+fn seconds(d: &str) -> u64 {
+    let (mut total, mut n) = (0, 0);
+    for c in d.chars() {
+        match c {
+            '0'..='9' => n = n * 10 + c.to_digit(10).unwrap() as u64,
+            'h' => (total, n) = (total + n * 3600, 0),
+            'm' => (total, n) = (total + n * 60, 0),
+            's' => (total, n) = (total + n, 0),
+            _ => panic!("duration {d}"),
+        }
+    }
+    total + n
+}
+
+#[test]
+fn healthchecks_and_shutdown_fit_the_configs() {
+    let cfg = compose_config();
+    let services = &cfg["services"];
+    for (name, svc) in services.as_mapping().unwrap() {
+        // podman 4.3 splits CMD arguments on spaces; CMD-SHELL works with both engines.
+        let test = svc["healthcheck"]["test"].as_sequence().unwrap_or_else(|| panic!("{name:?} has no healthcheck"));
+        assert_eq!(test[0].as_str(), Some("CMD-SHELL"), "{name:?}");
+        let command = test[1].as_str().unwrap();
+        // Every service listens where its own healthcheck looks.
+        let conf = yaml(&host_path(svc["command"].as_sequence().unwrap().last().unwrap().as_str().unwrap()));
+        let port = match conf["metrics"]["address"].as_str() {
+            Some(ops) => port_of(ops),
+            None => port_of(str_at(&conf, &["listen"])),
+        };
+        assert!(
+            command.contains(&format!("127.0.0.1:{port}")) || command.contains(&format!("127.0.0.1/{port}")),
+            "{name:?}: {command}"
+        );
+    }
+    // The gateway probes readiness with its own command, and compose waits for pingora's graceful
+    // shutdown (grace period, then the runtimes' timeout) before it kills the process.
+    let gw = &services["gateway"];
+    assert!(gw["healthcheck"]["test"][1].as_str().unwrap().starts_with("mtls-gateway health "));
+    let conf = yaml(&host_path(gw["command"].as_sequence().unwrap().last().unwrap().as_str().unwrap()));
+    let graceful = conf["pingora"]["grace_period_seconds"].as_u64().unwrap()
+        + conf["pingora"]["graceful_shutdown_timeout_seconds"].as_u64().unwrap();
+    let stop = seconds(gw["stop_grace_period"].as_str().expect("the gateway sets stop_grace_period"));
+    assert!(stop > graceful, "stop_grace_period {stop}s must exceed pingora's {graceful}s");
+    // The gateway's dependencies are healthy before it starts (its readiness probes them).
+    for dep in ["login-internal", "api-internal"] {
+        assert_eq!(gw["depends_on"][dep]["condition"].as_str(), Some("service_healthy"), "{dep}");
     }
 }
