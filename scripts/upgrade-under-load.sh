@@ -7,6 +7,7 @@
 #   scripts/upgrade-under-load.sh                     20 s of load, 16 keep-alive connections
 #   DURATION=30 CONCURRENCY=64 scripts/upgrade-under-load.sh
 #   NEW_CONNECTIONS=1 scripts/upgrade-under-load.sh   a new TLS connection per request
+#   HTTP2=1 scripts/upgrade-under-load.sh             HTTP/2 (the old process sends GOAWAY)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -59,7 +60,8 @@ token=$(curl -sS --fail --connect-to "login.example.com:443:127.0.0.1:$GW" --cer
 
 extra=()
 [[ -n "${NEW_CONNECTIONS:-}" ]] && extra+=(--disable-keepalive)
-echo "load: ${duration}s, $concurrency connections${NEW_CONNECTIONS:+, a new TLS connection per request}"
+[[ -n "${HTTP2:-}" ]] && extra+=(--http2)
+echo "load: ${duration}s, $concurrency connections${NEW_CONNECTIONS:+, a new TLS connection per request}${HTTP2:+, HTTP/2}"
 oha --no-tui --output-format json -z "${duration}s" -c "$concurrency" -m POST -d '{}' \
   -H "Authorization: Bearer $token" -H 'content-type: application/json' \
   --cert "$certs/example.client.pem" --key "$certs/example.client.key" --cacert "$certs/root.pem" \
@@ -82,16 +84,24 @@ wait "$load"
 
 total=$(jq '[.statusCodeDistribution[]] | add // 0' "$out/oha.json")
 ok=$(jq '.statusCodeDistribution["200"] // 0' "$out/oha.json")
-errors=$(jq '[.errorDistribution | to_entries[]? | select(.key != "aborted due to deadline") | .value] | add // 0' "$out/oha.json")
+# When the old process drains, it answers each keep-alive connection's next request with
+# `Connection: close` (HTTP/2: GOAWAY) and closes it. oha may already have queued its next request
+# on that connection: hyper reports "operation was canceled" (never written) or, when the close
+# won the race, "connection error". Clients that retry on a closed keep-alive connection (curl,
+# browsers, hyper's pooled client for unsent requests) do not see these; oha counts them. They are
+# reported apart and allowed up to one per connection; a non-200 or any other error fails the run.
+race=$(jq '[.errorDistribution | to_entries[]? | select(.key == "operation was canceled" or .key == "connection error") | .value] | add // 0' "$out/oha.json")
+errors=$(jq '[.errorDistribution | to_entries[]? | select(.key != "aborted due to deadline" and .key != "operation was canceled" and .key != "connection error") | .value] | add // 0' "$out/oha.json")
 failed=$((total - ok + errors))
+((race <= concurrency)) || failed=$((failed + race))
 grep -q "reload 1 applied" "$out/gw-old.log" || { echo "the reload was not applied" >&2; tail -20 "$out/gw-old.log"; exit 1; }
 echo
-echo "| requests | 200 | non-200 | connection errors | rps |"
-echo "|---|---|---|---|---|"
-echo "| $total | $ok | $((total - ok)) | $errors | $(jq '.summary.requestsPerSec | floor' "$out/oha.json") |"
+echo "| requests | 200 | non-200 | other errors | lost to the close race (client side) | rps |"
+echo "|---|---|---|---|---|---|"
+echo "| $total | $ok | $((total - ok)) | $errors | $race | $(jq '.summary.requestsPerSec | floor' "$out/oha.json") |"
 jq '.errorDistribution' "$out/oha.json"
 if ((failed > 0 || ok == 0)); then
   echo "upgrade under load: FAILED ($failed failed)"
   exit 1
 fi
-echo "upgrade under load: 0 failed of $total"
+echo "upgrade under load: 0 non-200 of $total, $race lost to the client's keep-alive close race"

@@ -256,10 +256,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for SniRouter<A> {
         None
     }
 
-    async fn cleanup(&self) {
-        // Without this, idle keep-alive connections would linger until their timeout on shutdown.
-        self.app.cleanup().await;
-    }
+    /// Does not abort idle keep-alive connections (pingora's `http_cleanup`): closing one at a
+    /// random moment races a client that is sending on it, and that request fails. On shutdown or
+    /// upgrade each connection's end signal is set instead, so its next request is answered with
+    /// `Connection: close` (HTTP/2: GOAWAY); idle ones go at the keep-alive timeout or when the
+    /// graceful shutdown timeout ends the process.
+    async fn cleanup(&self) {}
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
