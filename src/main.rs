@@ -68,8 +68,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(opt: Opt, mut app: App) -> ExitCode {
-    let server_conf = std::mem::take(&mut app.config.server);
+    // Before the server section is taken: a reload compares against what the process started with.
     let fixed = Fixed::of(&app.config);
+    let server_conf = std::mem::take(&mut app.config.server);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
     let cfg = &app.config;

@@ -82,6 +82,13 @@ async fn ten_reloads_under_load_fail_no_request_and_apply_each_time() {
     sys.reload();
     assert!(!tokio::task::block_in_place(|| sys.reload_outcome(11)), "an invalid file is refused");
     assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200, "still serving");
+    assert!(!sys.gateway_log().contains("takes effect after a restart"), "nothing fixed at start changed so far");
+    let mut threads = plain.clone();
+    yaml::set(&mut threads, "pingora.threads", 1);
+    sys.write_gateway_config(&threads);
+    sys.reload();
+    assert!(tokio::task::block_in_place(|| sys.reload_outcome(12)));
+    assert!(sys.gateway_log().contains("pingora changed: it takes effect after a restart"), "named in the log");
     stop.store(true, Ordering::Relaxed);
     for l in load {
         l.await.unwrap();
