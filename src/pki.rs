@@ -36,3 +36,16 @@ pub fn pinned_client(ca: &Path) -> Result<reqwest::ClientBuilder, String> {
     }
     Ok(reqwest::Client::builder().tls_certs_only(roots).redirect(reqwest::redirect::Policy::none()).no_proxy())
 }
+
+/// An error with its whole chain of causes, for logs: reqwest's top-level message alone rarely says
+/// what went wrong (the TLS or connect error is a cause further down).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -162,30 +162,10 @@ fn keepalive(port: u16, p12: &str, token: &str) -> openssl::ssl::SslStream<TcpSt
     tls
 }
 
-/// One request on the connection and its answer (head and Content-Length body); `None` once the
-/// gateway closed it.
+/// One request on the connection and its answer; `None` once the gateway closed it.
 fn ask(tls: &mut impl ReadWrite, token: &str) -> Option<String> {
-    let request = format!(
-        "POST /api/transactions HTTP/1.1\r\nHost: {API}\r\nAuthorization: Bearer {token}\r\nContent-Length: 2\r\n\r\n{{}}"
-    );
-    tls.write_all(request.as_bytes()).ok()?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if tls.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head).to_string();
-    let len = text
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
-        .and_then(Result::ok)
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    tls.read_exact(&mut body).ok()?;
-    Some(text + &String::from_utf8_lossy(&body))
+    tls.write_all(&common::net::api_request(token)).ok()?;
+    common::net::read_answer(tls)
 }
 
 trait ReadWrite: Read + Write {}

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::net::{client_hello, echo_server, tls_connector};
+use common::net::{api_request, client_hello, echo_server, read_answer, tls_connector};
 use common::{yaml, Options, System, API};
 use serde_yaml::Value;
 use std::io::{Read, Write};
@@ -168,32 +168,6 @@ fn socket2_bind(source: [u8; 4], port: u16) -> Option<TcpStream> {
     Some(s)
 }
 
-/// Reads one HTTP/1.1 answer (headers and a Content-Length body); `None` on EOF or error.
-fn read_answer(tls: &mut impl Read) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if tls.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head).to_string();
-    let len = text
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
-        .and_then(Result::ok)
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    tls.read_exact(&mut body).ok()?;
-    Some(text + &String::from_utf8_lossy(&body))
-}
-
-fn request(token: &str) -> Vec<u8> {
-    format!("POST /api/transactions HTTP/1.1\r\nHost: {API}\r\nAuthorization: Bearer {token}\r\nContent-Length: 2\r\n\r\n{{}}")
-        .into_bytes()
-}
-
 fn keepalive(port: u16, p12: &str) -> openssl::ssl::SslStream<TcpStream> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -218,7 +192,7 @@ async fn a_revoked_certificate_loses_its_live_connections_while_another_partner_
         let mut revoked = keepalive(port, "revoked.client.p12");
         let mut partner_conn = keepalive(port, "example.client.p12");
         for (conn, token) in [(&mut revoked, &revoked_token), (&mut partner_conn, &partner)] {
-            conn.write_all(&request(token)).unwrap();
+            conn.write_all(&api_request(token)).unwrap();
             let answer = read_answer(conn).unwrap();
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         }
@@ -241,7 +215,7 @@ async fn a_revoked_certificate_loses_its_live_connections_while_another_partner_
         let mut buf = [0u8; 64];
         // An idle HTTP/1.1 connection of the revoked partner is closed without a new request.
         let closed = matches!(revoked.read(&mut buf), Ok(0) | Err(_)).then(|| started.elapsed());
-        partner.write_all(&request(&token)).unwrap();
+        partner.write_all(&api_request(&token)).unwrap();
         (closed, read_answer(&mut partner))
     })
     .await
@@ -308,7 +282,7 @@ async fn a_connection_past_its_maximum_age_is_closed_gracefully() {
         let mut answers = Vec::new();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(8) {
-            if conn.write_all(&request(&token)).is_err() {
+            if conn.write_all(&api_request(&token)).is_err() {
                 break;
             }
             let Some(answer) = read_answer(&mut conn) else { break };

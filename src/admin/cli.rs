@@ -4,6 +4,7 @@
 //! replica purged: a replica that was not reached may still serve the token.
 
 use super::protocol::{AdminError, PurgeAnswer, PurgeRequest};
+use crate::pki::error_chain;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -225,17 +226,6 @@ async fn call(replica: &Replica, args: &CallArgs, secret: Option<&str>) -> Resul
         Ok(e) => Err(format!("{status}: {}: {}", e.error, e.message)),
         Err(_) => Err(format!("{status}")),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 
 use crate::config::{IntrospectionConfig, Problem, ResponseMode};
 use crate::metrics;
-use crate::pki::pinned_client;
+use crate::pki::{error_chain, pinned_client};
 use crate::request::claims::{self, ClaimError};
 use crate::request::client_auth::ClientAuthenticator;
 use crate::request::issuer::TokenIssuer;
@@ -488,17 +488,6 @@ fn no_store(headers: &reqwest::header::HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|d| d.trim().eq_ignore_ascii_case("no-store"))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
