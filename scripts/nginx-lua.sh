@@ -23,6 +23,7 @@
 #   ACCESS_LOG=off              or a file path
 #   RUN_DIR=<repo>/target/nginx-lua/run   rendered nginx.conf, pid, error.log, temp dirs
 #   INTROSPECT_CLIENT=introspect-client INTROSPECT_SECRET=Password1
+#   TEMPLATE=bench/nginx-lua/nginx.conf.template   or bench/nginx-bare/{nginx,echo}.conf.template
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -68,7 +69,7 @@ render() {
   mkdir -p "$RUN_DIR"/tmp
   local vars='${NGINX_ROOT} ${NGINX_LISTEN} ${INTERNAL_ADDR} ${IDSVR_ADDR} ${API_ADDR} ${CERTS_DIR}
     ${NGINX_WORKERS} ${CACHE_MAX_TTL} ${ACCESS_LOG} ${RUN_DIR} ${LUA_DIR} ${INTROSPECT_BASIC}'
-  envsubst "$vars" <"$LUA_DIR/nginx.conf.template" >"$RUN_DIR/nginx.conf"
+  envsubst "$vars" <"$here/${TEMPLATE:-bench/nginx-lua/nginx.conf.template}" >"$RUN_DIR/nginx.conf"
   chmod 600 "$RUN_DIR/nginx.conf" # it holds the introspection client's credentials
 }
 

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# CPU per request against the floor, in one invocation on one machine (ratios hold, absolute
+# numbers do not: the machine is shared and noisy). Targets, all in front of the same nginx TLS
+# echo upstream and the same dev-idsvr:
+#   nginx-bare     nginx as a bare mTLS reverse proxy, 1 worker: the floor
+#   gateway        mtls-gateway, phantom_token + cert_binding on a cached token
+#   gateway-off    the same gateway with no filters
+#   nginx-lua      nginx + Lua doing the reference's checks
+# Scenarios: keep-alive HTTP/1.1 at c=1, 16, 256, and a new mTLS connection per request at c=16.
+# CPU is utime + stime of every process of a target from /proc, divided by the requests answered.
+#
+#   scripts/bench-cpu.sh                  10 s per scenario
+#   BENCH_DURATION=30s scripts/bench-cpu.sh
+#   PERF_GATEWAY=1 scripts/bench-cpu.sh   also records perf at c=16 and writes a flamegraph SVG
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+duration=${BENCH_DURATION:-10s}
+out=$here/target/bench-cpu
+conf=$out/conf
+certs=$here/certs
+mkdir -p "$conf"
+
+scripts/install-deps.sh
+[[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
+if ! oha --version 2>/dev/null | grep -q '1.16.0'; then cargo install oha --version 1.16.0 --locked; fi
+cargo build --release --workspace --bins
+bin=$here/target/release
+scripts/create-certs.sh >/dev/null
+
+IDSVR=26444 ECHO=26300 GW=26443 GW_OFF=27443 LUA=28443 BARE=29443
+pids=()
+cleanup() {
+  for n in lua bare echo; do RUN_DIR=$out/$n scripts/nginx-lua.sh stop >/dev/null 2>&1 || true; done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+patch() { /usr/bin/python3 scripts/patch-yaml.py "$@"; }
+patch conf/dev-idsvr.yaml "$conf/idsvr.yaml" "listen=127.0.0.1:$IDSVR" "certificate=$certs/example.tls.pem" \
+  "key=$certs/example.tls.key" "client_ca=$certs/root.pem" access_token_ttl_seconds=3600 dev_endpoints=true threads=1
+gateway_conf() { # port out filters-yaml
+  patch conf/local.yaml "$2" pingora.threads=2 "pingora.pid_file=$out/gw-$1.pid" "pingora.upgrade_sock=$out/gw-$1.sock" \
+    pingora.upstream_keepalive_pool_size=256 "listener.address=127.0.0.1:$1" listener.unknown_sni=close \
+    "passthrough.routes[0].upstream=127.0.0.1:$IDSVR" "tls.certificate=$certs/example.tls.pem" \
+    "tls.key=$certs/example.tls.key" "tls.client_ca=$certs/root.pem" "tls.client_crl=$certs/root.crl.pem" \
+    "upstreams.example-api.address=127.0.0.1:$ECHO" "upstreams.example-api.ca=$certs/root.pem" \
+    "introspection.idsvr.endpoint=https://login-internal.example.com:$IDSVR/oauth/v2/oauth-introspect" \
+    "introspection.idsvr.resolve=127.0.0.1:$IDSVR" "introspection.idsvr.ca=$certs/root.pem" "routes[0].filters=$3" \
+    -metrics 'limits.per_source={tunnels: 4096, connections: 100000, handshakes: 100000}'
+}
+gateway_conf $GW "$conf/gw.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
+gateway_conf $GW_OFF "$conf/gw-off.yaml" '[]'
+
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
+nginx_start() { # name port template workers
+  NGINX_PORT=$2 TEMPLATE=$3 NGINX_WORKERS=$4 IDSVR_ADDR=127.0.0.1:$IDSVR API_ADDR=127.0.0.1:$ECHO \
+    RUN_DIR=$out/$1 CERTS_DIR=$certs scripts/nginx-lua.sh start >/dev/null
+}
+RUST_LOG=warn "$bin/dev-idsvr" "$conf/idsvr.yaml" >"$out/idsvr.log" 2>&1 & pids+=($!); wait_port $IDSVR
+nginx_start echo $ECHO bench/nginx-bare/echo.conf.template 2
+RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw.yaml" >"$out/gw.log" 2>&1 & gw_pid=$!; pids+=($gw_pid); wait_port $GW
+RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-off.yaml" >"$out/gw-off.log" 2>&1 & gw_off_pid=$!; pids+=($gw_off_pid); wait_port $GW_OFF
+nginx_start lua $LUA bench/nginx-lua/nginx.conf.template 1
+nginx_start bare $BARE bench/nginx-bare/nginx.conf.template 1
+
+declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA)
+targets=(nginx-bare gateway gateway-off nginx-lua)
+target_pids() {
+  case $1 in
+    gateway) echo "$gw_pid" ;;
+    gateway-off) echo "$gw_off_pid" ;;
+    nginx-*) local m; m=$(cat "$out/${1#nginx-}/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')" ;;
+  esac
+}
+cpu_ticks() { local t=0; for p in $(target_pids "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+switches() { local t=0; for p in $(target_pids "$1"); do for s in /proc/$p/task/*/status; do t=$((t + $(awk '/ctxt_switches/ {s += $2} END {print s}' "$s"))); done; done; echo $t; }
+hz=$(getconf CLK_TCK)
+
+token=$(curl -sS --fail --connect-to "login.example.com:443:127.0.0.1:$GW" --cert "$certs/example.client.p12:Password1" \
+  --cert-type P12 --cacert "$certs/root.pem" -d client_id=partner-client -d grant_type=client_credentials \
+  -d scope=transactions https://login.example.com/oauth/v2/oauth-token-mutual-tls | jq -er .access_token)
+
+oha_run() { # target out oha-args...
+  local t=$1 file=$2; shift 2
+  oha --no-tui --output-format json -m POST -d '{}' -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+    --cert "$certs/example.client.pem" --key "$certs/example.client.key" --cacert "$certs/root.pem" \
+    --connect-to "api.example.com:443:127.0.0.1:${port[$t]}" "$@" https://api.example.com/api/transactions >"$file"
+}
+for t in "${targets[@]}"; do oha_run "$t" /dev/null -n 200 -c 4; done # warm-up: caches, pools
+
+declare -A floor
+rows=()
+measure() { # scenario target oha-args...
+  local s=$1 t=$2; shift 2
+  local c0 x0 c1 x1 n rps us sw bad
+  c0=$(cpu_ticks "$t"); x0=$(switches "$t")
+  oha_run "$t" "$out/$s-$t.json" "$@"
+  c1=$(cpu_ticks "$t"); x1=$(switches "$t")
+  n=$(jq '.statusCodeDistribution["200"] // 0' "$out/$s-$t.json")
+  bad=$(jq '[.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0' "$out/$s-$t.json")
+  rps=$(jq '.summary.requestsPerSec | floor' "$out/$s-$t.json")
+  us=$(awk -v u=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", (n > 0 ? u / hz / n * 1e6 : 0) }')
+  sw=$(awk -v d=$((x1 - x0)) -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d / n : 0) }')
+  [[ $t == nginx-bare ]] && floor[$s]=$us
+  local ratio
+  ratio=$(awk -v a="$us" -v b="${floor[$s]:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+  rows+=("| $s | $t | $rps | $us | $ratio | $sw | $bad |")
+  echo "${rows[-1]}"
+}
+
+echo "| scenario | target | req/s | CPU µs/req | × nginx-bare | context switches/req | non-200 |"
+echo "|---|---|---|---|---|---|---|"
+for c in 1 16 256; do
+  for t in "${targets[@]}"; do measure "h1-keepalive-c$c" "$t" -z "$duration" -c "$c"; done
+done
+for t in "${targets[@]}"; do measure "new-connection-c16" "$t" -z "$duration" -c 16 --disable-keepalive; done
+
+if [[ -n "${PERF_GATEWAY:-}" ]]; then
+  command -v inferno-flamegraph >/dev/null || cargo install inferno --locked
+  oha_run gateway "$out/perf-load.json" -z 15s -c 16 &
+  load=$!
+  sleep 2
+  perf record -F 999 -g -p "$gw_pid" -o "$out/perf.data" -- sleep 10 >/dev/null 2>&1
+  wait "$load"
+  perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$out/gateway-c16.svg"
+  echo "flamegraph: $out/gateway-c16.svg"
+fi
+
+{
+  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), oha $(oha --version | awk '{print $2}'), $duration per scenario"
+  echo
+  echo "| scenario | target | req/s | CPU µs/req | × nginx-bare | context switches/req | non-200 |"
+  echo "|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+} >"$out/results.md"
+echo "results: $out/results.md"
