@@ -401,7 +401,7 @@ impl ProxyHttp for Gateway {
 mod tests {
     use super::*;
 
-    use crate::config::{CorsConfig, FilterConfig, HeaderPattern, HttpMethod, RouteConfig, UpstreamConfig};
+    use crate::config::{CorsConfig, FilterConfig, HeaderPattern, HttpMethod, RouteConfig};
     use crate::host::HostPattern;
     use crate::request::filters::{build_chain, ChainParts};
     use crate::request::headers::StripList;
@@ -413,20 +413,7 @@ mod tests {
     }
 
     fn gateway_with(cors: Option<CorsConfig>, methods: Option<Vec<HttpMethod>>) -> Gateway {
-        let d = Duration::from_secs(1);
-        let upstream = Arc::new(UpstreamConfig {
-            name: "api".into(),
-            address: "127.0.0.1:9".into(),
-            tls: false,
-            sni: "api".into(),
-            ca: None,
-            host_header: None,
-            connect_timeout: d,
-            read_timeout: d,
-            write_timeout: d,
-            idle_timeout: d,
-            resolve_interval: d,
-        });
+        let upstream = route::test_upstream("127.0.0.1:9");
         let route = RouteConfig {
             host: HostPattern::parse("api.example.com").unwrap(),
             path_prefix: "/api/".into(),

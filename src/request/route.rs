@@ -123,28 +123,33 @@ pub async fn refresh(routes: &[Route]) {
     }
 }
 
+/// A plain-TCP upstream named `api` with 1 s timeouts, for the request layer's unit tests.
+#[cfg(test)]
+pub(crate) fn test_upstream(address: &str) -> Arc<UpstreamConfig> {
+    let d = std::time::Duration::from_secs(1);
+    Arc::new(UpstreamConfig {
+        name: "api".into(),
+        address: address.into(),
+        tls: false,
+        sni: "api".into(),
+        ca: None,
+        host_header: None,
+        connect_timeout: d,
+        read_timeout: d,
+        write_timeout: d,
+        idle_timeout: d,
+        resolve_interval: d,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{FilterConfig, RouteConfig};
     use crate::host::HostPattern;
-    use std::time::Duration;
 
     fn route(address: &str) -> Route {
-        let d = Duration::from_secs(1);
-        let upstream = Arc::new(UpstreamConfig {
-            name: "api".into(),
-            address: address.into(),
-            tls: false,
-            sni: "api".into(),
-            ca: None,
-            host_header: None,
-            connect_timeout: d,
-            read_timeout: d,
-            write_timeout: d,
-            idle_timeout: d,
-            resolve_interval: d,
-        });
+        let upstream = test_upstream(address);
         let cfg = RouteConfig {
             host: HostPattern::parse("api.example.com").unwrap(),
             path_prefix: "/".into(),
