@@ -37,21 +37,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-patch() { /usr/bin/python3 scripts/patch-yaml.py "$@"; }
-patch conf/dev-idsvr.yaml "$conf/idsvr.yaml" "listen=127.0.0.1:$IDSVR" "certificate=$certs/example.tls.pem" \
-  "key=$certs/example.tls.key" "client_ca=$certs/root.pem" access_token_ttl_seconds=3600 dev_endpoints=true threads=1
-gateway_conf() { # port out filters-yaml
-  patch conf/local.yaml "$2" pingora.threads=2 "pingora.pid_file=$out/gw-$1.pid" "pingora.upgrade_sock=$out/gw-$1.sock" \
-    pingora.upstream_keepalive_pool_size=256 "listener.address=127.0.0.1:$1" listener.unknown_sni=close \
-    "passthrough.routes[0].upstream=127.0.0.1:$IDSVR" "tls.certificate=$certs/example.tls.pem" \
-    "tls.key=$certs/example.tls.key" "tls.client_ca=$certs/root.pem" "tls.client_crl=$certs/root.crl.pem" \
-    "upstreams.example-api.address=127.0.0.1:$ECHO" "upstreams.example-api.ca=$certs/root.pem" \
-    "introspection.idsvr.endpoint=https://login-internal.example.com:$IDSVR/oauth/v2/oauth-introspect" \
-    "introspection.idsvr.resolve=127.0.0.1:$IDSVR" "introspection.idsvr.ca=$certs/root.pem" "routes[0].filters=$3" \
-    -metrics 'limits.per_source={tunnels: 4096, connections: 100000, handshakes: 100000}'
+source scripts/conf-lib.sh
+idsvr_conf "$conf/idsvr.yaml" $IDSVR dev_endpoints=true threads=1
+gw_conf() { # port out filters-yaml
+  gateway_conf "$2" "$1" "$out" $IDSVR "127.0.0.1:$ECHO" pingora.threads=2 pingora.upstream_keepalive_pool_size=256 \
+    listener.unknown_sni=close "routes[0].filters=$3" -metrics
 }
-gateway_conf $GW "$conf/gw.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
-gateway_conf $GW_OFF "$conf/gw-off.yaml" '[]'
+gw_conf $GW "$conf/gw.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
+gw_conf $GW_OFF "$conf/gw-off.yaml" '[]'
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 nginx_start() { # name port template workers

@@ -33,21 +33,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Every file is a shipped conf/ file with this run's ports patched in.
-patch() { /usr/bin/python3 scripts/patch-yaml.py "$@"; }
-patch conf/dev-idsvr.yaml "$out/idsvr.yaml" "listen=127.0.0.1:$IDSVR" "certificate=$certs/example.tls.pem" \
-  "key=$certs/example.tls.key" "client_ca=$certs/root.pem" access_token_ttl_seconds=3600
-patch conf/example-api.yaml "$out/api.yaml" "listen=127.0.0.1:$API" "certificate=$certs/example.tls.pem" \
-  "key=$certs/example.tls.key" "jwks_ca=$certs/root.pem" "jwks_resolve=127.0.0.1:$IDSVR" \
-  "jwks_url=https://login-internal.example.com:$IDSVR/oauth/v2/oauth-anonymous/jwks"
-patch conf/local.yaml "$out/gw.yaml" "pingora.pid_file=$out/gw.pid" "pingora.upgrade_sock=$out/gw.sock" \
-  pingora.grace_period_seconds=3 pingora.graceful_shutdown_timeout_seconds=10 "listener.address=127.0.0.1:$GW" \
-  "passthrough.routes[0].upstream=127.0.0.1:$IDSVR" "tls.certificate=$certs/example.tls.pem" \
-  "tls.key=$certs/example.tls.key" "tls.client_ca=$certs/root.pem" "tls.client_crl=$certs/root.crl.pem" \
-  "upstreams.example-api.address=127.0.0.1:$API" "upstreams.example-api.ca=$certs/root.pem" \
-  "introspection.idsvr.endpoint=https://login-internal.example.com:$IDSVR/oauth/v2/oauth-introspect" \
-  "introspection.idsvr.resolve=127.0.0.1:$IDSVR" "introspection.idsvr.ca=$certs/root.pem" \
-  "metrics.address=127.0.0.1:$OPS" 'limits.per_source={tunnels: 4096, connections: 100000, handshakes: 100000}'
+source scripts/conf-lib.sh
+idsvr_conf "$out/idsvr.yaml" $IDSVR
+api_conf "$out/api.yaml" $API $IDSVR
+gateway_conf "$out/gw.yaml" $GW "$out" $IDSVR "127.0.0.1:$API" pingora.grace_period_seconds=3 \
+  pingora.graceful_shutdown_timeout_seconds=10 "metrics.address=127.0.0.1:$OPS"
 
 wait_port() { for _ in $(seq 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 RUST_LOG=warn "$bin/dev-idsvr" "$out/idsvr.yaml" >"$out/idsvr.log" 2>&1 & pids+=($!); wait_port $IDSVR
