@@ -76,10 +76,8 @@ fn serve(opt: Opt, mut app: App) -> ExitCode {
     let cfg = &app.config;
     let gateway = Gateway::new(app.routing);
     let routing = gateway.handle();
-    let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(cfg.listener.h2_idle_timeout);
-    proxy.server_options = Some(options);
     let running = Arc::new(Running {
         path: cfg.path.clone(),
         routing: routing.clone(),
@@ -101,10 +99,22 @@ fn serve(opt: Opt, mut app: App) -> ExitCode {
         acceptor: running.acceptor.clone(),
         live: running.live.clone(),
         limits: running.limits.clone(),
+        tunnels: RouterParts::tunnel_slots(&running.router.load()),
     };
-    let mut edge = Service::new("sni-router".to_string(), SniRouter::new(parts, Arc::new(proxy)));
-    edge.add_tcp(&cfg.listener.address);
-    server.add_service(edge);
+    // One single-threaded router per configured thread, all accepting on the same socket (pingora
+    // shares one listening fd between services of the same address), each with its own proxy and
+    // upstream pool, like nginx's workers. A connection and every task it causes stay on one
+    // thread: with one shared multi-threaded runtime, each reuse of a pooled upstream connection
+    // woke a second thread (pingora's idle watch on the pooled connection), which cost more CPU
+    // per request than the request's own work.
+    for i in 0..server.configuration.threads.max(1) {
+        let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway.clone());
+        proxy.server_options = Some(options.clone());
+        let mut edge = Service::new(format!("sni-router-{i}"), SniRouter::new(parts.clone(), Arc::new(proxy)));
+        edge.threads = Some(1);
+        edge.add_tcp(&cfg.listener.address);
+        server.add_service(edge);
+    }
     let crl = CrlReloader::new(running.tls.clone(), running.acceptor.clone(), running.live.clone());
     server.add_service(background_service("crl-reload", crl));
     let every = cfg.routes.iter().map(|r| r.upstream.resolve_interval).min().unwrap_or(Duration::from_secs(30));

@@ -46,25 +46,33 @@ pub struct RouterConfig {
     pub passthrough: PassthroughConfig,
 }
 
-/// What the router shares with the rest of the process.
+/// What the router shares with the rest of the process, and with the other routers when the
+/// listener runs one per thread.
+#[derive(Clone)]
 pub struct RouterParts {
     pub current: Arc<ArcSwap<RouterConfig>>,
     pub acceptor: SharedAcceptor,
     pub live: Arc<LiveConnections>,
     pub limits: Arc<SourceLimits>,
+    /// `passthrough.max_connections`: one count for the whole process, however many routers.
+    pub tunnels: Arc<Semaphore>,
+}
+
+impl RouterParts {
+    pub fn tunnel_slots(cfg: &RouterConfig) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(cfg.passthrough.max_connections))
+    }
 }
 
 /// The router, serving terminated TLS streams with the HTTP app `A` (the proxy, in production).
 pub struct SniRouter<A> {
     parts: RouterParts,
     app: Arc<A>,
-    slots: Arc<Semaphore>,
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     pub fn new(parts: RouterParts, app: Arc<A>) -> Self {
-        let slots = Arc::new(Semaphore::new(parts.current.load().passthrough.max_connections));
-        SniRouter { parts, app, slots }
+        SniRouter { parts, app }
     }
 
     fn decide(&self, cfg: &RouterConfig, hello: &Hello) -> Decision {
@@ -277,7 +285,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             return;
         };
         let Some(_source_slot) = self.slot(source, Kind::Tunnel) else { return };
-        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+        let Ok(_slot) = self.parts.tunnels.clone().try_acquire_owned() else {
             crate::metrics::passthrough(&route.sni.to_string(), "over_capacity");
             return self.parts.limits.cuts.cut(source, "passthrough_capacity");
         };

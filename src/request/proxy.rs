@@ -58,6 +58,7 @@ impl Routing {
 /// The shared handle through which a reload swaps the routing in.
 pub type RoutingHandle = Arc<ArcSwap<Routing>>;
 
+#[derive(Clone)]
 pub struct Gateway {
     current: RoutingHandle,
 }
