@@ -3,15 +3,19 @@
 # numbers do not: the machine is shared and noisy). Targets, all in front of the same nginx TLS
 # echo upstream and the same dev-idsvr:
 #   nginx-bare     nginx as a bare mTLS reverse proxy, 1 worker: the floor
-#   gateway        mtls-gateway, phantom_token + cert_binding on a cached token
+#   gateway        mtls-gateway, phantom_token + cert_binding on a cached token, 1 thread
 #   gateway-off    the same gateway with no filters
-#   nginx-lua      nginx + Lua doing the reference's checks
+#   nginx-lua      nginx + Lua doing the reference's checks, 1 worker
+# Every proxy runs one worker (GATEWAY_THREADS=2 to change the gateway's): the same shape as the
+# floor, and on two cores shared with oha and the upstream a second worker only adds wake-ups.
 # Scenarios: keep-alive HTTP/1.1 at c=1, 16, 256, and a new mTLS connection per request at c=16.
 # CPU is utime + stime of every process of a target from /proc, divided by the requests answered.
 #
 #   scripts/bench-cpu.sh                  10 s per scenario
 #   BENCH_DURATION=30s scripts/bench-cpu.sh
 #   PERF_GATEWAY=1 scripts/bench-cpu.sh   also records perf at c=16 and writes a flamegraph SVG
+#   BENCH_TARGETS="nginx-bare gateway" BENCH_SCENARIOS="16" scripts/bench-cpu.sh
+#                                         a subset: targets, and concurrencies ("new" for new-connection)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -40,7 +44,7 @@ trap cleanup EXIT
 source scripts/conf-lib.sh
 idsvr_conf "$conf/idsvr.yaml" $IDSVR dev_endpoints=true threads=1
 gw_conf() { # port out filters-yaml
-  gateway_conf "$2" "$1" "$out" $IDSVR "127.0.0.1:$ECHO" pingora.threads=2 pingora.upstream_keepalive_pool_size=256 \
+  gateway_conf "$2" "$1" "$out" $IDSVR "127.0.0.1:$ECHO" "pingora.threads=${GATEWAY_THREADS:-1}" pingora.upstream_keepalive_pool_size=256 \
     listener.unknown_sni=close "routes[0].filters=$3" -metrics
 }
 gw_conf $GW "$conf/gw.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
@@ -59,7 +63,8 @@ nginx_start lua $LUA bench/nginx-lua/nginx.conf.template 1
 nginx_start bare $BARE bench/nginx-bare/nginx.conf.template 1
 
 declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA)
-targets=(nginx-bare gateway gateway-off nginx-lua)
+read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua}"
+read -ra scenarios <<<"${BENCH_SCENARIOS:-1 16 256 new}"
 target_pids() {
   case $1 in
     gateway) echo "$gw_pid" ;;
@@ -105,10 +110,15 @@ measure() { # scenario target oha-args...
 
 echo "| scenario | target | req/s | CPU µs/req | × nginx-bare | context switches/req | non-200 |"
 echo "|---|---|---|---|---|---|---|"
-for c in 1 16 256; do
-  for t in "${targets[@]}"; do measure "h1-keepalive-c$c" "$t" -z "$duration" -c "$c"; done
+for c in "${scenarios[@]}"; do
+  for t in "${targets[@]}"; do
+    if [[ $c == new ]]; then
+      measure "new-connection-c16" "$t" -z "$duration" -c 16 --disable-keepalive
+    else
+      measure "h1-keepalive-c$c" "$t" -z "$duration" -c "$c"
+    fi
+  done
 done
-for t in "${targets[@]}"; do measure "new-connection-c16" "$t" -z "$duration" -c 16 --disable-keepalive; done
 
 if [[ -n "${PERF_GATEWAY:-}" ]]; then
   command -v inferno-flamegraph >/dev/null || cargo install inferno --locked
