@@ -414,7 +414,7 @@ const NEEDED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding",
 
 impl HeaderPattern {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let name = canonical_header_name(text.trim());
+        let name = canonical_header_name(text.trim()).into_owned();
         let (stem, prefix) = match name.strip_suffix('*') {
             Some(stem) => (stem.to_string(), true),
             None => (name, false),
@@ -448,7 +448,12 @@ impl std::fmt::Display for HeaderPattern {
 }
 
 /// Lower case with `_` read as `-`, the spelling header patterns are compared in.
-pub fn canonical_header_name(name: &str) -> String {
+pub fn canonical_header_name(name: &str) -> std::borrow::Cow<'_, str> {
+    // Names off the wire are lower case already and rarely hold `_`: borrow them, since every
+    // request compares each of its header names.
+    if !name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        return std::borrow::Cow::Borrowed(name);
+    }
     name.bytes().map(|b| if b == b'_' { '-' } else { b.to_ascii_lowercase() as char }).collect()
 }
 

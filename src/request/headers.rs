@@ -90,7 +90,7 @@ impl StripList {
     /// Whether a header of this name is stripped.
     pub fn matches(&self, name: &str) -> bool {
         let name = canonical_header_name(name);
-        self.exact.contains(&name) || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
+        self.exact.contains(name.as_ref()) || self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
     }
 
     /// Removes every stripped header from the request.

@@ -110,7 +110,7 @@ fn refuse_method_override(req: &RequestHeader) -> Result<(), Refusal> {
     let overridden = req
         .headers
         .keys()
-        .any(|name| METHOD_OVERRIDE_HEADERS.contains(&crate::config::canonical_header_name(name.as_str()).as_str()));
+        .any(|name| METHOD_OVERRIDE_HEADERS.contains(&crate::config::canonical_header_name(name.as_str()).as_ref()));
     if overridden {
         return Err(Refusal::BadRequest(BadRequest::MethodOverride));
     }
