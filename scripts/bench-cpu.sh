@@ -14,6 +14,8 @@
 #   scripts/bench-cpu.sh                  10 s per scenario
 #   BENCH_DURATION=30s scripts/bench-cpu.sh
 #   PERF_GATEWAY=1 scripts/bench-cpu.sh   also records perf at c=16 and writes a flamegraph SVG
+#   PINGORA_PATCHED=1 scripts/bench-cpu.sh  adds gateway-patched: the gateway built against pingora-core
+#                                         with bench/pingora-patches/ applied (scripts/pingora-patched.sh)
 #   BENCH_TARGETS="nginx-bare gateway" BENCH_SCENARIOS="16" scripts/bench-cpu.sh
 #                                         a subset: targets, and concurrencies ("new" for new-connection)
 set -euo pipefail
@@ -28,11 +30,12 @@ mkdir -p "$conf"
 scripts/install-deps.sh
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
 if ! oha --version 2>/dev/null | grep -q '1.16.0'; then cargo install oha --version 1.16.0 --locked; fi
+[[ -n "${PINGORA_PATCHED:-}" ]] && scripts/pingora-patched.sh
 cargo build --release --workspace --bins
 bin=$here/target/release
 scripts/create-certs.sh >/dev/null
 
-IDSVR=26444 ECHO=26300 GW=26443 GW_OFF=27443 LUA=28443 BARE=29443
+IDSVR=26444 ECHO=26300 GW=26443 GW_OFF=27443 LUA=28443 BARE=29443 GW_P=30443
 pids=()
 cleanup() {
   for n in lua bare echo; do RUN_DIR=$out/$n scripts/nginx-lua.sh stop >/dev/null 2>&1 || true; done
@@ -49,6 +52,7 @@ gw_conf() { # port out filters-yaml
 }
 gw_conf $GW "$conf/gw.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
 gw_conf $GW_OFF "$conf/gw-off.yaml" '[]'
+gw_conf $GW_P "$conf/gw-patched.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 nginx_start() { # name port template workers
@@ -59,16 +63,22 @@ RUST_LOG=warn "$bin/dev-idsvr" "$conf/idsvr.yaml" >"$out/idsvr.log" 2>&1 & pids+
 nginx_start echo $ECHO bench/nginx-bare/echo.conf.template 2
 RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw.yaml" >"$out/gw.log" 2>&1 & gw_pid=$!; pids+=($gw_pid); wait_port $GW
 RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-off.yaml" >"$out/gw-off.log" 2>&1 & gw_off_pid=$!; pids+=($gw_off_pid); wait_port $GW_OFF
+gw_p_pid=
+if [[ -n "${PINGORA_PATCHED:-}" ]]; then
+  RUST_LOG=warn target/pingora-patched/mtls-gateway -c "$conf/gw-patched.yaml" >"$out/gw-patched.log" 2>&1 & gw_p_pid=$!
+  pids+=($gw_p_pid); wait_port $GW_P
+fi
 nginx_start lua $LUA bench/nginx-lua/nginx.conf.template 1
 nginx_start bare $BARE bench/nginx-bare/nginx.conf.template 1
 
-declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA)
-read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua}"
+declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P)
+read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua${PINGORA_PATCHED:+ gateway-patched}}"
 read -ra scenarios <<<"${BENCH_SCENARIOS:-1 16 256 new}"
 target_pids() {
   case $1 in
     gateway) echo "$gw_pid" ;;
     gateway-off) echo "$gw_off_pid" ;;
+    gateway-patched) echo "$gw_p_pid" ;;
     nginx-*) local m; m=$(cat "$out/${1#nginx-}/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')" ;;
   esac
 }

@@ -7,6 +7,9 @@
 # all in front of the same dev-idsvr and example-api, under the same oha load. Prints one table
 # (requests/s, latency percentiles, CPU seconds per 10k requests, peak RSS) and writes it, with the
 # raw oha JSON, to target/bench/.
+# It starts with scripts/bench-cpu.sh: CPU per request of every target and of nginx as a bare mTLS
+# proxy (the floor), each as a ratio to the floor, all before one TLS echo upstream, at c=1, 16,
+# 256 and with a new connection per request.
 #
 #   scripts/bench.sh                     10 s per scenario
 #   BENCH_DURATION=30s scripts/bench.sh
@@ -31,6 +34,9 @@ if ! oha --version 2>/dev/null | grep -q '1.16.0'; then cargo install oha --vers
 cargo build --release --workspace --bins --example tokenflood
 bin=$here/target/release
 scripts/create-certs.sh >/dev/null
+
+# --- CPU per request against the floor ---------------------------------------------------------
+BENCH_DURATION=$duration scripts/bench-cpu.sh
 
 # --- the system under test ---------------------------------------------------------------------
 IDSVR=21444 API=21300 GW=21443 GW_OFF=22443 NGINX=23443
@@ -204,4 +210,8 @@ soak_total=$(jq '.statusCodeDistribution["200"] // 0' "$out/soak.json")
   echo "| time | RSS MiB |"
   echo "|---|---|"
   printf '%s\n' "${soak_rows[@]}"
+  echo
+  echo "CPU per request against nginx as a bare mTLS proxy (scripts/bench-cpu.sh: one TLS echo upstream behind every target):"
+  echo
+  cat "$here/target/bench-cpu/results.md"
 } | tee "$out/results.md"
