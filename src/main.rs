@@ -10,6 +10,7 @@ use mtls_gateway::connection::crl::CrlReloader;
 use mtls_gateway::connection::limits::SourceLimits;
 use mtls_gateway::connection::live::LiveConnections;
 use mtls_gateway::connection::router::{RouterConfig, RouterParts, SniRouter};
+use mtls_gateway::connection::workers::Workers;
 use mtls_gateway::ops::{Health, OpsApp, Prober};
 use mtls_gateway::reload::{Fixed, Reloader, Running, UpstreamRefresher};
 use mtls_gateway::request::issuer::JwksApp;
@@ -101,20 +102,24 @@ fn serve(opt: Opt, mut app: App) -> ExitCode {
         limits: running.limits.clone(),
         tunnels: RouterParts::tunnel_slots(&running.router.load()),
     };
-    // One single-threaded router per configured thread, all accepting on the same socket (pingora
-    // shares one listening fd between services of the same address), each with its own proxy and
-    // upstream pool, like nginx's workers. A connection and every task it causes stay on one
-    // thread: with one shared multi-threaded runtime, each reuse of a pooled upstream connection
-    // woke a second thread (pingora's idle watch on the pooled connection), which cost more CPU
-    // per request than the request's own work.
-    for i in 0..server.configuration.threads.max(1) {
+    // `threads` single-threaded loops serve the connections, each with its own proxy and upstream
+    // pool (connection::workers); the listener's own runtime only accepts.
+    let make_proxy = || {
         let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway.clone());
         proxy.server_options = Some(options.clone());
-        let mut edge = Service::new(format!("sni-router-{i}"), SniRouter::new(parts.clone(), Arc::new(proxy)));
-        edge.threads = Some(1);
-        edge.add_tcp(&cfg.listener.address);
-        server.add_service(edge);
-    }
+        proxy
+    };
+    let workers = match Workers::start(server.configuration.threads, make_proxy) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("cannot start the worker threads: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut edge = Service::new("sni-router".to_string(), SniRouter::new(parts, workers));
+    edge.threads = Some(1);
+    edge.add_tcp(&cfg.listener.address);
+    server.add_service(edge);
     let crl = CrlReloader::new(running.tls.clone(), running.acceptor.clone(), running.live.clone());
     server.add_service(background_service("crl-reload", crl));
     let every = cfg.routes.iter().map(|r| r.upstream.resolve_interval).min().unwrap_or(Duration::from_secs(30));

@@ -1,7 +1,8 @@
 //! The connection layer: everything before an HTTP request exists. The SNI router on the one
 //! external port ([`router`]), its ClientHello parser ([`sni`]), raw TCP passthrough
 //! ([`passthrough`]), the mutual-TLS acceptor ([`tls`]) and its reload in the background ([`crl`]),
-//! per-source limits ([`limits`]) and the registry of open connections a reload can end ([`live`]).
+//! per-source limits ([`limits`]), the registry of open connections a reload can end ([`live`]) and
+//! the single-threaded loops connections are served on ([`workers`]).
 //! Nothing here knows about HTTP requests: the router hands terminated streams to any pingora app.
 
 pub mod crl;
@@ -11,3 +12,4 @@ pub mod passthrough;
 pub mod router;
 pub mod sni;
 pub mod tls;
+pub mod workers;

@@ -14,6 +14,7 @@ use crate::connection::live::{LiveConnections, Registration};
 use crate::connection::passthrough::{self, TunnelInfo};
 use crate::connection::sni::{self, Hello};
 use crate::connection::tls::KeepClientCert;
+use crate::connection::workers::{self, Workers};
 use crate::host::HostPattern;
 use crate::token::ClientCert;
 use arc_swap::ArcSwap;
@@ -46,15 +47,13 @@ pub struct RouterConfig {
     pub passthrough: PassthroughConfig,
 }
 
-/// What the router shares with the rest of the process, and with the other routers when the
-/// listener runs one per thread.
-#[derive(Clone)]
+/// What the router shares with the rest of the process.
 pub struct RouterParts {
     pub current: Arc<ArcSwap<RouterConfig>>,
     pub acceptor: SharedAcceptor,
     pub live: Arc<LiveConnections>,
     pub limits: Arc<SourceLimits>,
-    /// `passthrough.max_connections`: one count for the whole process, however many routers.
+    /// `passthrough.max_connections`: one count for the whole process, whichever loop a tunnel is on.
     pub tunnels: Arc<Semaphore>,
 }
 
@@ -64,15 +63,16 @@ impl RouterParts {
     }
 }
 
-/// The router, serving terminated TLS streams with the HTTP app `A` (the proxy, in production).
+/// The router, serving terminated TLS streams with the HTTP app `A` (the proxy, in production),
+/// each connection on one of the worker loops.
 pub struct SniRouter<A> {
     parts: RouterParts,
-    app: Arc<A>,
+    workers: Workers<A>,
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
-    pub fn new(parts: RouterParts, app: Arc<A>) -> Self {
-        SniRouter { parts, app }
+    pub fn new(parts: RouterParts, workers: Workers<A>) -> Self {
+        SniRouter { parts, workers }
     }
 
     fn decide(&self, cfg: &RouterConfig, hello: &Hello) -> Decision {
@@ -107,8 +107,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                 Hello::NeedMore(n) => n,
                 done => return (buf, done),
             };
+            // Read what is there, not only what the parser asks for next: a ClientHello then comes
+            // in one read, and a client that is not speaking TLS is read out before its connection
+            // is closed (closing on unread bytes would reset it). Everything read is rewound.
             let start = buf.len();
-            buf.resize(want.max(start + 1), 0);
+            buf.resize(want.max(start + 1).max(start + 2048), 0);
             match stream.read(&mut buf[start..]).await {
                 Ok(0) | Err(_) => {
                     buf.truncate(start);
@@ -123,6 +126,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     /// the connection reaches its maximum age, or the server shuts down.
     async fn terminate(
         &self,
+        app: &Arc<A>,
         cfg: &ListenerConfig,
         stream: L4Stream,
         source: Option<IpAddr>,
@@ -143,7 +147,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         let client = tls.ssl_digest().and_then(|d| d.extension.get::<Arc<ClientCert>>().cloned());
         let _registration = self.register(&tls, client.clone(), &end_tx);
         let h2 = tls.selected_alpn_proto() == Some(ALPN::H2);
-        let serve = self.serve(cfg, Box::new(tls), h2, end_rx.clone());
+        let serve = Self::serve(app, cfg, Box::new(tls), h2, end_rx.clone());
         self.supervise(cfg, serve, client, shutdown.clone(), end_tx, end_rx).await;
     }
 
@@ -162,9 +166,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     /// HTTP on a terminated stream. HTTP/2 goes through pingora's own connection handling (GOAWAY
     /// when `end` turns true); HTTP/1.1 is looped here so that the keep-alive idle timeout is ours
     /// and a connection told to end closes after its current answer.
-    async fn serve(&self, cfg: &ListenerConfig, stream: Stream, h2: bool, end: ShutdownWatch) {
+    async fn serve(app: &Arc<A>, cfg: &ListenerConfig, stream: Stream, h2: bool, end: ShutdownWatch) {
         if h2 {
-            ServerApp::process_new(&self.app, stream, &end).await;
+            ServerApp::process_new(app, stream, &end).await;
             return;
         }
         let keepalive = cfg.keepalive_timeout.as_secs().max(1);
@@ -175,7 +179,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             if let Some(settings) = settings {
                 pingora_core::apps::HttpPersistentSettings::apply_to_session(settings, &mut session);
             }
-            next = self.app.process_new_http(session, &end).await.map(|r| r.consume());
+            next = app.process_new_http(session, &end).await.map(|r| r.consume());
             if *end.borrow() {
                 return;
             }
@@ -227,6 +231,38 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         }
     }
 
+    /// One connection from its ClientHello to its end: passed through, terminated and served, or
+    /// closed.
+    async fn connection(&self, app: &Arc<A>, io: Stream, shutdown: &ShutdownWatch) {
+        let Ok(accepted) = io.into_any().downcast::<L4Stream>() else {
+            log::error!("the SNI router needs a plain TCP listener");
+            return;
+        };
+        let mut stream = match workers::adopt(&accepted) {
+            Ok(s) => Box::new(s),
+            Err(e) => return log::warn!("could not move a connection to its loop: {e}"),
+        };
+        drop(accepted);
+        let source = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let Some(handshake) = self.slot(source, Kind::Handshake) else { return };
+        let cfg = self.parts.current.load_full();
+        let listener = &cfg.listener;
+        let read = Self::read_hello(&mut stream, listener.max_client_hello_bytes);
+        let Ok((bytes, hello)) = tokio::time::timeout(listener.client_hello_timeout, read).await else {
+            log::debug!("closing a connection that sent no complete ClientHello in time");
+            return;
+        };
+        stream.rewind(&bytes);
+        match self.decide(&cfg, &hello) {
+            Decision::Passthrough(i) => {
+                drop(handshake);
+                self.pass(&cfg.passthrough, &mut stream, (&hello, i), source, shutdown).await
+            }
+            Decision::Terminate => self.terminate(app, &cfg.listener, *stream, source, handshake, shutdown).await,
+            Decision::Close(why) => log::debug!("closing connection: {why}"),
+        }
+    }
+
     fn slot(&self, source: Option<IpAddr>, kind: Kind) -> Option<Option<Slot>> {
         match source {
             Some(ip) => self.parts.limits.acquire(ip, kind).map(Some),
@@ -237,29 +273,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for SniRouter<A> {
-    /// Always answers `None`: a connection is served to its end here, never handed back.
+    /// Always answers `None`: a connection is served to its end on a worker loop, never handed
+    /// back. This task only waits for it, so that pingora's shutdown still sees it running.
     async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let Ok(mut stream) = io.into_any().downcast::<L4Stream>() else {
-            log::error!("the SNI router needs a plain TCP listener");
-            return None;
-        };
-        let source = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let handshake = self.slot(source, Kind::Handshake)?;
-        let cfg = self.parts.current.load_full();
-        let listener = &cfg.listener;
-        let read = Self::read_hello(&mut stream, listener.max_client_hello_bytes);
-        let Ok((bytes, hello)) = tokio::time::timeout(listener.client_hello_timeout, read).await else {
-            log::debug!("closing a connection that sent no complete ClientHello in time");
-            return None;
-        };
-        stream.rewind(&bytes);
-        match self.decide(&cfg, &hello) {
-            Decision::Passthrough(i) => {
-                drop(handshake);
-                self.pass(&cfg.passthrough, &mut stream, (&hello, i), source, shutdown).await
-            }
-            Decision::Terminate => self.terminate(&cfg.listener, *stream, source, handshake, shutdown).await,
-            Decision::Close(why) => log::debug!("closing connection: {why}"),
+        let worker = self.workers.pick();
+        let (this, app, shutdown) = (self.clone(), worker.app.clone(), shutdown.clone());
+        let served = worker.handle.spawn(async move { this.connection(&app, io, &shutdown).await });
+        if let Err(e) = served.await {
+            log::error!("a connection's task ended abnormally: {e}");
         }
         None
     }

@@ -98,6 +98,9 @@ fn acceptor(cfg: &TlsConfig) -> Result<SslAcceptor, Problem> {
 /// One certificate's acceptor builder with every shared setting applied.
 fn server_builder(cfg: &TlsConfig, cert: &Path, key: &Path, name: &str) -> Result<SslAcceptorBuilder, Problem> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(keyed("tls"))?;
+    // A record's header and body in one read: the connection's socket is not buffered below TLS
+    // (connection::workers moves it to its loop as a plain stream).
+    b.set_read_ahead(true);
     b.set_certificate_chain_file(cert).map_err(keyed(&format!("{name}.certificate")))?;
     b.set_private_key_file(key, SslFiletype::PEM).map_err(keyed(&format!("{name}.key")))?;
     b.check_private_key().map_err(keyed(&format!("{name}.key")))?;
