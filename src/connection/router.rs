@@ -274,23 +274,27 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for SniRouter<A> {
     /// Always answers `None`: a connection is served to its end on a worker loop, never handed
-    /// back. This task only waits for it, so that pingora's shutdown still sees it running.
+    /// back. Nothing waits for it here (that would wake this thread again when it ends):
+    /// `cleanup` waits for every connection at shutdown.
     async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let worker = self.workers.pick();
+        let (worker, serving) = self.workers.pick();
         let (this, app, shutdown) = (self.clone(), worker.app.clone(), shutdown.clone());
-        let served = worker.handle.spawn(async move { this.connection(&app, io, &shutdown).await });
-        if let Err(e) = served.await {
-            log::error!("a connection's task ended abnormally: {e}");
-        }
+        worker.handle.spawn(async move {
+            this.connection(&app, io, &shutdown).await;
+            drop(serving);
+        });
         None
     }
 
-    /// Does not abort idle keep-alive connections (pingora's `http_cleanup`): closing one at a
-    /// random moment races a client that is sending on it, and that request fails. On shutdown or
-    /// upgrade each connection's end signal is set instead, so its next request is answered with
-    /// `Connection: close` (HTTP/2: GOAWAY); idle ones go at the keep-alive timeout or when the
-    /// graceful shutdown timeout ends the process.
-    async fn cleanup(&self) {}
+    /// Waits for the connections to drain; pingora bounds the wait by
+    /// `graceful_shutdown_timeout_seconds`. Does not abort idle keep-alive connections (pingora's
+    /// `http_cleanup`): closing one at a random moment races a client that is sending on it, and
+    /// that request fails. On shutdown or upgrade each connection's end signal is set instead, so
+    /// its next request is answered with `Connection: close` (HTTP/2: GOAWAY); idle ones go at the
+    /// keep-alive timeout or when the graceful shutdown timeout ends the process.
+    async fn cleanup(&self) {
+        self.workers.drained().await;
+    }
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {

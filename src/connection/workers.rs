@@ -24,10 +24,29 @@ pub struct Worker<A> {
     pub app: Arc<A>,
 }
 
-/// The loops, handed out round robin.
+/// The loops, handed out round robin, and the count of connections they serve.
 pub struct Workers<A> {
     loops: Vec<Worker<A>>,
     next: AtomicUsize,
+    open: Arc<Open>,
+}
+
+/// Connections being served, so that shutdown can wait for them to drain.
+#[derive(Default)]
+struct Open {
+    count: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+/// Held by a connection's task for its whole life.
+pub struct Serving(Arc<Open>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
 }
 
 impl<A: Send + Sync + 'static> Workers<A> {
@@ -43,13 +62,25 @@ impl<A: Send + Sync + 'static> Workers<A> {
                 .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
             loops.push(Worker { handle, app: Arc::new(make()) });
         }
-        Ok(Workers { loops, next: AtomicUsize::new(0) })
+        Ok(Workers { loops, next: AtomicUsize::new(0), open: Arc::default() })
     }
 
-    /// The loop for the next connection.
-    pub fn pick(&self) -> &Worker<A> {
+    /// The loop for the next connection, and the token its task holds until it ends.
+    pub fn pick(&self) -> (&Worker<A>, Serving) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.loops.len();
-        &self.loops[i]
+        self.open.count.fetch_add(1, Ordering::AcqRel);
+        (&self.loops[i], Serving(self.open.clone()))
+    }
+
+    /// Waits until no connection is being served.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.open.drained.notified();
+            if self.open.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -141,10 +172,25 @@ mod tests {
         let workers = Workers::start(2, || ()).unwrap();
         let mut names = Vec::new();
         for _ in 0..4 {
-            let worker = workers.pick();
+            let (worker, _serving) = workers.pick();
             let name = worker.handle.spawn(async { std::thread::current().name().map(str::to_string) });
             names.push(name.await.unwrap().unwrap());
         }
         assert_eq!(names, ["router-0", "router-1", "router-0", "router-1"]);
+    }
+
+    #[tokio::test]
+    async fn drained_waits_for_every_connection_to_end() {
+        let workers = Workers::start(1, || ()).unwrap();
+        workers.drained().await; // none open
+        let (_, first) = workers.pick();
+        let (_, second) = workers.pick();
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), workers.drained()).await;
+        assert!(waiting.is_err(), "two connections are open");
+        drop(first);
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), workers.drained()).await;
+        assert!(waiting.is_err(), "one connection is open");
+        drop(second);
+        tokio::time::timeout(std::time::Duration::from_secs(5), workers.drained()).await.expect("drained");
     }
 }
