@@ -89,8 +89,12 @@ impl<A: Send + Sync + 'static> Workers<A> {
 /// write. The socket is duplicated (the same connection, a second descriptor owned here), and the
 /// listener's stream is dropped by the caller.
 pub fn adopt(accepted: &L4Stream) -> std::io::Result<L4Stream> {
-    // SAFETY: `accepted` owns this descriptor and outlives the borrow, which only duplicates it.
-    let fd = unsafe { BorrowedFd::borrow_raw(accepted.as_raw_fd()) }.try_clone_to_owned()?;
+    let raw = accepted.as_raw_fd();
+    if raw < 0 {
+        return Err(std::io::Error::other("not a socket"));
+    }
+    // SAFETY: `accepted` owns this open descriptor and outlives the borrow, which only duplicates it.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) }.try_clone_to_owned()?;
     let digest = SocketDigest::from_raw_fd(fd.as_raw_fd());
     let socket = std::net::TcpStream::from(fd);
     socket.set_nonblocking(true)?;
