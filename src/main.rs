@@ -100,7 +100,6 @@ fn serve(opt: Opt, mut app: App) -> ExitCode {
         acceptor: running.acceptor.clone(),
         live: running.live.clone(),
         limits: running.limits.clone(),
-        tunnels: RouterParts::tunnel_slots(&running.router.load()),
     };
     // `threads` single-threaded loops serve the connections, each with its own proxy and upstream
     // pool (connection::workers); the listener's own runtime only accepts.

@@ -236,8 +236,8 @@ async fn passthrough_connections_over_the_cap_are_closed() {
     let mut echoed = vec![0u8; hello.len()];
     first.read_exact(&mut echoed).await.unwrap(); // the first tunnel is up and holds the only slot
 
-    // The listener runs one router per thread (2 here), accepting on one socket: the cap is one
-    // count for the process, whichever router a connection lands on.
+    // Connections are spread over the worker loops (2 here): the cap is one count for the
+    // process, whichever loop a connection lands on.
     for _ in 0..6 {
         let mut second = tokio::net::TcpStream::connect(("127.0.0.1", sys.gateway_port)).await.unwrap();
         second.write_all(&client_hello("b.echo.test")).await.unwrap();

@@ -53,14 +53,6 @@ pub struct RouterParts {
     pub acceptor: SharedAcceptor,
     pub live: Arc<LiveConnections>,
     pub limits: Arc<SourceLimits>,
-    /// `passthrough.max_connections`: one count for the whole process, whichever loop a tunnel is on.
-    pub tunnels: Arc<Semaphore>,
-}
-
-impl RouterParts {
-    pub fn tunnel_slots(cfg: &RouterConfig) -> Arc<Semaphore> {
-        Arc::new(Semaphore::new(cfg.passthrough.max_connections))
-    }
 }
 
 /// The router, serving terminated TLS streams with the HTTP app `A` (the proxy, in production),
@@ -68,11 +60,14 @@ impl RouterParts {
 pub struct SniRouter<A> {
     parts: RouterParts,
     workers: Workers<A>,
+    /// `passthrough.max_connections`: one count for the process, whichever loop a tunnel is on.
+    slots: Arc<Semaphore>,
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     pub fn new(parts: RouterParts, workers: Workers<A>) -> Self {
-        SniRouter { parts, workers }
+        let slots = Arc::new(Semaphore::new(parts.current.load().passthrough.max_connections));
+        SniRouter { parts, workers, slots }
     }
 
     fn decide(&self, cfg: &RouterConfig, hello: &Hello) -> Decision {
@@ -310,7 +305,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             return;
         };
         let Some(_source_slot) = self.slot(source, Kind::Tunnel) else { return };
-        let Ok(_slot) = self.parts.tunnels.clone().try_acquire_owned() else {
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
             crate::metrics::passthrough(&route.sni.to_string(), "over_capacity");
             return self.parts.limits.cuts.cut(source, "passthrough_capacity");
         };
