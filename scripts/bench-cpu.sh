@@ -27,9 +27,8 @@ conf=$out/conf
 certs=$here/certs
 mkdir -p "$conf"
 
-scripts/install-deps.sh
+scripts/install-deps.sh --load
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
-if ! oha --version 2>/dev/null | grep -q '1.16.0'; then cargo install oha --version 1.16.0 --locked; fi
 [[ -n "${PINGORA_PATCHED:-}" ]] && scripts/pingora-patched.sh
 cargo build --release --workspace --bins
 bin=$here/target/release

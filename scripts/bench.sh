@@ -28,9 +28,8 @@ certs=$here/certs
 mkdir -p "$conf"
 
 # --- tools and binaries ------------------------------------------------------------------------
-scripts/install-deps.sh
+scripts/install-deps.sh --load
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
-if ! oha --version 2>/dev/null | grep -q '1.16.0'; then cargo install oha --version 1.16.0 --locked; fi
 cargo build --release --workspace --bins --example tokenflood
 bin=$here/target/release
 scripts/create-certs.sh >/dev/null

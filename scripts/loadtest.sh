@@ -14,8 +14,8 @@ concurrency=${CONCURRENCY:-16}
 duration=${DURATION:-10s}
 certs=$here/certs
 
+"$here/scripts/install-deps.sh" --load
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
-if ! oha --version 2>/dev/null | grep -q '1.16.0'; then cargo install oha --version 1.16.0 --locked; fi
 
 started=""
 if ! (exec 3<>"/dev/tcp/${gateway%:*}/${gateway#*:}") 2>/dev/null; then

@@ -19,9 +19,8 @@ certs=$here/certs
 IDSVR=25444 API=25300 GW=25443 OPS=25090
 mkdir -p "$out"
 
-scripts/install-deps.sh
+scripts/install-deps.sh --load
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
-if ! oha --version 2>/dev/null | grep -q '1.16.0'; then cargo install oha --version 1.16.0 --locked; fi
 if [[ $profile == release ]]; then cargo build --release --workspace --bins; else cargo build --workspace --bins; fi
 bin=$here/target/$profile
 scripts/create-certs.sh >/dev/null
