@@ -2,17 +2,15 @@
 //! pingora services: the SNI router with the HTTP proxy, the CRL reload, metrics, the JWKS and
 //! the admin listener.
 
-use arc_swap::ArcSwap;
 use mtls_gateway::admin::AdminApp;
-use mtls_gateway::app::{self, App, Kept};
+use mtls_gateway::app::{self, App};
 use mtls_gateway::config;
 use mtls_gateway::connection::crl::CrlReloader;
-use mtls_gateway::connection::limits::SourceLimits;
-use mtls_gateway::connection::live::LiveConnections;
-use mtls_gateway::connection::router::{RouterConfig, RouterParts, SniRouter};
-use mtls_gateway::connection::workers::Workers;
+use mtls_gateway::connection::drain::Drain;
+use mtls_gateway::connection::router::{RouterParts, SniRouter};
+use mtls_gateway::connection::workers::{LoopService, Pool};
 use mtls_gateway::ops::{Health, OpsApp, Prober};
-use mtls_gateway::reload::{Fixed, Reloader, Running, UpstreamRefresher};
+use mtls_gateway::reload::{Reloader, Running, UpstreamRefresher};
 use mtls_gateway::request::issuer::JwksApp;
 use mtls_gateway::request::proxy::Gateway;
 use pingora::server::configuration::Opt;
@@ -22,7 +20,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// jemalloc: a request allocates and frees many short buffers across threads (header maps, the
@@ -68,33 +66,14 @@ fn main() -> ExitCode {
     serve(opt, app)
 }
 
-fn serve(opt: Opt, mut app: App) -> ExitCode {
-    // Before the server section is taken: a reload compares against what the process started with.
-    let fixed = Fixed::of(&app.config);
-    let server_conf = std::mem::take(&mut app.config.server);
+fn serve(opt: Opt, app: App) -> ExitCode {
+    let (running, mut cfg, admin_parts) = Running::start(app);
+    let server_conf = std::mem::take(&mut cfg.server);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
-    let cfg = &app.config;
-    let gateway = Gateway::new(app.routing);
-    let routing = gateway.handle();
+    let gateway = Gateway::with_handle(running.routing.clone());
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(cfg.listener.h2_idle_timeout);
-    let running = Arc::new(Running {
-        path: cfg.path.clone(),
-        routing: routing.clone(),
-        router: Arc::new(ArcSwap::from_pointee(RouterConfig {
-            listener: cfg.listener.clone(),
-            terminate_hosts: cfg.tls.all_hosts().cloned().collect(),
-            passthrough: cfg.passthrough.clone(),
-        })),
-        acceptor: app.acceptor.clone(),
-        tls: Arc::new(ArcSwap::from_pointee(cfg.tls.clone())),
-        limits: SourceLimits::new(cfg.limits.per_source, cfg.limits.log_interval),
-        live: LiveConnections::new(),
-        issuer: app.issuer.map(|i| Arc::new(ArcSwap::new(i))),
-        introspectors: Arc::new(ArcSwap::from_pointee(app.introspectors.clone())),
-        kept: Mutex::new((Kept { introspectors: app.introspectors, token_issuer: cfg.token_issuer.clone() }, fixed)),
-    });
     let parts = RouterParts {
         current: running.router.clone(),
         acceptor: running.acceptor.clone(),
@@ -102,28 +81,28 @@ fn serve(opt: Opt, mut app: App) -> ExitCode {
         limits: running.limits.clone(),
     };
     // `threads` single-threaded loops serve the connections, each with its own proxy and upstream
-    // pool (connection::workers); the listener's own runtime only accepts.
-    let make_proxy = || {
-        let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway.clone());
+    // pool (connection::workers). They start in the `worker-loops` service, after pingora has
+    // daemonized; the listener, whose own runtime only accepts, starts after them.
+    let proxy_conf = server.configuration.clone();
+    let make_proxy = move || {
+        let mut proxy = pingora_proxy::http_proxy(&proxy_conf, gateway.clone());
         proxy.server_options = Some(options.clone());
         proxy
     };
-    let workers = match Workers::start(server.configuration.threads, make_proxy) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("cannot start the worker threads: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut edge = Service::new("sni-router".to_string(), SniRouter::new(parts, workers));
+    let pool = Pool::new(server.configuration.threads, make_proxy, Drain::new());
+    let graceful = Duration::from_secs(server.configuration.graceful_shutdown_timeout_seconds.unwrap_or(5));
+    let loops = LoopService::new(pool.clone(), server.watch_execution_phase(), graceful);
+    let loops = server.add_service(background_service("worker-loops", loops));
+    let mut edge = Service::new("sni-router".to_string(), SniRouter::new(parts, pool.clone()));
     edge.threads = Some(1);
     edge.add_tcp(&cfg.listener.address);
-    server.add_service(edge);
+    server.add_service(edge).add_dependency(&loops);
     let crl = CrlReloader::new(running.tls.clone(), running.acceptor.clone(), running.live.clone());
     server.add_service(background_service("crl-reload", crl));
     let every = cfg.routes.iter().map(|r| r.upstream.resolve_interval).min().unwrap_or(Duration::from_secs(30));
-    server.add_service(background_service("upstream-dns", UpstreamRefresher { routing, every }));
-    if let Some(parts) = app.admin {
+    server
+        .add_service(background_service("upstream-dns", UpstreamRefresher { routing: running.routing.clone(), every }));
+    if let Some(parts) = admin_parts {
         let admin_app =
             AdminApp { auth: parts.auth, introspectors: running.introspectors.clone(), live: running.live.clone() };
         let mut admin = Service::new("admin".to_string(), admin_app);
@@ -133,7 +112,7 @@ fn serve(opt: Opt, mut app: App) -> ExitCode {
     }
     if let Some(ops_cfg) = cfg.metrics {
         mtls_gateway::metrics::init();
-        let health = Arc::new(Health::new(cfg, &ops_cfg));
+        let health = Arc::new(Health::new(&cfg, &ops_cfg, pool.drain.clone()));
         let mut ops = Service::new("ops".to_string(), OpsApp(health.clone()));
         ops.add_tcp(&ops_cfg.address.to_string());
         server.add_service(ops);

@@ -20,6 +20,9 @@ struct Metrics {
     passthrough: IntCounterVec,
     cuts: IntCounterVec,
     rate_limited: IntCounterVec,
+    loop_connections: IntGaugeVec,
+    loop_requests: IntCounterVec,
+    loop_restarts: IntCounterVec,
 }
 
 /// Registration can only fail on a duplicate name, which would be a bug caught by the first test run.
@@ -83,6 +86,24 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["limit"]
     )
     .expect("register gateway_rate_limited_total"),
+    loop_connections: register_int_gauge_vec!(
+        "gateway_worker_connections",
+        "Connections open on each worker loop (an imbalance shows here)",
+        &["loop"]
+    )
+    .expect("register gateway_worker_connections"),
+    loop_requests: register_int_counter_vec!(
+        "gateway_worker_requests_total",
+        "HTTP requests served on each worker loop",
+        &["loop"]
+    )
+    .expect("register gateway_worker_requests_total"),
+    loop_restarts: register_int_counter_vec!(
+        "gateway_worker_loop_restarts_total",
+        "Worker loops that died (a bug: see the error log) and were replaced",
+        &["loop"]
+    )
+    .expect("register gateway_worker_loop_restarts_total"),
 });
 
 /// Registers every metric now, so that `/metrics` lists them before the first request.
@@ -94,6 +115,7 @@ pub fn request(route: &str, status: u16, elapsed: Duration) {
     let m = &*METRICS;
     m.requests.with_label_values(&[route, &status.to_string()]).inc();
     m.request_seconds.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+    loop_request();
 }
 
 pub fn refusal(filter: &str, reason: &str) {
@@ -123,6 +145,35 @@ pub fn connection_cut(reason: &'static str) {
 
 pub fn rate_limited(limit: &'static str) {
     METRICS.rate_limited.with_label_values(&[limit]).inc();
+}
+
+/// `index` is a worker loop's number: at most `pingora.threads` label values.
+pub fn loop_connections(index: usize, delta: i64) {
+    METRICS.loop_connections.with_label_values(&[&index.to_string()]).add(delta);
+}
+
+thread_local! {
+    /// The request counter of the worker loop this thread runs, if it runs one: looked up once.
+    static LOOP_REQUESTS: std::cell::RefCell<Option<prometheus::IntCounter>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Called by a worker loop's thread when it starts.
+pub fn on_loop(index: usize) {
+    let counter = METRICS.loop_requests.with_label_values(&[&index.to_string()]);
+    LOOP_REQUESTS.with(|c| *c.borrow_mut() = Some(counter));
+}
+
+/// Counts a request on the worker loop of the calling thread.
+fn loop_request() {
+    LOOP_REQUESTS.with(|c| {
+        if let Some(counter) = &*c.borrow() {
+            counter.inc();
+        }
+    });
+}
+
+pub fn loop_restart(index: usize) {
+    METRICS.loop_restarts.with_label_values(&[&index.to_string()]).inc();
 }
 
 /// The default registry in Prometheus text format: (status, content type, body).

@@ -4,13 +4,14 @@
 //! in the background, so a probe request never waits on the network.
 
 use crate::config::{Config, OpsConfig};
+use crate::connection::drain::Drain;
 use async_trait::async_trait;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde_json::json;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One thing `/readyz` depends on, and when it last answered.
@@ -22,6 +23,8 @@ struct Target {
 
 pub struct Health {
     targets: Mutex<Vec<Target>>,
+    /// A draining process is not ready from the first moment of its drain.
+    drain: Arc<Drain>,
     /// How often the probes run, and how old a success may be for `/readyz`.
     every: Duration,
     window: Duration,
@@ -29,7 +32,7 @@ pub struct Health {
 
 impl Health {
     /// The public listener and every introspection endpoint (at its `resolve` address if set).
-    pub fn new(cfg: &Config, ops: &OpsConfig) -> Self {
+    pub fn new(cfg: &Config, ops: &OpsConfig, drain: Arc<Drain>) -> Self {
         let mut targets =
             vec![Target { name: "listener".into(), address: cfg.listener.address.clone(), last_ok: None }];
         for (name, i) in &cfg.introspection {
@@ -42,7 +45,7 @@ impl Health {
             };
             targets.push(Target { name: format!("introspection.{name}"), address, last_ok: None });
         }
-        Health { targets: Mutex::new(targets), every: ops.probe_interval, window: ops.ready_window }
+        Health { targets: Mutex::new(targets), drain, every: ops.probe_interval, window: ops.ready_window }
     }
 
     async fn probe(&self) {
@@ -73,8 +76,13 @@ impl Health {
             let age_ms = age.map(|a| a.as_millis() as u64);
             checks.insert(t.name.clone(), json!({ "ok": ok, "address": t.address, "last_ok_ms_ago": age_ms }));
         }
-        let status = if ready { "ready" } else { "not_ready" };
-        (ready, json!({ "status": status, "checks": checks }))
+        let draining = self.drain.is_draining();
+        let status = match (draining, ready) {
+            (true, _) => "draining",
+            (false, true) => "ready",
+            (false, false) => "not_ready",
+        };
+        (ready && !draining, json!({ "status": status, "checks": checks }))
     }
 }
 

@@ -7,8 +7,9 @@
 //! unless their introspection section (or the token issuer) changed. Settings that only a restart
 //! or a graceful upgrade can change are named in the log.
 
-use crate::app::{self, Kept};
-use crate::config::{self, Config, Problems};
+use crate::admin::AdminParts;
+use crate::app::{self, App, Kept};
+use crate::config::{self, AdminConfig, Config, OpsConfig, Problems};
 use crate::connection::crl::{SharedAcceptor, SharedTls};
 use crate::connection::limits::SourceLimits;
 use crate::connection::live::LiveConnections;
@@ -22,8 +23,10 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Everything the running services share that a reload replaces.
 pub struct Running {
@@ -38,42 +41,141 @@ pub struct Running {
     pub issuer: Option<SharedIssuer>,
     /// The token caches in force, for the admin listener's purges.
     pub introspectors: Arc<ArcSwap<BTreeMap<String, Arc<Introspector>>>>,
-    /// The caches the next build may keep, and what the running configuration says about the
-    /// settings a reload cannot change.
-    pub kept: Mutex<(Kept, Fixed)>,
+    /// The caches the next build may keep.
+    kept: Mutex<Kept>,
+    /// What the process started with, for the settings a reload cannot change.
+    fixed: Fixed,
 }
 
-/// Settings bound when the process started: listeners, threads, pingora's own section.
+/// A setting bound when the process starts: a reload that changes it leaves it as it is and says
+/// so at WARN, naming it. Everything else in the file is applied by a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FixedSetting {
+    ListenerAddress,
+    /// pingora's own section: threads, pid and upgrade files, grace periods, daemon, ...
+    Pingora,
+    Metrics,
+    JwksAddress,
+    PassthroughMaxConnections,
+    /// The admin listener: address, certificates and who may call it.
+    Admin,
+    /// Fixed into each worker loop's HTTP app when it starts.
+    H2IdleTimeout,
+}
+
+impl FixedSetting {
+    pub const ALL: [FixedSetting; 7] = [
+        FixedSetting::ListenerAddress,
+        FixedSetting::Pingora,
+        FixedSetting::Metrics,
+        FixedSetting::JwksAddress,
+        FixedSetting::PassthroughMaxConnections,
+        FixedSetting::Admin,
+        FixedSetting::H2IdleTimeout,
+    ];
+
+    /// The key as written in the configuration file.
+    pub fn key(self) -> &'static str {
+        match self {
+            FixedSetting::ListenerAddress => "listener.address",
+            FixedSetting::Pingora => "pingora",
+            FixedSetting::Metrics => "metrics",
+            FixedSetting::JwksAddress => "token_issuer.jwks_address",
+            FixedSetting::PassthroughMaxConnections => "passthrough.max_connections",
+            FixedSetting::Admin => "admin",
+            FixedSetting::H2IdleTimeout => "listener.h2_idle_timeout",
+        }
+    }
+
+    fn same(self, a: &Fixed, b: &Fixed) -> bool {
+        match self {
+            FixedSetting::ListenerAddress => a.listener_address == b.listener_address,
+            FixedSetting::Pingora => a.pingora == b.pingora,
+            FixedSetting::Metrics => a.metrics == b.metrics,
+            FixedSetting::JwksAddress => a.jwks_address == b.jwks_address,
+            FixedSetting::PassthroughMaxConnections => a.passthrough_max_connections == b.passthrough_max_connections,
+            FixedSetting::Admin => a.admin == b.admin,
+            FixedSetting::H2IdleTimeout => a.h2_idle_timeout == b.h2_idle_timeout,
+        }
+    }
+}
+
+/// The values of the fixed settings a process started with.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fixed(Vec<(&'static str, String)>);
+pub struct Fixed {
+    listener_address: String,
+    /// pingora's `ServerConf` has no equality: its YAML form stands in for it.
+    pingora: String,
+    metrics: Option<OpsConfig>,
+    jwks_address: Option<SocketAddr>,
+    passthrough_max_connections: usize,
+    admin: Option<AdminConfig>,
+    h2_idle_timeout: Duration,
+}
 
 impl Fixed {
     pub fn of(cfg: &Config) -> Self {
-        let server = serde_yaml::to_string(&cfg.server).unwrap_or_default();
-        Fixed(vec![
-            ("listener.address", cfg.listener.address.clone()),
-            ("pingora", server),
-            ("metrics", format!("{:?}", cfg.metrics)),
-            ("token_issuer.jwks_address", format!("{:?}", cfg.token_issuer.as_ref().and_then(|t| t.jwks_address))),
-            ("passthrough.max_connections", cfg.passthrough.max_connections.to_string()),
-            ("admin", format!("{:?}", cfg.admin)),
-        ])
+        Fixed {
+            listener_address: cfg.listener.address.clone(),
+            pingora: serde_yaml::to_string(&cfg.server).unwrap_or_default(),
+            metrics: cfg.metrics,
+            jwks_address: cfg.token_issuer.as_ref().and_then(|t| t.jwks_address),
+            passthrough_max_connections: cfg.passthrough.max_connections,
+            admin: cfg.admin.clone(),
+            h2_idle_timeout: cfg.listener.h2_idle_timeout,
+        }
     }
 
-    /// The keys whose new value waits for a restart or a graceful upgrade.
-    fn differences(&self, new: &Fixed) -> Vec<&'static str> {
-        self.0.iter().zip(&new.0).filter(|(a, b)| a.1 != b.1).map(|(a, _)| a.0).collect()
+    /// The settings whose new value waits for a restart or a graceful upgrade.
+    pub fn differences(&self, new: &Fixed) -> Vec<FixedSetting> {
+        FixedSetting::ALL.into_iter().filter(|s| !s.same(self, new)).collect()
     }
 }
 
+/// What a reload may change in the router, from one configuration: start and reload both use it.
+pub fn router_config(cfg: &Config) -> RouterConfig {
+    RouterConfig {
+        listener: cfg.listener.clone(),
+        terminate_hosts: cfg.tls.all_hosts().cloned().collect(),
+        passthrough: cfg.passthrough.clone(),
+    }
+}
+
+/// What the next build may take over from this one: start and reload both use it.
+fn kept_of(app: &App) -> Kept {
+    Kept { introspectors: app.introspectors.clone(), token_issuer: app.config.token_issuer.clone() }
+}
+
 impl Running {
-    /// Reads, builds and applies the file. Blocking: it reads files and may run discovery.
-    pub fn reload(&self) -> Result<Vec<String>, Problems> {
+    /// The shared state of a process starting to serve `app`, built as every reload builds it,
+    /// and what the services are made of besides: the configuration (with pingora's section) and
+    /// the admin listener's parts.
+    pub fn start(app: App) -> (Arc<Running>, Config, Option<AdminParts>) {
+        let (fixed, kept) = (Fixed::of(&app.config), kept_of(&app));
+        let App { config: cfg, acceptor, routing, issuer, introspectors, admin, report: _ } = app;
+        let running = Running {
+            path: cfg.path.clone(),
+            routing: Arc::new(ArcSwap::from_pointee(routing)),
+            router: Arc::new(ArcSwap::from_pointee(router_config(&cfg))),
+            acceptor,
+            tls: Arc::new(ArcSwap::from_pointee(cfg.tls.clone())),
+            limits: SourceLimits::new(cfg.limits.per_source, cfg.limits.log_interval),
+            live: LiveConnections::new(),
+            issuer: issuer.map(|i| Arc::new(ArcSwap::new(i))),
+            introspectors: Arc::new(ArcSwap::from_pointee(introspectors)),
+            kept: Mutex::new(kept),
+            fixed,
+        };
+        (Arc::new(running), cfg, admin)
+    }
+
+    /// Reads, builds and applies the file. The notes are logged at INFO, the warnings (fixed
+    /// settings that changed) at WARN. Blocking: it reads files and may run discovery.
+    pub fn reload(&self) -> Result<Reloaded, Problems> {
         let config = config::load(&self.path)?;
-        let fixed = Fixed::of(&config);
         let app = {
             let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-            app::build_keeping(config, &kept.0)?
+            app::build_keeping(config, &kept)?
         };
         if let Err(p) = app.routing.resolve_upstreams() {
             let mut problems = Problems::new(&self.path);
@@ -81,6 +183,14 @@ impl Running {
             return Err(problems);
         }
         let mut notes = app.report.clone();
+        let warnings = self
+            .fixed
+            .differences(&Fixed::of(&app.config))
+            .into_iter()
+            .map(|s| {
+                format!("{} changed: not applied; it takes effect after a restart or a graceful upgrade (-u)", s.key())
+            })
+            .collect();
         let store = verify_store(&app.config.tls).ok();
         let cfg = &app.config;
         self.acceptor.store(app.acceptor.load_full());
@@ -89,25 +199,22 @@ impl Running {
         if let (Some(shared), Some(fresh)) = (&self.issuer, &app.issuer) {
             shared.store(fresh.clone());
         }
-        self.router.store(Arc::new(RouterConfig {
-            listener: cfg.listener.clone(),
-            terminate_hosts: cfg.tls.all_hosts().cloned().collect(),
-            passthrough: cfg.passthrough.clone(),
-        }));
-        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        for key in kept.1.differences(&fixed) {
-            notes.push(format!("{key} changed: it takes effect after a restart or a graceful upgrade (-u)"));
-        }
+        self.router.store(Arc::new(router_config(cfg)));
         self.introspectors.store(Arc::new(app.introspectors.clone()));
-        *kept = (Kept { introspectors: app.introspectors, token_issuer: cfg.token_issuer.clone() }, kept.1.clone());
-        drop(kept);
+        *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = kept_of(&app);
         self.routing.store(Arc::new(app.routing));
         if let Some(store) = store {
             let ended = self.live.revalidate(&store);
             notes.push(format!("ended {ended} open connections whose certificate the new CA or CRL does not accept"));
         }
-        Ok(notes)
+        Ok(Reloaded { notes, warnings })
     }
+}
+
+/// What a reload did: notes, and the fixed settings it left as they were.
+pub struct Reloaded {
+    pub notes: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 /// Waits for `SIGHUP` and reloads, one reload at a time.
@@ -142,9 +249,12 @@ impl Reloader {
             let _ = tx.send(running.reload());
         });
         match rx.await {
-            Ok(Ok(notes)) => {
-                for note in notes {
+            Ok(Ok(done)) => {
+                for note in done.notes {
                     log::info!(target: "reload", "{note}");
+                }
+                for warning in done.warnings {
+                    log::warn!(target: "reload", "{warning}");
                 }
                 log::info!(target: "reload", "reload {count} applied from {}", self.0.path.display());
             }

@@ -347,7 +347,7 @@ impl CorsConfig {
 }
 
 /// The internal operations listener: metrics and health.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OpsConfig {
     pub address: SocketAddr,
     pub probe_interval: Duration,
@@ -356,7 +356,7 @@ pub struct OpsConfig {
 
 /// The internal admin listener: TLS always; an admin client certificate with an allowed subject,
 /// or the bearer secret, authenticates a call (at least one of them is configured).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub address: SocketAddr,
     pub certificate: PathBuf,

@@ -6,6 +6,7 @@
 //! Nothing here knows about HTTP requests: the router hands terminated streams to any pingora app.
 
 pub mod crl;
+pub mod drain;
 pub mod limits;
 pub mod live;
 pub mod passthrough;

@@ -220,7 +220,7 @@ where
                     return (end, moved, None);
                 }
             }
-            _ = shutdown.changed() => return (End::ServerShutdown, moved, None),
+            _ = crate::connection::drain::until(&mut shutdown) => return (End::ServerShutdown, moved, None),
         }
     }
     (End::Closed, moved, None)

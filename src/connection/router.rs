@@ -9,12 +9,13 @@
 
 use crate::config::{ListenerConfig, PassthroughConfig, UnknownSni};
 use crate::connection::crl::SharedAcceptor;
+use crate::connection::drain;
 use crate::connection::limits::{Kind, Slot, SourceLimits};
 use crate::connection::live::{LiveConnections, Registration};
 use crate::connection::passthrough::{self, TunnelInfo};
 use crate::connection::sni::{self, Hello};
 use crate::connection::tls::KeepClientCert;
-use crate::connection::workers::{self, Workers};
+use crate::connection::workers::{self, Pool, ReadCount};
 use crate::host::HostPattern;
 use crate::token::ClientCert;
 use arc_swap::ArcSwap;
@@ -59,15 +60,15 @@ pub struct RouterParts {
 /// each connection on one of the worker loops.
 pub struct SniRouter<A> {
     parts: RouterParts,
-    workers: Workers<A>,
+    pool: Arc<Pool<A>>,
     /// `passthrough.max_connections`: one count for the process, whichever loop a tunnel is on.
     slots: Arc<Semaphore>,
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
-    pub fn new(parts: RouterParts, workers: Workers<A>) -> Self {
+    pub fn new(parts: RouterParts, pool: Arc<Pool<A>>) -> Self {
         let slots = Arc::new(Semaphore::new(parts.current.load().passthrough.max_connections));
-        SniRouter { parts, workers, slots }
+        SniRouter { parts, pool, slots }
     }
 
     fn decide(&self, cfg: &RouterConfig, hello: &Hello) -> Decision {
@@ -118,15 +119,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     }
 
     /// Terminates TLS, then serves HTTP on the stream until it ends, the certificate is revoked,
-    /// the connection reaches its maximum age, or the server shuts down.
+    /// the connection reaches its maximum age, or the process drains.
     async fn terminate(
         &self,
         app: &Arc<A>,
         cfg: &ListenerConfig,
-        stream: L4Stream,
+        (stream, read): (L4Stream, ReadCount),
         source: Option<IpAddr>,
         handshake: Option<Slot>,
-        shutdown: &ShutdownWatch,
     ) {
         let Some(_slot) = self.slot(source, Kind::Connection) else { return };
         let acceptor = self.parts.acceptor.load_full();
@@ -137,13 +137,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             Err(_) => return log::debug!("TLS handshake timed out"),
         };
         drop(handshake);
-        let (end_tx, end_rx) = watch::channel(*shutdown.borrow());
+        // Starts false even while draining: the supervisor's switch to true is what makes
+        // pingora's HTTP/2 loop send GOAWAY, and it only reacts to a change.
+        let (end_tx, end_rx) = watch::channel(false);
         let end_tx = Arc::new(end_tx);
         let client = tls.ssl_digest().and_then(|d| d.extension.get::<Arc<ClientCert>>().cloned());
         let _registration = self.register(&tls, client.clone(), &end_tx);
         let h2 = tls.selected_alpn_proto() == Some(ALPN::H2);
-        let serve = Self::serve(app, cfg, Box::new(tls), h2, end_rx.clone());
-        self.supervise(cfg, serve, client, shutdown.clone(), end_tx, end_rx).await;
+        let closing = self.pool.drain.closing();
+        let serve = Self::serve(app, cfg, (Box::new(tls), read), h2, end_rx.clone(), closing);
+        self.supervise(cfg, serve, client, end_tx, end_rx).await;
     }
 
     /// Records the connection with its certificate, so that a CRL reload can end it.
@@ -159,9 +162,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     }
 
     /// HTTP on a terminated stream. HTTP/2 goes through pingora's own connection handling (GOAWAY
-    /// when `end` turns true); HTTP/1.1 is looped here so that the keep-alive idle timeout is ours
-    /// and a connection told to end closes after its current answer.
-    async fn serve(app: &Arc<A>, cfg: &ListenerConfig, stream: Stream, h2: bool, end: ShutdownWatch) {
+    /// when `end` turns true); HTTP/1.1 is looped here so that the keep-alive idle timeout is ours.
+    /// Once `end` is true, the next answer says `Connection: close` and the connection closes
+    /// after it; an answer that already went out with keep-alive is never followed by a close,
+    /// since the client may be sending its next request. When the drain period ends (`closing`),
+    /// a connection with no request under way is closed.
+    async fn serve(
+        app: &Arc<A>,
+        cfg: &ListenerConfig,
+        (stream, read): (Stream, ReadCount),
+        h2: bool,
+        end: ShutdownWatch,
+        mut closing: watch::Receiver<bool>,
+    ) {
         if h2 {
             ServerApp::process_new(app, stream, &end).await;
             return;
@@ -174,35 +187,52 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             if let Some(settings) = settings {
                 pingora_core::apps::HttpPersistentSettings::apply_to_session(settings, &mut session);
             }
-            next = app.process_new_http(session, &end).await.map(|r| r.consume());
-            if *end.borrow() {
-                return;
-            }
+            let exchange = app.process_new_http(session, &end);
+            next = Self::unless_idle_at_close(exchange, &read, &mut closing).await.map(|r| r.consume());
         }
     }
 
-    /// Runs `serve` to its end, relaying the reasons to end it early: server shutdown and maximum
-    /// age end it gracefully; a revoked certificate ends it after `revocation_grace` at the latest.
+    /// Runs one request's exchange. If the drain period ends before a byte of the request has
+    /// arrived, the connection is idle: the exchange is dropped, which closes it.
+    async fn unless_idle_at_close<T>(
+        exchange: impl Future<Output = Option<T>>,
+        read: &ReadCount,
+        closing: &mut watch::Receiver<bool>,
+    ) -> Option<T> {
+        let mark = read.get();
+        tokio::pin!(exchange);
+        tokio::select! {
+            done = &mut exchange => return done,
+            _ = drain::until(closing) => {}
+        }
+        if read.get() == mark {
+            return None;
+        }
+        exchange.await
+    }
+
+    /// Runs `serve` to its end, relaying the reasons to end it early: the drain and maximum age
+    /// end it gracefully; a revoked certificate ends it after `revocation_grace` at the latest.
     async fn supervise(
         &self,
         cfg: &ListenerConfig,
         serve: impl Future<Output = ()>,
         client: Option<Arc<ClientCert>>,
-        mut shutdown: ShutdownWatch,
         end_tx: Arc<watch::Sender<bool>>,
         mut end_rx: ShutdownWatch,
     ) {
+        let mut draining = self.pool.drain.draining();
         tokio::pin!(serve);
         let age = tokio::time::sleep(cfg.max_connection_age);
         tokio::pin!(age);
         let grace = tokio::time::sleep(std::time::Duration::MAX / 4);
         tokio::pin!(grace);
-        let (mut shutdown_open, mut aged, mut revoked) = (true, false, false);
+        let (mut drained, mut aged, mut revoked) = (false, false, false);
         loop {
             tokio::select! {
                 _ = &mut serve => return,
-                r = shutdown.changed(), if shutdown_open => {
-                    shutdown_open = r.is_ok();
+                _ = drain::until(&mut draining), if !drained => {
+                    drained = true;
                     let _ = end_tx.send(true);
                 }
                 _ = &mut age, if !aged => {
@@ -228,13 +258,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
 
     /// One connection from its ClientHello to its end: passed through, terminated and served, or
     /// closed.
-    async fn connection(&self, app: &Arc<A>, io: Stream, shutdown: &ShutdownWatch) {
+    async fn connection(&self, app: &Arc<A>, io: Stream) {
         let Ok(accepted) = io.into_any().downcast::<L4Stream>() else {
             log::error!("the SNI router needs a plain TCP listener");
             return;
         };
-        let mut stream = match workers::adopt(&accepted) {
-            Ok(s) => Box::new(s),
+        let (mut stream, read_count) = match workers::adopt(&accepted) {
+            Ok((s, count)) => (Box::new(s), count),
             Err(e) => return log::warn!("could not move a connection to its loop: {e}"),
         };
         drop(accepted);
@@ -251,9 +281,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         match self.decide(&cfg, &hello) {
             Decision::Passthrough(i) => {
                 drop(handshake);
-                self.pass(&cfg.passthrough, &mut stream, (&hello, i), source, shutdown).await
+                self.pass(&cfg.passthrough, &mut stream, (&hello, i), source).await
             }
-            Decision::Terminate => self.terminate(app, &cfg.listener, *stream, source, handshake, shutdown).await,
+            Decision::Terminate => self.terminate(app, &cfg.listener, (*stream, read_count), source, handshake).await,
             Decision::Close(why) => log::debug!("closing connection: {why}"),
         }
     }
@@ -269,26 +299,23 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for SniRouter<A> {
     /// Always answers `None`: a connection is served to its end on a worker loop, never handed
-    /// back. Nothing waits for it here (that would wake this thread again when it ends):
-    /// `cleanup` waits for every connection at shutdown.
-    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let (worker, serving) = self.workers.pick();
-        let (this, app, shutdown) = (self.clone(), worker.app.clone(), shutdown.clone());
+    /// back. Nothing waits for it here (that would wake this thread again when it ends); the
+    /// loops' supervisor (`workers::LoopService`) drains them at shutdown. pingora's shutdown
+    /// signal is not used: the drain (`connection::drain`) decides when connections end.
+    async fn process_new(self: &Arc<Self>, io: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
+        let Some((worker, serving)) = self.pool.pick() else {
+            // The listener starts after the loops (a service dependency); after they stopped it
+            // no longer accepts. Seen only if that order breaks.
+            log::error!("no worker loop is running: connection closed");
+            crate::metrics::connection_cut("no_worker_loop");
+            return None;
+        };
+        let (this, app) = (self.clone(), worker.app.clone());
         worker.handle.spawn(async move {
-            this.connection(&app, io, &shutdown).await;
+            this.connection(&app, io).await;
             drop(serving);
         });
         None
-    }
-
-    /// Waits for the connections to drain; pingora bounds the wait by
-    /// `graceful_shutdown_timeout_seconds`. Does not abort idle keep-alive connections (pingora's
-    /// `http_cleanup`): closing one at a random moment races a client that is sending on it, and
-    /// that request fails. On shutdown or upgrade each connection's end signal is set instead, so
-    /// its next request is answered with `Connection: close` (HTTP/2: GOAWAY); idle ones go at the
-    /// keep-alive timeout or when the graceful shutdown timeout ends the process.
-    async fn cleanup(&self) {
-        self.workers.drained().await;
     }
 }
 
@@ -299,7 +326,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         stream: &mut L4Stream,
         (hello, i): (&Hello, usize),
         source: Option<IpAddr>,
-        shutdown: &ShutdownWatch,
     ) {
         let (Hello::Sni(name), Some(route)) = (hello, cfg.routes.get(i)) else {
             return;
@@ -310,6 +336,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             return self.parts.limits.cuts.cut(source, "passthrough_capacity");
         };
         let info = TunnelInfo { sni: name, route, source };
-        passthrough::splice(stream, info, cfg, shutdown, &self.parts.limits.cuts).await;
+        // Tunnels get the drain period as HTTP connections do, then end.
+        let closing = self.pool.drain.closing();
+        passthrough::splice(stream, info, cfg, &closing, &self.parts.limits.cuts).await;
     }
 }

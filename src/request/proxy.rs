@@ -131,6 +131,11 @@ impl Gateway {
         Gateway { current: Arc::new(ArcSwap::from_pointee(routing)) }
     }
 
+    /// A gateway on a routing that a reload replaces through `current`.
+    pub fn with_handle(current: RoutingHandle) -> Self {
+        Gateway { current }
+    }
+
     /// The handle a reload stores a new routing through.
     pub fn handle(&self) -> RoutingHandle {
         self.current.clone()
