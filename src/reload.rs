@@ -327,3 +327,80 @@ pub fn reload_command(args: &[String]) -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `conf/local.yaml` loaded from a temporary folder whose `../certs` holds empty files of the
+    /// same names (loading only checks that files exist).
+    fn local() -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+        std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+        for f in ["example.tls.pem", "example.tls.key", "root.pem", "root.crl.pem"] {
+            std::fs::write(dir.path().join("certs").join(f), "").unwrap();
+        }
+        let path = dir.path().join("conf/local.yaml");
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/local.yaml"), &path).unwrap();
+        config::load(&path).unwrap()
+    }
+
+    fn change(setting: FixedSetting, cfg: &mut Config) {
+        match setting {
+            FixedSetting::ListenerAddress => cfg.listener.address = "127.0.0.1:9443".into(),
+            FixedSetting::Pingora => cfg.server.threads += 1,
+            FixedSetting::Metrics => cfg.metrics = None,
+            FixedSetting::JwksAddress => {
+                cfg.token_issuer = Some(config::TokenIssuerConfig {
+                    issuer: "https://gateway.example.com".into(),
+                    lifetime: Duration::from_secs(60),
+                    keys: Vec::new(),
+                    jwks_address: Some(([127, 0, 0, 1], 9099).into()),
+                })
+            }
+            FixedSetting::PassthroughMaxConnections => cfg.passthrough.max_connections += 1,
+            FixedSetting::Admin => {
+                cfg.admin = Some(AdminConfig {
+                    address: ([127, 0, 0, 1], 9444).into(),
+                    certificate: "a.pem".into(),
+                    key: "a.key".into(),
+                    client_ca: None,
+                    client_subjects: vec!["CN=ops".into()],
+                    secret_file: None,
+                })
+            }
+            FixedSetting::H2IdleTimeout => cfg.listener.h2_idle_timeout += Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn each_fixed_setting_changed_alone_is_reported_alone() {
+        let started = Fixed::of(&local());
+        assert!(started.differences(&Fixed::of(&local())).is_empty(), "the same file changes nothing");
+        for setting in FixedSetting::ALL {
+            let mut cfg = local();
+            change(setting, &mut cfg);
+            assert_eq!(started.differences(&Fixed::of(&cfg)), vec![setting], "{}", setting.key());
+        }
+    }
+
+    #[test]
+    fn settings_a_reload_applies_are_not_reported() {
+        let started = Fixed::of(&local());
+        let mut cfg = local();
+        cfg.listener.keepalive_timeout += Duration::from_secs(1);
+        cfg.listener.max_connection_age += Duration::from_secs(1);
+        cfg.passthrough.idle_timeout += Duration::from_secs(1);
+        assert!(started.differences(&Fixed::of(&cfg)).is_empty());
+    }
+
+    #[test]
+    fn start_and_reload_build_the_router_settings_alike() {
+        let cfg = local();
+        let router = router_config(&cfg);
+        assert_eq!(router.listener.address, cfg.listener.address);
+        assert_eq!(router.terminate_hosts.len(), cfg.tls.all_hosts().count());
+        assert_eq!(router.passthrough.routes.len(), cfg.passthrough.routes.len());
+    }
+}
