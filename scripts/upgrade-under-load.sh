@@ -1,16 +1,45 @@
 #!/usr/bin/env bash
-# Graceful upgrade under load: while oha drives the gateway with mutual TLS and a bound token, a
-# second gateway process starts with pingora's -u, the first gets SIGQUIT and hands its listening
-# sockets over, then drains and exits. Passes when not one request failed. A config reload
-# (SIGHUP) is done in the middle of the same load, for good measure. Loopback only, bounded.
+# Graceful upgrade or stop under load: while oha drives the gateway with mutual TLS and a bound
+# token, either a second gateway process starts with pingora's -u and the first gets SIGQUIT (it
+# hands its listening sockets over, drains and exits), or the gateway gets SIGTERM and drains. A
+# config reload (SIGHUP) is done first, for good measure. Every request oha started counts: a
+# non-200, "connection error", "operation was canceled" or any other error is a failure. Only
+# requests oha itself cut at the end of its run ("aborted due to deadline") and, when stopping,
+# connects refused once nothing listens (no request was sent) are not. Loopback only, bounded.
 #
 #   scripts/upgrade-under-load.sh                     20 s of load, 16 keep-alive connections
 #   DURATION=30 CONCURRENCY=64 scripts/upgrade-under-load.sh
 #   NEW_CONNECTIONS=1 scripts/upgrade-under-load.sh   a new TLS connection per request
 #   HTTP2=1 scripts/upgrade-under-load.sh             HTTP/2 (the old process sends GOAWAY)
+#   LOW_RATE=1 scripts/upgrade-under-load.sh          each connection sends one request per 300 ms
+#   STOP=1 scripts/upgrade-under-load.sh              SIGTERM instead of an upgrade
+#   MATRIX=1 scripts/upgrade-under-load.sh            every combination above, one table
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
+if [[ -n "${MATRIX:-}" ]]; then
+  if [[ ${PROFILE:-debug} == release ]]; then cargo build --release --workspace --bins; else cargo build --workspace --bins; fi
+  export BIN_DIR=$here/target/upgrade/bin
+  mkdir -p "$BIN_DIR"
+  cp "$here/target/${PROFILE:-debug}"/{mtls-gateway,dev-idsvr,example-api} "$BIN_DIR/"
+  rows=()
+  status=0
+  for stop in "" 1; do
+    for kind in keepalive new h2; do
+      for low in "" 1; do
+        env=(MATRIX= STOP=$stop LOW_RATE=$low NEW_CONNECTIONS= HTTP2=)
+        [[ $kind == new ]] && env+=(NEW_CONNECTIONS=1)
+        [[ $kind == h2 ]] && env+=(HTTP2=1)
+        out=$(env "${env[@]}" "$0" 2>&1) || status=1
+        rows+=("| ${stop:+SIGTERM}${stop:-upgrade} | $kind | ${low:+300 ms}${low:-full} | $(grep '^| [0-9]' <<<"$out" | tail -1 | cut -c3-)")
+      done
+    done
+  done
+  echo "| signal | connections | rate | requests | 200 | failed | of which non-200 | connection error | canceled | other errors | refused, not sent | rps |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  exit $status
+fi
 duration=${DURATION:-20}
 concurrency=${CONCURRENCY:-16}
 profile=${PROFILE:-debug}
@@ -21,8 +50,12 @@ mkdir -p "$out"
 
 scripts/install-deps.sh --load
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
-if [[ $profile == release ]]; then cargo build --release --workspace --bins; else cargo build --workspace --bins; fi
-bin=$here/target/$profile
+# BIN_DIR: binaries built beforehand (the matrix builds once, then uses them as they are).
+if [[ -n "${BIN_DIR:-}" ]]; then bin=$BIN_DIR
+else
+  if [[ $profile == release ]]; then cargo build --release --workspace --bins; else cargo build --workspace --bins; fi
+  bin=$here/target/$profile
+fi
 scripts/create-certs.sh >/dev/null
 
 pids=()
@@ -50,7 +83,9 @@ token=$(curl -sS --fail --connect-to "login.example.com:443:127.0.0.1:$GW" --cer
 extra=()
 [[ -n "${NEW_CONNECTIONS:-}" ]] && extra+=(--disable-keepalive)
 [[ -n "${HTTP2:-}" ]] && extra+=(--http2)
-echo "load: ${duration}s, $concurrency connections${NEW_CONNECTIONS:+, a new TLS connection per request}${HTTP2:+, HTTP/2}"
+# oha's -q is for all connections together: one request per 300 ms on each.
+[[ -n "${LOW_RATE:-}" ]] && extra+=(-q "$(( (concurrency * 10 + 2) / 3 ))")
+echo "load: ${duration}s, $concurrency connections${NEW_CONNECTIONS:+, a new TLS connection per request}${HTTP2:+, HTTP/2}${LOW_RATE:+, one request per 300 ms each}"
 oha --no-tui --output-format json -z "${duration}s" -c "$concurrency" -m POST -d '{}' \
   -H "Authorization: Bearer $token" -H 'content-type: application/json' \
   --cert "$certs/example.client.pem" --key "$certs/example.client.key" --cacert "$certs/root.pem" \
@@ -62,35 +97,40 @@ sleep $((duration / 4))
 echo "$(date +%T) reload (SIGHUP) of the running gateway"
 kill -HUP "$old"
 sleep $((duration / 4))
-echo "$(date +%T) new gateway started with -u; SIGQUIT to the old one ($old)"
-RUST_LOG=info "$bin/mtls-gateway" -u -c "$out/gw.yaml" >"$out/gw-new.log" 2>&1 & new=$!; pids+=($new)
-sleep 1
-kill -QUIT "$old"
+if [[ -n "${STOP:-}" ]]; then
+  echo "$(date +%T) SIGTERM to the gateway ($old)"
+  kill -TERM "$old"
+else
+  echo "$(date +%T) new gateway started with -u; SIGQUIT to the old one ($old)"
+  RUST_LOG=info "$bin/mtls-gateway" -u -c "$out/gw.yaml" >"$out/gw-new.log" 2>&1 & new=$!; pids+=($new)
+  sleep 1
+  kill -QUIT "$old"
+fi
 for _ in $(seq 300); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$old" 2>/dev/null && { echo "the old gateway did not exit" >&2; exit 1; }
-echo "$(date +%T) old gateway exited; the new one ($new) serves"
+echo "$(date +%T) the gateway ($old) exited${new:+; the new one ($new) serves}"
 wait "$load"
 
-total=$(jq '[.statusCodeDistribution[]] | add // 0' "$out/oha.json")
-ok=$(jq '.statusCodeDistribution["200"] // 0' "$out/oha.json")
-# When the old process drains, it answers each keep-alive connection's next request with
-# `Connection: close` (HTTP/2: GOAWAY) and closes it. oha may already have queued its next request
-# on that connection: hyper reports "operation was canceled" (never written) or, when the close
-# won the race, "connection error". Clients that retry on a closed keep-alive connection (curl,
-# browsers, hyper's pooled client for unsent requests) do not see these; oha counts them. They are
-# reported apart and allowed up to one per connection; a non-200 or any other error fails the run.
-race=$(jq '[.errorDistribution | to_entries[]? | select(.key == "operation was canceled" or .key == "connection error") | .value] | add // 0' "$out/oha.json")
-errors=$(jq '[.errorDistribution | to_entries[]? | select(.key != "aborted due to deadline" and .key != "operation was canceled" and .key != "connection error") | .value] | add // 0' "$out/oha.json")
-failed=$((total - ok + errors))
-((race <= concurrency)) || failed=$((failed + race))
+j() { jq "$1" "$out/oha.json"; }
+total=$(j '[.statusCodeDistribution[]] | add // 0')
+ok=$(j '.statusCodeDistribution["200"] // 0')
+errs() { j "[.errorDistribution | to_entries[]? | select($1) | .value] | add // 0"; }
+conn_error=$(errs '.key == "connection error"')
+canceled=$(errs '.key == "operation was canceled"')
+# A connect refused carries no request: counted apart only when stopping, once nothing listens.
+refused=0
+[[ -n "${STOP:-}" ]] && refused=$(errs '(.key | test("onnection refused"))')
+other=$(errs '.key != "aborted due to deadline" and .key != "connection error" and .key != "operation was canceled" and (.key | test("onnection refused") | not)')
+[[ -z "${STOP:-}" ]] && other=$((other + $(errs '(.key | test("onnection refused"))')))
+failed=$((total - ok + conn_error + canceled + other))
 grep -q "reload 1 applied" "$out/gw-old.log" || { echo "the reload was not applied" >&2; tail -20 "$out/gw-old.log"; exit 1; }
 echo
-echo "| requests | 200 | non-200 | other errors | lost to the close race (client side) | rps |"
-echo "|---|---|---|---|---|---|"
-echo "| $total | $ok | $((total - ok)) | $errors | $race | $(jq '.summary.requestsPerSec | floor' "$out/oha.json") |"
-jq '.errorDistribution' "$out/oha.json"
+echo "| requests | 200 | failed | of which non-200 | connection error | canceled | other errors | refused, not sent | rps |"
+echo "|---|---|---|---|---|---|---|---|---|"
+echo "| $((total + conn_error + canceled + other)) | $ok | $failed | $((total - ok)) | $conn_error | $canceled | $other | $refused | $(j '.summary.requestsPerSec | floor') |"
+j '.errorDistribution'
 if ((failed > 0 || ok == 0)); then
-  echo "upgrade under load: FAILED ($failed failed)"
+  echo "${STOP:+stop}${STOP:-upgrade} under load: FAILED ($failed failed)"
   exit 1
 fi
-echo "upgrade under load: 0 non-200 of $total, $race lost to the client's keep-alive close race"
+echo "${STOP:+stop}${STOP:-upgrade} under load: 0 failed of $((total + conn_error + canceled + other))"

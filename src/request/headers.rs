@@ -2,7 +2,7 @@
 //! them, the request's host, the FAPI interaction id, the `Forwarded` element, and paths that an
 //! upstream could resolve differently from the route match.
 
-use crate::config::{canonical_header_name, HeaderPattern};
+use crate::header_name::{canonical_header_name, HeaderPattern};
 use pingora_http::RequestHeader;
 use std::collections::HashSet;
 

@@ -5,7 +5,8 @@
 //! this TLS connection was opened for. It either leaves a request every later step can trust, or
 //! names the refusal.
 
-use crate::config::{is_tchar, HttpMethod};
+use crate::config::HttpMethod;
+use crate::header_name::is_tchar;
 use crate::host::HostPattern;
 use crate::request::headers::{has_dot_segments, request_host, StripList};
 use crate::request::respond::{BadRequest, Refusal};
@@ -107,10 +108,9 @@ fn method(m: &http::Method) -> Result<HttpMethod, Refusal> {
 /// Refused rather than stripped: a client that sends one expects another method than the one the
 /// gateway authorizes, and silently running a `GET` for an intended `DELETE` helps nobody.
 fn refuse_method_override(req: &RequestHeader) -> Result<(), Refusal> {
-    let overridden = req
-        .headers
-        .keys()
-        .any(|name| METHOD_OVERRIDE_HEADERS.contains(&crate::config::canonical_header_name(name.as_str()).as_ref()));
+    let overridden = req.headers.keys().any(|name| {
+        METHOD_OVERRIDE_HEADERS.contains(&crate::header_name::canonical_header_name(name.as_str()).as_ref())
+    });
     if overridden {
         return Err(Refusal::BadRequest(BadRequest::MethodOverride));
     }
