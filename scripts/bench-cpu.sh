@@ -16,6 +16,8 @@
 #   PERF_GATEWAY=1 scripts/bench-cpu.sh   also records perf at c=16 and writes a flamegraph SVG
 #   PINGORA_PATCHED=1 scripts/bench-cpu.sh  adds gateway-patched: the gateway built against pingora-core
 #                                         with bench/pingora-patches/ applied (scripts/pingora-patched.sh)
+#   BASELINE=3a9952a scripts/bench-cpu.sh  adds gateway-base: the gateway as of that commit, same config,
+#                                         to show a change's cost against the commit before it
 #   BENCH_TARGETS="nginx-bare gateway" BENCH_SCENARIOS="16" scripts/bench-cpu.sh
 #                                         a subset: targets, and concurrencies ("new" for new-connection)
 set -euo pipefail
@@ -30,11 +32,19 @@ mkdir -p "$conf"
 scripts/install-deps.sh --load
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
 [[ -n "${PINGORA_PATCHED:-}" ]] && scripts/pingora-patched.sh
+if [[ -n "${BASELINE:-}" ]]; then
+  # The baseline commit's tracked files, built with this target folder (dependencies are shared);
+  # the build below puts this tree's binary back.
+  rm -rf "$out/baseline" && mkdir -p "$out/baseline"
+  git archive "$BASELINE" | tar -x -C "$out/baseline"
+  (cd "$out/baseline" && CARGO_TARGET_DIR=$here/target cargo build --release --bin mtls-gateway)
+  cp "$here/target/release/mtls-gateway" "$out/mtls-gateway-base"
+fi
 cargo build --release --workspace --bins
 bin=$here/target/release
 scripts/create-certs.sh >/dev/null
 
-IDSVR=26444 ECHO=26300 GW=26443 GW_OFF=27443 LUA=28443 BARE=29443 GW_P=30443
+IDSVR=26444 ECHO=26300 GW=26443 GW_OFF=27443 LUA=28443 BARE=29443 GW_P=30443 GW_B=31443
 pids=()
 cleanup() {
   for n in lua bare echo; do RUN_DIR=$out/$n scripts/nginx-lua.sh stop >/dev/null 2>&1 || true; done
@@ -52,6 +62,7 @@ gw_conf() { # port out filters-yaml
 gw_conf $GW "$conf/gw.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
 gw_conf $GW_OFF "$conf/gw-off.yaml" '[]'
 gw_conf $GW_P "$conf/gw-patched.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
+gw_conf $GW_B "$conf/gw-base.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 nginx_start() { # name port template workers
@@ -67,17 +78,23 @@ if [[ -n "${PINGORA_PATCHED:-}" ]]; then
   RUST_LOG=warn target/pingora-patched/mtls-gateway -c "$conf/gw-patched.yaml" >"$out/gw-patched.log" 2>&1 & gw_p_pid=$!
   pids+=($gw_p_pid); wait_port $GW_P
 fi
+gw_b_pid=
+if [[ -n "${BASELINE:-}" ]]; then
+  RUST_LOG=warn "$out/mtls-gateway-base" -c "$conf/gw-base.yaml" >"$out/gw-base.log" 2>&1 & gw_b_pid=$!
+  pids+=($gw_b_pid); wait_port $GW_B
+fi
 nginx_start lua $LUA bench/nginx-lua/nginx.conf.template 1
 nginx_start bare $BARE bench/nginx-bare/nginx.conf.template 1
 
-declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P)
-read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua${PINGORA_PATCHED:+ gateway-patched}}"
+declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P [gateway-base]=$GW_B)
+read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua${PINGORA_PATCHED:+ gateway-patched}${BASELINE:+ gateway-base}}"
 read -ra scenarios <<<"${BENCH_SCENARIOS:-1 16 256 new}"
 target_pids() {
   case $1 in
     gateway) echo "$gw_pid" ;;
     gateway-off) echo "$gw_off_pid" ;;
     gateway-patched) echo "$gw_p_pid" ;;
+    gateway-base) echo "$gw_b_pid" ;;
     nginx-*) local m; m=$(cat "$out/${1#nginx-}/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')" ;;
   esac
 }

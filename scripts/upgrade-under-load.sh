@@ -13,6 +13,9 @@
 #   HTTP2=1 scripts/upgrade-under-load.sh             HTTP/2 (the old process sends GOAWAY)
 #   LOW_RATE=1 scripts/upgrade-under-load.sh          each connection sends one request per 300 ms
 #   STOP=1 scripts/upgrade-under-load.sh              SIGTERM instead of an upgrade
+#   CURL_H2=1 scripts/upgrade-under-load.sh           HTTP/2 with curl instead of oha: curl stops using a
+#                                                     connection that got GOAWAY, oha only after a request
+#                                                     on it failed (one per connection; see docs/operations.md)
 #   MATRIX=1 scripts/upgrade-under-load.sh            every combination above, one table
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,13 +28,17 @@ if [[ -n "${MATRIX:-}" ]]; then
   rows=()
   status=0
   for stop in "" 1; do
-    for kind in keepalive new h2; do
+    for kind in keepalive new h2 h2-curl; do
       for low in "" 1; do
-        env=(MATRIX= STOP=$stop LOW_RATE=$low NEW_CONNECTIONS= HTTP2=)
+        env=(MATRIX= STOP=$stop LOW_RATE=$low NEW_CONNECTIONS= HTTP2= CURL_H2=)
         [[ $kind == new ]] && env+=(NEW_CONNECTIONS=1)
         [[ $kind == h2 ]] && env+=(HTTP2=1)
+        [[ $kind == h2-curl ]] && env+=(CURL_H2=1)
         out=$(env "${env[@]}" "$0" 2>&1) || status=1
-        rows+=("| ${stop:+SIGTERM}${stop:-upgrade} | $kind | ${low:+300 ms}${low:-full} | $(grep '^| [0-9]' <<<"$out" | tail -1 | cut -c3-)")
+        signal=upgrade rate=full
+        [[ -n $stop ]] && signal=SIGTERM
+        [[ -n $low ]] && rate="300 ms"
+        rows+=("| $signal | $kind | $rate | $(grep '^| [0-9]' <<<"$out" | tail -1 | cut -c3-)")
       done
     done
   done
@@ -85,13 +92,31 @@ extra=()
 [[ -n "${HTTP2:-}" ]] && extra+=(--http2)
 # oha's -q is for all connections together: one request per 300 ms on each.
 [[ -n "${LOW_RATE:-}" ]] && extra+=(-q "$(( (concurrency * 10 + 2) / 3 ))")
-echo "load: ${duration}s, $concurrency connections${NEW_CONNECTIONS:+, a new TLS connection per request}${HTTP2:+, HTTP/2}${LOW_RATE:+, one request per 300 ms each}"
-oha --no-tui --output-format json -z "${duration}s" -c "$concurrency" -m POST -d '{}' \
-  -H "Authorization: Bearer $token" -H 'content-type: application/json' \
-  --cert "$certs/example.client.pem" --key "$certs/example.client.key" --cacert "$certs/root.pem" \
-  --connect-to "api.example.com:443:127.0.0.1:$GW" "${extra[@]}" https://api.example.com/api/transactions \
-  >"$out/oha.json" &
-load=$!
+echo "load: ${duration}s, $concurrency connections${NEW_CONNECTIONS:+, a new TLS connection per request}${HTTP2:+, HTTP/2}${CURL_H2:+, HTTP/2 with curl}${LOW_RATE:+, one request per 300 ms each}"
+if [[ -n "${CURL_H2:-}" ]]; then
+  # Each curl makes its requests one after the other (a URL range) on one HTTP/2 connection and
+  # prints one status per request (000 for a failed one); it is interrupted at the end.
+  curl_rate=()
+  [[ -n "${LOW_RATE:-}" ]] && curl_rate=(--rate 200/m)
+  loads=()
+  for i in $(seq "$concurrency"); do
+    # The status lines go to stderr, which is not buffered: curl is interrupted at the end.
+    timeout -s INT "$duration" curl -s --http2 "${curl_rate[@]}" -o /dev/null -X POST -d '{}' \
+      -w '%{stderr}%{http_code} %{exitcode}\n' \
+      -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+      --cert "$certs/example.client.pem" --key "$certs/example.client.key" --cacert "$certs/root.pem" \
+      --connect-to "api.example.com:443:127.0.0.1:$GW" "https://api.example.com/api/transactions?n=[1-1000000]" \
+      2>"$out/curl-$i.txt" &
+    loads+=($!)
+  done
+else
+  oha --no-tui --output-format json -z "${duration}s" -c "$concurrency" -m POST -d '{}' \
+    -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+    --cert "$certs/example.client.pem" --key "$certs/example.client.key" --cacert "$certs/root.pem" \
+    --connect-to "api.example.com:443:127.0.0.1:$GW" "${extra[@]}" https://api.example.com/api/transactions \
+    >"$out/oha.json" &
+  loads=($!)
+fi
 
 sleep $((duration / 4))
 echo "$(date +%T) reload (SIGHUP) of the running gateway"
@@ -109,7 +134,16 @@ fi
 for _ in $(seq 300); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$old" 2>/dev/null && { echo "the old gateway did not exit" >&2; exit 1; }
 echo "$(date +%T) the gateway ($old) exited${new:+; the new one ($new) serves}"
-wait "$load"
+for l in "${loads[@]}"; do wait "$l" || true; done
+if [[ -n "${CURL_H2:-}" ]]; then
+  # The same summary as oha's. A 000 is a request without an answer, except exit code 7: curl
+  # could not connect, so nothing was sent.
+  cat "$out"/curl-*.txt | jq -Rs --argjson d "$duration" 'split("\n") | map(select(length > 0) | split(" ")) |
+    { statusCodeDistribution: (map(select(.[0] != "000") | .[0]) | group_by(.) | map({ (.[0]): length }) | add // {}),
+      errorDistribution: ((map(select(.[0] == "000") | if .[1] == "7" then "Connection refused (curl exit 7)"
+        else "no answer (curl exit \(.[1]))" end) | group_by(.) | map({ (.[0]): length }) | add) // {}),
+      summary: { requestsPerSec: (length / $d) } }' >"$out/oha.json"
+fi
 
 j() { jq "$1" "$out/oha.json"; }
 total=$(j '[.statusCodeDistribution[]] | add // 0')
@@ -129,8 +163,10 @@ echo "| requests | 200 | failed | of which non-200 | connection error | canceled
 echo "|---|---|---|---|---|---|---|---|---|"
 echo "| $((total + conn_error + canceled + other)) | $ok | $failed | $((total - ok)) | $conn_error | $canceled | $other | $refused | $(j '.summary.requestsPerSec | floor') |"
 j '.errorDistribution'
+what=upgrade
+[[ -n "${STOP:-}" ]] && what=stop
 if ((failed > 0 || ok == 0)); then
-  echo "${STOP:+stop}${STOP:-upgrade} under load: FAILED ($failed failed)"
+  echo "$what under load: FAILED ($failed failed)"
   exit 1
 fi
-echo "${STOP:+stop}${STOP:-upgrade} under load: 0 failed of $((total + conn_error + canceled + other))"
+echo "$what under load: 0 failed of $((total + conn_error + canceled + other))"

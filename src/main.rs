@@ -53,6 +53,9 @@ fn main() -> ExitCode {
         }
     };
     if opt.test {
+        for line in &app.config.warnings {
+            println!("{path}: warning: {line}");
+        }
         for line in &app.report {
             println!("{path}: {line}");
         }
@@ -67,6 +70,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(opt: Opt, app: App) -> ExitCode {
+    for line in &app.config.warnings {
+        log::warn!("{}: {line}", app.config.path.display());
+    }
     let (running, mut cfg, admin_parts) = Running::start(app);
     let server_conf = std::mem::take(&mut cfg.server);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);

@@ -183,14 +183,10 @@ impl Running {
             return Err(problems);
         }
         let mut notes = app.report.clone();
-        let warnings = self
-            .fixed
-            .differences(&Fixed::of(&app.config))
-            .into_iter()
-            .map(|s| {
-                format!("{} changed: not applied; it takes effect after a restart or a graceful upgrade (-u)", s.key())
-            })
-            .collect();
+        let fixed = self.fixed.differences(&Fixed::of(&app.config)).into_iter().map(|s| {
+            format!("{} changed: not applied; it takes effect after a restart or a graceful upgrade (-u)", s.key())
+        });
+        let warnings = app.config.warnings.iter().cloned().chain(fixed).collect();
         let store = verify_store(&app.config.tls).ok();
         let cfg = &app.config;
         self.acceptor.store(app.acceptor.load_full());

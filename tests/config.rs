@@ -27,6 +27,8 @@ fn every_shipped_gateway_config_validates() {
         std::fs::write(&copy, text).unwrap();
         let (ok, out) = validate(&copy);
         assert!(ok, "{}: {out}", path.display());
+        // Round 3: every shipped file names the audience its API accepts.
+        assert!(!out.contains("warning:"), "{}: {out}", path.display());
         checked += 1;
     }
     assert!(checked >= 2, "expected conf/local.yaml and conf/gateway.yaml at least");
@@ -151,4 +153,26 @@ fn validate_and_serve_refuse_a_mismatched_key_with_the_same_message() {
     let line = problems(&checked).into_iter().find(|l| l.contains("tls.key:")).expect("a tls.key problem");
     assert!(line.contains("does not match the certificate"), "{checked}");
     assert!(served.contains(line), "serve said:\n{served}\n-t said:\n{checked}");
+}
+
+/// Round 3: an introspection section without audiences is allowed, loudly; `["*"]` says "any
+/// audience" on purpose; `"*"` among other audiences is a mistake.
+#[test]
+fn a_section_without_audiences_is_warned_about_and_star_means_any() {
+    let sys = System::configured(Default::default());
+    let path = sys.dir.path().join("gateway.yaml");
+    let mut doc = sys.gateway_config();
+    yaml::remove(&mut doc, "introspection.idsvr.audiences");
+    yaml::write(&doc, &path);
+    let (ok, out) = validate(&path);
+    assert!(ok, "{out}");
+    assert!(out.contains("warning: introspection.idsvr.audiences: none set"), "{out}");
+    yaml::set(&mut doc, "introspection.idsvr.audiences", yaml::parse("['*']"));
+    yaml::write(&doc, &path);
+    let (ok, out) = validate(&path);
+    assert!(ok && !out.contains("warning"), "{out}");
+    yaml::set(&mut doc, "introspection.idsvr.audiences", yaml::parse("['*', api.example.com]"));
+    yaml::write(&doc, &path);
+    let (ok, out) = validate(&path);
+    assert!(!ok && out.contains("introspection.idsvr.audiences"), "{out}");
 }

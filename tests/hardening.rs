@@ -80,6 +80,37 @@ const SPOOFED: &[&str] = &[
     "X-Authenticated-Userid",
     "X-Consumer-Username",
     "X-Acme-Tenant",
+    // Round 3: the names the review still saw forwarded, and their neighbours.
+    "X-Tls-Client-Cert",
+    "X-Mtls-Client-Cert",
+    "X-Client-Cert-Chain",
+    "X-Client-Cert",
+    "X-Client-Subject-Dn",
+    "WL-Proxy-Client-IP",
+    "WL-Proxy-SSL",
+    "Proxy-Client-IP",
+    "X-ProxyUser-Ip",
+    "Client-Ip",
+    "X-Forwarded",
+    "Forwarded-For",
+    "Fly-Client-Ip",
+    "X-Ms-Client-Principal-Name",
+    "X-Ms-Client-Principal-Id",
+    "X-Ms-Token-Aad-Access-Token",
+    "X-Goog-Authenticated-User-Email",
+    "X-Goog-Iap-Jwt-Assertion",
+    "X-Endpoint-Api-Userinfo",
+    "X-Apigateway-Api-Userinfo",
+    "Oidc-Claim-Sub",
+    "Oidc-Access-Token",
+    "X-WEBAUTH-USER",
+    "X-Auth-Request-Email",
+    "X-Pomerium-Jwt-Assertion",
+    "X-Jwt-Assertion",
+    "X-User",
+    "X-User-Id",
+    "X-Username",
+    "X-Appengine-User-Email",
 ];
 
 #[tokio::test]
@@ -267,4 +298,96 @@ async fn curl_over_http2_reads_the_502_of_an_unreachable_api_after_a_post_with_a
         assert_eq!(r.json()["code"], "bad_gateway", "try {i}");
     }
     assert!(sys.gateway_log().contains("ended_by=upstream"));
+}
+
+/// Round 3: spellings of a path that Tomcat, Jetty or IIS resolve to `/api/admin/...` (which a
+/// stricter route would guard) are refused here, with their own reason; the API never sees them.
+#[tokio::test]
+async fn path_spellings_that_servers_resolve_elsewhere_are_refused() {
+    let sys = System::start_with(hardened());
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let auth = bearer(&token);
+    let table = [
+        ("/api/x/..;/admin/users", "dot_segments"),
+        ("/api/x/.;/admin/users", "dot_segments"),
+        ("/api/admin;x/users", "path_parameters"),
+        ("/api/x/%c0%ae%c0%ae/admin/users", "invalid_path_encoding"),
+        ("/api/x/%252e%252e/admin/users", "invalid_path_encoding"),
+        ("/api/x/%2e%2e%2fadmin/users", "invalid_path_encoding"),
+        ("/api/x/..%20/admin/users", "dot_segments"),
+        ("/api/x/%u002e%u002e/admin/users", "invalid_path_encoding"),
+    ];
+    for v in VERSIONS {
+        for (path, reason) in table {
+            let r = sys.curl(&[v, "--path-as-is", "-X", "GET", "-H", &auth, &url(path)]);
+            assert_eq!(r.status, 400, "{v} {path}: {r:?}");
+            assert_eq!(r.json()["code"], "invalid_request", "{v} {path}");
+            assert!(sys.gateway_log().contains(&format!("reason={reason}")), "{v} {path}");
+        }
+        let r = sys.curl(&[v, "-H", &auth, &url("/api/echo")]);
+        assert_eq!(r.status, 200, "{v}: the plain path still passes: {r:?}");
+    }
+    let api_log = std::fs::read_to_string(sys.dir.path().join("example-api.log")).unwrap_or_default();
+    assert!(!api_log.contains("admin"), "a refused spelling reached the API:\n{api_log}");
+}
+
+/// Round 3: `_method` and the other override parameters in the query are refused as the headers
+/// are: Symfony and Laravel would run the DELETE that the scope check never saw.
+#[tokio::test]
+async fn method_override_in_the_query_is_refused() {
+    let sys = System::start_with(hardened());
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let auth = bearer(&token);
+    for v in VERSIONS {
+        for query in ["_method=DELETE", "a=1&_METHOD=delete", "%5Fmethod=DELETE", "x-http-method-override=DELETE"] {
+            let r = sys.curl(&[v, "-H", &auth, &url(&format!("/api/echo?{query}"))]);
+            assert_eq!(r.status, 400, "{v} {query}: {r:?}");
+            assert!(r.body.contains("override"), "{v} {query}: {r:?}");
+        }
+        let r = sys.curl(&[v, "-H", &auth, &url("/api/echo?method=list")]);
+        assert_eq!(r.status, 200, "{v}: a parameter that merely looks alike passes: {r:?}");
+    }
+}
+
+/// Round 3: an `Upgrade` request is refused unless its route opts in; before, the API's 101 made
+/// the rest of the connection an unchecked tunnel.
+#[tokio::test]
+async fn an_upgrade_request_is_refused_unless_the_route_allows_it() {
+    use std::io::{Read, Write};
+    let sys = System::start();
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let connector = common::net::tls_connector(Some("example.client.p12"), None);
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", sys.gateway_port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut tls = connector.connect(API, tcp).unwrap();
+    let request = format!(
+        "GET /api/echo HTTP/1.1\r\nHost: {API}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).unwrap();
+    let answer = common::net::read_answer(&mut tls).expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("invalid_request"), "{answer}");
+    // Nothing more on this connection reaches the API as raw bytes.
+    let _ = tls.write_all(b"DELETE /admin/everything HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    assert!(sys.gateway_log().contains("reason=upgrade_not_allowed"), "{}", sys.gateway_log());
+    let api_log = std::fs::read_to_string(sys.dir.path().join("example-api.log")).unwrap_or_default();
+    assert!(!api_log.contains("/admin/everything"), "{api_log}");
+}
+
+/// Round 3: the shipped configuration names its audience, so a token the identity server issued
+/// for another API is refused by the gateway itself, not only by the API.
+#[tokio::test]
+async fn a_token_for_another_audience_is_refused_at_the_gateway() {
+    let sys = System::start_with(Options {
+        idsvr_patches: vec![("audience", "other-api.example.com".into())],
+        ..Default::default()
+    });
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let r = sys.call_api("example.client.p12", &token).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+    assert!(sys.gateway_log().contains("token refused"), "{}", sys.gateway_log());
 }

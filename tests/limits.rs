@@ -406,3 +406,35 @@ async fn a_route_rate_limit_counts_per_partner() {
     assert!(statuses[3..].contains(&429), "{statuses:?}");
     assert_eq!(sys.call_api("other.client.p12", &other).await.status(), 200);
 }
+
+/// Round 3: the identity server is shielded as shipped. With no `introspection_misses` written, a
+/// partner sending made-up tokens is limited (20/s, burst 100 per certificate), so the identity
+/// server sees a bounded number of calls, not one per request.
+#[tokio::test]
+async fn garbage_tokens_are_limited_by_default() {
+    let sys = System::start();
+    let before = sys.introspections().await;
+    let client = sys.client("example.client.p12");
+    let started = std::time::Instant::now();
+    let (mut limited, mut sent) = (0u64, 0u64);
+    while sent < 400 {
+        let r = client
+            .post(format!("https://{API}/api/transactions"))
+            .bearer_auth(format!("made-up-{sent}"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        sent += 1;
+        match r.status().as_u16() {
+            401 => {}
+            429 => limited += 1,
+            s => panic!("unexpected {s}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let calls = sys.introspections().await - before;
+    let allowed = 100.0 + 20.0 * elapsed + 5.0;
+    assert!((calls as f64) <= allowed, "{calls} introspection calls in {elapsed:.1}s (allowed {allowed:.0})");
+    assert!(limited > 0, "no request was limited: {calls} calls in {elapsed:.1}s");
+}

@@ -250,6 +250,8 @@ pub struct RouteConfig {
     pub methods: Option<Vec<HttpMethod>>,
     pub filters: Vec<FilterConfig>,
     pub forward_client_cert: bool,
+    /// `Upgrade` requests are refused unless this is set: after a 101 nothing more is checked.
+    pub allow_upgrade: bool,
     pub cors: Option<CorsConfig>,
 }
 
@@ -293,6 +295,8 @@ pub struct AdminConfig {
 #[derive(Debug)]
 pub struct Config {
     pub path: PathBuf,
+    /// Allowed but probably a mistake (see `validate`): `-t` prints them, start and reload log them.
+    pub warnings: Vec<String>,
     pub server: ServerConf,
     pub listener: ListenerConfig,
     pub tls: TlsConfig,

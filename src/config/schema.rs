@@ -292,6 +292,9 @@ pub struct Route {
     pub filters: Vec<Filter>,
     #[serde(default)]
     pub forward_client_cert: bool,
+    /// Pass `Upgrade` requests (WebSocket) through; after a 101 the connection is a raw tunnel.
+    #[serde(default)]
+    pub allow_upgrade: bool,
     /// CORS for trusted web origins; off when absent.
     pub cors: Option<Cors>,
 }

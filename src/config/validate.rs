@@ -46,11 +46,14 @@ const PASSTHROUGH_MAX_CONNECTIONS: usize = 4096;
 const PER_SOURCE_CONNECTIONS: usize = 1024;
 const PER_SOURCE_HANDSHAKES: usize = 128;
 const CACHE_MAX_ENTRIES: u64 = 100_000;
+const INTROSPECTION_MISSES: RateConfig = RateConfig { per_second: 20, burst: 100 };
 
 /// Collects problems while the model is built, and resolves paths relative to the file.
 struct Check {
     dir: PathBuf,
     problems: Problems,
+    /// What is allowed but probably a mistake: printed by `-t`, logged at WARN on start and reload.
+    warnings: Vec<String>,
 }
 
 impl Check {
@@ -90,7 +93,7 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
         }
     };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut check = Check { dir, problems };
+    let mut check = Check { dir, problems, warnings: Vec::new() };
     let config = model(&mut check, raw, path);
     check.problems.or(config)
 }
@@ -154,6 +157,7 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         access_format: raw.access_log.as_ref().map(|a| a.format).unwrap_or_default(),
         token_issuer,
         admin,
+        warnings: std::mem::take(&mut check.warnings),
     })
 }
 
@@ -340,9 +344,12 @@ fn limits(check: &mut Check, l: &schema::Limits, max_tunnels: usize) -> LimitsCo
     LimitsConfig {
         per_source,
         log_interval: dur(l.log_interval, LIMITS_LOG_INTERVAL),
-        introspection_misses: l
-            .introspection_misses
-            .map(|r| rate(check, "limits.introspection_misses", r.per_second, r.burst)),
+        // On by default: a partner whose tokens are cached never reaches it, and a flood of
+        // made-up tokens cannot reach the identity server at more than this per certificate.
+        introspection_misses: Some(match l.introspection_misses {
+            Some(r) => rate(check, "limits.introspection_misses", r.per_second, r.burst),
+            None => INTROSPECTION_MISSES,
+        }),
     }
 }
 
@@ -420,7 +427,8 @@ fn introspection(check: &mut Check, name: &str, i: &schema::Introspection) -> Op
         ResponseMode::Jwt => (
             verify.and_then(|v| v.jwks_url.clone()),
             verify.and_then(|v| v.issuer.clone()),
-            verify.and_then(|v| v.audiences.clone()),
+            // Checked on the JWT's claims whether or not its signature is verified here.
+            verify.and_then(|v| v.audiences.clone()).or_else(|| i.audiences.clone()),
         ),
         _ => (i.jwks_url.clone(), i.issuer.clone(), i.audiences.clone()),
     };
@@ -458,12 +466,33 @@ fn introspection(check: &mut Check, name: &str, i: &schema::Introspection) -> Op
         issuer,
         algorithms,
         claims: ClaimRules {
-            audiences: audiences.unwrap_or_default(),
+            audiences: audiences_of(check, &key, audiences),
             missing_audience: i.missing_audience.unwrap_or_default(),
             leeway: dur(i.leeway, INTROSPECTION_LEEWAY),
         },
         jwks: jwks_policy(check, &key, &i.jwks),
     })
+}
+
+/// The audiences a token must name. None written is allowed, loudly: a token issued for another
+/// API would pass. `["*"]` says "any audience" on purpose and stays quiet.
+fn audiences_of(check: &mut Check, key: &str, audiences: Option<Vec<String>>) -> Vec<String> {
+    match audiences {
+        Some(a) if a == ["*"] => Vec::new(),
+        Some(a) if !a.is_empty() => {
+            if a.iter().any(|x| x == "*") {
+                check.fail(&format!("{key}.audiences"), "\"*\" (any audience) cannot be listed with others");
+            }
+            a
+        }
+        _ => {
+            check.warnings.push(format!(
+                "{key}.audiences: none set, so a token issued for any other API passes; \
+                 list this API's audiences, or write [\"*\"] to accept any"
+            ));
+            Vec::new()
+        }
+    }
 }
 
 /// Keys that a mode would silently ignore are errors, so that nobody believes a check is on.
@@ -473,7 +502,7 @@ fn not_for_mode(check: &mut Check, key: &str, i: &schema::Introspection, mode: R
         ResponseMode::Jwt => [
             given(i.jwks_url.is_some(), "jwks_url"),
             given(i.issuer.is_some(), "issuer"),
-            given(i.audiences.is_some(), "audiences"),
+            given(i.audiences.is_some() && i.verify.as_ref().is_some_and(|v| v.audiences.is_some()), "audiences"),
         ]
         .into_iter()
         .flatten()
@@ -665,6 +694,7 @@ fn route(
         methods: r.methods.clone(),
         filters,
         forward_client_cert: r.forward_client_cert,
+        allow_upgrade: r.allow_upgrade,
         cors,
     })
 }

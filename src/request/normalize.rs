@@ -8,13 +8,17 @@
 use crate::config::HttpMethod;
 use crate::header_name::is_tchar;
 use crate::host::HostPattern;
-use crate::request::headers::{has_dot_segments, request_host, StripList};
+use crate::request::headers::{request_host, StripList};
 use crate::request::respond::{BadRequest, Refusal};
 use pingora_http::RequestHeader;
 
 /// Headers that ask an application server to act as if another method had been sent. Many
 /// frameworks honour them, so a scope granted for `GET` could be used to `DELETE`.
 const METHOD_OVERRIDE_HEADERS: &[&str] = &["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// The same as query parameters (Rails, Laravel and Symfony read `_method`), compared lower case.
+const METHOD_OVERRIDE_PARAMS: &[&str] =
+    &["_method", "x-http-method-override", "x-http-method", "x-method-override", "_httpmethod"];
 
 /// Headers the gateway reads or sets itself, besides the stripped ones: a client's `Connection`
 /// header must not make them hop-by-hop (pingora would drop them, or refuse the request as an
@@ -117,19 +121,74 @@ fn refuse_method_override(req: &RequestHeader) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Control characters (raw, or as pingora's HTTP/1.1 parser escapes them: `%00`-`%1F`, `%7F`) and
-/// dot segments in the request target.
+/// Control characters (raw, or as pingora's HTTP/1.1 parser escapes them: `%00`-`%1F`, `%7F`),
+/// path spellings that an application server resolves to another path than the one the route
+/// and scope were chosen for, and method overrides in the query.
 fn target(raw: &[u8]) -> Result<(), Refusal> {
     let raw_control = raw.iter().any(|&b| b <= b' ' || b == 0x7f);
     if raw_control || has_encoded_control(raw) {
         return Err(Refusal::BadRequest(BadRequest::ControlCharacter));
     }
-    let path = raw.split(|&b| b == b'?').next().unwrap_or_default();
-    if has_dot_segments(&String::from_utf8_lossy(path)) {
+    let mut parts = raw.splitn(2, |&b| b == b'?');
+    let (path, query) = (parts.next().unwrap_or_default(), parts.next());
+    let decoded = decode_path(path).ok_or(Refusal::BadRequest(BadRequest::PathEncoding))?;
+    if has_dot_segments(&decoded) {
         // "/api/../admin" would match the /api/ route here and reach /admin at the API.
         return Err(Refusal::BadRequest(BadRequest::DotSegments));
     }
+    if decoded.contains(';') {
+        // Tomcat and Jetty drop `;params` from each segment: "/api/x/..;/admin" and
+        // "/admin;x/users" reach /admin/ there, whatever route matched here.
+        return Err(Refusal::BadRequest(BadRequest::PathParameters));
+    }
+    if query.is_some_and(has_method_override_param) {
+        return Err(Refusal::BadRequest(BadRequest::MethodOverride));
+    }
     Ok(())
+}
+
+/// The path with its escapes decoded once, or `None` when it holds an escape that servers read
+/// differently: a double-encoded one (`%252e`), a bare `%` or IIS's `%u002e`, an encoded slash or
+/// backslash (servers that allow them decode them into separators), or bytes that are not UTF-8
+/// once decoded (overlong forms such as `%c0%ae` are decoded to `.` by lenient servers).
+fn decode_path(path: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] != b'%' {
+            out.push(if path[i] == b'\\' { b'/' } else { path[i] });
+            i += 1;
+            continue;
+        }
+        let (hi, lo) = (hex(*path.get(i + 1)?)?, hex(*path.get(i + 2)?)?);
+        let byte = hi << 4 | lo;
+        if matches!(byte, b'%' | b'/' | b'\\') {
+            return None;
+        }
+        out.push(byte);
+        i += 3;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Whether a decoded path has `.` or `..` segments, also with a trailing `;param` or surrounding
+/// white space (`..;`, `..%20`), which some servers ignore.
+fn has_dot_segments(decoded: &str) -> bool {
+    decoded.split('/').any(|seg| {
+        let seg = seg.split(';').next().unwrap_or_default().trim_matches(|c: char| c.is_whitespace());
+        seg == "." || seg == ".."
+    })
+}
+
+/// Whether the query names a method-override parameter (`_method=DELETE`).
+fn has_method_override_param(query: &[u8]) -> bool {
+    query.split(|&b| b == b'&' || b == b';').any(|pair| {
+        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+        let name = decode_path(name).unwrap_or_else(|| String::from_utf8_lossy(name).into_owned());
+        let name = name.trim().to_ascii_lowercase();
+        METHOD_OVERRIDE_PARAMS.contains(&name.as_str())
+            || METHOD_OVERRIDE_PARAMS.contains(&name.replace('_', "-").as_str())
+    })
 }
 
 fn has_encoded_control(raw: &[u8]) -> bool {
@@ -202,6 +261,35 @@ mod tests {
             ("GET", "/api/x?q=%1b", &[], sni, Some("control_character")),
             ("GET", "/api/a%20b?q=%7E", &[], sni, None),
             ("GET", "/api/../admin", &[], sni, Some("dot_segments")),
+            // Round 3: every spelling that reaches another path at a Java or .NET server.
+            ("DELETE", "/api/x/..;/admin/users", &[], sni, Some("dot_segments")),
+            ("DELETE", "/api/x/.;/admin/users", &[], sni, Some("dot_segments")),
+            ("DELETE", "/api/x/..;jsessionid=1/admin", &[], sni, Some("dot_segments")),
+            ("DELETE", "/api/admin;x/users", &[], sni, Some("path_parameters")),
+            ("GET", "/api/x;jsessionid=1", &[], sni, Some("path_parameters")),
+            ("DELETE", "/api/x/%c0%ae%c0%ae/admin", &[], sni, Some("invalid_path_encoding")),
+            ("DELETE", "/api/x/%e0%80%ae%e0%80%ae/admin", &[], sni, Some("invalid_path_encoding")),
+            ("DELETE", "/api/x/%c0%af..%c0%afadmin", &[], sni, Some("invalid_path_encoding")),
+            ("DELETE", "/api/x/%252e%252e/admin", &[], sni, Some("invalid_path_encoding")),
+            ("DELETE", "/api/x/%252E%252E%252Fadmin", &[], sni, Some("invalid_path_encoding")),
+            ("DELETE", "/api/x/%u002e%u002e/admin", &[], sni, Some("invalid_path_encoding")),
+            ("DELETE", "/api/x/%2e%2e%2fadmin", &[], sni, Some("invalid_path_encoding")),
+            ("DELETE", "/api/x%5c..%5cadmin", &[], sni, Some("invalid_path_encoding")),
+            ("DELETE", "/api/x/..%20/admin", &[], sni, Some("dot_segments")),
+            ("DELETE", "/api/x/%20../admin", &[], sni, Some("dot_segments")),
+            ("DELETE", "/api/x/..%c2%a0/admin", &[], sni, Some("dot_segments")),
+            ("DELETE", "/api/x/%2e%2e/admin", &[], sni, Some("dot_segments")),
+            ("DELETE", "/api/x/.%2E/admin", &[], sni, Some("dot_segments")),
+            ("DELETE", "/api/x\\..\\admin", &[], sni, Some("dot_segments")),
+            ("GET", "/api/50%", &[], sni, Some("invalid_path_encoding")),
+            ("GET", "/api/a%2", &[], sni, Some("invalid_path_encoding")),
+            ("GET", "/api/caf%C3%A9/x..y/.well-known", &[], sni, None),
+            ("POST", "/api/echo?_method=DELETE", &[], sni, Some("method_override")),
+            ("POST", "/api/echo?a=1&_METHOD=DELETE", &[], sni, Some("method_override")),
+            ("POST", "/api/echo?%5Fmethod=DELETE", &[], sni, Some("method_override")),
+            ("POST", "/api/echo?x-http-method-override=DELETE", &[], sni, Some("method_override")),
+            ("POST", "/api/echo?_httpmethod=DELETE", &[], sni, Some("method_override")),
+            ("GET", "/api/echo?method=list&methods=2", &[], sni, None),
             ("GET", "/api/x?next=/../y", &[], sni, None),
             ("POST", "/api/x", &[("content-length", "5")], sni, None),
             ("POST", "/api/x", &[("content-length", "5,5")], sni, Some("invalid_content_length")),

@@ -269,6 +269,10 @@ impl ProxyHttp for Gateway {
         if let Some(refusal) = state.routes[index].method_refusal(&session.req_header().method) {
             return self.refuse(session, ctx, "router", refusal).await;
         }
+        // After a 101 every later byte on the connection would reach the API unchecked.
+        if session.req_header().headers.contains_key(http::header::UPGRADE) && !state.routes[index].cfg.allow_upgrade {
+            return self.refuse(session, ctx, "router", Refusal::BadRequest(BadRequest::Upgrade)).await;
+        }
         for filter in &state.routes[index].chain {
             if let Outcome::Respond(refusal) = filter.run(session.req_header(), &mut ctx.filters).await {
                 return self.refuse(session, ctx, filter.name(), refusal).await;
@@ -427,6 +431,7 @@ mod tests {
             methods,
             filters: vec![FilterConfig::CertBinding],
             forward_client_cert: false,
+            allow_upgrade: false,
             cors,
         };
         let parts = ChainParts { introspectors: BTreeMap::new(), miss_limit: None };

@@ -50,6 +50,9 @@ pub enum BadRequest {
     MethodOverride,
     ControlCharacter,
     DotSegments,
+    PathEncoding,
+    PathParameters,
+    Upgrade,
     ContentLength,
     ConnectionHeader,
     /// Found unreadable while proxying (pingora refused the request's headers or body).
@@ -63,6 +66,9 @@ impl BadRequest {
             BadRequest::MethodOverride => "method_override",
             BadRequest::ControlCharacter => "control_character",
             BadRequest::DotSegments => "dot_segments",
+            BadRequest::PathEncoding => "invalid_path_encoding",
+            BadRequest::PathParameters => "path_parameters",
+            BadRequest::Upgrade => "upgrade_not_allowed",
             BadRequest::ContentLength => "invalid_content_length",
             BadRequest::ConnectionHeader => "invalid_connection_header",
             BadRequest::Malformed => "malformed_request",
@@ -75,6 +81,11 @@ impl BadRequest {
             BadRequest::MethodOverride => "Method override headers are not accepted: send the real method",
             BadRequest::ControlCharacter => "The request target contains a control character",
             BadRequest::DotSegments => "The path contains dot segments",
+            BadRequest::PathEncoding => {
+                "The path contains a double-encoded, invalid or non-UTF-8 escape, or an encoded slash"
+            }
+            BadRequest::PathParameters => "Path parameters (;) are not accepted",
+            BadRequest::Upgrade => "This route does not accept protocol upgrades",
             BadRequest::ContentLength => "Content-Length must be exactly one integer",
             BadRequest::ConnectionHeader => "The Connection header is malformed",
             BadRequest::Malformed => "The request is malformed",

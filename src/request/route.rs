@@ -157,6 +157,7 @@ mod tests {
             upstream: upstream.clone(),
             filters: Vec::<FilterConfig>::new(),
             forward_client_cert: false,
+            allow_upgrade: false,
             cors: None,
         };
         Route::new(cfg, Vec::new(), upstream_peer(&upstream).unwrap())
