@@ -438,3 +438,45 @@ async fn garbage_tokens_are_limited_by_default() {
     assert!((calls as f64) <= allowed, "{calls} introspection calls in {elapsed:.1}s (allowed {allowed:.0})");
     assert!(limited > 0, "no request was limited: {calls} calls in {elapsed:.1}s");
 }
+
+/// Round 3: 40 loopback addresses take every tunnel slot (2 each, 64 slots) and hold them; a new
+/// client still logs in and calls the API, because a source holding nothing displaces the oldest
+/// tunnel of the heaviest source instead of being refused.
+#[tokio::test]
+async fn forty_addresses_holding_every_tunnel_do_not_lock_a_new_client_out_of_the_login() {
+    let echo = echo_server().await;
+    let sys = System::start_with(Options {
+        extra_passthrough: passthrough_to(echo),
+        passthrough_max_connections: 64,
+        patches: vec![("limits.per_source.tunnels", 2.into())],
+        ..Default::default()
+    });
+    let port = sys.gateway_port;
+    let mut held = Vec::new();
+    for last in 2..42u8 {
+        let mut got = 0;
+        for _ in 0..2 {
+            if let Some(s) = tunnel([127, 0, 0, last], port, "hold.echo.test").await {
+                held.push(s);
+                got += 1;
+            }
+        }
+        // Once the slots are full, a newcomer gets one by displacing, not two.
+        assert!(got >= 1, "127.0.0.{last} got no tunnel at all");
+    }
+    assert_eq!(held.len(), 72, "32 addresses with 2 each filled the 64 slots, then 8 newcomers got 1 each");
+    let text = sys.metrics().await;
+    assert_eq!(metric(&text, "gateway_connection_cuts_total", "reason=\"tunnel_displaced\""), 8, "{text}");
+    // 64 slots held by attackers: a partner from a fresh address logs in and calls the API.
+    let token = sys.token("example.client.p12", "partner-client").await;
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
+    // The tunnels still open are at most the cap, and the displaced ones were closed.
+    let mut open = 0;
+    for s in held.iter_mut() {
+        if closed_within(s, Duration::from_millis(20)).await.is_none() {
+            open += 1;
+        }
+    }
+    assert!(open <= 64, "{open} tunnels open past the cap of 64");
+    assert!(sys.gateway_log().contains("reason=tunnel_displaced"), "{}", sys.gateway_log());
+}

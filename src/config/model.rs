@@ -27,6 +27,14 @@ pub struct ListenerConfig {
     pub h2_idle_timeout: Duration,
     pub max_connection_age: Duration,
     pub revocation_grace: Duration,
+    pub max_connection_age_grace: Duration,
+    pub header_timeout: Duration,
+    pub max_request_header_bytes: usize,
+    pub body_timeout: Duration,
+    pub body_min_rate_bytes: u64,
+    pub body_min_rate_window: Duration,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +93,8 @@ pub struct PerSourceLimits {
     pub tunnels: usize,
     pub connections: usize,
     pub handshakes: usize,
+    /// IPv6 addresses count per prefix of this length.
+    pub ipv6_prefix: u8,
 }
 
 /// A token bucket: `per_second` on average, bursts of `burst`.

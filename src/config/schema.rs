@@ -102,6 +102,21 @@ pub struct Listener {
     pub max_connection_age: Option<Dur>,
     /// How long a connection whose certificate was revoked may finish its current request.
     pub revocation_grace: Option<Dur>,
+    /// After `max_connection_age`, how long a connection may take to finish before it is closed.
+    pub max_connection_age_grace: Option<Dur>,
+    /// HTTP/1.1: the whole request header must arrive within this, counted from its first byte
+    /// (from the handshake for a connection's first request). HTTP/2: the connection preface.
+    pub header_timeout: Option<Dur>,
+    /// The largest request header, both protocols.
+    pub max_request_header_bytes: Option<usize>,
+    /// While a request body is being received: the longest time without a byte of it.
+    pub body_timeout: Option<Dur>,
+    /// While a request body is being received: at least `bytes` in every `window`.
+    pub body_min_rate: Option<MinRate>,
+    /// TLS-terminated connections open at once, for the whole process.
+    pub max_connections: Option<usize>,
+    /// HTTP/2 streams one connection may have open at once.
+    pub h2_max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +180,8 @@ pub struct Limits {
     /// Token bucket per client certificate (per source address without one) on introspection
     /// calls; cache hits are not counted.
     pub introspection_misses: Option<Rate>,
+    /// IPv6 sources are counted per prefix of this length (one /64 is one source by default).
+    pub ipv6_prefix: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -42,10 +42,17 @@ const INTROSPECTION_LEEWAY: Duration = Duration::from_secs(30);
 const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 const MAX_CLIENT_HELLO_BYTES: usize = 16 * 1024;
 const VERIFY_DEPTH: u32 = 2;
-const PASSTHROUGH_MAX_CONNECTIONS: usize = 4096;
 const PER_SOURCE_CONNECTIONS: usize = 1024;
 const PER_SOURCE_HANDSHAKES: usize = 128;
 const CACHE_MAX_ENTRIES: u64 = 100_000;
+const LISTENER_MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+const LISTENER_HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+const LISTENER_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// nginx's default `large_client_header_buffers` allow 32 KiB; HTTP/2 in pingora allows 64 KiB.
+const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+const BODY_MIN_RATE: (u64, Duration) = (1024, Duration::from_secs(10));
+const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+const IPV6_PREFIX: u8 = 64;
 const INTROSPECTION_MISSES: RateConfig = RateConfig { per_second: 20, burst: 100 };
 
 /// Collects problems while the model is built, and resolves paths relative to the file.
@@ -134,6 +141,16 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
     let strip_headers = header_patterns(check, &raw.strip_headers);
     let refusals = refusals(check, &raw.refusals);
     let limits = limits(check, &raw.limits, passthrough.max_connections);
+    let files = crate::fdlimit::hard();
+    if let Some(l) = &listener {
+        if !crate::fdlimit::fits(files, l.max_connections, passthrough.max_connections) {
+            check.warnings.push(format!(
+                "listener.max_connections ({}) and passthrough.max_connections ({}) need more descriptors than \
+                 the file limit ({files}) leaves: at that point the kernel, not the gateway, refuses connections",
+                l.max_connections, passthrough.max_connections
+            ));
+        }
+    }
     let token_issuer = raw.token_issuer.as_ref().and_then(|t| token_issuer(check, t));
     let admin = raw.admin.as_ref().and_then(|a| admin(check, a));
     for (name, i) in &raw.introspection {
@@ -248,6 +265,18 @@ fn listener(check: &mut Check, l: &schema::Listener) -> Option<ListenerConfig> {
     if !(512..=256 * 1024).contains(&max_hello) {
         check.fail("listener.max_client_hello_bytes", "must be between 512 and 262144");
     }
+    let header_bytes = l.max_request_header_bytes.unwrap_or(MAX_REQUEST_HEADER_BYTES);
+    if !(1024..=1024 * 1024).contains(&header_bytes) {
+        check.fail("listener.max_request_header_bytes", "must be between 1024 and 1048576");
+    }
+    let body_rate = l.body_min_rate.as_ref().map_or(BODY_MIN_RATE, |r| (r.bytes, r.window.0));
+    let streams = l.h2_max_concurrent_streams.unwrap_or(H2_MAX_CONCURRENT_STREAMS);
+    if streams == 0 {
+        check.fail("listener.h2_max_concurrent_streams", "must be at least 1");
+    }
+    if l.max_connections == Some(0) {
+        check.fail("listener.max_connections", "must be at least 1");
+    }
     Some(ListenerConfig {
         address: l.address.clone(),
         client_hello_timeout: dur(l.client_hello_timeout, LISTENER_CLIENT_HELLO_TIMEOUT),
@@ -258,7 +287,22 @@ fn listener(check: &mut Check, l: &schema::Listener) -> Option<ListenerConfig> {
         h2_idle_timeout: dur(l.h2_idle_timeout, LISTENER_H2_IDLE_TIMEOUT),
         max_connection_age: dur(l.max_connection_age, LISTENER_MAX_CONNECTION_AGE),
         revocation_grace: dur(l.revocation_grace, LISTENER_REVOCATION_GRACE),
+        max_connection_age_grace: dur(l.max_connection_age_grace, LISTENER_MAX_CONNECTION_AGE_GRACE),
+        header_timeout: nonzero(check, "listener.header_timeout", dur(l.header_timeout, LISTENER_HEADER_TIMEOUT)),
+        max_request_header_bytes: header_bytes,
+        body_timeout: nonzero(check, "listener.body_timeout", dur(l.body_timeout, LISTENER_BODY_TIMEOUT)),
+        body_min_rate_bytes: body_rate.0,
+        body_min_rate_window: nonzero(check, "listener.body_min_rate.window", body_rate.1),
+        max_connections: l.max_connections.unwrap_or_else(|| crate::fdlimit::default_share(crate::fdlimit::hard())),
+        h2_max_concurrent_streams: streams,
     })
+}
+
+fn nonzero(check: &mut Check, key: &str, d: Duration) -> Duration {
+    if d.is_zero() {
+        check.fail(key, "must be longer than zero");
+    }
+    d
 }
 
 fn dur(d: Option<schema::Dur>, default: Duration) -> Duration {
@@ -317,7 +361,7 @@ fn passthrough(check: &mut Check, p: &schema::Passthrough) -> PassthroughConfig 
     PassthroughConfig {
         routes,
         connect_timeout: dur(p.connect_timeout, PASSTHROUGH_CONNECT_TIMEOUT),
-        max_connections: p.max_connections.unwrap_or(PASSTHROUGH_MAX_CONNECTIONS),
+        max_connections: p.max_connections.unwrap_or_else(|| crate::fdlimit::default_share(crate::fdlimit::hard())),
         idle_timeout: dur(p.idle_timeout, PASSTHROUGH_IDLE_TIMEOUT),
         max_lifetime: dur(p.max_lifetime, PASSTHROUGH_MAX_LIFETIME),
         min_rate_bytes,
@@ -331,7 +375,11 @@ fn limits(check: &mut Check, l: &schema::Limits, max_tunnels: usize) -> LimitsCo
         tunnels: l.per_source.tunnels.unwrap_or((max_tunnels / 32).max(1)),
         connections: l.per_source.connections.unwrap_or(PER_SOURCE_CONNECTIONS),
         handshakes: l.per_source.handshakes.unwrap_or(PER_SOURCE_HANDSHAKES),
+        ipv6_prefix: l.ipv6_prefix.unwrap_or(IPV6_PREFIX),
     };
+    if !(16..=128).contains(&per_source.ipv6_prefix) {
+        check.fail("limits.ipv6_prefix", "must be between 16 and 128");
+    }
     for (key, v) in [
         ("tunnels", per_source.tunnels),
         ("connections", per_source.connections),

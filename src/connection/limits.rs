@@ -82,9 +82,15 @@ impl SourceLimits {
         }
     }
 
-    /// A slot of `kind` for `ip`, or `None` (and the cut counted and logged) when `ip` holds its
-    /// share already.
+    /// The key `ip` is counted under now (see [`source_key`]).
+    pub fn key(&self, ip: IpAddr) -> IpAddr {
+        source_key(ip, self.max.load().ipv6_prefix)
+    }
+
+    /// A slot of `kind` for `ip`'s source, or `None` (and the cut counted and logged) when that
+    /// source holds its share already.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr, kind: Kind) -> Option<Slot> {
+        let ip = self.key(ip);
         let granted = {
             let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
             let n = table.entry(ip).or_default().get(kind);
@@ -115,6 +121,23 @@ impl SourceLimits {
     /// Sources currently holding anything (for tests and the log).
     pub fn sources(&self) -> usize {
         self.table.lock().map(|t| t.len()).unwrap_or(0)
+    }
+}
+
+/// What one client counts as: an IPv4 address (also written IPv4-mapped), or the IPv6 prefix of
+/// `v6_prefix` bits, since one host is handed a whole /64 and could otherwise count as billions.
+pub fn source_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6);
+                let keep = u32::from(v6_prefix.min(128));
+                let mask = if keep == 0 { 0 } else { u128::MAX << (128 - keep) };
+                IpAddr::V6((bits & mask).into())
+            }
+        },
     }
 }
 
@@ -175,7 +198,8 @@ mod tests {
     use super::*;
 
     fn limits(n: usize) -> Arc<SourceLimits> {
-        SourceLimits::new(PerSourceLimits { handshakes: n, tunnels: n, connections: n }, Duration::from_secs(60))
+        let max = PerSourceLimits { handshakes: n, tunnels: n, connections: n, ipv6_prefix: 64 };
+        SourceLimits::new(max, Duration::from_secs(60))
     }
 
     #[test]
@@ -190,6 +214,21 @@ mod tests {
         assert!(l.acquire(b, Kind::Tunnel).is_some(), "another address is served");
         drop(first);
         assert!(l.acquire(a, Kind::Tunnel).is_some(), "a released slot is free again");
+    }
+
+    #[test]
+    fn one_ipv6_prefix_is_one_source() {
+        let l = limits(2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::7".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _one = l.acquire(a, Kind::Tunnel).unwrap();
+        let _two = l.acquire(b, Kind::Tunnel).unwrap();
+        assert!(l.acquire("2001:db8:1:2:abcd::9".parse().unwrap(), Kind::Tunnel).is_none(), "same /64");
+        assert!(l.acquire(other, Kind::Tunnel).is_some(), "another /64");
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(source_key(mapped, 64), IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(source_key(a, 48), "2001:db8:1::".parse::<IpAddr>().unwrap());
     }
 
     #[test]

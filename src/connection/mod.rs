@@ -13,4 +13,5 @@ pub mod passthrough;
 pub mod router;
 pub mod sni;
 pub mod tls;
+pub mod tunnels;
 pub mod workers;

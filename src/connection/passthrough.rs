@@ -27,7 +27,8 @@ pub enum End {
     Idle,
     TooSlow,
     MaxLifetime,
-    ServerShutdown,
+    /// Ended by the gateway: the drain period ended, or another source displaced it.
+    Ended,
     ConnectFailed,
     ConnectTimeout,
     ProxyProtocolFailed,
@@ -42,7 +43,7 @@ impl End {
             End::Idle => "idle",
             End::TooSlow => "too_slow",
             End::MaxLifetime => "max_lifetime",
-            End::ServerShutdown => "server_shutdown",
+            End::Ended => "ended_by_gateway",
             End::ConnectFailed => "connect_failed",
             End::ConnectTimeout => "connect_timeout",
             End::ProxyProtocolFailed => "proxy_protocol_failed",
@@ -220,7 +221,7 @@ where
                     return (end, moved, None);
                 }
             }
-            _ = crate::connection::drain::until(&mut shutdown) => return (End::ServerShutdown, moved, None),
+            _ = crate::connection::drain::until(&mut shutdown) => return (End::Ended, moved, None),
         }
     }
     (End::Closed, moved, None)

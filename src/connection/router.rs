@@ -15,6 +15,7 @@ use crate::connection::live::{LiveConnections, Registration};
 use crate::connection::passthrough::{self, TunnelInfo};
 use crate::connection::sni::{self, Hello};
 use crate::connection::tls::KeepClientCert;
+use crate::connection::tunnels::{Admission, Tunnels};
 use crate::connection::workers::{self, Pool, ReadCount};
 use crate::host::HostPattern;
 use crate::token::ClientCert;
@@ -31,7 +32,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 /// What to do with a connection once its ClientHello is known.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,13 +63,13 @@ pub struct SniRouter<A> {
     parts: RouterParts,
     pool: Arc<Pool<A>>,
     /// `passthrough.max_connections`: one count for the process, whichever loop a tunnel is on.
-    slots: Arc<Semaphore>,
+    tunnels: Arc<Tunnels>,
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     pub fn new(parts: RouterParts, pool: Arc<Pool<A>>) -> Self {
-        let slots = Arc::new(Semaphore::new(parts.current.load().passthrough.max_connections));
-        SniRouter { parts, pool, slots }
+        let tunnels = Tunnels::new(parts.current.load().passthrough.max_connections);
+        SniRouter { parts, pool, tunnels }
     }
 
     fn decide(&self, cfg: &RouterConfig, hello: &Hello) -> Decision {
@@ -331,13 +332,30 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             return;
         };
         let Some(_source_slot) = self.slot(source, Kind::Tunnel) else { return };
-        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
-            crate::metrics::passthrough(&route.sni.to_string(), "over_capacity");
-            return self.parts.limits.cuts.cut(source, "passthrough_capacity");
+        let ticket = match self.tunnels.admit(source.map(|ip| self.parts.limits.key(ip))) {
+            Admission::Admitted(t) => t,
+            Admission::Displaced(t, victim) => {
+                self.parts.limits.cuts.cut(Some(victim), "tunnel_displaced");
+                t
+            }
+            Admission::Refused => {
+                crate::metrics::passthrough(&route.sni.to_string(), "over_capacity");
+                return self.parts.limits.cuts.cut(source, "passthrough_capacity");
+            }
         };
         let info = TunnelInfo { sni: name, route, source };
-        // Tunnels get the drain period as HTTP connections do, then end.
-        let closing = self.pool.drain.closing();
-        passthrough::splice(stream, info, cfg, &closing, &self.parts.limits.cuts).await;
+        // A tunnel ends early when another source displaces it, or when the drain period ends
+        // (tunnels get the drain period as HTTP connections do).
+        let (end_tx, end_rx) = watch::channel(false);
+        let (mut displaced, mut closing) = (ticket.end.clone(), self.pool.drain.closing());
+        let splice = passthrough::splice(stream, info, cfg, &end_rx, &self.parts.limits.cuts);
+        tokio::pin!(splice);
+        loop {
+            tokio::select! {
+                _ = &mut splice => return,
+                _ = drain::until(&mut displaced), if !*end_tx.borrow() => { let _ = end_tx.send(true); }
+                _ = drain::until(&mut closing), if !*end_tx.borrow() => { let _ = end_tx.send(true); }
+            }
+        }
     }
 }
