@@ -16,6 +16,7 @@ use mtls_gateway::request::proxy::Gateway;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora_core::apps::HttpServerOptions;
+use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::path::Path;
@@ -69,6 +70,25 @@ fn main() -> ExitCode {
     serve(opt, app)
 }
 
+/// Raises the file limit to its hard value and says what the caps fit in: every connection
+/// counts against it, and past it the kernel refuses everyone's.
+fn file_limit(cfg: &mtls_gateway::config::Config) {
+    let (conns, tunnels) = (cfg.listener.max_connections, cfg.passthrough.max_connections);
+    match mtls_gateway::fdlimit::raise() {
+        Ok((before, after)) => {
+            log::info!(
+                "file limit {after} (raised from {before}): up to {conns} TLS connections and {tunnels} tunnels"
+            );
+            if !mtls_gateway::fdlimit::fits(after, conns, tunnels) {
+                log::warn!(
+                    "listener.max_connections and passthrough.max_connections need more than the file limit {after}"
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot read or raise the file limit: {e}"),
+    }
+}
+
 fn serve(opt: Opt, app: App) -> ExitCode {
     for line in &app.config.warnings {
         log::warn!("{}: {line}", app.config.path.display());
@@ -80,6 +100,10 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     let gateway = Gateway::with_handle(running.routing.clone());
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(cfg.listener.h2_idle_timeout);
+    let mut h2 = H2Options::new();
+    h2.max_concurrent_streams(cfg.listener.h2_max_concurrent_streams);
+    h2.max_header_list_size(u32::try_from(cfg.listener.max_request_header_bytes).unwrap_or(u32::MAX));
+    file_limit(&cfg);
     let parts = RouterParts {
         current: running.router.clone(),
         acceptor: running.acceptor.clone(),
@@ -93,6 +117,7 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     let make_proxy = move || {
         let mut proxy = pingora_proxy::http_proxy(&proxy_conf, gateway.clone());
         proxy.server_options = Some(options.clone());
+        proxy.h2_options = Some(h2.clone());
         proxy
     };
     let pool = Pool::new(server.configuration.threads, make_proxy, Drain::new());

@@ -61,10 +61,13 @@ pub enum FixedSetting {
     Admin,
     /// Fixed into each worker loop's HTTP app when it starts.
     H2IdleTimeout,
+    H2MaxConcurrentStreams,
+    /// The size of the process's connection count.
+    ListenerMaxConnections,
 }
 
 impl FixedSetting {
-    pub const ALL: [FixedSetting; 7] = [
+    pub const ALL: [FixedSetting; 9] = [
         FixedSetting::ListenerAddress,
         FixedSetting::Pingora,
         FixedSetting::Metrics,
@@ -72,6 +75,8 @@ impl FixedSetting {
         FixedSetting::PassthroughMaxConnections,
         FixedSetting::Admin,
         FixedSetting::H2IdleTimeout,
+        FixedSetting::H2MaxConcurrentStreams,
+        FixedSetting::ListenerMaxConnections,
     ];
 
     /// The key as written in the configuration file.
@@ -84,6 +89,8 @@ impl FixedSetting {
             FixedSetting::PassthroughMaxConnections => "passthrough.max_connections",
             FixedSetting::Admin => "admin",
             FixedSetting::H2IdleTimeout => "listener.h2_idle_timeout",
+            FixedSetting::H2MaxConcurrentStreams => "listener.h2_max_concurrent_streams",
+            FixedSetting::ListenerMaxConnections => "listener.max_connections",
         }
     }
 
@@ -96,6 +103,8 @@ impl FixedSetting {
             FixedSetting::PassthroughMaxConnections => a.passthrough_max_connections == b.passthrough_max_connections,
             FixedSetting::Admin => a.admin == b.admin,
             FixedSetting::H2IdleTimeout => a.h2_idle_timeout == b.h2_idle_timeout,
+            FixedSetting::H2MaxConcurrentStreams => a.h2_max_concurrent_streams == b.h2_max_concurrent_streams,
+            FixedSetting::ListenerMaxConnections => a.max_connections == b.max_connections,
         }
     }
 }
@@ -111,6 +120,8 @@ pub struct Fixed {
     passthrough_max_connections: usize,
     admin: Option<AdminConfig>,
     h2_idle_timeout: Duration,
+    h2_max_concurrent_streams: u32,
+    max_connections: usize,
 }
 
 impl Fixed {
@@ -123,6 +134,8 @@ impl Fixed {
             passthrough_max_connections: cfg.passthrough.max_connections,
             admin: cfg.admin.clone(),
             h2_idle_timeout: cfg.listener.h2_idle_timeout,
+            h2_max_concurrent_streams: cfg.listener.h2_max_concurrent_streams,
+            max_connections: cfg.listener.max_connections,
         }
     }
 
@@ -367,6 +380,8 @@ mod tests {
                 })
             }
             FixedSetting::H2IdleTimeout => cfg.listener.h2_idle_timeout += Duration::from_secs(1),
+            FixedSetting::H2MaxConcurrentStreams => cfg.listener.h2_max_concurrent_streams += 1,
+            FixedSetting::ListenerMaxConnections => cfg.listener.max_connections += 1,
         }
     }
 

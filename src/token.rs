@@ -55,6 +55,45 @@ pub fn jwt_payload(jwt: &str) -> Option<serde_json::Map<String, serde_json::Valu
     serde_json::from_slice(&bytes).ok()
 }
 
+/// What one TLS connection carries for the HTTP layer, set by the handshake callback: the client
+/// certificate if one was presented, and the count of exchanges the connection's watchdog reads.
+#[derive(Debug)]
+pub struct ConnectionFacts {
+    pub client: Option<std::sync::Arc<ClientCert>>,
+    pub exchanges: std::sync::Arc<Exchanges>,
+}
+
+/// What the request layer tells the connection layer about the requests on one connection: how
+/// many request headers were read, and how many request bodies are still arriving. The
+/// connection's watchdog times the header of an HTTP/1.1 exchange and every body with them.
+#[derive(Debug, Default)]
+pub struct Exchanges {
+    headers: std::sync::atomic::AtomicU64,
+    bodies_pending: std::sync::atomic::AtomicU64,
+}
+
+impl Exchanges {
+    pub fn header_read(&self) {
+        self.headers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn headers(&self) -> u64 {
+        self.headers.load(Ordering::Relaxed)
+    }
+
+    pub fn body_started(&self) {
+        self.bodies_pending.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn body_ended(&self) {
+        let _ = self.bodies_pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    pub fn bodies_pending(&self) -> u64 {
+        self.bodies_pending.load(Ordering::Relaxed)
+    }
+}
+
 /// What the TLS handshake proved about a connection's client, computed once per connection.
 #[derive(Debug)]
 pub struct ClientCert {

@@ -155,6 +155,8 @@ async fn jwt_verify_mode_and_example_api_pick_up_a_new_key_under_the_same_kid() 
         sys.idsvr_port
     );
     sys.opts.patches.push(("introspection.idsvr.verify", yaml::parse(&verify)));
+    // The audiences move under verify with the rest of the checks.
+    sys.opts.patches.push(("introspection.idsvr.audiences", serde_yaml::Value::Null));
     sys.write_configs();
     sys.start_idsvr();
     sys.start_api();

@@ -77,7 +77,8 @@ impl ServeHttp for AdminApp {
 impl AdminApp {
     fn caller(&self, session: &ServerSession) -> Result<Caller, auth::Denied> {
         let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
-        let client = ssl.and_then(|s| s.extension.get::<Arc<crate::token::ClientCert>>());
+        let client =
+            ssl.and_then(|s| s.extension.get::<crate::token::ConnectionFacts>()).and_then(|f| f.client.as_ref());
         let authorization = session.req_header().headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
         self.auth.check(client.map(|c| c.as_ref()), authorization)
     }

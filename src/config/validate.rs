@@ -480,6 +480,9 @@ fn introspection(check: &mut Check, name: &str, i: &schema::Introspection) -> Op
         ),
         _ => (i.jwks_url.clone(), i.issuer.clone(), i.audiences.clone()),
     };
+    if mode == ResponseMode::Jwt && i.audiences.is_some() && verify.is_some_and(|v| v.audiences.is_some()) {
+        check.fail(&format!("{key}.audiences"), "also written under verify: keep one");
+    }
     let jwks_key = if mode == ResponseMode::Jwt { "verify.jwks_url" } else { "jwks_url" };
     let jwks_url = url(check, jwks_key, &jwks_text);
     required_trust(check, &key, mode, i);
@@ -550,7 +553,6 @@ fn not_for_mode(check: &mut Check, key: &str, i: &schema::Introspection, mode: R
         ResponseMode::Jwt => [
             given(i.jwks_url.is_some(), "jwks_url"),
             given(i.issuer.is_some(), "issuer"),
-            given(i.audiences.is_some() && i.verify.as_ref().is_some_and(|v| v.audiences.is_some()), "audiences"),
         ]
         .into_iter()
         .flatten()

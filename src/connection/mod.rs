@@ -14,4 +14,5 @@ pub mod router;
 pub mod sni;
 pub mod tls;
 pub mod tunnels;
+pub mod watchdog;
 pub mod workers;

@@ -16,9 +16,10 @@ use crate::connection::passthrough::{self, TunnelInfo};
 use crate::connection::sni::{self, Hello};
 use crate::connection::tls::KeepClientCert;
 use crate::connection::tunnels::{Admission, Tunnels};
+use crate::connection::watchdog::{self, ExchangeMark, Watchdog};
 use crate::connection::workers::{self, Pool, ReadCount};
 use crate::host::HostPattern;
-use crate::token::ClientCert;
+use crate::token::{ClientCert, ConnectionFacts, Exchanges};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, ServerApp};
@@ -32,7 +33,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 /// What to do with a connection once its ClientHello is known.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,6 +48,12 @@ pub struct RouterConfig {
     pub listener: ListenerConfig,
     pub terminate_hosts: Vec<HostPattern>,
     pub passthrough: PassthroughConfig,
+}
+
+/// Both ends of a connection's end signal: set by the drain, the maximum age or a revocation.
+struct Ends {
+    tx: Arc<watch::Sender<bool>>,
+    rx: ShutdownWatch,
 }
 
 /// What the router shares with the rest of the process.
@@ -64,12 +71,17 @@ pub struct SniRouter<A> {
     pool: Arc<Pool<A>>,
     /// `passthrough.max_connections`: one count for the process, whichever loop a tunnel is on.
     tunnels: Arc<Tunnels>,
+    /// `listener.max_connections`: TLS-terminated connections, one count for the process.
+    connections: Arc<Semaphore>,
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     pub fn new(parts: RouterParts, pool: Arc<Pool<A>>) -> Self {
-        let tunnels = Tunnels::new(parts.current.load().passthrough.max_connections);
-        SniRouter { parts, pool, tunnels }
+        let current = parts.current.load();
+        let tunnels = Tunnels::new(current.passthrough.max_connections);
+        let connections = Arc::new(Semaphore::new(current.listener.max_connections));
+        drop(current);
+        SniRouter { parts, pool, tunnels, connections }
     }
 
     fn decide(&self, cfg: &RouterConfig, hello: &Hello) -> Decision {
@@ -130,6 +142,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         handshake: Option<Slot>,
     ) {
         let Some(_slot) = self.slot(source, Kind::Connection) else { return };
+        // One count for the process, below the file limit: past it the kernel would refuse every
+        // partner's connections, not just the flood's.
+        let Ok(_held) = self.connections.clone().try_acquire_owned() else {
+            return self.parts.limits.cuts.cut(source, "max_connections");
+        };
         let acceptor = self.parts.acceptor.load_full();
         let handshake_done = handshake_with_callback(&acceptor, stream, &KeepClientCert);
         let tls = match tokio::time::timeout(cfg.handshake_timeout, handshake_done).await {
@@ -142,12 +159,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         // pingora's HTTP/2 loop send GOAWAY, and it only reacts to a change.
         let (end_tx, end_rx) = watch::channel(false);
         let end_tx = Arc::new(end_tx);
-        let client = tls.ssl_digest().and_then(|d| d.extension.get::<Arc<ClientCert>>().cloned());
+        let facts = tls.ssl_digest().and_then(|d| d.extension.get::<ConnectionFacts>().map(Self::facts));
+        let (client, exchanges) = facts.unwrap_or_default();
         let _registration = self.register(&tls, client.clone(), &end_tx);
         let h2 = tls.selected_alpn_proto() == Some(ALPN::H2);
         let closing = self.pool.drain.closing();
-        let serve = Self::serve(app, cfg, (Box::new(tls), read), h2, end_rx.clone(), closing);
-        self.supervise(cfg, serve, client, end_tx, end_rx).await;
+        let watchdog = Watchdog::new(cfg, read.clone(), exchanges, h2);
+        let serve = Self::serve(app, cfg, (Box::new(tls), read, watchdog.mark()), h2, end_rx.clone(), closing);
+        let ends = Ends { tx: end_tx, rx: end_rx };
+        self.supervise(cfg, serve, (client, source), ends, watchdog).await;
+    }
+
+    fn facts(f: &ConnectionFacts) -> (Option<Arc<ClientCert>>, Arc<Exchanges>) {
+        (f.client.clone(), f.exchanges.clone())
     }
 
     /// Records the connection with its certificate, so that a CRL reload can end it.
@@ -171,7 +195,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     async fn serve(
         app: &Arc<A>,
         cfg: &ListenerConfig,
-        (stream, read): (Stream, ReadCount),
+        (stream, read, mark): (Stream, ReadCount, Arc<ExchangeMark>),
         h2: bool,
         end: ShutdownWatch,
         mut closing: watch::Receiver<bool>,
@@ -182,7 +206,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         }
         let keepalive = cfg.keepalive_timeout.as_secs().max(1);
         let mut next = Some((stream, None));
+        let mut first = true;
         while let Some((stream, settings)) = next {
+            // The first exchange's mark is the watchdog's own, set at the handshake.
+            if !std::mem::take(&mut first) {
+                mark.start();
+            }
             let mut session = ServerSession::new_http1(stream);
             session.set_keepalive(if *end.borrow() { None } else { Some(keepalive) });
             if let Some(settings) = settings {
@@ -213,14 +242,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     }
 
     /// Runs `serve` to its end, relaying the reasons to end it early: the drain and maximum age
-    /// end it gracefully; a revoked certificate ends it after `revocation_grace` at the latest.
+    /// end it gracefully (and `max_connection_age_grace` after the age, at once); a revoked
+    /// certificate ends it after `revocation_grace` at the latest; the watchdog cuts a client
+    /// that holds it without sending what it owes (header, preface, body).
     async fn supervise(
         &self,
         cfg: &ListenerConfig,
         serve: impl Future<Output = ()>,
-        client: Option<Arc<ClientCert>>,
-        end_tx: Arc<watch::Sender<bool>>,
-        mut end_rx: ShutdownWatch,
+        (client, source): (Option<Arc<ClientCert>>, Option<IpAddr>),
+        Ends { tx: end_tx, rx: mut end_rx }: Ends,
+        mut watchdog: Watchdog,
     ) {
         let mut draining = self.pool.drain.draining();
         tokio::pin!(serve);
@@ -228,6 +259,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         tokio::pin!(age);
         let grace = tokio::time::sleep(std::time::Duration::MAX / 4);
         tokio::pin!(grace);
+        let mut tick = tokio::time::interval(watchdog::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut drained, mut aged, mut revoked) = (false, false, false);
         loop {
             tokio::select! {
@@ -240,6 +273,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                     aged = true;
                     crate::metrics::connection_cut("max_connection_age");
                     let _ = end_tx.send(true);
+                    if !revoked {
+                        grace.as_mut().reset(tokio::time::Instant::now() + cfg.max_connection_age_grace);
+                    }
                 }
                 _ = end_rx.changed(), if !revoked => {
                     if client.as_ref().is_some_and(|c| c.is_revoked()) {
@@ -248,10 +284,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                         grace.as_mut().reset(deadline);
                     }
                 }
-                _ = &mut grace, if revoked => {
-                    // Dropping `serve` closes the socket: an idle HTTP/1.1 connection would
-                    // otherwise wait for its next request.
+                _ = &mut grace, if revoked || aged => {
+                    // Dropping `serve` closes the socket, whatever is under way: a revoked
+                    // certificate, or a connection that outlived its age and the grace after it.
+                    if !revoked {
+                        self.parts.limits.cuts.cut(source, "max_connection_age_hard");
+                    }
                     return;
+                }
+                now = tick.tick() => {
+                    if let Some(reason) = watchdog.check(now.into_std()) {
+                        return self.parts.limits.cuts.cut(source, reason);
+                    }
                 }
             }
         }

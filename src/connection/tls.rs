@@ -7,7 +7,7 @@
 use crate::config::{AdminConfig, Problem, TlsConfig, TlsVersion, FAPI_TLS12_CIPHERS};
 use crate::host::HostPattern;
 use crate::pki::{read_certs, read_crl, read_key};
-use crate::token::ClientCert;
+use crate::token::{ClientCert, ConnectionFacts};
 use async_trait::async_trait;
 use openssl::nid::Nid;
 use openssl::ssl::{
@@ -175,20 +175,25 @@ pub fn admin_settings(cfg: &AdminConfig) -> Result<TlsSettings, Problem> {
     Ok(s)
 }
 
-/// Handshake callback that keeps the verified leaf certificate, and the SNI, for the HTTP layer.
+/// Handshake callback that keeps the verified leaf certificate, and the SNI, for the HTTP layer,
+/// with the connection's exchange counts ([`ConnectionFacts`]).
 pub struct KeepClientCert;
 
 #[async_trait]
 impl TlsAccept for KeepClientCert {
     async fn handshake_complete_callback(&self, ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
-        let cert = ssl.peer_certificate()?;
-        let der = cert.to_der().ok()?;
-        // The thumbprint and the Client-Cert value are computed here, once per connection; each
-        // request then takes a reference (an Arc<ClientCert>), not a copy.
-        let mut client = ClientCert::from_der(&der, subject_dn(&cert))?;
-        client.sni = ssl.servername(NameType::HOST_NAME).map(str::to_ascii_lowercase);
-        Some(Arc::new(Arc::new(client)))
+        Some(Arc::new(ConnectionFacts { client: client_cert(ssl), exchanges: Arc::default() }))
     }
+}
+
+/// The thumbprint and the Client-Cert value are computed here, once per connection; each request
+/// then takes a reference (an Arc<ClientCert>), not a copy.
+fn client_cert(ssl: &TlsRef) -> Option<Arc<ClientCert>> {
+    let cert = ssl.peer_certificate()?;
+    let der = cert.to_der().ok()?;
+    let mut client = ClientCert::from_der(&der, subject_dn(&cert))?;
+    client.sni = ssl.servername(NameType::HOST_NAME).map(str::to_ascii_lowercase);
+    Some(Arc::new(client))
 }
 
 /// Subject DN in RFC 4514 order (most specific RDN first), e.g. `CN=demo-partner,O=Example`.

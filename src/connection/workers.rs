@@ -340,6 +340,11 @@ impl ReadCount {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    #[cfg(test)]
+    pub fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
 }
 
 /// Writes held until a flush, as pingora's own accepted streams do: a response's header and body

@@ -13,7 +13,7 @@ use crate::request::headers::{forwarded, interaction_id};
 use crate::request::normalize::Normalizer;
 use crate::request::respond::{self, BadRequest, Refusal};
 use crate::request::route::{self, Route};
-use crate::token::ClientCert;
+use crate::token::{ClientCert, ConnectionFacts, Exchanges};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -107,9 +107,22 @@ pub struct RequestCtx {
     /// The request's `Origin`, when the route's CORS settings trust it.
     cors_origin: Option<String>,
     ended_by: Option<Party>,
+    /// The connection's exchange counts, which its watchdog reads (header and body timeouts).
+    exchanges: Option<Arc<Exchanges>>,
+    /// This request's body is still arriving (counted in `exchanges`).
+    body_pending: bool,
 }
 
 impl RequestCtx {
+    /// The body is in (or the exchange is over): the watchdog stops timing it.
+    fn body_ended(&mut self) {
+        if std::mem::take(&mut self.body_pending) {
+            if let Some(exchanges) = &self.exchanges {
+                exchanges.body_ended();
+            }
+        }
+    }
+
     /// Headers every answer carries: the interaction id and, for a trusted origin, CORS.
     fn response_headers(&self) -> Vec<(&'static str, &str)> {
         let mut h = vec![("x-fapi-interaction-id", self.interaction_id.as_str())];
@@ -212,8 +225,9 @@ impl Gateway {
     /// and the client's address, which only a limit without a certificate needs.
     fn connection_facts(session: &Session, ctx: &mut RequestCtx) {
         let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
-        if let Some(client) = ssl.and_then(|s| s.extension.get::<Arc<ClientCert>>()) {
-            ctx.filters.client = Some(client.clone());
+        if let Some(facts) = ssl.and_then(|s| s.extension.get::<ConnectionFacts>()) {
+            ctx.filters.client = facts.client.clone();
+            ctx.exchanges = Some(facts.exchanges.clone());
         }
         if ctx.filters.client.is_none() {
             ctx.filters.source = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
@@ -238,6 +252,8 @@ impl ProxyHttp for Gateway {
             upstream_elapsed: None,
             cors_origin: None,
             ended_by: None,
+            exchanges: None,
+            body_pending: false,
         }
     }
 
@@ -246,6 +262,13 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.interaction_id = interaction_id(session.req_header());
         Self::connection_facts(session, ctx);
+        if let Some(exchanges) = &ctx.exchanges {
+            exchanges.header_read();
+            if !session.is_body_empty() {
+                exchanges.body_started();
+                ctx.body_pending = true;
+            }
+        }
         if ctx.client().is_some_and(ClientCert::is_revoked) {
             // A reloaded CRL revoked this certificate: the connection is being ended.
             session.set_keepalive(None);
@@ -373,7 +396,21 @@ impl ProxyHttp for Gateway {
         Party::of(e) == Party::Client
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if end_of_stream {
+            ctx.body_ended();
+        }
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.body_ended();
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         let route = ctx.route.and_then(|i| ctx.state.routes.get(i)).map(|r| r.label.as_str()).unwrap_or("-");
         let elapsed = ctx.started.elapsed();

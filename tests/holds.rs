@@ -1,0 +1,224 @@
+//! Round 3 of the hardening, whole-process: what one partner certificate could hold without limit
+//! of time or memory. Each test holds a connection the way the review did and shows it cut.
+
+mod common;
+
+use common::net::{api_request, read_answer, tls_connector};
+use common::{yaml, Options, System, API};
+use openssl::ssl::{SslConnector, SslStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Short limits, so that each hold is cut within seconds.
+fn strict() -> Options {
+    let patches = [
+        ("listener.header_timeout", "2s"),
+        ("listener.max_request_header_bytes", "16384"),
+        ("listener.body_timeout", "3s"),
+        ("listener.body_min_rate", "{bytes: 100, window: 2s}"),
+        ("listener.max_connection_age", "3s"),
+        ("listener.max_connection_age_grace", "2s"),
+        ("listener.h2_max_concurrent_streams", "8"),
+    ];
+    Options { patches: patches.into_iter().map(|(k, v)| (k, yaml::parse(v))).collect(), ..Default::default() }
+}
+
+fn start(opts: Options) -> System {
+    System::start_with(opts)
+}
+
+fn connect(sys: &System, alpn: Option<&[u8]>) -> SslStream<TcpStream> {
+    let connector = match alpn {
+        None => tls_connector(Some("example.client.p12"), None),
+        Some(protos) => {
+            let mut b = SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+            b.set_ca_file(common::cert("root.pem")).unwrap();
+            let p12 = std::fs::read(common::cert("example.client.p12")).unwrap();
+            let parsed = openssl::pkcs12::Pkcs12::from_der(&p12).unwrap().parse2("Password1").unwrap();
+            b.set_certificate(parsed.cert.as_ref().unwrap()).unwrap();
+            b.set_private_key(parsed.pkey.as_ref().unwrap()).unwrap();
+            b.set_alpn_protos(protos).unwrap();
+            b.build()
+        }
+    };
+    let tcp = TcpStream::connect(("127.0.0.1", sys.gateway_port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    connector.connect(API, tcp).unwrap()
+}
+
+/// Whether the gateway closed the connection within `limit`, feeding it `trickle` every step.
+fn closed_within(
+    conn: &mut SslStream<TcpStream>,
+    limit: Duration,
+    mut trickle: impl FnMut(&mut SslStream<TcpStream>),
+) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        trickle(conn);
+        match conn.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+#[test]
+fn an_h2_connection_without_its_preface_is_closed_after_the_header_timeout() {
+    let sys = start(strict());
+    let mut conn = connect(&sys, Some(b"\x02h2"));
+    assert_eq!(conn.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+    let took = closed_within(&mut conn, Duration::from_secs(10), |_| {}).expect("closed");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(sys.gateway_log().contains("reason=h2_preface_timeout"), "{}", sys.gateway_log());
+}
+
+#[test]
+fn a_header_trickled_a_byte_at_a_time_is_cut_after_the_header_timeout() {
+    let sys = start(strict());
+    let mut conn = connect(&sys, None);
+    let request = b"GET /api/echo HTTP/1.1\r\nHost: api.example.com\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut at = 0;
+    let took = closed_within(&mut conn, Duration::from_secs(10), |c| {
+        if at < request.len() {
+            let _ = c.write_all(&request[at..at + 1]);
+            at += 1;
+        }
+    })
+    .expect("closed");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(sys.gateway_log().contains("reason=header_timeout"), "{}", sys.gateway_log());
+}
+
+#[test]
+fn a_request_header_over_the_cap_is_cut_and_never_forwarded() {
+    let sys = start(strict());
+    let mut conn = connect(&sys, None);
+    let mut big = b"GET /api/echo HTTP/1.1\r\nHost: api.example.com\r\n".to_vec();
+    for i in 0..400 {
+        big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "b".repeat(500)).as_bytes());
+    }
+    // No end of header: the connection holds what it sent until the cap cuts it.
+    let _ = conn.write_all(&big);
+    let took = closed_within(&mut conn, Duration::from_secs(10), |_| {}).expect("closed");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(sys.gateway_log().contains("reason=header_too_large"), "{}", sys.gateway_log());
+}
+
+#[test]
+fn a_trickled_body_is_cut_by_the_minimum_rate() {
+    let sys = start(strict());
+    let token = tokio::runtime::Runtime::new().unwrap().block_on(sys.token("example.client.p12", "partner-client"));
+    let mut conn = connect(&sys, None);
+    let head = format!(
+        "POST /api/transactions HTTP/1.1\r\nHost: {API}\r\nAuthorization: Bearer {token}\r\nContent-Length: 1000\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    let mut last = Instant::now();
+    let took = closed_within(&mut conn, Duration::from_secs(15), |c| {
+        if last.elapsed() >= Duration::from_secs(1) {
+            let _ = c.write_all(b"x"); // 1 byte a second: alive, far below 100 per 2 s
+            last = Instant::now();
+        }
+    })
+    .expect("closed");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    let log = sys.gateway_log();
+    assert!(log.contains("reason=body_min_rate") || log.contains("reason=body_timeout"), "{log}");
+}
+
+/// A connection past its maximum age is told to close, and closed `max_connection_age_grace`
+/// later even while a request is still under way.
+#[test]
+fn a_connection_past_its_age_and_grace_is_closed_even_mid_request() {
+    let sys = start(strict());
+    let token = tokio::runtime::Runtime::new().unwrap().block_on(sys.token("example.client.p12", "partner-client"));
+    let mut conn = connect(&sys, None);
+    conn.write_all(&api_request(&token)).unwrap();
+    conn.get_ref().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(read_answer(&mut conn).unwrap().starts_with("HTTP/1.1 200"));
+    conn.get_ref().set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    // A body sent fast enough for the rate rule (150 bytes a second) but that never ends.
+    let head = format!(
+        "POST /api/transactions HTTP/1.1\r\nHost: {API}\r\nAuthorization: Bearer {token}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    let mut last = Instant::now() - Duration::from_secs(1);
+    let took = closed_within(&mut conn, Duration::from_secs(15), |c| {
+        if last.elapsed() >= Duration::from_millis(500) {
+            let _ = c.write_all(&[b'x'; 75]);
+            last = Instant::now();
+        }
+    })
+    .expect("closed");
+    assert!(took < Duration::from_secs(8), "age 3 s + grace 2 s, took {took:?}");
+    assert!(sys.gateway_log().contains("reason=max_connection_age_hard"), "{}", sys.gateway_log());
+}
+
+/// The process-wide cap on TLS connections: past it, new connections are closed (and counted)
+/// before their handshake, whatever address they come from.
+#[test]
+fn connections_past_the_process_cap_are_refused_and_counted() {
+    let mut opts = strict();
+    opts.patches.push(("listener.max_connections", 3.into()));
+    let sys = start(opts);
+    let held: Vec<_> = (0..3).map(|_| connect(&sys, None)).collect();
+    let tcp = TcpStream::connect(("127.0.0.1", sys.gateway_port)).unwrap();
+    let refused = tls_connector(Some("example.client.p12"), None).connect(API, tcp);
+    assert!(refused.is_err(), "a fourth connection was served");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = connect(&sys, None);
+    let token = tokio::runtime::Runtime::new().unwrap().block_on(sys.token("example.client.p12", "partner-client"));
+    again.get_ref().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    again.write_all(&api_request(&token)).unwrap();
+    assert!(read_answer(&mut again).unwrap().starts_with("HTTP/1.1 200"), "served once below the cap");
+    let log = sys.gateway_log();
+    assert!(log.contains("reason=max_connections"), "{log}");
+    assert!(log.contains("file limit"), "the start says what the caps fit in: {log}");
+}
+
+/// Established connections from the gateway to the API (`ss`, loopback only).
+fn api_connections(sys: &System) -> usize {
+    let out = std::process::Command::new("ss")
+        .args(["-Htn", "state", "established", &format!("( dport = :{} )", sys.api_port)])
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// One HTTP/2 connection opening 30 streams whose bodies never come: at most
+/// `h2_max_concurrent_streams` (8) reach the API at once, and the watchdog ends the connection
+/// when the bodies stall, so the streams do not hold upstream connections either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_http2_bodies_neither_fan_out_upstream_nor_hold_the_connection() {
+    let sys = start(strict());
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let client = sys.client_builder(Some("example.client.p12")).http2_prior_knowledge().build().unwrap();
+    let before = api_connections(&sys);
+    let mut streams = Vec::new();
+    for _ in 0..30 {
+        let never = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        let request = client
+            .post(format!("https://{API}/api/transactions"))
+            .bearer_auth(&token)
+            .header("content-length", "10")
+            .body(reqwest::Body::wrap_stream(never));
+        streams.push(tokio::spawn(request.send()));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = api_connections(&sys);
+    assert!(during <= before + 8, "{during} connections to the API (from {before})");
+    let started = Instant::now();
+    for s in streams {
+        let r = tokio::time::timeout(Duration::from_secs(15), s).await.expect("ended by the gateway").unwrap();
+        assert!(r.is_err() || r.is_ok_and(|r| r.status() != 200), "a stalled body was answered 200");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    let log = sys.gateway_log();
+    assert!(log.contains("reason=body_min_rate") || log.contains("reason=body_timeout"), "{log}");
+}
