@@ -222,3 +222,30 @@ async fn stalled_http2_bodies_neither_fan_out_upstream_nor_hold_the_connection()
     let log = sys.gateway_log();
     assert!(log.contains("reason=body_min_rate") || log.contains("reason=body_timeout"), "{log}");
 }
+
+/// One partner cannot take every upstream connection: past `limits.per_partner_requests` in
+/// flight, its requests are answered 429 at once, and another partner is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_capped_per_partner() {
+    let sys =
+        System::start_with(Options { patches: vec![("limits.per_partner_requests", 2.into())], ..Default::default() });
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let other = sys.token("other.client.p12", "other-client").await;
+    let client = sys.client("example.client.p12");
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let request = client.get(format!("https://{API}/api/slow?ms=1500")).bearer_auth(&token).send();
+            tokio::spawn(request)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sys.call_api("other.client.p12", &other).await.status(), 200, "another partner is served");
+    let mut statuses = Vec::new();
+    for s in slow {
+        statuses.push(s.await.unwrap().unwrap().status().as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200, "released when they end");
+    assert!(sys.gateway_log().contains("reason=partner_requests"), "{}", sys.gateway_log());
+}

@@ -109,6 +109,7 @@ pub struct LimitsConfig {
     pub per_source: PerSourceLimits,
     pub log_interval: Duration,
     pub introspection_misses: Option<RateConfig>,
+    pub per_partner_requests: usize,
 }
 
 #[derive(Debug, Clone)]

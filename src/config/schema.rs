@@ -182,6 +182,8 @@ pub struct Limits {
     pub introspection_misses: Option<Rate>,
     /// IPv6 sources are counted per prefix of this length (one /64 is one source by default).
     pub ipv6_prefix: Option<u8>,
+    /// Requests one partner (client certificate) may have in flight at once, for the process.
+    pub per_partner_requests: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

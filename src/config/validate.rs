@@ -53,6 +53,7 @@ const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
 const BODY_MIN_RATE: (u64, Duration) = (1024, Duration::from_secs(10));
 const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 const IPV6_PREFIX: u8 = 64;
+const PER_PARTNER_REQUESTS: usize = 256;
 const INTROSPECTION_MISSES: RateConfig = RateConfig { per_second: 20, burst: 100 };
 
 /// Collects problems while the model is built, and resolves paths relative to the file.
@@ -392,6 +393,13 @@ fn limits(check: &mut Check, l: &schema::Limits, max_tunnels: usize) -> LimitsCo
     LimitsConfig {
         per_source,
         log_interval: dur(l.log_interval, LIMITS_LOG_INTERVAL),
+        per_partner_requests: match l.per_partner_requests {
+            Some(0) => {
+                check.fail("limits.per_partner_requests", "must be at least 1");
+                1
+            }
+            n => n.unwrap_or(PER_PARTNER_REQUESTS),
+        },
         // On by default: a partner whose tokens are cached never reaches it, and a flood of
         // made-up tokens cannot reach the identity server at more than this per certificate.
         introspection_misses: Some(match l.introspection_misses {
@@ -550,13 +558,10 @@ fn audiences_of(check: &mut Check, key: &str, audiences: Option<Vec<String>>) ->
 fn not_for_mode(check: &mut Check, key: &str, i: &schema::Introspection, mode: ResponseMode) {
     let given = |v: bool, name: &str| v.then(|| name.to_string());
     let wrong: Vec<String> = match mode {
-        ResponseMode::Jwt => [
-            given(i.jwks_url.is_some(), "jwks_url"),
-            given(i.issuer.is_some(), "issuer"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
+        ResponseMode::Jwt => [given(i.jwks_url.is_some(), "jwks_url"), given(i.issuer.is_some(), "issuer")]
+            .into_iter()
+            .flatten()
+            .collect(),
         ResponseMode::Json => [
             given(i.jwks_url.is_some(), "jwks_url"),
             given(i.issuer.is_some(), "issuer"),

@@ -5,9 +5,55 @@
 use crate::config::RateConfig;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Requests in flight per partner (client certificate thumbprint) for the whole process, so that
+/// one partner cannot take every upstream connection, whatever its HTTP/2 stream count or number
+/// of connections.
+#[derive(Default)]
+pub struct InFlight {
+    table: Mutex<HashMap<String, usize>>,
+}
+
+/// One request in flight; released when dropped (the request's context ends with it).
+pub struct InFlightSlot {
+    table: Arc<InFlight>,
+    key: String,
+}
+
+impl InFlight {
+    /// A slot for `key`, or `None` when it has `max` requests in flight already.
+    pub fn acquire(self: &Arc<Self>, key: &str, max: usize) -> Option<InFlightSlot> {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let n = table.entry(key.to_string()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(InFlightSlot { table: self.clone(), key: key.to_string() })
+    }
+
+    /// Partners with a request in flight (bounded by the connections open).
+    pub fn partners(&self) -> usize {
+        self.table.lock().map(|t| t.len()).unwrap_or(0)
+    }
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        let mut table = self.table.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = table.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&self.key);
+            }
+        }
+    }
+}
 
 pub struct Limiter {
     buckets: DefaultKeyedRateLimiter<String>,
@@ -43,6 +89,19 @@ pub fn retry_after(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_flight_requests_are_capped_per_partner_and_released() {
+        let inflight = Arc::new(InFlight::default());
+        let a = inflight.acquire("a", 2).unwrap();
+        let _b = inflight.acquire("a", 2).unwrap();
+        assert!(inflight.acquire("a", 2).is_none());
+        assert!(inflight.acquire("other", 2).is_some(), "another partner is not affected");
+        drop(a);
+        assert!(inflight.acquire("a", 2).is_some());
+        drop(_b);
+        assert_eq!(inflight.partners(), 0, "idle partners are forgotten");
+    }
 
     #[test]
     fn a_bucket_empties_per_key() {

@@ -10,6 +10,7 @@ use crate::request::access_log::AccessLine;
 use crate::request::cors;
 use crate::request::filters::{FilterState, Outcome};
 use crate::request::headers::{forwarded, interaction_id};
+use crate::request::limit::{InFlight, InFlightSlot};
 use crate::request::normalize::Normalizer;
 use crate::request::respond::{self, BadRequest, Refusal};
 use crate::request::route::{self, Route};
@@ -30,12 +31,19 @@ pub struct Routing {
     normalizer: Normalizer,
     refusals: RefusalsConfig,
     access_format: AccessFormat,
+    /// `limits.per_partner_requests`.
+    partner_requests: usize,
 }
 
 impl Routing {
     /// Routes come from the build step, with their chains and peers.
     pub fn new(routes: Vec<Route>, normalizer: Normalizer, refusals: RefusalsConfig) -> Self {
-        Routing { routes, normalizer, refusals, access_format: AccessFormat::Text }
+        Routing { routes, normalizer, refusals, access_format: AccessFormat::Text, partner_requests: usize::MAX }
+    }
+
+    pub fn with_partner_requests(mut self, max: usize) -> Self {
+        self.partner_requests = max;
+        self
     }
 
     pub fn with_access_format(mut self, format: AccessFormat) -> Self {
@@ -61,6 +69,8 @@ pub type RoutingHandle = Arc<ArcSwap<Routing>>;
 #[derive(Clone)]
 pub struct Gateway {
     current: RoutingHandle,
+    /// Requests in flight per partner, for the process (every loop's copy shares it).
+    inflight: Arc<InFlight>,
 }
 
 /// Who ended an exchange, for the access log: the client (it sent something unreadable, or went
@@ -111,6 +121,8 @@ pub struct RequestCtx {
     exchanges: Option<Arc<Exchanges>>,
     /// This request's body is still arriving (counted in `exchanges`).
     body_pending: bool,
+    /// This request's place in its partner's in-flight count, released with the context.
+    _inflight: Option<InFlightSlot>,
 }
 
 impl RequestCtx {
@@ -141,12 +153,12 @@ impl RequestCtx {
 
 impl Gateway {
     pub fn new(routing: Routing) -> Self {
-        Gateway { current: Arc::new(ArcSwap::from_pointee(routing)) }
+        Gateway { current: Arc::new(ArcSwap::from_pointee(routing)), inflight: Arc::default() }
     }
 
     /// A gateway on a routing that a reload replaces through `current`.
     pub fn with_handle(current: RoutingHandle) -> Self {
-        Gateway { current }
+        Gateway { current, inflight: Arc::default() }
     }
 
     /// The handle a reload stores a new routing through.
@@ -254,6 +266,7 @@ impl ProxyHttp for Gateway {
             ended_by: None,
             exchanges: None,
             body_pending: false,
+            _inflight: None,
         }
     }
 
@@ -275,6 +288,14 @@ impl ProxyHttp for Gateway {
             return self.refuse(session, ctx, "connection", Refusal::InvalidToken("certificate_revoked")).await;
         }
         let client = ctx.filters.client.clone();
+        if let Some(c) = &client {
+            let Some(slot) = self.inflight.acquire(&c.thumbprint, ctx.state.partner_requests) else {
+                metrics::rate_limited("partner_requests");
+                let refusal = Refusal::RateLimited { limit: "partner_requests", retry_after: 1 };
+                return self.refuse(session, ctx, "limits", refusal).await;
+            };
+            ctx._inflight = Some(slot);
+        }
         let sni = client.as_ref().and_then(|c| c.sni.as_deref());
         let state = ctx.state.clone();
         match state.normalizer.apply(session.req_header_mut(), sni) {
