@@ -20,7 +20,9 @@
 #   introspection.client.{p12,pem,key}  CN=gateway-introspection, same CA: the gateway's certificate for
 #                                       tls_client_auth at the introspection endpoint
 #   introspect-jwt.es256.key            EC P-256 key the gateway signs private_key_jwt client assertions with
-#   admin.client.{p12,pem,key}          CN=gateway-admin, same CA: an operator's certificate for the admin listener
+#   admin-ca.{pem,key}                  CN=Example Admin CA: a CA of its own for operators, so that no
+#                                       partner certificate (root's) can even complete a handshake there
+#   admin.client.{p12,pem,key}          CN=gateway-admin, from admin-ca: an operator's certificate for the admin listener
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,7 +31,7 @@ key_type=${KEY_TYPE:-rsa}
 password=Password1
 days=365
 
-if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && -f "$out/introspect-jwt.es256.key" && -f "$out/admin.client.pem" \
+if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && -f "$out/introspect-jwt.es256.key" && -f "$out/admin-ca.pem" \
   && "${1:-}" != "--force" ]]; then
   echo "certificates already exist in $out (use --force to recreate)"
   exit 0
@@ -64,6 +66,7 @@ issue() { # name subject ca extensions-file
 
 new_ca root "/CN=Example Root CA"
 new_ca untrusted-root "/CN=Untrusted Root CA"
+new_ca admin-ca "/CN=Example Admin CA"
 
 cat > server.ext <<'EOF'
 basicConstraints=CA:FALSE
@@ -86,8 +89,8 @@ issue revoked.client "/CN=revoked-partner" root client.ext
 issue untrusted.client "/CN=demo-partner" untrusted-root client.ext
 # The gateway as a client of the identity server's introspection endpoint (tls_client_auth, RFC 8705).
 issue introspection.client "/CN=gateway-introspection" root client.ext
-# An operator of the admin listener (cache purge).
-issue admin.client "/CN=gateway-admin" root client.ext
+# An operator of the admin listener (cache purge), from the admin CA.
+issue admin.client "/CN=gateway-admin" admin-ca client.ext
 
 # Keys the gateway signs its own JWTs with (json and rfc9701 introspection modes).
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out gateway-signing.ps256.key 2>/dev/null

@@ -2,7 +2,7 @@
 //! pingora services: the SNI router with the HTTP proxy, the CRL reload, metrics, the JWKS and
 //! the admin listener.
 
-use mtls_gateway::admin::AdminApp;
+use mtls_gateway::admin::{AdminApp, GuardedAdmin};
 use mtls_gateway::app::{self, App};
 use mtls_gateway::config;
 use mtls_gateway::connection::crl::CrlReloader;
@@ -136,7 +136,7 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     if let Some(parts) = admin_parts {
         let admin_app =
             AdminApp { auth: parts.auth, introspectors: running.introspectors.clone(), live: running.live.clone() };
-        let mut admin = Service::new("admin".to_string(), admin_app);
+        let mut admin = Service::new("admin".to_string(), GuardedAdmin::new(admin_app));
         admin.add_tls_with_settings(&parts.address.to_string(), None, parts.tls);
         server.add_service(admin);
         log::info!("admin listener on {}", parts.address);

@@ -9,7 +9,9 @@ pub mod auth;
 pub mod cli;
 pub mod protocol;
 
+use crate::config::PerSourceLimits;
 use crate::config::{AdminConfig, Problem};
+use crate::connection::limits::{Kind, SourceLimits};
 use crate::connection::live::LiveConnections;
 use crate::request::introspect::Introspector;
 use crate::request::purge::PurgeTarget;
@@ -17,15 +19,60 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use auth::{Auth, Caller};
 use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::apps::ServerApp;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
 use protocol::{AdminError, PurgeAnswer, PurgeRequest};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The largest request body read: a purge request is a few hundred bytes.
 const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Connections one address may hold on the admin listener: an operator's CLI needs one.
+const CONNECTIONS_PER_SOURCE: usize = 4;
+
+/// The longest an admin connection lives, whatever it does: a purge takes milliseconds, and
+/// pingora's read timeout is per read, so a client sending a byte now and then would hold it.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The admin app behind a per-source connection cap and a lifetime bound.
+pub struct GuardedAdmin {
+    app: Arc<AdminApp>,
+    limits: Arc<SourceLimits>,
+}
+
+impl GuardedAdmin {
+    pub fn new(app: AdminApp) -> Self {
+        let per_source =
+            PerSourceLimits { tunnels: 1, connections: CONNECTIONS_PER_SOURCE, handshakes: 1, ipv6_prefix: 64 };
+        GuardedAdmin { app: Arc::new(app), limits: SourceLimits::new(per_source, Duration::from_secs(10)) }
+    }
+}
+
+#[async_trait]
+impl ServerApp for GuardedAdmin {
+    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let source = io.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let _slot = match source {
+            Some(ip) => Some(self.limits.acquire(ip, Kind::Connection)?),
+            None => None,
+        };
+        let served = ServerApp::process_new(&self.app, io, shutdown);
+        if tokio::time::timeout(CONNECTION_LIFETIME, served).await.is_err() {
+            self.limits.cuts.cut(source, "admin_connection_lifetime");
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(self.app.as_ref()).await;
+    }
+}
 
 /// The introspectors the admin acts on; swapped when the configuration is reloaded, so a purge
 /// always reaches the caches that serve requests now.
