@@ -384,7 +384,8 @@ impl ServeHttp for IdSvr {
         let cert = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|s| s.extension.get::<std::sync::Arc<ClientCert>>().cloned());
+            .and_then(|s| s.extension.get::<token::ConnectionFacts>())
+            .and_then(|f| f.client.clone());
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let body = match devkit::read_body(session, 64 * 1024).await {
