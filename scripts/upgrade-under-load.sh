@@ -138,7 +138,10 @@ for l in "${loads[@]}"; do wait "$l" || true; done
 if [[ -n "${CURL_H2:-}" ]]; then
   # The same summary as oha's. A 000 is a request without an answer, except exit code 7: curl
   # could not connect, so nothing was sent.
-  cat "$out"/curl-*.txt | jq -Rs --argjson d "$duration" 'split("\n") | map(select(length > 0) | split(" ")) |
+  # A line cut short is curl's last, interrupted at the end of the run (as oha's "aborted due to
+  # deadline"): only whole "status exitcode" lines count.
+  for f in "$out"/curl-*.txt; do cat "$f"; echo; done | grep -E '^[0-9]{3} [0-9]+$' |
+    jq -Rs --argjson d "$duration" 'split("\n") | map(select(length > 0) | split(" ")) |
     { statusCodeDistribution: (map(select(.[0] != "000") | .[0]) | group_by(.) | map({ (.[0]): length }) | add // {}),
       errorDistribution: ((map(select(.[0] == "000") | if .[1] == "7" then "Connection refused (curl exit 7)"
         else "no answer (curl exit \(.[1]))" end) | group_by(.) | map({ (.[0]): length }) | add) // {}),
