@@ -53,8 +53,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let expiry = mtls_gateway::expiry::check(&app.config);
     if opt.test {
-        for line in &app.config.warnings {
+        for line in &expiry.notes {
+            println!("{path}: {line}");
+        }
+        for line in app.config.warnings.iter().chain(&expiry.warnings) {
             println!("{path}: warning: {line}");
         }
         for line in &app.report {
@@ -66,6 +70,12 @@ fn main() -> ExitCode {
     if let Err(p) = app.routing.resolve_upstreams() {
         eprintln!("{path}: {}: {}", p.key, p.message);
         return ExitCode::from(1);
+    }
+    for line in &expiry.notes {
+        log::info!("{path}: {line}");
+    }
+    for line in &expiry.warnings {
+        log::error!("{path}: {line}");
     }
     serve(opt, app)
 }

@@ -23,6 +23,12 @@ struct Metrics {
     loop_connections: IntGaugeVec,
     loop_requests: IntCounterVec,
     loop_restarts: IntCounterVec,
+    handshake_refusals: IntCounterVec,
+    crl_expired_accepted: prometheus::IntCounter,
+    crl_next_update: IntGaugeVec,
+    crl_expired: IntGaugeVec,
+    not_after: IntGaugeVec,
+    dependency_up: IntGaugeVec,
 }
 
 /// Registration can only fail on a duplicate name, which would be a bug caught by the first test run.
@@ -104,6 +110,41 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["loop"]
     )
     .expect("register gateway_worker_loop_restarts_total"),
+    handshake_refusals: register_int_counter_vec!(
+        "gateway_handshake_refusals_total",
+        "TLS handshakes refused for a client certificate reason",
+        &["reason"]
+    )
+    .expect("register gateway_handshake_refusals_total"),
+    crl_expired_accepted: prometheus::register_int_counter!(
+        "gateway_crl_expired_accepted_total",
+        "Client certificates accepted although their issuer's CRL has expired (tls.crl_expired: keep)"
+    )
+    .expect("register gateway_crl_expired_accepted_total"),
+    crl_next_update: register_int_gauge_vec!(
+        "gateway_crl_next_update_seconds",
+        "nextUpdate of each loaded client CRL, seconds since the epoch",
+        &["issuer"]
+    )
+    .expect("register gateway_crl_next_update_seconds"),
+    crl_expired: register_int_gauge_vec!(
+        "gateway_crl_expired",
+        "1 while a loaded client CRL's nextUpdate has passed",
+        &["issuer"]
+    )
+    .expect("register gateway_crl_expired"),
+    not_after: register_int_gauge_vec!(
+        "gateway_certificate_not_after_seconds",
+        "notAfter of each configured certificate (by configuration key and subject), seconds since the epoch",
+        &["key", "subject"]
+    )
+    .expect("register gateway_certificate_not_after_seconds"),
+    dependency_up: register_int_gauge_vec!(
+        "gateway_dependency_up",
+        "1 while a dependency (an identity server) answered within metrics.ready_window",
+        &["dependency"]
+    )
+    .expect("register gateway_dependency_up"),
 });
 
 /// Registers every metric now, so that `/metrics` lists them before the first request.
@@ -174,6 +215,30 @@ fn loop_request() {
 
 pub fn loop_restart(index: usize) {
     METRICS.loop_restarts.with_label_values(&[&index.to_string()]).inc();
+}
+
+/// `reason` is one of `connection::verify`'s fixed names.
+pub fn handshake_refusal(reason: &'static str) {
+    METRICS.handshake_refusals.with_label_values(&[reason]).inc();
+}
+
+pub fn crl_expired_accepted() {
+    METRICS.crl_expired_accepted.inc();
+}
+
+/// Labels come from the configured files (their issuers and keys), never from clients.
+pub fn crl_next_update(issuer: &str, unix: i64, expired: bool) {
+    METRICS.crl_next_update.with_label_values(&[issuer]).set(unix);
+    METRICS.crl_expired.with_label_values(&[issuer]).set(i64::from(expired));
+}
+
+/// `dependency` is a configured name (`introspection.NAME`).
+pub fn dependency_up(dependency: &str, up: bool) {
+    METRICS.dependency_up.with_label_values(&[dependency]).set(i64::from(up));
+}
+
+pub fn certificate_not_after(key: &str, subject: &str, unix: i64) {
+    METRICS.not_after.with_label_values(&[key, subject]).set(unix);
 }
 
 /// The default registry in Prometheus text format: (status, content type, body).

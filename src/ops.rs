@@ -1,6 +1,7 @@
 //! The internal operations listener: `/metrics` (Prometheus), `/healthz` (the process is alive)
-//! and `/readyz` (the configuration is loaded, the public listener accepts connections, and every
-//! identity server answered a TCP connect within the recent window), as JSON. Readiness is probed
+//! and `/readyz` (the configuration is loaded, the public listener accepts connections and the
+//! process is not draining; the identity servers' state and the client CRLs are reported in the
+//! body, not required), as JSON. Readiness is probed
 //! in the background, so a probe request never waits on the network.
 
 use crate::config::{Config, OpsConfig};
@@ -62,7 +63,11 @@ impl Health {
         }
     }
 
-    /// Whether every target answered recently, and the JSON that says so.
+    /// Whether this replica can serve, and the JSON that says why. Only what is this replica's
+    /// own counts (its listener accepts, it is not draining): a dependency every replica shares,
+    /// such as the identity server, is reported in the body and in
+    /// `gateway_dependency_up{dependency}`, never by taking every replica out of the Service, which
+    /// would turn an identity-server outage into a total one while cached tokens could be served.
     pub fn readiness(&self) -> (bool, serde_json::Value) {
         let Ok(targets) = self.targets.lock() else {
             return (false, json!({ "status": "unknown" }));
@@ -72,17 +77,27 @@ impl Health {
         for t in targets.iter() {
             let age = t.last_ok.map(|at| at.elapsed());
             let ok = age.is_some_and(|a| a <= self.window);
-            ready &= ok;
+            let own = t.name == "listener";
+            if own {
+                ready &= ok;
+            } else {
+                crate::metrics::dependency_up(&t.name, ok);
+            }
             let age_ms = age.map(|a| a.as_millis() as u64);
-            checks.insert(t.name.clone(), json!({ "ok": ok, "address": t.address, "last_ok_ms_ago": age_ms }));
+            let role = if own { "this replica" } else { "dependency (reported, not required)" };
+            checks.insert(
+                t.name.clone(),
+                json!({ "ok": ok, "address": t.address, "last_ok_ms_ago": age_ms, "role": role }),
+            );
         }
+        let crls = crate::expiry::crl_states();
         let draining = self.drain.is_draining();
         let status = match (draining, ready) {
             (true, _) => "draining",
             (false, true) => "ready",
             (false, false) => "not_ready",
         };
-        (ready && !draining, json!({ "status": status, "checks": checks }))
+        (ready && !draining, json!({ "status": status, "checks": checks, "client_crls": crls }))
     }
 }
 

@@ -20,9 +20,21 @@ pub fn read_key(path: &Path) -> Result<PKey<Private>, String> {
     PKey::private_key_from_pem(&pem).map_err(|e| format!("{} is not a PEM private key: {e}", path.display()))
 }
 
-pub fn read_crl(path: &Path) -> Result<X509Crl, String> {
+/// Every CRL of a PEM bundle (one per issuing CA), at least one.
+pub fn read_crls(path: &Path) -> Result<Vec<X509Crl>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    X509Crl::from_pem(&pem).map_err(|e| format!("{} is not a PEM CRL: {e}", path.display()))
+    let text = String::from_utf8_lossy(&pem);
+    const BEGIN: &str = "-----BEGIN X509 CRL-----";
+    let crls: Vec<X509Crl> = text
+        .match_indices(BEGIN)
+        .map(|(at, _)| &text[at..])
+        .map(|block| X509Crl::from_pem(block.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{} holds a CRL that is not PEM: {e}", path.display()))?;
+    if crls.is_empty() {
+        return Err(format!("{} holds no PEM CRL", path.display()));
+    }
+    Ok(crls)
 }
 
 /// A reqwest client builder that trusts only the certificates in `ca` (a PEM file), follows no

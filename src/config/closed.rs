@@ -13,6 +13,17 @@ pub enum UnknownSni {
     Close,
 }
 
+/// What an expired client CRL (its `nextUpdate` passed: a publisher that stopped) means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrlExpired {
+    /// OpenSSL's answer: every certificate of that issuer is refused. Fail closed, and loudly.
+    #[default]
+    Refuse,
+    /// Accept certificates the expired CRL does not list, and raise the alarm on each.
+    Keep,
+}
+
 /// The lowest TLS version accepted from clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TlsVersion {

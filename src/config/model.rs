@@ -45,6 +45,8 @@ pub struct TlsConfig {
     pub client_ca: PathBuf,
     pub client_crl: Option<PathBuf>,
     pub crl_reload_interval: Duration,
+    pub crl_expired: CrlExpired,
+    pub expiry_warning: Duration,
     pub verify_depth: u32,
     pub min_version: TlsVersion,
     pub tls12_ciphers: String,

@@ -4,8 +4,8 @@
 //! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
 
 pub use crate::config::closed::{
-    AccessFormat, ClientAuthMethod, HttpMethod, JwsAlg, MissingAudience, RateKey, ResponseMode, ScopeDefault,
-    SigningAlg, TlsVersion, UnknownSni,
+    AccessFormat, ClientAuthMethod, CrlExpired, HttpMethod, JwsAlg, MissingAudience, RateKey, ResponseMode,
+    ScopeDefault, SigningAlg, TlsVersion, UnknownSni,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -129,6 +129,10 @@ pub struct Tls {
     pub client_ca: String,
     pub client_crl: Option<String>,
     pub crl_reload_interval: Option<Dur>,
+    /// What an expired CRL means: refuse (default) or keep.
+    pub crl_expired: Option<CrlExpired>,
+    /// Warn this long before a CRL's nextUpdate or a certificate's notAfter.
+    pub expiry_warning: Option<Dur>,
     pub verify_depth: Option<u32>,
     pub min_version: Option<TlsVersion>,
     pub tls12_ciphers: Option<String>,

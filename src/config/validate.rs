@@ -53,6 +53,7 @@ const MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
 const BODY_MIN_RATE: (u64, Duration) = (1024, Duration::from_secs(10));
 const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 const IPV6_PREFIX: u8 = 64;
+const TLS_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 const PER_PARTNER_REQUESTS: usize = 256;
 const INTROSPECTION_MISSES: RateConfig = RateConfig { per_second: 20, burst: 100 };
 
@@ -332,6 +333,8 @@ fn tls_config(check: &mut Check, t: &schema::Tls) -> TlsConfig {
         client_ca: check.file("tls.client_ca", &t.client_ca),
         client_crl: t.client_crl.as_ref().map(|p| check.file("tls.client_crl", p)),
         crl_reload_interval: dur(t.crl_reload_interval, TLS_CONFIG_CRL_RELOAD_INTERVAL),
+        crl_expired: t.crl_expired.unwrap_or_default(),
+        expiry_warning: dur(t.expiry_warning, TLS_EXPIRY_WARNING),
         verify_depth: t.verify_depth.unwrap_or(VERIFY_DEPTH),
         min_version: t.min_version.unwrap_or_default(),
         tls12_ciphers: t.tls12_ciphers.clone().unwrap_or_else(|| FAPI_TLS12_CIPHERS.to_string()),

@@ -38,6 +38,24 @@ impl CrlReloader {
         files.map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
     }
 
+    /// A CRL expires while the process runs: say so at ERROR when it does, and again every hour
+    /// while it stays expired (the gauges follow at every check).
+    fn check_expiry(&self, alarmed: &mut Option<std::time::Instant>) {
+        let found = crate::expiry::check_crls(&self.tls.load());
+        let expired: Vec<_> = found.warnings.iter().filter(|w| w.contains("expired at")).collect();
+        if expired.is_empty() {
+            *alarmed = None;
+            return;
+        }
+        if alarmed.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(3600)) {
+            return;
+        }
+        *alarmed = Some(std::time::Instant::now());
+        for w in expired {
+            log::error!(target: "tls", "{w}");
+        }
+    }
+
     async fn reload(&self) {
         let tls = TlsConfig::clone(&self.tls.load());
         let built = tokio::task::spawn_blocking(move || {
@@ -67,6 +85,7 @@ impl CrlReloader {
 impl BackgroundService for CrlReloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut seen = self.stamps();
+        let mut alarmed: Option<std::time::Instant> = None;
         loop {
             let interval = self.tls.load().crl_reload_interval;
             tokio::select! {
@@ -78,6 +97,7 @@ impl BackgroundService for CrlReloader {
                 seen = now;
                 self.reload().await;
             }
+            self.check_expiry(&mut alarmed);
         }
     }
 }

@@ -14,5 +14,6 @@ pub mod router;
 pub mod sni;
 pub mod tls;
 pub mod tunnels;
+pub mod verify;
 pub mod watchdog;
 pub mod workers;

@@ -6,7 +6,7 @@
 
 use crate::config::{AdminConfig, Problem, TlsConfig, TlsVersion, FAPI_TLS12_CIPHERS};
 use crate::host::HostPattern;
-use crate::pki::{read_certs, read_crl, read_key};
+use crate::pki::{read_certs, read_crls, read_key};
 use crate::token::{ClientCert, ConnectionFacts};
 use async_trait::async_trait;
 use openssl::nid::Nid;
@@ -16,7 +16,7 @@ use openssl::ssl::{
 };
 use openssl::x509::store::{X509Lookup, X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
-use openssl::x509::X509;
+use openssl::x509::{X509NameRef, X509Ref};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
@@ -43,7 +43,7 @@ pub fn build_acceptor(cfg: &TlsConfig) -> Result<SslAcceptor, Vec<Problem>> {
         problems.push(Problem::new("tls.client_ca", e));
     }
     if let Some(crl) = &cfg.client_crl {
-        if let Err(e) = read_crl(crl) {
+        if let Err(e) = read_crls(crl) {
             problems.push(Problem::new("tls.client_crl", e));
         }
     }
@@ -124,7 +124,11 @@ fn client_verification(b: &mut SslAcceptorBuilder, cfg: &TlsConfig) -> Result<()
     b.set_ca_file(&cfg.client_ca).map_err(keyed("tls.client_ca"))?;
     let names = openssl::x509::X509Name::load_client_ca_file(&cfg.client_ca).map_err(keyed("tls.client_ca"))?;
     b.set_client_ca_list(names);
-    b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    // The callback names and counts every refusal, and applies the expired-CRL policy.
+    let policy = cfg.crl_expired;
+    b.set_verify_callback(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT, move |ok, ctx| {
+        crate::connection::verify::verify(ok, ctx, policy)
+    });
     b.set_verify_depth(cfg.verify_depth);
     if let Some(crl) = &cfg.client_crl {
         let store = b.cert_store_mut();
@@ -199,8 +203,17 @@ fn client_cert(ssl: &TlsRef) -> Option<Arc<ClientCert>> {
 /// Subject DN in RFC 4514 order (most specific RDN first), e.g. `CN=demo-partner,O=Example`.
 /// A multi-valued RDN keeps its `+` (`CN=a+O=b` is one RDN, not two), and values are escaped so
 /// that nothing in a certificate can split a log line or pass for another subject.
-pub fn subject_dn(cert: &X509) -> String {
-    let name = cert.subject_name();
+pub fn subject_dn(cert: &X509Ref) -> String {
+    name_dn(cert.subject_name())
+}
+
+/// The issuer DN, written as [`subject_dn`] writes subjects.
+pub fn issuer_dn(cert: &X509Ref) -> String {
+    name_dn(cert.issuer_name())
+}
+
+/// A distinguished name in RFC 4514 order, escaped.
+pub fn name_dn(name: &X509NameRef) -> String {
     let avas: Vec<String> = name
         .entries()
         .map(|e| {
@@ -288,6 +301,7 @@ fn escape_dn_value(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openssl::x509::X509;
 
     #[test]
     fn dn_values_are_escaped() {
