@@ -8,6 +8,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use crate::token::ClientCert;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,19 +23,21 @@ pub struct InFlight {
 /// One request in flight; released when dropped (the request's context ends with it).
 pub struct InFlightSlot {
     table: Arc<InFlight>,
-    key: String,
+    client: Arc<ClientCert>,
 }
 
 impl InFlight {
-    /// A slot for `key`, or `None` when it has `max` requests in flight already.
-    pub fn acquire(self: &Arc<Self>, key: &str, max: usize) -> Option<InFlightSlot> {
+    /// A slot for the partner of `client`, or `None` when it has `max` requests in flight already.
+    /// Only a partner's first request in flight allocates (its key).
+    pub fn acquire(self: &Arc<Self>, client: &Arc<ClientCert>, max: usize) -> Option<InFlightSlot> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let n = table.entry(key.to_string()).or_insert(0);
-        if *n >= max {
-            return None;
+        match table.get_mut(client.thumbprint.as_str()) {
+            Some(n) if *n >= max => return None,
+            Some(n) => *n += 1,
+            None if max == 0 => return None,
+            None => drop(table.insert(client.thumbprint.clone(), 1)),
         }
-        *n += 1;
-        Some(InFlightSlot { table: self.clone(), key: key.to_string() })
+        Some(InFlightSlot { table: self.clone(), client: client.clone() })
     }
 
     /// Partners with a request in flight (bounded by the connections open).
@@ -46,10 +49,11 @@ impl InFlight {
 impl Drop for InFlightSlot {
     fn drop(&mut self) {
         let mut table = self.table.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = table.get_mut(&self.key) {
+        let key = self.client.thumbprint.as_str();
+        if let Some(n) = table.get_mut(key) {
             *n -= 1;
             if *n == 0 {
-                table.remove(&self.key);
+                table.remove(key);
             }
         }
     }
@@ -92,13 +96,15 @@ mod tests {
 
     #[test]
     fn in_flight_requests_are_capped_per_partner_and_released() {
+        let client = |der: &[u8]| Arc::new(ClientCert::from_der(der, "CN=x".into()).unwrap());
+        let (a_cert, other) = (client(b"partner a"), client(b"partner b"));
         let inflight = Arc::new(InFlight::default());
-        let a = inflight.acquire("a", 2).unwrap();
-        let _b = inflight.acquire("a", 2).unwrap();
-        assert!(inflight.acquire("a", 2).is_none());
-        assert!(inflight.acquire("other", 2).is_some(), "another partner is not affected");
+        let a = inflight.acquire(&a_cert, 2).unwrap();
+        let _b = inflight.acquire(&a_cert, 2).unwrap();
+        assert!(inflight.acquire(&a_cert, 2).is_none());
+        assert!(inflight.acquire(&other, 2).is_some(), "another partner is not affected");
         drop(a);
-        assert!(inflight.acquire("a", 2).is_some());
+        assert!(inflight.acquire(&a_cert, 2).is_some());
         drop(_b);
         assert_eq!(inflight.partners(), 0, "idle partners are forgotten");
     }

@@ -289,7 +289,7 @@ impl ProxyHttp for Gateway {
         }
         let client = ctx.filters.client.clone();
         if let Some(c) = &client {
-            let Some(slot) = self.inflight.acquire(&c.thumbprint, ctx.state.partner_requests) else {
+            let Some(slot) = self.inflight.acquire(c, ctx.state.partner_requests) else {
                 metrics::rate_limited("partner_requests");
                 let refusal = Refusal::RateLimited { limit: "partner_requests", retry_after: 1 };
                 return self.refuse(session, ctx, "limits", refusal).await;
