@@ -3,12 +3,12 @@
 //! time so that many distinct keys cannot grow the table without bound.
 
 use crate::config::RateConfig;
+use crate::token::ClientCert;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use crate::token::ClientCert;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
