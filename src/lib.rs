@@ -15,7 +15,6 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod connection;
-pub mod expiry;
 pub mod fdlimit;
 pub mod header_name;
 pub mod host;

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let expiry = mtls_gateway::expiry::check(&app.config);
+    let expiry = mtls_gateway::connection::expiry::check(&app.config);
     if opt.test {
         for line in &expiry.notes {
             println!("{path}: {line}");

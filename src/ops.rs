@@ -90,7 +90,7 @@ impl Health {
                 json!({ "ok": ok, "address": t.address, "last_ok_ms_ago": age_ms, "role": role }),
             );
         }
-        let crls = crate::expiry::crl_states();
+        let crls = crate::connection::expiry::crl_states();
         let draining = self.drain.is_draining();
         let status = match (draining, ready) {
             (true, _) => "draining",

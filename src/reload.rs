@@ -199,7 +199,7 @@ impl Running {
         let fixed = self.fixed.differences(&Fixed::of(&app.config)).into_iter().map(|s| {
             format!("{} changed: not applied; it takes effect after a restart or a graceful upgrade (-u)", s.key())
         });
-        let expiry = crate::expiry::check(&app.config);
+        let expiry = crate::connection::expiry::check(&app.config);
         notes.extend(expiry.notes);
         let warnings = app.config.warnings.iter().cloned().chain(expiry.warnings).chain(fixed).collect();
         let store = verify_store(&app.config.tls).ok();

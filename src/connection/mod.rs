@@ -7,6 +7,7 @@
 
 pub mod crl;
 pub mod drain;
+pub mod expiry;
 pub mod limits;
 pub mod live;
 pub mod passthrough;
