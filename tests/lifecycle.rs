@@ -39,15 +39,8 @@ impl Tally {
 /// One HTTP/1.1 answer: (status, says close), or `None` if the connection ended before it was
 /// complete. Reads `Content-Length` and chunked bodies.
 fn read_answer(conn: &mut impl Read) -> Option<(u16, bool)> {
-    let mut head = Vec::new();
+    let text = common::net::read_head(conn)?.to_ascii_lowercase();
     let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if conn.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
     let status = text.split(' ').nth(1)?.parse().ok()?;
     let header = |name: &str| text.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()));
     let close = header("connection:").is_some_and(|v| v == "close");

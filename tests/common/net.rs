@@ -71,15 +71,7 @@ pub fn tls_connector(p12: Option<&str>, max: Option<SslVersion>) -> SslConnector
 /// Reads one HTTP/1.1 answer (head and a Content-Length body) from a raw connection; `None` on EOF
 /// or error, i.e. once the gateway closed it.
 pub fn read_answer(conn: &mut impl std::io::Read) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if conn.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head).to_string();
+    let text = read_head(conn)?;
     let len = text
         .lines()
         .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
@@ -88,6 +80,19 @@ pub fn read_answer(conn: &mut impl std::io::Read) -> Option<String> {
     let mut body = vec![0u8; len];
     conn.read_exact(&mut body).ok()?;
     Some(text + &String::from_utf8_lossy(&body))
+}
+
+/// The head of an HTTP/1.1 answer, up to and with the empty line; `None` on EOF or error.
+pub fn read_head(conn: &mut impl std::io::Read) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).to_string())
 }
 
 /// A bound-token POST to the API host, as raw HTTP/1.1.
