@@ -98,11 +98,10 @@ fn a_header_trickled_a_byte_at_a_time_is_cut_after_the_header_timeout() {
 fn a_request_header_over_the_cap_is_cut_and_never_forwarded() {
     let sys = start(strict());
     let mut conn = connect(&sys, None);
-    let mut big = b"GET /api/echo HTTP/1.1\r\nHost: api.example.com\r\n".to_vec();
-    for i in 0..400 {
-        big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "b".repeat(500)).as_bytes());
-    }
-    // No end of header: the connection holds what it sent until the cap cuts it.
+    // One header value that never ends (so pingora's own limit on the number of headers plays no
+    // part): the connection holds what it sent until the cap cuts it.
+    let mut big = b"GET /api/echo HTTP/1.1\r\nHost: api.example.com\r\nX-Big: ".to_vec();
+    big.extend_from_slice(&[b'b'; 200 * 1024]);
     let _ = conn.write_all(&big);
     let took = closed_within(&mut conn, Duration::from_secs(10), |_| {}).expect("closed");
     assert!(took < Duration::from_secs(5), "{took:?}");
