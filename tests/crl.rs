@@ -116,3 +116,143 @@ fn a_crl_that_expires_within_the_margin_is_warned_about() {
     let (ok, out) = validate(&sys.dir.path().join("gateway.yaml"));
     assert!(ok && !out.contains("warning: tls.client_crl"), "{out}");
 }
+
+/// Runs openssl with `args` in `dir`, quietly; panics if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status =
+        Command::new("openssl").args(args).current_dir(dir).stderr(std::process::Stdio::null()).status().unwrap();
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// An issuing CA under the test root, a partner certificate from it, and the issuing CA's CRL.
+fn issuing_ca(dir: &std::path::Path) -> PathBuf {
+    std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
+        .unwrap();
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        dir,
+        &[
+            &["req", "-new"][..],
+            &ec,
+            &["-keyout", "issuing.key", "-subj", "/CN=Example Issuing CA", "-out", "issuing.csr"],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "issuing.csr",
+            "-CA",
+            &cert("root.pem"),
+            "-CAkey",
+            &cert("root.key"),
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "ca.ext",
+            "-out",
+            "issuing.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[&["req", "-new"][..], &ec, &["-keyout", "leaf.key", "-subj", "/CN=issued-partner", "-out", "leaf.csr"]]
+            .concat(),
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "issuing.pem",
+            "-CAkey",
+            "issuing.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.pem",
+        ],
+    );
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("crlnumber"), "3000\n").unwrap();
+    let cnf = format!("[ ca ]\ndefault_ca = i\n[ i ]\ndatabase = {0}/index.txt\ncrlnumber = {0}/crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\n", dir.display());
+    std::fs::write(dir.join("ca.cnf"), cnf).unwrap();
+    openssl(
+        dir,
+        &[
+            "ca",
+            "-config",
+            "ca.cnf",
+            "-keyfile",
+            "issuing.key",
+            "-cert",
+            "issuing.pem",
+            "-gencrl",
+            "-out",
+            "issuing.crl.pem",
+        ],
+    );
+    dir.join("issuing.crl.pem")
+}
+
+/// A TLS handshake with the partner certificate of the issuing CA, presented with its chain.
+fn handshake(sys: &System, dir: &std::path::Path) -> bool {
+    use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(cert("root.pem")).unwrap();
+    b.set_certificate_file(dir.join("leaf.pem"), SslFiletype::PEM).unwrap();
+    b.set_private_key_file(dir.join("leaf.key"), SslFiletype::PEM).unwrap();
+    let issuing = openssl::x509::X509::from_pem(&std::fs::read(dir.join("issuing.pem")).unwrap()).unwrap();
+    b.add_extra_chain_cert(issuing).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", sys.gateway_port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let Ok(mut tls) = b.build().connect(common::API, tcp) else { return false };
+    // TLS 1.3 reports a refused client certificate after the handshake: ask for something.
+    use std::io::{Read, Write};
+    let _ = tls.write_all(format!("GET /api/echo HTTP/1.1\r\nHost: {}\r\n\r\n", common::API).as_bytes());
+    let mut buf = [0u8; 16];
+    matches!(tls.read(&mut buf), Ok(n) if n > 0)
+}
+
+/// A partner from an issuing (intermediate) CA: without that CA's CRL in the bundle it is refused,
+/// counted and logged as `crl_missing` naming the issuer; with the bundle it is served.
+#[tokio::test]
+async fn a_partner_of_an_issuing_ca_needs_that_cas_crl_in_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuing_crl = issuing_ca(dir.path());
+    let sys = System::start_with(Options { crl: Some(cert("root.crl.pem")), ..Default::default() });
+    assert!(!handshake(&sys, dir.path()), "refused without the issuing CA's CRL");
+    let log = sys.gateway_log();
+    assert!(log.contains("reason=crl_missing subject=\"CN=issued-partner\" issuer=\"CN=Example Issuing CA\""), "{log}");
+    let text = sys.metrics().await;
+    assert!(metric(&text, "gateway_handshake_refusals_total", "reason=\"crl_missing\"") >= 1.0, "{text}");
+    drop(sys);
+
+    let bundle = dir.path().join("bundle.crl.pem");
+    let both = [std::fs::read(cert("root.crl.pem")).unwrap(), std::fs::read(&issuing_crl).unwrap()].concat();
+    std::fs::write(&bundle, both).unwrap();
+    let sys = System::configured(Options { crl: Some(bundle.display().to_string()), ..Default::default() });
+    let (ok, out) = validate(&sys.dir.path().join("gateway.yaml"));
+    assert!(ok, "{out}");
+    assert!(out.contains("CRL of \"CN=Example Root CA\"") && out.contains("CRL of \"CN=Example Issuing CA\""), "{out}");
+    let mut sys = sys;
+    sys.start_idsvr();
+    sys.start_api();
+    sys.start_gateway();
+    assert!(handshake(&sys, dir.path()), "served with the bundle: {}", sys.gateway_log());
+}
