@@ -87,7 +87,8 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
         Normalizer { strip: StripList::new(&config.strip_headers), default_hosts: config.tls.hosts.clone() };
     let routing = Routing::new(routes, normalizer, config.refusals)
         .with_access_format(config.access_format)
-        .with_partner_requests(config.limits.per_partner_requests);
+        .with_partner_requests(config.limits.per_partner_requests)
+        .with_partners(crate::request::partners::Partners::new(&config.partners));
     let acceptor = problems.or(acceptor)?;
     let acceptor = Arc::new(ArcSwap::from_pointee(acceptor));
     Ok(App { acceptor, routing, issuer, config, report, introspectors, admin })

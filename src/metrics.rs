@@ -29,6 +29,10 @@ struct Metrics {
     crl_expired: IntGaugeVec,
     not_after: IntGaugeVec,
     dependency_up: IntGaugeVec,
+    partner_requests: IntCounterVec,
+    partner_seconds: HistogramVec,
+    partner_refusals: IntCounterVec,
+    partner_not_after: IntGaugeVec,
 }
 
 /// Registration can only fail on a duplicate name, which would be a bug caught by the first test run.
@@ -145,6 +149,31 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["dependency"]
     )
     .expect("register gateway_dependency_up"),
+    partner_requests: register_int_counter_vec!(
+        "gateway_partner_requests_total",
+        "HTTP requests by partner (configured names, other, none) and status class",
+        &["partner", "class"]
+    )
+    .expect("register gateway_partner_requests_total"),
+    partner_seconds: register_histogram_vec!(
+        "gateway_partner_request_duration_seconds",
+        "Time from request start to the end of the response, by partner",
+        &["partner"],
+        BUCKETS.to_vec()
+    )
+    .expect("register gateway_partner_request_duration_seconds"),
+    partner_refusals: register_int_counter_vec!(
+        "gateway_partner_refusals_total",
+        "Requests the gateway refused, by partner and reason",
+        &["partner", "reason"]
+    )
+    .expect("register gateway_partner_refusals_total"),
+    partner_not_after: register_int_gauge_vec!(
+        "gateway_partner_certificate_not_after_seconds",
+        "Nearest notAfter among the certificates a configured partner presented in the last day",
+        &["partner"]
+    )
+    .expect("register gateway_partner_certificate_not_after_seconds"),
 });
 
 /// Registers every metric now, so that `/metrics` lists them before the first request.
@@ -235,6 +264,27 @@ pub fn crl_next_update(issuer: &str, unix: i64, expired: bool) {
 /// `dependency` is a configured name (`introspection.NAME`).
 pub fn dependency_up(dependency: &str, up: bool) {
     METRICS.dependency_up.with_label_values(&[dependency]).set(i64::from(up));
+}
+
+/// `partner` is a configured name, `other` or `none`; `reason` one of the gateway's refusal reasons.
+pub fn partner_request(partner: &str, status: u16, elapsed: Duration, refused: Option<&str>) {
+    let m = &*METRICS;
+    let class = match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    };
+    m.partner_requests.with_label_values(&[partner, class]).inc();
+    m.partner_seconds.with_label_values(&[partner]).observe(elapsed.as_secs_f64());
+    if let Some(reason) = refused {
+        m.partner_refusals.with_label_values(&[partner, reason]).inc();
+    }
+}
+
+pub fn partner_not_after(partner: &str, unix: i64) {
+    METRICS.partner_not_after.with_label_values(&[partner]).set(unix);
 }
 
 pub fn certificate_not_after(key: &str, subject: &str, unix: i64) {

@@ -109,6 +109,8 @@ pub struct ClientCert {
     /// The server name (SNI) the client opened this connection for, lower case; every request on
     /// the connection must be for that host (421 otherwise).
     pub sni: Option<String>,
+    /// The certificate's `notAfter`, seconds since the epoch (for the partner expiry gauge).
+    pub not_after: Option<i64>,
 }
 
 impl ClientCert {
@@ -116,7 +118,14 @@ impl ClientCert {
         let b64 = base64::engine::general_purpose::STANDARD.encode(der);
         let client_cert_header = http::HeaderValue::from_str(&format!(":{b64}:")).ok()?;
         let revoked = AtomicBool::new(false);
-        Some(ClientCert { subject, thumbprint: thumbprint(der), client_cert_header, sni: None, revoked })
+        Some(ClientCert {
+            subject,
+            thumbprint: thumbprint(der),
+            client_cert_header,
+            sni: None,
+            revoked,
+            not_after: None,
+        })
     }
 
     pub fn revoke(&self) {

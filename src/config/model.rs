@@ -324,6 +324,8 @@ pub struct Config {
     pub access_format: AccessFormat,
     pub token_issuer: Option<TokenIssuerConfig>,
     pub admin: Option<AdminConfig>,
+    /// Client certificate subject → partner name (a metric label).
+    pub partners: BTreeMap<String, String>,
 }
 
 /// How much of a request body is read and discarded before a refusal, so that clients which are

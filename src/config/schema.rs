@@ -57,6 +57,10 @@ pub struct File {
     /// The internal admin listener (cache purge, ending connections); off when absent.
     #[serde(default)]
     pub admin: Option<Admin>,
+    /// Partner names for the per-partner metrics, by client certificate subject (RFC 4514, most
+    /// specific first, as the access log writes it). Other subjects count as `other`.
+    #[serde(default)]
+    pub partners: BTreeMap<String, String>,
 }
 
 /// The admin listener always speaks TLS; callers present an admin client certificate with one of

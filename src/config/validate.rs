@@ -176,6 +176,7 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         access_format: raw.access_log.as_ref().map(|a| a.format).unwrap_or_default(),
         token_issuer,
         admin,
+        partners: partners(check, &raw.partners),
         warnings: std::mem::take(&mut check.warnings),
     })
 }
@@ -298,6 +299,23 @@ fn listener(check: &mut Check, l: &schema::Listener) -> Option<ListenerConfig> {
         max_connections: l.max_connections.unwrap_or_else(|| crate::fdlimit::default_share(crate::fdlimit::hard())),
         h2_max_concurrent_streams: streams,
     })
+}
+
+/// Partner names become metric labels: short, plain, and none of the names the gateway uses for
+/// everyone else.
+fn partners(check: &mut Check, map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    for (subject, name) in map {
+        let plain = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !plain || name == "other" || name == "none" {
+            check.fail(
+                &format!("partners.{subject}"),
+                format!("{name:?}: a partner name is 1-64 of [A-Za-z0-9-_.], not other or none"),
+            );
+        }
+    }
+    map.clone()
 }
 
 fn nonzero(check: &mut Check, key: &str, d: Duration) -> Duration {

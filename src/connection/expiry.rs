@@ -38,7 +38,8 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-fn unix(t: &Asn1TimeRef) -> Option<i64> {
+/// An ASN.1 time as seconds since the epoch.
+pub fn unix(t: &Asn1TimeRef) -> Option<i64> {
     let diff = Asn1Time::from_unix(0).ok()?.diff(t).ok()?;
     Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }

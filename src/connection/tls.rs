@@ -197,6 +197,7 @@ fn client_cert(ssl: &TlsRef) -> Option<Arc<ClientCert>> {
     let der = cert.to_der().ok()?;
     let mut client = ClientCert::from_der(&der, subject_dn(&cert))?;
     client.sni = ssl.servername(NameType::HOST_NAME).map(str::to_ascii_lowercase);
+    client.not_after = crate::connection::expiry::unix(cert.not_after());
     Some(Arc::new(client))
 }
 

@@ -18,6 +18,7 @@ pub mod issuer;
 pub mod jwks;
 pub mod limit;
 pub mod normalize;
+pub mod partners;
 pub mod proxy;
 pub mod purge;
 pub mod respond;

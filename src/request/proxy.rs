@@ -12,6 +12,7 @@ use crate::request::filters::{FilterState, Outcome};
 use crate::request::headers::{forwarded, interaction_id};
 use crate::request::limit::{InFlight, InFlightSlot};
 use crate::request::normalize::Normalizer;
+use crate::request::partners::Partners;
 use crate::request::respond::{self, BadRequest, Refusal};
 use crate::request::route::{self, Route};
 use crate::token::{ClientCert, ConnectionFacts, Exchanges};
@@ -33,12 +34,26 @@ pub struct Routing {
     access_format: AccessFormat,
     /// `limits.per_partner_requests`.
     partner_requests: usize,
+    /// The metric names of configured partners.
+    partners: Partners,
 }
 
 impl Routing {
     /// Routes come from the build step, with their chains and peers.
     pub fn new(routes: Vec<Route>, normalizer: Normalizer, refusals: RefusalsConfig) -> Self {
-        Routing { routes, normalizer, refusals, access_format: AccessFormat::Text, partner_requests: usize::MAX }
+        Routing {
+            routes,
+            normalizer,
+            refusals,
+            access_format: AccessFormat::Text,
+            partner_requests: usize::MAX,
+            partners: Partners::default(),
+        }
+    }
+
+    pub fn with_partners(mut self, partners: Partners) -> Self {
+        self.partners = partners;
+        self
     }
 
     pub fn with_partner_requests(mut self, max: usize) -> Self {
@@ -436,6 +451,11 @@ impl ProxyHttp for Gateway {
         let route = ctx.route.and_then(|i| ctx.state.routes.get(i)).map(|r| r.label.as_str()).unwrap_or("-");
         let elapsed = ctx.started.elapsed();
         metrics::request(route, status, elapsed);
+        let partner = ctx.state.partners.name(ctx.filters.client.as_deref());
+        metrics::partner_request(partner, status, elapsed, ctx.refused_by.map(|r| r.1));
+        if let Some(client) = &ctx.filters.client {
+            ctx.state.partners.saw(partner, client);
+        }
         if !log::log_enabled!(target: "access", log::Level::Info) {
             return;
         }
