@@ -43,9 +43,18 @@ impl Partners {
         if matches!(partner, "other" | "none") {
             return;
         }
+        let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // A certificate already seen only gets its time updated: no allocation per request.
+        if let Some(entry) = seen.get_mut(partner).and_then(|certs| certs.get_mut(&client.thumbprint)) {
+            let stale = now.duration_since(entry.1) > SEEN_FOR / 24;
+            entry.1 = now;
+            if !stale {
+                return;
+            }
+        }
         let certs = seen.entry(partner.to_string()).or_default();
-        certs.insert(client.thumbprint.clone(), (not_after, Instant::now()));
+        certs.insert(client.thumbprint.clone(), (not_after, now));
         certs.retain(|_, (_, at)| at.elapsed() < SEEN_FOR);
         if let Some(nearest) = certs.values().map(|(t, _)| *t).min() {
             crate::metrics::partner_not_after(partner, nearest);
