@@ -478,5 +478,5 @@ async fn forty_addresses_holding_every_tunnel_do_not_lock_a_new_client_out_of_th
         }
     }
     assert!(open <= 64, "{open} tunnels open past the cap of 64");
-    assert!(sys.gateway_log().contains("reason=tunnel_displaced"), "{}", sys.gateway_log());
+    assert!(sys.log_shows("reason=tunnel_displaced"), "{}", sys.gateway_log());
 }

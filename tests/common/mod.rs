@@ -460,6 +460,19 @@ impl System {
         yaml::write(doc, &self.path("gateway.yaml"));
     }
 
+    /// Whether the gateway's log comes to contain `needle` within 5 s: the access line of a request
+    /// is written after its answer went out, so a client can be faster than the log.
+    pub fn log_shows(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.gateway_log().contains(needle) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     pub fn gateway_log(&self) -> String {
         std::fs::read_to_string(self.path("mtls-gateway.log")).unwrap_or_default()
     }
