@@ -154,40 +154,49 @@ impl Drop for Slot {
     }
 }
 
-/// When a (source, reason) pair was last logged, and how many cuts went unlogged since.
-type LastLogged = HashMap<(Option<IpAddr>, &'static str), (Instant, u64)>;
-
-/// Counts every cut and logs it at most once per (source, reason) and interval.
-pub struct CutLog {
+/// Lets a log line through at most once per key and interval, and says how many were held back
+/// since the last one: a flood cannot flood the log as well.
+pub struct Throttle<K> {
     interval: Duration,
-    last: Mutex<LastLogged>,
+    last: Mutex<HashMap<K, (Instant, u64)>>,
 }
 
-/// Bound on the remembered (source, reason) pairs: past it the memory is cleared, which at worst
-/// logs a line early.
+/// Bound on the remembered keys: past it the memory is cleared, which at worst logs a line early.
 const MAX_REMEMBERED: usize = 10_000;
+
+impl<K: std::hash::Hash + Eq> Throttle<K> {
+    pub fn new(interval: Duration) -> Self {
+        Throttle { interval, last: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Some(held back since the last line)` when a line for `key` may be written now.
+    pub fn admit(&self, key: K) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() > MAX_REMEMBERED {
+            last.clear();
+        }
+        let entry = last.entry(key).or_insert((Instant::now() - self.interval * 2, 0));
+        if entry.0.elapsed() < self.interval {
+            entry.1 += 1;
+            return None;
+        }
+        let held = entry.1;
+        *entry = (Instant::now(), 0);
+        Some(held)
+    }
+}
+
+/// Counts every cut and logs it at most once per (source, reason) and interval.
+pub struct CutLog(Throttle<(Option<IpAddr>, &'static str)>);
 
 impl CutLog {
     pub fn new(interval: Duration) -> Self {
-        CutLog { interval, last: Mutex::new(HashMap::new()) }
+        CutLog(Throttle::new(interval))
     }
 
     pub fn cut(&self, source: Option<IpAddr>, reason: &'static str) {
         metrics::connection_cut(reason);
-        let suppressed = {
-            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-            if last.len() > MAX_REMEMBERED {
-                last.clear();
-            }
-            let entry = last.entry((source, reason)).or_insert((Instant::now() - self.interval * 2, 0));
-            if entry.0.elapsed() < self.interval {
-                entry.1 += 1;
-                return;
-            }
-            let suppressed = entry.1;
-            *entry = (Instant::now(), 0);
-            suppressed
-        };
+        let Some(suppressed) = self.0.admit((source, reason)) else { return };
         let who = source.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into());
         log::warn!(target: "limits", "cut source={who} reason={reason} also_cut_since_last_line={suppressed}");
     }

@@ -11,11 +11,11 @@
 //! raises the alarm on each.
 
 use crate::config::CrlExpired;
+use crate::connection::limits::Throttle;
 use crate::connection::tls::subject_dn;
 use openssl::x509::{X509Ref, X509StoreContextRef};
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
+use std::time::Duration;
 
 /// OpenSSL's `X509_V_ERR_*` codes the reasons are told apart by (stable across versions).
 const UNABLE_TO_GET_ISSUER_CERT: i32 = 2;
@@ -74,19 +74,8 @@ pub fn verify(preverify: bool, ctx: &mut X509StoreContextRef, policy: CrlExpired
 
 /// Logs a refusal at most once per reason and interval, with the certificate's names.
 fn report(reason: &'static str, cert: Option<&X509Ref>, what: &str) {
-    static LAST: Mutex<Option<HashMap<&'static str, (Instant, u64)>>> = Mutex::new(None);
-    let suppressed = {
-        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-        let entry =
-            last.get_or_insert_with(HashMap::new).entry(reason).or_insert((Instant::now() - LOG_INTERVAL * 2, 0));
-        if entry.0.elapsed() < LOG_INTERVAL {
-            entry.1 += 1;
-            return;
-        }
-        let suppressed = entry.1;
-        *entry = (Instant::now(), 0);
-        suppressed
-    };
+    static THROTTLE: LazyLock<Throttle<&'static str>> = LazyLock::new(|| Throttle::new(LOG_INTERVAL));
+    let Some(suppressed) = THROTTLE.admit(reason) else { return };
     let subject = cert.map(subject_dn).unwrap_or_else(|| "-".into());
     let issuer = cert.map(crate::connection::tls::issuer_dn).unwrap_or_else(|| "-".into());
     let line = format!(
