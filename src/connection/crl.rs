@@ -41,8 +41,7 @@ impl CrlReloader {
     /// A CRL expires while the process runs: say so at ERROR when it does, and again every hour
     /// while it stays expired (the gauges follow at every check).
     fn check_expiry(&self, alarmed: &mut Option<std::time::Instant>) {
-        let found = crate::connection::expiry::check_crls(&self.tls.load());
-        let expired: Vec<_> = found.warnings.iter().filter(|w| w.contains("expired at")).collect();
+        let expired = crate::connection::expiry::check_crls(&self.tls.load()).expired;
         if expired.is_empty() {
             *alarmed = None;
             return;

@@ -20,11 +20,13 @@ pub struct CrlState {
     pub expired: bool,
 }
 
-/// What a check found: lines to print or log at INFO, and warnings.
+/// What a check found: lines to print or log at INFO, and warnings; `expired` holds the warnings
+/// about CRLs whose `nextUpdate` has passed (also in `warnings`), which the reloader repeats.
 #[derive(Debug, Default)]
 pub struct Findings {
     pub notes: Vec<String>,
     pub warnings: Vec<String>,
+    pub expired: Vec<String>,
 }
 
 /// The CRLs of the configuration in force, for `/readyz`.
@@ -115,10 +117,10 @@ pub fn check_crls(tls: &TlsConfig) -> Findings {
                 CrlExpired::Refuse => "every certificate of that issuer is refused (tls.crl_expired: refuse)",
                 CrlExpired::Keep => "certificates it does not list are still accepted (tls.crl_expired: keep)",
             };
-            found.warnings.push(format!(
-                "tls.client_crl: the CRL of \"{issuer}\" expired at {}: {what}; publish a new CRL",
-                date(next)
-            ));
+            let line =
+                format!("tls.client_crl: the CRL of \"{issuer}\" expired at {}: {what}; publish a new CRL", date(next));
+            found.expired.push(line.clone());
+            found.warnings.push(line);
         } else if next - now <= tls.expiry_warning.as_secs() as i64 {
             found.warnings.push(format!("tls.client_crl: the CRL of \"{issuer}\" expires at {}", date(next)));
         }
