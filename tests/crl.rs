@@ -15,28 +15,42 @@ fn asn1(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string().replace(['-', ':', 'T'], "")
 }
 
-/// A CRL of the test root (revoking nothing) with the given validity, in `dir`.
-fn crl(dir: &std::path::Path, last: SystemTime, next: SystemTime) -> PathBuf {
+/// A CRL (revoking nothing) signed by `ca` (`NAME.pem` and `NAME.key` paths), valid from `last` to
+/// `next`, written to `out` in `dir`, with a throw-away CA database there.
+fn gencrl(dir: &std::path::Path, (ca, ca_key): (&str, &str), last: SystemTime, next: SystemTime, out: &str) -> PathBuf {
     std::fs::write(dir.join("index.txt"), "").unwrap();
     std::fs::write(dir.join("crlnumber"), "2000\n").unwrap();
     let cnf = format!(
-        "[ ca ]\ndefault_ca = root\n[ root ]\ndatabase = {}/index.txt\ncrlnumber = {}/crlnumber\ndefault_md = sha256\n",
-        dir.display(),
+        "[ ca ]\ndefault_ca = c\n[ c ]\ndatabase = {0}/index.txt\ncrlnumber = {0}/crlnumber\ndefault_md = sha256\n",
         dir.display()
     );
     std::fs::write(dir.join("ca.cnf"), cnf).unwrap();
-    let out = dir.join("root.crl.pem");
-    let status = Command::new("openssl")
-        .args(["ca", "-config"])
-        .arg(dir.join("ca.cnf"))
-        .args(["-keyfile", &cert("root.key"), "-cert", &cert("root.pem"), "-gencrl"])
-        .args(["-crl_lastupdate", &asn1(last), "-crl_nextupdate", &asn1(next), "-out"])
-        .arg(&out)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "openssl ca -gencrl");
-    out
+    let (last, next) = (asn1(last), asn1(next));
+    openssl(
+        dir,
+        &[
+            "ca",
+            "-config",
+            "ca.cnf",
+            "-keyfile",
+            ca_key,
+            "-cert",
+            ca,
+            "-gencrl",
+            "-crl_lastupdate",
+            &last,
+            "-crl_nextupdate",
+            &next,
+            "-out",
+            out,
+        ],
+    );
+    dir.join(out)
+}
+
+/// A CRL of the test root (revoking nothing) with the given validity, in `dir`.
+fn crl(dir: &std::path::Path, last: SystemTime, next: SystemTime) -> PathBuf {
+    gencrl(dir, (&cert("root.pem"), &cert("root.key")), last, next, "root.crl.pem")
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -133,81 +147,20 @@ fn issuing_ca(dir: &std::path::Path) -> PathBuf {
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
     )
     .unwrap();
+    issue(dir, "issuing", "/CN=Example Issuing CA", (&cert("root.pem"), &cert("root.key")), "ca.ext");
+    issue(dir, "leaf", "/CN=issued-partner", ("issuing.pem", "issuing.key"), "leaf.ext");
+    let now = SystemTime::now();
+    gencrl(dir, ("issuing.pem", "issuing.key"), now - DAY, now + 30 * DAY, "issuing.crl.pem")
+}
+
+/// `NAME.key` and `NAME.pem` in `dir`: an EC key and a certificate for `subject` signed by `ca`
+/// with the extensions of `ext`.
+fn issue(dir: &std::path::Path, name: &str, subject: &str, (ca, ca_key): (&str, &str), ext: &str) {
+    let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    openssl(
-        dir,
-        &[
-            &["req", "-new"][..],
-            &ec,
-            &["-keyout", "issuing.key", "-subj", "/CN=Example Issuing CA", "-out", "issuing.csr"],
-        ]
-        .concat(),
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "issuing.csr",
-            "-CA",
-            &cert("root.pem"),
-            "-CAkey",
-            &cert("root.key"),
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            "ca.ext",
-            "-out",
-            "issuing.pem",
-        ],
-    );
-    openssl(
-        dir,
-        &[&["req", "-new"][..], &ec, &["-keyout", "leaf.key", "-subj", "/CN=issued-partner", "-out", "leaf.csr"]]
-            .concat(),
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "issuing.pem",
-            "-CAkey",
-            "issuing.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            "leaf.ext",
-            "-out",
-            "leaf.pem",
-        ],
-    );
-    std::fs::write(dir.join("index.txt"), "").unwrap();
-    std::fs::write(dir.join("crlnumber"), "3000\n").unwrap();
-    let cnf = format!("[ ca ]\ndefault_ca = i\n[ i ]\ndatabase = {0}/index.txt\ncrlnumber = {0}/crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\n", dir.display());
-    std::fs::write(dir.join("ca.cnf"), cnf).unwrap();
-    openssl(
-        dir,
-        &[
-            "ca",
-            "-config",
-            "ca.cnf",
-            "-keyfile",
-            "issuing.key",
-            "-cert",
-            "issuing.pem",
-            "-gencrl",
-            "-out",
-            "issuing.crl.pem",
-        ],
-    );
-    dir.join("issuing.crl.pem")
+    openssl(dir, &[&["req", "-new"][..], &ec, &["-keyout", &key, "-subj", subject, "-out", &csr]].concat());
+    let sign = ["x509", "-req", "-in", &csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "30"];
+    openssl(dir, &[&sign[..], &["-extfile", ext, "-out", &pem]].concat());
 }
 
 /// A TLS handshake with the partner certificate of the issuing CA, presented with its chain.
