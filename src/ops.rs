@@ -15,6 +15,9 @@ use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// This replica's own listener: the one target readiness requires.
+const OWN_TARGET: &str = "listener";
+
 /// One thing `/readyz` depends on, and when it last answered.
 struct Target {
     name: String,
@@ -35,7 +38,7 @@ impl Health {
     /// The public listener and every introspection endpoint (at its `resolve` address if set).
     pub fn new(cfg: &Config, ops: &OpsConfig, drain: Arc<Drain>) -> Self {
         let mut targets =
-            vec![Target { name: "listener".into(), address: cfg.listener.address.clone(), last_ok: None }];
+            vec![Target { name: OWN_TARGET.into(), address: cfg.listener.address.clone(), last_ok: None }];
         for (name, i) in &cfg.introspection {
             // A discovered endpoint is on the discovery URL's server, as far as a probe can tell.
             let Some(url) = i.endpoint.as_ref().or(i.discovery.as_ref()) else { continue };
@@ -61,6 +64,13 @@ impl Health {
                 t[i].last_ok = Some(Instant::now());
             }
         }
+        // The gauge follows the probes, whether or not anyone asks `/readyz`.
+        if let Ok(targets) = self.targets.lock() {
+            for t in targets.iter().filter(|t| t.name != OWN_TARGET) {
+                let up = t.last_ok.is_some_and(|at| at.elapsed() <= self.window);
+                crate::metrics::dependency_up(&t.name, up);
+            }
+        }
     }
 
     /// Whether this replica can serve, and the JSON that says why. Only what is this replica's
@@ -77,11 +87,9 @@ impl Health {
         for t in targets.iter() {
             let age = t.last_ok.map(|at| at.elapsed());
             let ok = age.is_some_and(|a| a <= self.window);
-            let own = t.name == "listener";
+            let own = t.name == OWN_TARGET;
             if own {
                 ready &= ok;
-            } else {
-                crate::metrics::dependency_up(&t.name, ok);
             }
             let age_ms = age.map(|a| a.as_millis() as u64);
             let role = if own { "this replica" } else { "dependency (reported, not required)" };
