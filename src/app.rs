@@ -88,7 +88,8 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
     let routing = Routing::new(routes, normalizer, config.refusals)
         .with_access_format(config.access_format)
         .with_partner_requests(config.limits.per_partner_requests)
-        .with_partners(crate::request::partners::Partners::new(&config.partners));
+        .with_partners(crate::request::partners::Partners::new(&config.partners))
+        .with_tracing(crate::trace::Tracing::new(config.tracing.clone()));
     let acceptor = problems.or(acceptor)?;
     let acceptor = Arc::new(ArcSwap::from_pointee(acceptor));
     Ok(App { acceptor, routing, issuer, config, report, introspectors, admin })

@@ -24,3 +24,4 @@ pub mod pki;
 pub mod reload;
 pub mod request;
 pub mod token;
+pub mod trace;

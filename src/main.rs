@@ -13,6 +13,7 @@ use mtls_gateway::ops::{Health, OpsApp, Prober};
 use mtls_gateway::reload::{Reloader, Running, UpstreamRefresher};
 use mtls_gateway::request::issuer::JwksApp;
 use mtls_gateway::request::proxy::Gateway;
+use mtls_gateway::trace::ExportService;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
 use pingora_core::apps::HttpServerOptions;
@@ -105,6 +106,7 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     }
     let (running, mut cfg, admin_parts) = Running::start(app);
     let server_conf = std::mem::take(&mut cfg.server);
+    let (config_otlp, sample_ratio) = (cfg.tracing.otlp.clone(), cfg.tracing.sample_ratio);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
     let gateway = Gateway::with_handle(running.routing.clone());
@@ -165,6 +167,9 @@ fn serve(opt: Opt, app: App) -> ExitCode {
         server.add_service(jwks);
     }
     log::info!("mtls-gateway serving on {} with {}", cfg.listener.address, cfg.path.display());
+    if let Some(otlp) = config_otlp {
+        server.add_service(background_service("otlp-export", ExportService::new(otlp, sample_ratio)));
+    }
     server.add_service(background_service("reload", Reloader(running)));
     server.run_forever()
 }

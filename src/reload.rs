@@ -9,7 +9,7 @@
 
 use crate::admin::AdminParts;
 use crate::app::{self, App, Kept};
-use crate::config::{self, AdminConfig, Config, OpsConfig, Problems};
+use crate::config::{self, AdminConfig, Config, OpsConfig, OtlpConfig, Problems};
 use crate::connection::crl::{SharedAcceptor, SharedTls};
 use crate::connection::limits::SourceLimits;
 use crate::connection::live::LiveConnections;
@@ -64,10 +64,12 @@ pub enum FixedSetting {
     H2MaxConcurrentStreams,
     /// The size of the process's connection count.
     ListenerMaxConnections,
+    /// The OTLP exporter and its sampler start once.
+    TracingExport,
 }
 
 impl FixedSetting {
-    pub const ALL: [FixedSetting; 9] = [
+    pub const ALL: [FixedSetting; 10] = [
         FixedSetting::ListenerAddress,
         FixedSetting::Pingora,
         FixedSetting::Metrics,
@@ -77,6 +79,7 @@ impl FixedSetting {
         FixedSetting::H2IdleTimeout,
         FixedSetting::H2MaxConcurrentStreams,
         FixedSetting::ListenerMaxConnections,
+        FixedSetting::TracingExport,
     ];
 
     /// The key as written in the configuration file.
@@ -91,6 +94,7 @@ impl FixedSetting {
             FixedSetting::H2IdleTimeout => "listener.h2_idle_timeout",
             FixedSetting::H2MaxConcurrentStreams => "listener.h2_max_concurrent_streams",
             FixedSetting::ListenerMaxConnections => "listener.max_connections",
+            FixedSetting::TracingExport => "tracing.otlp_endpoint",
         }
     }
 
@@ -105,6 +109,7 @@ impl FixedSetting {
             FixedSetting::H2IdleTimeout => a.h2_idle_timeout == b.h2_idle_timeout,
             FixedSetting::H2MaxConcurrentStreams => a.h2_max_concurrent_streams == b.h2_max_concurrent_streams,
             FixedSetting::ListenerMaxConnections => a.max_connections == b.max_connections,
+            FixedSetting::TracingExport => a.tracing_export == b.tracing_export,
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct Fixed {
     h2_idle_timeout: Duration,
     h2_max_concurrent_streams: u32,
     max_connections: usize,
+    /// The export settings and, when exporting, the sampler's ratio.
+    tracing_export: Option<(OtlpConfig, u64)>,
 }
 
 impl Fixed {
@@ -136,6 +143,7 @@ impl Fixed {
             h2_idle_timeout: cfg.listener.h2_idle_timeout,
             h2_max_concurrent_streams: cfg.listener.h2_max_concurrent_streams,
             max_connections: cfg.listener.max_connections,
+            tracing_export: cfg.tracing.otlp.clone().map(|o| (o, cfg.tracing.sample_ratio.to_bits())),
         }
     }
 
@@ -384,6 +392,14 @@ mod tests {
             FixedSetting::H2IdleTimeout => cfg.listener.h2_idle_timeout += Duration::from_secs(1),
             FixedSetting::H2MaxConcurrentStreams => cfg.listener.h2_max_concurrent_streams += 1,
             FixedSetting::ListenerMaxConnections => cfg.listener.max_connections += 1,
+            FixedSetting::TracingExport => {
+                cfg.tracing.otlp = Some(config::OtlpConfig {
+                    endpoint: "http://127.0.0.1:4318/v1/traces".parse().unwrap(),
+                    service_name: "gw".into(),
+                    timeout: Duration::from_secs(1),
+                    interval: Duration::from_secs(1),
+                })
+            }
         }
     }
 

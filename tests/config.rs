@@ -176,3 +176,21 @@ fn a_section_without_audiences_is_warned_about_and_star_means_any() {
     let (ok, out) = validate(&path);
     assert!(!ok && out.contains("introspection.idsvr.audiences"), "{out}");
 }
+
+#[test]
+fn tracing_mistakes_name_their_keys() {
+    let out = broken(|doc| {
+        *yaml::at(doc, "tracing") = yaml::parse(
+            "{otlp_endpoint: 'grpc://collector:4317', trusted_sources: ['10.0.0.0/33'], \
+             trusted_partners: [nobody], sample_ratio: 1.5}",
+        );
+    });
+    for key in [
+        "tracing.otlp_endpoint",
+        "tracing.trusted_sources[0]",
+        "tracing.trusted_partners[0]",
+        "tracing.sample_ratio",
+    ] {
+        assert!(out.contains(key), "{key} not named: {out}");
+    }
+}

@@ -94,3 +94,16 @@ async fn the_access_log_can_be_json_and_never_holds_a_token() {
     assert_eq!(lines[1]["refused_by"], "phantom_token");
     assert!(!log.contains(&token) && !log.contains("not-a-real-token"), "no token in the log");
 }
+
+/// Every service runs for as long as the process serves: pingora's "service 'X' exited" line
+/// must not appear while it does (an operator reads it as a dead service).
+#[tokio::test]
+async fn no_service_reports_an_exit_while_the_gateway_serves() {
+    let sys = System::start();
+    let token = sys.token("example.client.p12", "partner-client").await;
+    assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = sys.gateway_log();
+    let exits: Vec<&str> = log.lines().filter(|l| l.contains("exited")).collect();
+    assert!(exits.is_empty(), "{exits:#?}");
+}

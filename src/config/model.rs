@@ -326,6 +326,31 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Client certificate subject → partner name (a metric label).
     pub partners: BTreeMap<String, String>,
+    pub tracing: TracingConfig,
+}
+
+/// W3C trace context: whose `traceparent` is continued, and the OTLP export (fixed for the
+/// process: the exporter starts once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    pub otlp: Option<OtlpConfig>,
+    pub trusted_sources: Vec<ipnet::IpNet>,
+    pub trusted_partners: Vec<String>,
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig { otlp: None, trusted_sources: Vec::new(), trusted_partners: Vec::new(), sample_ratio: 1.0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    pub endpoint: url::Url,
+    pub service_name: String,
+    pub timeout: Duration,
+    pub interval: Duration,
 }
 
 /// How much of a request body is read and discarded before a refusal, so that clients which are

@@ -61,6 +61,30 @@ pub struct File {
     /// specific first, as the access log writes it). Other subjects count as `other`.
     #[serde(default)]
     pub partners: BTreeMap<String, String>,
+    /// W3C trace context and OTLP export; propagation only when absent.
+    #[serde(default)]
+    pub tracing: Tracing,
+}
+
+/// Which callers' `traceparent` is believed, and where spans go.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`); no export when absent.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+    /// Longest wait for one export call.
+    pub export_timeout: Option<Dur>,
+    /// How often finished spans are sent.
+    pub export_interval: Option<Dur>,
+    /// Client addresses or networks (`10.0.0.0/8`) whose trace context is continued.
+    #[serde(default)]
+    pub trusted_sources: Vec<String>,
+    /// Partner names (from `partners`) whose trace context is continued.
+    #[serde(default)]
+    pub trusted_partners: Vec<String>,
+    /// Share of new traces (no trusted parent) that are sampled, 0.0 to 1.0.
+    pub sample_ratio: Option<f64>,
 }
 
 /// The admin listener always speaks TLS; callers present an admin client certificate with one of

@@ -37,6 +37,9 @@ const UPSTREAM_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 const INTROSPECTION_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const INTROSPECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const INTROSPECTION_MAX_TTL: Duration = Duration::from_secs(300);
+const TRACING_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+const TRACING_EXPORT_INTERVAL: Duration = Duration::from_secs(2);
+const TRACING_SERVICE_NAME: &str = "mtls-gateway";
 const INTROSPECTION_NEGATIVE_TTL: Duration = Duration::from_secs(5);
 const INTROSPECTION_LEEWAY: Duration = Duration::from_secs(30);
 const CORS_MAX_AGE: Duration = Duration::from_secs(600);
@@ -177,6 +180,7 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         token_issuer,
         admin,
         partners: partners(check, &raw.partners),
+        tracing: tracing(check, &raw.tracing, &raw.partners),
         warnings: std::mem::take(&mut check.warnings),
     })
 }
@@ -316,6 +320,45 @@ fn partners(check: &mut Check, map: &BTreeMap<String, String>) -> BTreeMap<Strin
         }
     }
     map.clone()
+}
+
+/// Trust is named explicitly: addresses and networks, or partner names that `partners` defines.
+fn tracing(check: &mut Check, t: &schema::Tracing, partners: &BTreeMap<String, String>) -> TracingConfig {
+    let otlp = t.otlp_endpoint.as_ref().and_then(|e| {
+        let url = url::Url::parse(e).map_err(|err| format!("{e:?}: {err}"));
+        let url = url.and_then(|u| match u.scheme() {
+            "http" | "https" => Ok(u),
+            other => Err(format!("{e:?}: the OTLP/HTTP endpoint needs http or https, not {other}")),
+        });
+        let endpoint = check.ok("tracing.otlp_endpoint", url)?;
+        Some(OtlpConfig {
+            endpoint,
+            service_name: t.service_name.clone().unwrap_or_else(|| TRACING_SERVICE_NAME.to_string()),
+            timeout: nonzero(check, "tracing.export_timeout", dur(t.export_timeout, TRACING_EXPORT_TIMEOUT)),
+            interval: nonzero(check, "tracing.export_interval", dur(t.export_interval, TRACING_EXPORT_INTERVAL)),
+        })
+    });
+    if t.otlp_endpoint.is_none() && (t.service_name.is_some() || t.export_timeout.is_some()) {
+        check.warnings.push("tracing: service_name and export_timeout have no effect without otlp_endpoint".into());
+    }
+    let mut trusted_sources = Vec::new();
+    for (i, s) in t.trusted_sources.iter().enumerate() {
+        let net = s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        if let Some(net) = check.ok(&format!("tracing.trusted_sources[{i}]"), net.map_err(|e| format!("{s:?}: {e}"))) {
+            trusted_sources.push(net);
+        }
+    }
+    let known: BTreeSet<&String> = partners.values().collect();
+    for (i, p) in t.trusted_partners.iter().enumerate() {
+        if !known.contains(p) {
+            check.fail(&format!("tracing.trusted_partners[{i}]"), format!("{p:?} is not a name in partners"));
+        }
+    }
+    let ratio = t.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&ratio) {
+        check.fail("tracing.sample_ratio", format!("{ratio} is not between 0.0 and 1.0"));
+    }
+    TracingConfig { otlp, trusted_sources, trusted_partners: t.trusted_partners.clone(), sample_ratio: ratio }
 }
 
 fn nonzero(check: &mut Check, key: &str, d: Duration) -> Duration {

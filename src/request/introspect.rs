@@ -22,6 +22,7 @@ use crate::request::issuer::TokenIssuer;
 use crate::request::jwks::{max_age, JwksError, RemoteJwks};
 use crate::request::purge::{PurgeLog, PurgeTarget};
 use crate::token::{jwt_payload, unix_now, Claims};
+use crate::trace::{ChildSpan, RequestTrace};
 use jsonwebtoken::{Algorithm, Validation};
 use moka::future::Cache;
 use moka::Expiry;
@@ -187,7 +188,12 @@ impl Introspector {
 
     /// Looks a token up by its `cache_key`: from the cache, or by one introspection call shared by
     /// every concurrent request for the same token.
-    pub async fn lookup(&self, token: &str, key: [u8; 32]) -> (Result<TokenState, IntrospectError>, CacheResult) {
+    pub async fn lookup(
+        &self,
+        token: &str,
+        key: [u8; 32],
+        trace: Option<&RequestTrace>,
+    ) -> (Result<TokenState, IntrospectError>, CacheResult) {
         if let Some(entry) = self.cache.get(&key).await {
             if !self.purges.voids(entry.asked, &key, entry.thumbprint()) {
                 return (Ok(entry.state.clone()), CacheResult::Hit);
@@ -199,7 +205,7 @@ impl Introspector {
         let ran = AtomicBool::new(false);
         let init = async {
             ran.store(true, Ordering::Relaxed);
-            self.introspect(token).await.map(Arc::new)
+            self.introspect(token, trace).await.map(Arc::new)
         };
         let result = self.cache.entry(key).or_try_insert_with(init).await;
         let how = if ran.load(Ordering::Relaxed) { CacheResult::Miss } else { CacheResult::Coalesced };
@@ -232,9 +238,11 @@ impl Introspector {
         self.cache.iter().filter(|(k, e)| target.matches(k, e.thumbprint())).count() as u64
     }
 
-    async fn introspect(&self, token: &str) -> Result<Entry, IntrospectError> {
+    async fn introspect(&self, token: &str, trace: Option<&RequestTrace>) -> Result<Entry, IntrospectError> {
         let started = Instant::now();
-        let result = self.call(token).await.map(|a| Entry { state: a.state, ttl: a.ttl, asked: started });
+        let span = trace.map(|t| t.child("introspection"));
+        let result =
+            self.call(token, span.as_ref()).await.map(|a| Entry { state: a.state, ttl: a.ttl, asked: started });
         let label = match &result {
             Ok(e) => match e.state {
                 TokenState::Active(_) => "active",
@@ -244,17 +252,28 @@ impl Introspector {
             Err(IntrospectError::Unavailable(r)) | Err(IntrospectError::BadAnswer(r)) => r,
         };
         metrics::introspection(&self.cfg.name, label, started.elapsed());
+        if let Some(mut span) = span {
+            span.set(opentelemetry::KeyValue::new("mtls_gateway.introspection", self.cfg.name.clone()));
+            span.set(opentelemetry::KeyValue::new("mtls_gateway.result", label));
+            span.end(result.is_err().then_some(label));
+        }
         result
     }
 
-    async fn call(&self, token: &str) -> Result<Answer, IntrospectError> {
+    async fn call(&self, token: &str, span: Option<&ChildSpan>) -> Result<Answer, IntrospectError> {
         let accept = match self.cfg.mode {
             ResponseMode::Jwt => "application/jwt",
             ResponseMode::Json => "application/json",
             ResponseMode::Rfc9701 => "application/token-introspection+jwt",
         };
         let mut form = vec![("token", token.to_string())];
-        let request = self.client.post(self.endpoint.clone()).header(reqwest::header::ACCEPT, accept);
+        let mut request = self.client.post(self.endpoint.clone()).header(reqwest::header::ACCEPT, accept);
+        if let Some(span) = span {
+            request = request.header("traceparent", span.traceparent());
+            if let Some(state) = span.tracestate() {
+                request = request.header("tracestate", state);
+            }
+        }
         let request = self.auth.apply(request, &mut form).map_err(|e| {
             log::warn!("introspection {}: cannot authenticate: {e}", self.cfg.name);
             IntrospectError::BadAnswer("introspection_client_auth")

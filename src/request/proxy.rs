@@ -16,6 +16,7 @@ use crate::request::partners::Partners;
 use crate::request::respond::{self, BadRequest, Refusal};
 use crate::request::route::{self, Route};
 use crate::token::{ClientCert, ConnectionFacts, Exchanges};
+use crate::trace::{ChildSpan, Tracing};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -36,6 +37,8 @@ pub struct Routing {
     partner_requests: usize,
     /// The metric names of configured partners.
     partners: Partners,
+    /// Whose trace context is continued.
+    tracing: Tracing,
 }
 
 impl Routing {
@@ -48,7 +51,13 @@ impl Routing {
             access_format: AccessFormat::Text,
             partner_requests: usize::MAX,
             partners: Partners::default(),
+            tracing: Tracing::default(),
         }
+    }
+
+    pub fn with_tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = tracing;
+        self
     }
 
     pub fn with_partners(mut self, partners: Partners) -> Self {
@@ -136,6 +145,8 @@ pub struct RequestCtx {
     exchanges: Option<Arc<Exchanges>>,
     /// This request's body is still arriving (counted in `exchanges`).
     body_pending: bool,
+    /// The span of the call to the API, from `upstream_peer` to its answer.
+    upstream_span: Option<ChildSpan>,
     /// This request's place in its partner's in-flight count, released with the context.
     _inflight: Option<InFlightSlot>,
 }
@@ -248,6 +259,15 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Continues a trusted caller's trace or starts one; the filters pass it to introspection.
+    fn start_trace(session: &Session, ctx: &mut RequestCtx) {
+        let source = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let partner = ctx.state.partners.name(ctx.filters.client.as_deref());
+        let req = session.req_header();
+        let name = req.method.as_str().to_string();
+        ctx.filters.trace = Some(ctx.state.tracing.start(&req.headers, source, partner, name));
+    }
+
     /// Per-connection facts from the TLS handshake: the verified client certificate and the SNI;
     /// and the client's address, which only a limit without a certificate needs.
     fn connection_facts(session: &Session, ctx: &mut RequestCtx) {
@@ -281,6 +301,7 @@ impl ProxyHttp for Gateway {
             ended_by: None,
             exchanges: None,
             body_pending: false,
+            upstream_span: None,
             _inflight: None,
         }
     }
@@ -290,6 +311,7 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.interaction_id = interaction_id(session.req_header());
         Self::connection_facts(session, ctx);
+        Self::start_trace(session, ctx);
         if let Some(exchanges) = &ctx.exchanges {
             exchanges.header_read();
             if !session.is_body_empty() {
@@ -344,6 +366,11 @@ impl ProxyHttp for Gateway {
         let route =
             ctx.route.and_then(|i| ctx.state.routes.get(i)).ok_or_else(|| Error::new(ErrorType::HTTPStatus(404)))?;
         ctx.upstream_started = Some(Instant::now());
+        if let Some(trace) = &ctx.filters.trace {
+            let mut span = trace.child("upstream");
+            span.set(opentelemetry::KeyValue::new("server.address", route.label.clone()));
+            ctx.upstream_span = Some(span);
+        }
         Ok(Box::new(route.peer()))
     }
 
@@ -369,6 +396,16 @@ impl ProxyHttp for Gateway {
         }
         upstream.insert_header("x-forwarded-proto", "https")?;
         upstream.insert_header("x-fapi-interaction-id", &ctx.interaction_id)?;
+        // What the caller sent is replaced: it was continued only if trusted.
+        upstream.remove_header("tracestate");
+        if let Some(span) = &ctx.upstream_span {
+            upstream.insert_header("traceparent", span.traceparent())?;
+            if let Some(state) = span.tracestate() {
+                upstream.insert_header("tracestate", state)?;
+            }
+        } else {
+            upstream.remove_header("traceparent");
+        }
         if route.cfg.forward_client_cert {
             if let Some(client) = ctx.client() {
                 // RFC 9440 §2: the DER of the verified leaf, encoded once at handshake.
@@ -382,6 +419,10 @@ impl ProxyHttp for Gateway {
         if let Some(start) = ctx.upstream_started {
             ctx.upstream_elapsed = Some(start.elapsed());
         }
+        if let Some(mut span) = ctx.upstream_span.take() {
+            span.set(opentelemetry::KeyValue::new("http.response.status_code", i64::from(resp.status.as_u16())));
+            span.end((resp.status.as_u16() >= 500).then_some("upstream error status"));
+        }
         for (name, value) in ctx.response_headers() {
             resp.insert_header(name, value)?;
         }
@@ -394,6 +435,9 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let party = Party::of(e);
         ctx.ended_by = Some(party);
+        if let Some(span) = ctx.upstream_span.take() {
+            span.end(Some(e.etype().as_str()));
+        }
         let io = matches!(
             e.etype(),
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed | ErrorType::H2Error
@@ -456,6 +500,12 @@ impl ProxyHttp for Gateway {
         if let Some(client) = &ctx.filters.client {
             ctx.state.partners.saw(partner, client);
         }
+        if let Some(span) = ctx.upstream_span.take() {
+            span.end(Some("no answer"));
+        }
+        if let Some(trace) = &ctx.filters.trace {
+            Self::finish_trace(session, ctx, trace, route, status, partner);
+        }
         if !log::log_enabled!(target: "access", log::Level::Info) {
             return;
         }
@@ -482,6 +532,32 @@ impl ProxyHttp for Gateway {
             AccessFormat::Text => log::info!(target: "access", "{}", line.text()),
             AccessFormat::Json => log::info!(target: "access", "{}", line.json()),
         }
+    }
+}
+
+impl Gateway {
+    /// Ends the request span with what the access line says.
+    fn finish_trace(
+        session: &Session,
+        ctx: &RequestCtx,
+        trace: &crate::trace::RequestTrace,
+        route: &str,
+        status: u16,
+        partner: &str,
+    ) {
+        use opentelemetry::KeyValue;
+        let method = session.req_header().method.as_str();
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method.to_string()),
+            KeyValue::new("http.route", route.to_string()),
+            KeyValue::new("mtls_gateway.partner", partner.to_string()),
+            KeyValue::new("mtls_gateway.interaction_id", ctx.interaction_id.clone()),
+        ];
+        if let Some((filter, reason)) = ctx.refused_by {
+            attributes.push(KeyValue::new("mtls_gateway.refused_by", filter));
+            attributes.push(KeyValue::new("mtls_gateway.reason", reason));
+        }
+        trace.finish(format!("{method} {route}"), status, attributes);
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod net;
+pub mod otlp;
 pub mod yaml;
 
 use serde_yaml::Value;

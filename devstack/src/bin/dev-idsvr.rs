@@ -105,6 +105,8 @@ struct IdSvr {
     faults: Mutex<Faults>,
     introspections: AtomicU64,
     issued: AtomicU64,
+    /// The W3C `traceparent` of the last introspection call (for the tracing tests).
+    last_traceparent: Mutex<Option<String>>,
 }
 
 fn now() -> u64 {
@@ -142,6 +144,7 @@ impl IdSvr {
             faults: Mutex::new(Faults::default()),
             introspections: AtomicU64::new(0),
             issued: AtomicU64::new(0),
+            last_traceparent: Mutex::new(None),
         })
     }
 
@@ -209,6 +212,10 @@ impl IdSvr {
 
     async fn introspect(&self, session: &ServerSession, form: &[(String, String)]) -> http::Response<Vec<u8>> {
         self.introspections.fetch_add(1, Ordering::Relaxed);
+        let traceparent = session.req_header().headers.get("traceparent").and_then(|v| v.to_str().ok());
+        if let Ok(mut last) = self.last_traceparent.lock() {
+            *last = traceparent.map(str::to_string);
+        }
         let (delay, fail) = match self.faults.lock() {
             Ok(f) => (f.introspection_delay_ms, f.introspection_status),
             Err(_) => (0, None),
@@ -404,6 +411,7 @@ impl ServeHttp for IdSvr {
                 &json!({
                     "introspections": self.introspections.load(Ordering::Relaxed),
                     "tokens_issued": self.issued.load(Ordering::Relaxed),
+                    "last_traceparent": self.last_traceparent.lock().ok().and_then(|l| l.clone()),
                 }),
             ),
             ("POST", "/dev/faults") if dev => self.set_faults(&body),

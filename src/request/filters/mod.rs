@@ -44,6 +44,8 @@ pub struct FilterState {
     pub token_id: Option<String>,
     /// The client's address, as a rate-limit key for connections without a certificate.
     pub source: Option<String>,
+    /// The request's trace, which the introspection call continues.
+    pub trace: Option<crate::trace::RequestTrace>,
 }
 
 impl FilterState {

@@ -34,7 +34,7 @@ impl Filter for PhantomToken {
         if let Some(refusal) = self.over_miss_limit(&key, state) {
             return Outcome::Respond(refusal);
         }
-        let (result, how) = self.introspector.lookup(token, key).await;
+        let (result, how) = self.introspector.lookup(token, key, state.trace.as_ref()).await;
         state.cache = Some(how);
         metrics::cache_lookup(self.introspector.name(), how.as_str(), self.introspector.entry_count());
         match result {

@@ -1,0 +1,354 @@
+//! W3C trace context (`traceparent`, `tracestate`) and, when configured, OTLP export of three
+//! spans per request: the request itself, the introspection call and the upstream call.
+//!
+//! A caller's trace context is continued only when the caller is trusted (`tracing.trusted_sources`
+//! or `tracing.trusted_partners`): a partner could otherwise pick the trace ids of the gateway's
+//! own traces, or mark every request sampled and flood the collector. Everyone else starts a new
+//! trace, and what they sent is never forwarded.
+//!
+//! Without export the gateway still propagates: it makes its own ids, so the API and the identity
+//! server can join their spans to the same trace. With export, spans come from the OpenTelemetry
+//! SDK (batch processor, OTLP/HTTP protobuf), which runs on a thread of its own, started after
+//! pingora has daemonized (see [`ExportService`]).
+
+use crate::config::{OtlpConfig, TracingConfig};
+use async_trait::async_trait;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider};
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+/// The process's exporter, set once when the export service starts.
+static EXPORT: OnceLock<(SdkTracerProvider, SdkTracer)> = OnceLock::new();
+
+fn tracer() -> Option<&'static SdkTracer> {
+    EXPORT.get().map(|(_, t)| t)
+}
+
+/// Who may continue a trace, and how many new traces are sampled: part of the routing, so a reload
+/// changes it.
+#[derive(Debug, Clone, Default)]
+pub struct Tracing {
+    cfg: TracingConfig,
+}
+
+impl Tracing {
+    pub fn new(cfg: TracingConfig) -> Self {
+        Tracing { cfg }
+    }
+
+    fn trusts(&self, source: Option<IpAddr>, partner: &str) -> bool {
+        source.is_some_and(|ip| self.cfg.trusted_sources.iter().any(|n| n.contains(&ip)))
+            || self.cfg.trusted_partners.iter().any(|p| p == partner)
+    }
+
+    /// Starts the request's trace: continued from a trusted caller's `traceparent`, new otherwise.
+    pub fn start(
+        &self,
+        headers: &http::HeaderMap,
+        source: Option<IpAddr>,
+        partner: &str,
+        name: String,
+    ) -> RequestTrace {
+        let parent = if self.trusts(source, partner) { remote_parent(headers) } else { None };
+        let started = SystemTime::now();
+        if let Some(tracer) = tracer() {
+            let parent_cx = parent.map_or_else(Context::new, |sc| Context::new().with_remote_span_context(sc));
+            let span = tracer
+                .span_builder(name)
+                .with_kind(SpanKind::Server)
+                .with_start_time(started)
+                .start_with_context(tracer, &parent_cx);
+            let cx = parent_cx.with_span(span);
+            let ids = cx.span().span_context().clone();
+            return RequestTrace { cx: Some(cx), ids };
+        }
+        let (trace_id, flags, state) = match parent {
+            Some(p) => (p.trace_id(), p.trace_flags(), p.trace_state().clone()),
+            None => {
+                let id = new_trace_id();
+                (id, sampled_flag(id, self.cfg.sample_ratio), TraceState::default())
+            }
+        };
+        RequestTrace { cx: None, ids: SpanContext::new(trace_id, new_span_id(), flags, false, state) }
+    }
+
+    /// The configured share of new traces to sample.
+    pub fn sample_ratio(&self) -> f64 {
+        self.cfg.sample_ratio
+    }
+}
+
+/// The trace of one request: the request span (exported, or only its ids) and its context.
+#[derive(Debug, Clone)]
+pub struct RequestTrace {
+    /// The context holding the exported request span; `None` without export.
+    cx: Option<Context>,
+    ids: SpanContext,
+}
+
+impl RequestTrace {
+    pub fn trace_id(&self) -> TraceId {
+        self.ids.trace_id()
+    }
+
+    /// A child span for a call the gateway makes (`introspection`, `upstream`): what its
+    /// `traceparent` header carries.
+    pub fn child(&self, name: &'static str) -> ChildSpan {
+        let Some((cx, tracer)) = self.cx.as_ref().zip(tracer()) else {
+            let ids = SpanContext::new(
+                self.ids.trace_id(),
+                new_span_id(),
+                self.ids.trace_flags(),
+                false,
+                self.ids.trace_state().clone(),
+            );
+            return ChildSpan { span: None, ids };
+        };
+        let span = tracer.span_builder(name).with_kind(SpanKind::Client).start_with_context(tracer, cx);
+        let ids = span.span_context().clone();
+        ChildSpan { span: Some(span), ids }
+    }
+
+    /// `traceparent` for a call made on behalf of this request without a span of its own.
+    pub fn traceparent(&self) -> String {
+        traceparent(&self.ids)
+    }
+
+    pub fn tracestate(&self) -> Option<String> {
+        tracestate(&self.ids)
+    }
+
+    /// Ends the request span with what the access log knows; `name` is `METHOD route`.
+    pub fn finish(&self, name: String, status: u16, attributes: Vec<KeyValue>) {
+        let Some(cx) = &self.cx else { return };
+        let span = cx.span();
+        span.update_name(name);
+        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+        for a in attributes {
+            span.set_attribute(a);
+        }
+        if status >= 500 || status == 0 {
+            span.set_status(Status::error(format!("status {status}")));
+        }
+        span.end();
+    }
+}
+
+/// A call the gateway makes: the span to end when the answer is in, and the ids its
+/// `traceparent` carries.
+#[derive(Debug)]
+pub struct ChildSpan {
+    span: Option<opentelemetry_sdk::trace::Span>,
+    ids: SpanContext,
+}
+
+impl ChildSpan {
+    pub fn traceparent(&self) -> String {
+        traceparent(&self.ids)
+    }
+
+    pub fn tracestate(&self) -> Option<String> {
+        tracestate(&self.ids)
+    }
+
+    pub fn set(&mut self, attribute: KeyValue) {
+        if let Some(span) = &mut self.span {
+            span.set_attribute(attribute);
+        }
+    }
+
+    /// Ends the span; `failure` marks it as an error.
+    pub fn end(mut self, failure: Option<&str>) {
+        if let Some(span) = &mut self.span {
+            if let Some(f) = failure {
+                span.set_status(Status::error(f.to_string()));
+            }
+            span.end();
+        }
+    }
+}
+
+fn traceparent(sc: &SpanContext) -> String {
+    format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8())
+}
+
+fn tracestate(sc: &SpanContext) -> Option<String> {
+    let header = sc.trace_state().header();
+    (!header.is_empty()).then_some(header)
+}
+
+/// The caller's span context, when it sent exactly one valid `traceparent`.
+fn remote_parent(headers: &http::HeaderMap) -> Option<SpanContext> {
+    if headers.get_all("traceparent").iter().count() != 1 {
+        return None;
+    }
+    let cx = TraceContextPropagator::new().extract(&Headers(headers));
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// `tracestate` may come in several header lines, which W3C says to join with commas.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+fn new_trace_id() -> TraceId {
+    TraceId::from_bytes(*uuid::Uuid::new_v4().as_bytes())
+}
+
+fn new_span_id() -> SpanId {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    SpanId::from_bytes(bytes[..8].try_into().unwrap_or([1; 8]))
+}
+
+/// The same rule as OpenTelemetry's trace-id ratio sampler: the low 63 bits of the id against the
+/// ratio, so every service that samples by ratio keeps the same traces.
+fn sampled_flag(id: TraceId, ratio: f64) -> TraceFlags {
+    let low = u64::from_be_bytes(id.to_bytes()[8..].try_into().unwrap_or([0; 8])) >> 1;
+    let bound = (ratio.clamp(0.0, 1.0) * (1u64 << 63) as f64) as u64;
+    if ratio >= 1.0 || low < bound {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    }
+}
+
+/// Starts the OTLP exporter once pingora runs (after it daemonized: the batch processor's thread
+/// would not survive the fork), and flushes what is left when the process stops.
+pub struct ExportService {
+    cfg: OtlpConfig,
+    sample_ratio: f64,
+}
+
+impl ExportService {
+    pub fn new(cfg: OtlpConfig, sample_ratio: f64) -> Self {
+        ExportService { cfg, sample_ratio }
+    }
+
+    fn install(&self) -> Result<(), String> {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(self.cfg.endpoint.as_str())
+            .with_timeout(self.cfg.timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let batch = BatchConfigBuilder::default().with_scheduled_delay(self.cfg.interval).build();
+        let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+        let sampler = opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+            opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(self.sample_ratio),
+        ));
+        let resource = opentelemetry_sdk::Resource::builder().with_service_name(self.cfg.service_name.clone()).build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_sampler(sampler)
+            .with_resource(resource)
+            .build();
+        let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "mtls-gateway");
+        EXPORT.set((provider, tracer)).map_err(|_| "the exporter was already started".to_string())
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ExportService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        match self.install() {
+            Ok(()) => log::info!("tracing: exporting spans to {} every {:?}", self.cfg.endpoint, self.cfg.interval),
+            // The service still lives until shutdown: pingora logs an early return as "exited".
+            Err(e) => log::error!(
+                "tracing: cannot start the OTLP exporter for {}: {e}; spans are not exported",
+                self.cfg.endpoint
+            ),
+        }
+        let _ = shutdown.changed().await;
+        if let Some((provider, _)) = EXPORT.get() {
+            // The SDK's flush blocks on its export thread.
+            let provider = provider.clone();
+            let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+            if let Ok(Err(e)) = flushed {
+                log::warn!("tracing: the last spans may be lost: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn trusting(cidr: &str) -> Tracing {
+        Tracing::new(TracingConfig { trusted_sources: vec![cidr.parse().unwrap()], ..Default::default() })
+    }
+
+    #[test]
+    fn a_trusted_caller_continues_its_trace_and_the_child_gets_a_new_span() {
+        let h = headers(&[("traceparent", PARENT), ("tracestate", "vendor=abc")]);
+        let t = trusting("10.0.0.0/8").start(&h, Some("10.1.2.3".parse().unwrap()), "other", "GET".into());
+        assert_eq!(t.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let child = t.child("upstream").traceparent();
+        assert!(child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && child.ends_with("-01"), "{child}");
+        assert!(!child.contains("00f067aa0ba902b7"), "the child has its own span id: {child}");
+        assert_eq!(t.tracestate().as_deref(), Some("vendor=abc"));
+    }
+
+    #[test]
+    fn an_untrusted_caller_or_a_broken_header_starts_a_new_trace() {
+        let h = headers(&[("traceparent", PARENT), ("tracestate", "vendor=abc")]);
+        let untrusted = trusting("10.0.0.0/8").start(&h, Some("192.0.2.1".parse().unwrap()), "acme", "GET".into());
+        assert_ne!(untrusted.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(untrusted.tracestate(), None, "an untrusted tracestate is never forwarded");
+        let by_partner = Tracing::new(TracingConfig { trusted_partners: vec!["acme".into()], ..Default::default() });
+        assert_eq!(
+            by_partner.start(&h, None, "acme", "GET".into()).trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let ip = Some("10.0.0.1".parse().unwrap());
+        for bad in [
+            headers(&[("traceparent", PARENT), ("traceparent", PARENT)]),
+            headers(&[("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")]),
+            headers(&[("traceparent", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]),
+            headers(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7")]),
+        ] {
+            let t = trusting("10.0.0.0/8").start(&bad, ip, "other", "GET".into());
+            assert_ne!(t.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad:?}");
+            assert!(t.trace_id() != TraceId::INVALID);
+        }
+    }
+
+    #[test]
+    fn the_sample_ratio_decides_new_traces_only() {
+        let none = Tracing::new(TracingConfig { sample_ratio: 0.0, ..Default::default() });
+        assert!(none.start(&headers(&[]), None, "other", "GET".into()).traceparent().ends_with("-00"));
+        let all = Tracing::new(TracingConfig::default());
+        assert!(all.start(&headers(&[]), None, "other", "GET".into()).traceparent().ends_with("-01"));
+        let half = (0..400).filter(|_| sampled_flag(new_trace_id(), 0.5).is_sampled()).count();
+        assert!((120..280).contains(&half), "{half} of 400 sampled at 0.5");
+    }
+}
