@@ -5,11 +5,12 @@
 //! here too, so `-t` reports what it found.
 
 use crate::admin::{self, AdminParts};
-use crate::config::{Config, IntrospectionConfig, Problem, Problems, TokenIssuerConfig};
+use crate::config::{Config, DpopConfig, IntrospectionConfig, Problem, Problems, TokenIssuerConfig};
 use crate::connection::crl::SharedAcceptor;
 use crate::connection::tls::build_acceptor;
 use crate::request::discovery;
-use crate::request::filters::{build_chain, ChainParts};
+use crate::request::dpop::DpopVerifier;
+use crate::request::filters::{accepts_dpop, build_chain, ChainParts};
 use crate::request::headers::StripList;
 use crate::request::introspect::Introspector;
 use crate::request::issuer::TokenIssuer;
@@ -34,6 +35,8 @@ pub struct App {
     pub introspectors: BTreeMap<String, Arc<Introspector>>,
     /// The admin listener's TLS and authentication, when an `admin:` section is written.
     pub admin: Option<AdminParts>,
+    /// The DPoP proof checks (and their replay cache), when a route accepts DPoP.
+    pub dpop: Option<Arc<DpopVerifier>>,
 }
 
 /// What a reload carries over from the configuration being replaced: the token caches.
@@ -41,6 +44,9 @@ pub struct App {
 pub struct Kept {
     pub introspectors: BTreeMap<String, Arc<Introspector>>,
     pub token_issuer: Option<TokenIssuerConfig>,
+    /// Its replay cache is kept while the window and the bound stay the same: a reload must not
+    /// let a proof be used twice.
+    pub dpop: Option<Arc<DpopVerifier>>,
 }
 
 /// Builds every runtime part of `config`, or reports every problem found.
@@ -78,9 +84,11 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
         .admin
         .as_ref()
         .and_then(|a| admin::build(a).map_err(|ps| ps.into_iter().for_each(|p| problems.add(p))).ok());
+    let dpop = config.dpop.clone().map(|cfg| Arc::new(dpop_verifier(cfg, kept, &mut report)));
     let parts = ChainParts {
         introspectors: introspectors.clone(),
         miss_limit: config.limits.introspection_misses.map(|r| Arc::new(Limiter::new(r))),
+        dpop: dpop.clone(),
     };
     let routes = routes(&config, &parts, &mut problems);
     let normalizer =
@@ -92,7 +100,18 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
         .with_tracing(crate::trace::Tracing::new(config.tracing.clone()));
     let acceptor = problems.or(acceptor)?;
     let acceptor = Arc::new(ArcSwap::from_pointee(acceptor));
-    Ok(App { acceptor, routing, issuer, config, report, introspectors, admin })
+    Ok(App { acceptor, routing, issuer, config, report, introspectors, admin, dpop })
+}
+
+/// The DPoP checks of `cfg`, on the previous replay cache when its window and bound are the same.
+fn dpop_verifier(cfg: DpopConfig, kept: &Kept, report: &mut Vec<String>) -> DpopVerifier {
+    match kept.dpop.as_ref().and_then(|old| old.replay_for(&cfg)) {
+        Some(replay) => {
+            report.push("dpop: the replay cache is kept".to_string());
+            DpopVerifier::new(cfg, replay)
+        }
+        None => DpopVerifier::local(cfg),
+    }
 }
 
 /// Fills in what discovery finds and the section does not say; keys written in the section win.
@@ -145,7 +164,11 @@ fn routes(config: &Config, parts: &ChainParts, problems: &mut Problems) -> Vec<R
         let chain = build_chain(&r.filters, parts).map_err(|e| problems.fail(&format!("routes[{n}].filters"), e));
         let peer = upstream_peer(&r.upstream).map_err(|p| problems.add(p));
         if let (Ok(chain), Ok(peer)) = (chain, peer) {
-            routes.push(Route::new(r.clone(), chain, peer));
+            let route = Route::new(r.clone(), chain, peer);
+            routes.push(match (&parts.dpop, accepts_dpop(&r.filters)) {
+                (Some(verifier), true) => route.with_dpop(verifier.clone()),
+                _ => route,
+            });
         }
     }
     routes

@@ -33,6 +33,8 @@ struct Metrics {
     partner_seconds: HistogramVec,
     partner_refusals: IntCounterVec,
     partner_not_after: IntGaugeVec,
+    dpop_proofs: IntCounterVec,
+    dpop_replay_evictions: prometheus::IntCounter,
 }
 
 /// Registration can only fail on a duplicate name, which would be a bug caught by the first test run.
@@ -174,6 +176,17 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["partner"]
     )
     .expect("register gateway_partner_certificate_not_after_seconds"),
+    dpop_proofs: register_int_counter_vec!(
+        "gateway_dpop_proofs_total",
+        "DPoP proofs checked, by result (ok or the refusal reason)",
+        &["result"]
+    )
+    .expect("register gateway_dpop_proofs_total"),
+    dpop_replay_evictions: prometheus::register_int_counter!(
+        "gateway_dpop_replay_evictions_total",
+        "Proof ids dropped from a full replay cache before their window ended (a replay window opens)"
+    )
+    .expect("register gateway_dpop_replay_evictions_total"),
 });
 
 /// Registers every metric now, so that `/metrics` lists them before the first request.
@@ -211,6 +224,14 @@ pub fn passthrough(route: &str, end: &str) {
 
 pub fn connection_cut(reason: &'static str) {
     METRICS.cuts.with_label_values(&[reason]).inc();
+}
+
+pub fn dpop_proof(result: &'static str) {
+    METRICS.dpop_proofs.with_label_values(&[result]).inc();
+}
+
+pub fn dpop_replay_eviction() {
+    METRICS.dpop_replay_evictions.inc();
 }
 
 pub fn rate_limited(limit: &'static str) {

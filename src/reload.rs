@@ -164,7 +164,11 @@ pub fn router_config(cfg: &Config) -> RouterConfig {
 
 /// What the next build may take over from this one: start and reload both use it.
 fn kept_of(app: &App) -> Kept {
-    Kept { introspectors: app.introspectors.clone(), token_issuer: app.config.token_issuer.clone() }
+    Kept {
+        introspectors: app.introspectors.clone(),
+        token_issuer: app.config.token_issuer.clone(),
+        dpop: app.dpop.clone(),
+    }
 }
 
 impl Running {
@@ -173,7 +177,7 @@ impl Running {
     /// the admin listener's parts.
     pub fn start(app: App) -> (Arc<Running>, Config, Option<AdminParts>) {
         let (fixed, kept) = (Fixed::of(&app.config), kept_of(&app));
-        let App { config: cfg, acceptor, routing, issuer, introspectors, admin, report: _ } = app;
+        let App { config: cfg, acceptor, routing, issuer, introspectors, admin, report: _, dpop: _ } = app;
         let running = Running {
             path: cfg.path.clone(),
             routing: Arc::new(ArcSwap::from_pointee(routing)),

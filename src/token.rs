@@ -21,11 +21,13 @@ pub struct Claims {
     pub cnf: Option<Confirmation>,
 }
 
-/// RFC 8705 §3.1 confirmation claim.
+/// Confirmation claim: RFC 8705 §3.1 (`x5t#S256`) and RFC 9449 §6 (`jkt`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Confirmation {
     #[serde(rename = "x5t#S256")]
     pub x5t_s256: Option<String>,
+    #[serde(default)]
+    pub jkt: Option<String>,
 }
 
 impl Claims {
@@ -36,6 +38,11 @@ impl Claims {
     /// The certificate thumbprint the token is bound to, if any.
     pub fn bound_thumbprint(&self) -> Option<&str> {
         self.cnf.as_ref().and_then(|c| c.x5t_s256.as_deref())
+    }
+
+    /// The DPoP key thumbprint the token is bound to, if any.
+    pub fn bound_jkt(&self) -> Option<&str> {
+        self.cnf.as_ref().and_then(|c| c.jkt.as_deref())
     }
 }
 

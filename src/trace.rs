@@ -209,13 +209,13 @@ impl Extractor for Headers<'_> {
     }
 }
 
+/// Every bit random: a UUID's fixed version and variant bits would skew ratio sampling.
 fn new_trace_id() -> TraceId {
-    TraceId::from_bytes(*uuid::Uuid::new_v4().as_bytes())
+    TraceId::from_bytes(rand::random::<u128>().max(1).to_be_bytes())
 }
 
 fn new_span_id() -> SpanId {
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    SpanId::from_bytes(bytes[..8].try_into().unwrap_or([1; 8]))
+    SpanId::from_bytes(rand::random::<u64>().max(1).to_be_bytes())
 }
 
 /// The same rule as OpenTelemetry's trace-id ratio sampler: the low 63 bits of the id against the

@@ -53,6 +53,8 @@ pub struct TlsConfig {
     pub tls13_ciphersuites: String,
     pub http2: bool,
     pub extra_certificates: Vec<ExtraCertificate>,
+    /// Hosts whose clients may connect without a certificate.
+    pub optional_client_certificate: Vec<HostPattern>,
 }
 
 impl TlsConfig {
@@ -248,10 +250,24 @@ pub struct TokenIssuerConfig {
 
 #[derive(Debug, Clone)]
 pub enum FilterConfig {
-    PhantomToken { introspection: String },
+    PhantomToken {
+        introspection: String,
+    },
     CertBinding,
-    Scope { required: Vec<String>, methods: BTreeMap<HttpMethod, Vec<String>>, default: ScopeDefault },
-    RateLimit { rate: RateConfig, key: RateKey },
+    /// `accept` of the `binding` filter.
+    Binding {
+        certificate: bool,
+        dpop: bool,
+    },
+    Scope {
+        required: Vec<String>,
+        methods: BTreeMap<HttpMethod, Vec<String>>,
+        default: ScopeDefault,
+    },
+    RateLimit {
+        rate: RateConfig,
+        key: RateKey,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +343,44 @@ pub struct Config {
     /// Client certificate subject → partner name (a metric label).
     pub partners: BTreeMap<String, String>,
     pub tracing: TracingConfig,
+    /// Set when a route accepts DPoP (defaults filled in), or when the section is written.
+    pub dpop: Option<DpopConfig>,
+}
+
+/// RFC 9449 proof checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DpopConfig {
+    pub algs: Vec<jsonwebtoken::Algorithm>,
+    pub max_age: Duration,
+    pub leeway: Duration,
+    pub replay_entries: u64,
+    pub nonce: Option<NonceConfig>,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        use jsonwebtoken::Algorithm;
+        DpopConfig {
+            algs: vec![Algorithm::ES256, Algorithm::PS256, Algorithm::EdDSA],
+            max_age: Duration::from_secs(60),
+            leeway: Duration::from_secs(5),
+            replay_entries: 100_000,
+            nonce: None,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq)]
+pub struct NonceConfig {
+    pub secret: Vec<u8>,
+    pub lifetime: Duration,
+}
+
+/// The secret never reaches a log line.
+impl std::fmt::Debug for NonceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NonceConfig").field("secret", &"<redacted>").field("lifetime", &self.lifetime).finish()
+    }
 }
 
 /// W3C trace context: whose `traceparent` is continued, and the OTLP export (fixed for the

@@ -64,6 +64,33 @@ pub struct File {
     /// W3C trace context and OTLP export; propagation only when absent.
     #[serde(default)]
     pub tracing: Tracing,
+    /// DPoP proof checks (RFC 9449) for routes whose `binding` accepts `dpop`.
+    #[serde(default)]
+    pub dpop: Option<Dpop>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dpop {
+    /// Accepted proof algorithms; asymmetric only.
+    pub algs: Option<Vec<String>>,
+    /// Oldest accepted `iat`, counted back from now.
+    pub max_age: Option<Dur>,
+    /// Newest accepted `iat`: this far ahead of the gateway's clock.
+    pub leeway: Option<Dur>,
+    /// Bound of the replay cache of proof ids.
+    pub replay_cache_entries: Option<u64>,
+    /// Server nonces (RFC 9449 §9): every proof must carry a recent one. Off when absent.
+    pub nonce: Option<DpopNonce>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopNonce {
+    /// A file holding the secret (at least 32 bytes) that every replica shares.
+    pub secret_file: String,
+    /// How long one nonce window lasts; a nonce is accepted for one to two of them.
+    pub lifetime: Option<Dur>,
 }
 
 /// Which callers' `traceparent` is believed, and where spans go.
@@ -169,6 +196,10 @@ pub struct Tls {
     /// More certificates, chosen by SNI; `certificate`/`key` above stay the default.
     #[serde(default)]
     pub certificates: Vec<ExtraCertificate>,
+    /// Hosts (by SNI) whose clients may connect without a certificate (DPoP-only clients). A
+    /// certificate presented is still verified against the CA and the CRL.
+    #[serde(default)]
+    pub optional_client_certificate: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,6 +397,7 @@ pub struct Cors {
 pub enum Filter {
     PhantomToken(PhantomToken),
     CertBinding(CertBinding),
+    Binding(Binding),
     Scope(Scope),
     RateLimit(RateLimit),
 }
@@ -389,6 +421,22 @@ pub struct PhantomToken {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertBinding {}
+
+/// Which sender constraints a route accepts; a token is checked the way it is bound.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    pub accept: Vec<BindingKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingKind {
+    /// RFC 8705: `cnf."x5t#S256"` and the connection's client certificate.
+    Certificate,
+    /// RFC 9449: `cnf.jkt` and a DPoP proof.
+    Dpop,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

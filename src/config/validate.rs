@@ -37,6 +37,7 @@ const UPSTREAM_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 const INTROSPECTION_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const INTROSPECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const INTROSPECTION_MAX_TTL: Duration = Duration::from_secs(300);
+const DPOP_NONCE_LIFETIME: Duration = Duration::from_secs(300);
 const TRACING_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const TRACING_EXPORT_INTERVAL: Duration = Duration::from_secs(2);
 const TRACING_SERVICE_NAME: &str = "mtls-gateway";
@@ -135,6 +136,9 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
     if raw.routes.is_empty() {
         check.fail("routes", "at least one route is needed");
     }
+    let routes_accept_dpop = routes
+        .iter()
+        .any(|r: &RouteConfig| r.filters.iter().any(|f| matches!(f, FilterConfig::Binding { dpop: true, .. })));
     let metrics = raw.metrics.as_ref().and_then(|m| {
         let address = check.ok("metrics.address", m.address.parse().map_err(|e| format!("{:?}: {e}", m.address)))?;
         Some(OpsConfig {
@@ -181,6 +185,7 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         admin,
         partners: partners(check, &raw.partners),
         tracing: tracing(check, &raw.tracing, &raw.partners),
+        dpop: dpop(check, raw.dpop.as_ref(), routes_accept_dpop),
         warnings: std::mem::take(&mut check.warnings),
     })
 }
@@ -322,6 +327,49 @@ fn partners(check: &mut Check, map: &BTreeMap<String, String>) -> BTreeMap<Strin
     map.clone()
 }
 
+/// The section's defaults apply when a route accepts DPoP and the section is absent. Symmetric
+/// algorithms (anyone holding the key could have made the proof) and `none` are refused.
+fn dpop(check: &mut Check, d: Option<&schema::Dpop>, needed: bool) -> Option<DpopConfig> {
+    let d = match (d, needed) {
+        (None, false) => return None,
+        (None, true) => return Some(DpopConfig::default()),
+        (Some(d), _) => d,
+    };
+    let defaults = DpopConfig::default();
+    let mut algs = Vec::new();
+    for (i, name) in d.algs.iter().flatten().enumerate() {
+        let key = format!("dpop.algs[{i}]");
+        match name.parse::<jsonwebtoken::Algorithm>() {
+            Ok(a) if !matches!(a, jsonwebtoken::Algorithm::HS256 | jsonwebtoken::Algorithm::HS384 | jsonwebtoken::Algorithm::HS512) => algs.push(a),
+            _ => check.fail(&key, format!("{name:?}: an asymmetric JWS algorithm (ES256, ES384, PS256, PS384, PS512, RS256, RS384, RS512, EdDSA)")),
+        }
+    }
+    if d.algs.as_ref().is_some_and(Vec::is_empty) {
+        check.fail("dpop.algs", "names at least one algorithm");
+    }
+    let nonce = d.nonce.as_ref().and_then(|n| {
+        let path = check.file("dpop.nonce.secret_file", &n.secret_file);
+        let secret = std::fs::read(&path).ok()?;
+        let secret = String::from_utf8_lossy(&secret).trim().as_bytes().to_vec();
+        if secret.len() < 32 {
+            check.fail("dpop.nonce.secret_file", format!("{}: the secret needs at least 32 bytes", path.display()));
+        }
+        let lifetime = nonzero(check, "dpop.nonce.lifetime", dur(n.lifetime, DPOP_NONCE_LIFETIME));
+        Some(NonceConfig { secret, lifetime })
+    });
+    let replay_entries = d.replay_cache_entries.unwrap_or(defaults.replay_entries);
+    if replay_entries == 0 {
+        check.fail("dpop.replay_cache_entries", "must be at least 1");
+    }
+    Some(DpopConfig {
+        algs: if d.algs.is_some() { algs } else { defaults.algs },
+        max_age: nonzero(check, "dpop.max_age", dur(d.max_age, defaults.max_age)),
+        leeway: dur(d.leeway, defaults.leeway),
+        replay_entries,
+        nonce,
+    })
+}
+
 /// Trust is named explicitly: addresses and networks, or partner names that `partners` defines.
 fn tracing(check: &mut Check, t: &schema::Tracing, partners: &BTreeMap<String, String>) -> TracingConfig {
     let otlp = t.otlp_endpoint.as_ref().and_then(|e| {
@@ -402,6 +450,7 @@ fn tls_config(check: &mut Check, t: &schema::Tls) -> TlsConfig {
         tls13_ciphersuites: t.tls13_ciphersuites.clone().unwrap_or_else(|| DEFAULT_TLS13_SUITES.to_string()),
         http2: t.http2.unwrap_or(true),
         extra_certificates,
+        optional_client_certificate: hosts(check, "tls.optional_client_certificate", &t.optional_client_certificate),
     }
 }
 
@@ -853,6 +902,15 @@ fn filter(check: &mut Check, key: &str, f: &schema::Filter, names: &Names) -> Fi
             FilterConfig::PhantomToken { introspection: p.introspection.clone() }
         }
         schema::Filter::CertBinding(_) => FilterConfig::CertBinding,
+        schema::Filter::Binding(b) => {
+            if b.accept.is_empty() {
+                check.fail(&format!("{key}.binding.accept"), "names certificate, dpop or both");
+            }
+            FilterConfig::Binding {
+                certificate: b.accept.contains(&schema::BindingKind::Certificate),
+                dpop: b.accept.contains(&schema::BindingKind::Dpop),
+            }
+        }
         schema::Filter::Scope(s) => {
             FilterConfig::Scope { required: s.required.clone(), methods: s.methods.clone(), default: s.default }
         }
@@ -867,7 +925,8 @@ fn filter(check: &mut Check, key: &str, f: &schema::Filter, names: &Names) -> Fi
 fn check_filter_order(check: &mut Check, key: &str, filters: &[FilterConfig]) {
     let first_token = filters.iter().position(|f| matches!(f, FilterConfig::PhantomToken { .. }));
     for (i, f) in filters.iter().enumerate() {
-        let needs_token = matches!(f, FilterConfig::CertBinding | FilterConfig::Scope { .. });
+        let needs_token =
+            matches!(f, FilterConfig::CertBinding | FilterConfig::Binding { .. } | FilterConfig::Scope { .. });
         if needs_token && first_token.is_none_or(|t| t > i) {
             check.fail(&format!("{key}.filters[{i}]"), "needs a phantom_token filter before it");
         }

@@ -81,13 +81,20 @@ fn acceptor(cfg: &TlsConfig) -> Result<SslAcceptor, Problem> {
         let ctx = server_builder(cfg, &extra.certificate, &extra.key, &key)?.build().into_context();
         by_name.push((extra.hosts.clone(), ctx));
     }
-    if !by_name.is_empty() {
+    let optional = cfg.optional_client_certificate.clone();
+    if !by_name.is_empty() || !optional.is_empty() {
         b.set_servername_callback(move |ssl, _alert| {
             let name = ssl.servername(NameType::HOST_NAME).map(str::to_string);
-            let chosen = name.and_then(|n| by_name.iter().find(|(hosts, _)| hosts.iter().any(|h| h.matches(&n))));
+            let chosen =
+                name.as_ref().and_then(|n| by_name.iter().find(|(hosts, _)| hosts.iter().any(|h| h.matches(n))));
             if let Some((_, ctx)) = chosen {
                 // Every context verifies clients the same way, so switching only changes the certificate.
                 ssl.set_ssl_context(ctx).map_err(|_| SniError::ALERT_FATAL)?;
+            }
+            if name.is_some_and(|n| optional.iter().any(|h| h.matches(&n))) {
+                // A certificate is still asked for and, when sent, verified by the same callback
+                // (CA, CRL); only its absence is allowed.
+                ssl.set_verify(SslVerifyMode::PEER);
             }
             Ok(())
         });

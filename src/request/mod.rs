@@ -11,6 +11,7 @@ pub mod claims;
 pub mod client_auth;
 pub mod cors;
 pub mod discovery;
+pub mod dpop;
 pub mod filters;
 pub mod headers;
 pub mod introspect;

@@ -147,6 +147,8 @@ pub struct RequestCtx {
     body_pending: bool,
     /// The span of the call to the API, from `upstream_peer` to its answer.
     upstream_span: Option<ChildSpan>,
+    /// The `DPoP-Nonce` this request's answer carries.
+    dpop_nonce: Option<String>,
     /// This request's place in its partner's in-flight count, released with the context.
     _inflight: Option<InFlightSlot>,
 }
@@ -161,15 +163,27 @@ impl RequestCtx {
         }
     }
 
-    /// Headers every answer carries: the interaction id and, for a trusted origin, CORS.
+    /// Headers every answer carries: the interaction id, a fresh DPoP nonce on a route that
+    /// asks for them (RFC 9449 §8.2), and, for a trusted origin, CORS.
     fn response_headers(&self) -> Vec<(&'static str, &str)> {
         let mut h = vec![("x-fapi-interaction-id", self.interaction_id.as_str())];
+        if let Some(nonce) = &self.dpop_nonce {
+            h.push(("dpop-nonce", nonce));
+        }
         if let Some(origin) = &self.cors_origin {
             h.push(("access-control-allow-origin", origin));
-            h.push(("access-control-expose-headers", "www-authenticate, x-fapi-interaction-id"));
+            h.push(("access-control-expose-headers", "www-authenticate, x-fapi-interaction-id, dpop-nonce"));
             h.push(("vary", "Origin"));
         }
         h
+    }
+
+    /// The challenges of this request's route (`Bearer` before a route is found).
+    fn challenge(&self) -> respond::Challenge {
+        let route = self.route.and_then(|i| self.state.routes.get(i));
+        let mut c = route.map(|r| r.challenge.clone()).unwrap_or_default();
+        c.used_dpop = self.filters.scheme == Some(crate::request::filters::Scheme::Dpop);
+        c
     }
 
     fn client(&self) -> Option<&ClientCert> {
@@ -206,7 +220,8 @@ impl Gateway {
             // HTTP/1.1: close after the answer; HTTP/2 resets the stream (NO_ERROR) after it.
             session.set_keepalive(None);
         }
-        respond::send(session, &r, &ctx.response_headers()).await?;
+        let challenge = ctx.challenge();
+        respond::send_for(session, &r, &ctx.response_headers(), &challenge).await?;
         Ok(true)
     }
 
@@ -302,6 +317,7 @@ impl ProxyHttp for Gateway {
             exchanges: None,
             body_pending: false,
             upstream_span: None,
+            dpop_nonce: None,
             _inflight: None,
         }
     }
@@ -343,6 +359,7 @@ impl ProxyHttp for Gateway {
             return self.refuse(session, ctx, "router", Refusal::NoRoute).await;
         };
         ctx.route = Some(index);
+        ctx.dpop_nonce = state.routes[index].dpop.as_ref().and_then(|v| v.fresh_nonce());
         // Pre-flights are answered here and never forwarded, whatever methods the route accepts.
         if self.cors(session, ctx, index).await? {
             return Ok(true);
@@ -588,7 +605,7 @@ mod tests {
             allow_upgrade: false,
             cors,
         };
-        let parts = ChainParts { introspectors: BTreeMap::new(), miss_limit: None };
+        let parts = ChainParts { introspectors: BTreeMap::new(), miss_limit: None, dpop: None };
         let chain = build_chain(&route.filters, &parts).unwrap();
         let peer = route::upstream_peer(&route.upstream).unwrap();
         let normalizer = Normalizer {

@@ -13,6 +13,10 @@ pub enum Refusal {
     NoToken,
     /// A token was sent but is malformed, unknown, expired, or not bound to this connection's certificate.
     InvalidToken(&'static str),
+    /// RFC 9449 §7.1: the DPoP proof is missing or fails a check (the reason names which).
+    InvalidDpopProof(&'static str),
+    /// RFC 9449 §9: the proof must carry a nonce this gateway issued (one is in `DPoP-Nonce`).
+    UseDpopNonce,
     /// The request itself is malformed (token in the query string, several Authorization headers).
     InvalidRequest(&'static str),
     /// The token lacks a scope this route and method need.
@@ -98,7 +102,7 @@ pub const UNAUTHORIZED_BODY: &str = r#"{"code":"unauthorized","message":"Missing
 impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::NoToken | Refusal::InvalidToken(_) => 401,
+            Refusal::NoToken | Refusal::InvalidToken(_) | Refusal::InvalidDpopProof(_) | Refusal::UseDpopNonce => 401,
             Refusal::InvalidRequest(_) => 400,
             Refusal::BadRequest(_) => 400,
             Refusal::InsufficientScope(_) | Refusal::OriginNotAllowed | Refusal::MethodDenied => 403,
@@ -117,7 +121,8 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::NoToken => "no_token",
-            Refusal::InvalidToken(r) | Refusal::InvalidRequest(r) => r,
+            Refusal::InvalidToken(r) | Refusal::InvalidRequest(r) | Refusal::InvalidDpopProof(r) => r,
+            Refusal::UseDpopNonce => "use_dpop_nonce",
             Refusal::InsufficientScope(_) => "insufficient_scope",
             Refusal::IdentityUnavailable(r) | Refusal::IdentityBadAnswer(r) => r,
             Refusal::NoRoute => "no_route",
@@ -133,29 +138,59 @@ impl Refusal {
         }
     }
 
-    /// RFC 6750 §3 challenge, where one applies.
+    /// RFC 6750 §3 challenge for a route that accepts `Bearer` only.
     pub fn www_authenticate(&self) -> Option<String> {
-        match self {
-            Refusal::NoToken => Some("Bearer".to_string()),
-            Refusal::InvalidToken(_) => Some(
-                r#"Bearer error="invalid_token", error_description="Missing, invalid or expired access token""#
-                    .to_string(),
-            ),
-            Refusal::InvalidRequest(r) => Some(format!(r#"Bearer error="invalid_request", error_description="{r}""#)),
-            Refusal::InsufficientScope(scope) => {
-                Some(format!(r#"Bearer error="insufficient_scope", scope="{}""#, scope.replace('"', "")))
+        self.www_authenticate_for(&Challenge::default())
+    }
+
+    /// The challenges of a route: one per scheme it accepts, the error on the scheme it concerns
+    /// (the one the request used, or DPoP for a proof problem), `algs` on the DPoP one.
+    pub fn www_authenticate_for(&self, c: &Challenge) -> Option<String> {
+        let params = match self {
+            Refusal::NoToken => None,
+            Refusal::InvalidToken(_) => {
+                Some(r#"error="invalid_token", error_description="Missing, invalid or expired access token""#.into())
             }
-            Refusal::MethodDenied => Some(
-                r#"Bearer error="insufficient_scope", error_description="No scope grants this method here""#
-                    .to_string(),
+            Refusal::InvalidDpopProof(r) => {
+                Some(format!(r#"error="invalid_dpop_proof", error_description="DPoP proof refused: {r}""#))
+            }
+            Refusal::UseDpopNonce => Some(
+                r#"error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#.into(),
             ),
-            _ => None,
+            Refusal::InvalidRequest(r) => Some(format!(r#"error="invalid_request", error_description="{r}""#)),
+            Refusal::InsufficientScope(scope) => {
+                Some(format!(r#"error="insufficient_scope", scope="{}""#, scope.replace('"', "")))
+            }
+            Refusal::MethodDenied => {
+                Some(r#"error="insufficient_scope", error_description="No scope grants this method here""#.into())
+            }
+            _ => return None,
+        };
+        let on_dpop = match self {
+            Refusal::InvalidDpopProof(_) | Refusal::UseDpopNonce => true,
+            _ => c.used_dpop || !c.bearer,
+        };
+        let mut parts = Vec::with_capacity(2);
+        if c.bearer {
+            match (&params, on_dpop) {
+                (Some(p), false) => parts.push(format!("Bearer {p}")),
+                _ => parts.push("Bearer".to_string()),
+            }
         }
+        if let Some(algs) = &c.dpop_algs {
+            match (&params, on_dpop) {
+                (Some(p), true) => parts.push(format!(r#"DPoP {p}, algs="{algs}""#)),
+                _ => parts.push(format!(r#"DPoP algs="{algs}""#)),
+            }
+        }
+        Some(parts.join(", "))
     }
 
     pub fn body(&self) -> String {
         match self {
             Refusal::NoToken | Refusal::InvalidToken(_) => UNAUTHORIZED_BODY.to_string(),
+            Refusal::InvalidDpopProof(_) => json("invalid_dpop_proof", "The DPoP proof is missing or invalid"),
+            Refusal::UseDpopNonce => json("use_dpop_nonce", "Send the DPoP proof again with the nonce in DPoP-Nonce"),
             Refusal::InvalidRequest(r) => json("invalid_request", r),
             Refusal::InsufficientScope(_) => json("forbidden", "The access token does not have the required scope"),
             Refusal::IdentityUnavailable(_) => {
@@ -187,6 +222,11 @@ impl Refusal {
 
     /// The full response header, ready to send, with the caller's `extra` headers.
     pub fn header(&self, extra: &[(&'static str, &str)]) -> pingora_core::Result<ResponseHeader> {
+        self.header_for(extra, &Challenge::default())
+    }
+
+    /// As [`Refusal::header`], with the challenges of the route.
+    pub fn header_for(&self, extra: &[(&'static str, &str)], c: &Challenge) -> pingora_core::Result<ResponseHeader> {
         let body_len = self.body().len();
         let mut h = ResponseHeader::build(self.status(), Some(5 + extra.len()))?;
         h.insert_header("content-type", "application/json")?;
@@ -195,7 +235,7 @@ impl Refusal {
         for (name, value) in extra {
             h.insert_header(*name, *value)?;
         }
-        if let Some(challenge) = self.www_authenticate() {
+        if let Some(challenge) = self.www_authenticate_for(c) {
             h.insert_header("www-authenticate", challenge)?;
         }
         if let Refusal::RateLimited { retry_after, .. } = self {
@@ -212,13 +252,39 @@ fn json(code: &str, message: &str) -> String {
     serde_json::json!({ "code": code, "message": message }).to_string()
 }
 
+/// The authorization schemes a route accepts, for its challenges: `Bearer` unless the route
+/// accepts DPoP only; `DPoP` (with the accepted `algs`) when it accepts DPoP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub bearer: bool,
+    pub dpop_algs: Option<String>,
+    /// The request came with the `DPoP` scheme: token errors go on the DPoP challenge.
+    pub used_dpop: bool,
+}
+
+impl Default for Challenge {
+    fn default() -> Self {
+        Challenge { bearer: true, dpop_algs: None, used_dpop: false }
+    }
+}
+
 /// Sends a refusal downstream with `extra` headers. HEAD requests get the headers only.
 pub async fn send(
     session: &mut Session,
     refusal: &Refusal,
     extra: &[(&'static str, &str)],
 ) -> pingora_core::Result<()> {
-    let header = refusal.header(extra)?;
+    send_for(session, refusal, extra, &Challenge::default()).await
+}
+
+/// As [`send`], with the route's challenges.
+pub async fn send_for(
+    session: &mut Session,
+    refusal: &Refusal,
+    extra: &[(&'static str, &str)],
+    challenge: &Challenge,
+) -> pingora_core::Result<()> {
+    let header = refusal.header_for(extra, challenge)?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(header), head_only).await?;
     if !head_only {
@@ -238,6 +304,26 @@ mod tests {
         assert_eq!(r.body(), UNAUTHORIZED_BODY);
         assert!(r.www_authenticate().unwrap().starts_with(r#"Bearer error="invalid_token""#));
         assert_eq!(Refusal::NoToken.www_authenticate().unwrap(), "Bearer");
+    }
+
+    #[test]
+    fn dpop_routes_challenge_with_dpop_and_algs() {
+        let both = Challenge { bearer: true, dpop_algs: Some("ES256 PS256".into()), used_dpop: false };
+        assert_eq!(Refusal::NoToken.www_authenticate_for(&both).unwrap(), r#"Bearer, DPoP algs="ES256 PS256""#);
+        let proof = Refusal::InvalidDpopProof("dpop_htu_mismatch").www_authenticate_for(&both).unwrap();
+        assert!(proof.starts_with(r#"Bearer, DPoP error="invalid_dpop_proof""#), "{proof}");
+        assert!(proof.ends_with(r#"algs="ES256 PS256""#), "{proof}");
+        let bearer_error = Refusal::InvalidToken("x").www_authenticate_for(&both).unwrap();
+        assert!(
+            bearer_error.starts_with(r#"Bearer error="invalid_token""#)
+                && bearer_error.ends_with(r#"DPoP algs="ES256 PS256""#)
+        );
+        let dpop_used = Challenge { used_dpop: true, ..both.clone() };
+        let dpop_error = Refusal::InvalidToken("x").www_authenticate_for(&dpop_used).unwrap();
+        assert!(dpop_error.starts_with(r#"Bearer, DPoP error="invalid_token""#), "{dpop_error}");
+        let only = Challenge { bearer: false, dpop_algs: Some("ES256".into()), used_dpop: false };
+        let nonce = Refusal::UseDpopNonce.www_authenticate_for(&only).unwrap();
+        assert!(nonce.starts_with(r#"DPoP error="use_dpop_nonce""#) && !nonce.contains("Bearer"), "{nonce}");
     }
 
     #[test]

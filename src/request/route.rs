@@ -1,9 +1,10 @@
 //! Route choice: each configured route with its filter chain and its upstream peer, and the first
 //! route whose host and path prefix match a request.
 
-use crate::config::{HttpMethod, Problem, RouteConfig, UpstreamConfig};
+use crate::config::{FilterConfig, HttpMethod, Problem, RouteConfig, UpstreamConfig};
+use crate::request::dpop::DpopVerifier;
 use crate::request::filters::Filter;
-use crate::request::respond::Refusal;
+use crate::request::respond::{Challenge, Refusal};
 use arc_swap::ArcSwap;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -20,6 +21,10 @@ pub struct Route {
     peer: ArcSwap<HttpPeer>,
     /// The methods accepted when the route limits them (`HEAD` with `GET`), and their `Allow` value.
     allowed: Option<(Vec<HttpMethod>, String)>,
+    /// The schemes its refusals challenge with.
+    pub challenge: Challenge,
+    /// The DPoP checks, when the route accepts DPoP: its answers carry their nonces.
+    pub dpop: Option<Arc<DpopVerifier>>,
 }
 
 impl Route {
@@ -36,7 +41,22 @@ impl Route {
             (methods, allow)
         });
         let peer = ArcSwap::from_pointee(peer);
-        Route { label: format!("{}{}", cfg.host, cfg.path_prefix), chain, peer, cfg, allowed }
+        let label = format!("{}{}", cfg.host, cfg.path_prefix);
+        Route { label, chain, peer, cfg, allowed, challenge: Challenge::default(), dpop: None }
+    }
+
+    /// A route that accepts DPoP: `DPoP` challenges (and `Bearer` ones unless it accepts nothing
+    /// else), and nonces on its answers when they are on.
+    pub fn with_dpop(mut self, verifier: Arc<DpopVerifier>) -> Self {
+        let certificate = self
+            .cfg
+            .filters
+            .iter()
+            .any(|f| matches!(f, FilterConfig::CertBinding | FilterConfig::Binding { certificate: true, .. }));
+        self.challenge =
+            Challenge { bearer: certificate, dpop_algs: Some(verifier.algs().to_string()), used_dpop: false };
+        self.dpop = Some(verifier);
+        self
     }
 
     /// The upstream peer for one request.

@@ -1,9 +1,9 @@
 //! The certificate-binding filter (RFC 8705 §3): the token's `cnf."x5t#S256"` must be the
 //! thumbprint of this very connection's client certificate.
 
+use super::binding::certificate_binding;
 use super::{Filter, FilterState, Outcome};
 use crate::request::respond::Refusal;
-use crate::token::same;
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
 
@@ -16,13 +16,15 @@ impl Filter for CertBinding {
     }
 
     async fn run(&self, _req: &RequestHeader, state: &mut FilterState) -> Outcome {
-        let Some(presented) = state.client.as_ref().map(|c| c.thumbprint.as_str()) else {
+        if state.client.is_none() {
             return Outcome::Respond(Refusal::InvalidToken("no_client_certificate"));
+        }
+        let Some(x5t) = state.token.as_ref().and_then(|t| t.claims.bound_thumbprint()) else {
+            return Outcome::Respond(Refusal::InvalidToken("token_not_certificate_bound"));
         };
-        match state.token.as_ref().and_then(|t| t.claims.bound_thumbprint()) {
-            None => Outcome::Respond(Refusal::InvalidToken("token_not_certificate_bound")),
-            Some(b) if same(b.as_bytes(), presented.as_bytes()) => Outcome::Continue,
-            Some(_) => Outcome::Respond(Refusal::InvalidToken("certificate_mismatch")),
+        match certificate_binding(state, x5t) {
+            Ok(()) => Outcome::Continue,
+            Err(r) => Outcome::Respond(r),
         }
     }
 }

@@ -5,17 +5,20 @@
 //! are unit-tested without any network or pingora session. A new filter is one file here, one
 //! variant of `config::schema::Filter` (and its model), and one arm in [`build_chain`].
 
+mod binding;
 mod cert_binding;
 mod phantom_token;
 mod rate_limit;
 mod scope;
 
+pub use binding::Binding;
 pub use cert_binding::CertBinding;
 pub use phantom_token::{bearer_token, PhantomToken};
 pub use rate_limit::RateLimit;
 pub use scope::Scope;
 
 use crate::config::{FilterConfig, RateKey};
+use crate::request::dpop::DpopVerifier;
 use crate::request::introspect::{ActiveToken, CacheResult, Introspector};
 use crate::request::limit::Limiter;
 use crate::request::respond::Refusal;
@@ -32,6 +35,14 @@ pub enum Outcome {
     Respond(Refusal),
 }
 
+/// The authorization scheme the token came with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    /// RFC 9449 §7.1: `Authorization: DPoP <token>`.
+    Dpop,
+}
+
 /// Per-request facts the filters read and write.
 #[derive(Debug, Default)]
 pub struct FilterState {
@@ -46,6 +57,10 @@ pub struct FilterState {
     pub source: Option<String>,
     /// The request's trace, which the introspection call continues.
     pub trace: Option<crate::trace::RequestTrace>,
+    /// The scheme of the presented token.
+    pub scheme: Option<Scheme>,
+    /// SHA-256 of the presented token (the cache key; a DPoP proof's `ath`).
+    pub token_hash: Option<[u8; 32]>,
 }
 
 impl FilterState {
@@ -65,6 +80,13 @@ impl FilterState {
 pub struct ChainParts {
     pub introspectors: BTreeMap<String, Arc<Introspector>>,
     pub miss_limit: Option<Arc<Limiter>>,
+    /// The process's DPoP proof checks, when a route accepts DPoP.
+    pub dpop: Option<Arc<DpopVerifier>>,
+}
+
+/// Whether a route's filters accept DPoP-bound tokens.
+pub fn accepts_dpop(configs: &[FilterConfig]) -> bool {
+    configs.iter().any(|c| matches!(c, FilterConfig::Binding { dpop: true, .. }))
 }
 
 #[async_trait]
@@ -75,6 +97,7 @@ pub trait Filter: Send + Sync {
 
 /// Builds a route's chain; the model has already checked that every introspection name exists.
 pub fn build_chain(configs: &[FilterConfig], parts: &ChainParts) -> Result<Vec<Box<dyn Filter>>, String> {
+    let dpop = accepts_dpop(configs);
     configs
         .iter()
         .map(|c| -> Result<Box<dyn Filter>, String> {
@@ -84,9 +107,20 @@ pub fn build_chain(configs: &[FilterConfig], parts: &ChainParts) -> Result<Vec<B
                         .introspectors
                         .get(introspection)
                         .ok_or_else(|| format!("no introspection {introspection}"))?;
-                    Box::new(PhantomToken { introspector: i.clone(), miss_limit: parts.miss_limit.clone() })
+                    Box::new(PhantomToken {
+                        introspector: i.clone(),
+                        miss_limit: parts.miss_limit.clone(),
+                        accept_dpop: dpop,
+                    })
                 }
                 FilterConfig::CertBinding => Box::new(CertBinding),
+                FilterConfig::Binding { certificate, dpop } => {
+                    let verifier = match dpop {
+                        true => Some(parts.dpop.clone().ok_or("dpop is accepted but no DPoP checks were built")?),
+                        false => None,
+                    };
+                    Box::new(Binding { certificate: *certificate, dpop: verifier })
+                }
                 FilterConfig::Scope { required, methods, default } => {
                     Box::new(Scope { required: required.clone(), methods: methods.clone(), default: *default })
                 }
@@ -112,12 +146,11 @@ pub(crate) mod test_support {
     }
 
     pub fn token(scope: &str, x5t: Option<&str>) -> Arc<ActiveToken> {
-        let claims = Claims {
-            exp: Some(i64::MAX),
-            scope: Some(scope.into()),
-            sub: None,
-            cnf: x5t.map(|x| Confirmation { x5t_s256: Some(x.into()) }),
-        };
+        token_with(scope, x5t.map(|x| Confirmation { x5t_s256: Some(x.into()), ..Default::default() }))
+    }
+
+    pub fn token_with(scope: &str, cnf: Option<Confirmation>) -> Arc<ActiveToken> {
+        let claims = Claims { exp: Some(i64::MAX), scope: Some(scope.into()), sub: None, cnf };
         Arc::new(ActiveToken::new("h.p.s", claims).unwrap())
     }
 

@@ -1,7 +1,7 @@
 //! The phantom-token filter: swaps an opaque access token for the JWT that introspection returns,
 //! through the introspector's cache.
 
-use super::{Filter, FilterState, Outcome};
+use super::{Filter, FilterState, Outcome, Scheme};
 use crate::config::RateKey;
 use crate::metrics;
 use crate::request::introspect::{IntrospectError, Introspector, TokenState};
@@ -16,6 +16,8 @@ pub struct PhantomToken {
     pub introspector: Arc<Introspector>,
     /// Bounds the introspection calls one partner can cause: garbage tokens are all misses.
     pub miss_limit: Option<Arc<Limiter>>,
+    /// The route accepts the `DPoP` scheme besides `Bearer`.
+    pub accept_dpop: bool,
 }
 
 #[async_trait]
@@ -25,11 +27,13 @@ impl Filter for PhantomToken {
     }
 
     async fn run(&self, req: &RequestHeader, state: &mut FilterState) -> Outcome {
-        let token = match bearer_token(req) {
+        let (scheme, token) = match access_token(req, self.accept_dpop) {
             Ok(t) => t,
             Err(refusal) => return Outcome::Respond(refusal),
         };
         let key = cache_key(token);
+        state.scheme = Some(scheme);
+        state.token_hash = Some(key);
         state.token_id = Some(token_id(&key));
         if let Some(refusal) = self.over_miss_limit(&key, state) {
             return Outcome::Respond(refusal);
@@ -68,6 +72,11 @@ impl PhantomToken {
 /// RFC 6750 §2.1: `Authorization: Bearer <token68>`, scheme case-insensitive. Tokens in the query
 /// string (§2.3) are refused, as FAPI 2.0 requires.
 pub fn bearer_token(req: &RequestHeader) -> Result<&str, Refusal> {
+    access_token(req, false).map(|(_, t)| t)
+}
+
+/// The token and its scheme: `Bearer`, or `DPoP` (RFC 9449 §7.1) where the route accepts it.
+pub fn access_token(req: &RequestHeader, accept_dpop: bool) -> Result<(Scheme, &str), Refusal> {
     if req.uri.query().is_some_and(query_names_access_token) {
         return Err(Refusal::InvalidRequest("access tokens in the query string are not accepted"));
     }
@@ -80,14 +89,18 @@ pub fn bearer_token(req: &RequestHeader) -> Result<&str, Refusal> {
     }
     let text = value.to_str().map_err(|_| Refusal::InvalidToken("malformed_authorization"))?;
     let (scheme, token) = text.split_once(' ').ok_or(Refusal::InvalidToken("malformed_authorization"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if accept_dpop && scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(Refusal::InvalidToken("not_bearer"));
-    }
+    };
     let token = token.trim_start_matches(' ');
     if !is_token68(token) {
         return Err(Refusal::InvalidToken("malformed_token"));
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 /// Whether any parameter of a query string could be read as `access_token` by some server: `&` or

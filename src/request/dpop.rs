@@ -1,0 +1,658 @@
+//! DPoP (RFC 9449): the proof a client sends with a DPoP-bound access token, checked as §4.3 and
+//! §7.1 say, each failure with its own reason: one `DPoP` header; a JWS of type `dpop+jwt` signed
+//! with an asymmetric algorithm of the configured list by the public key in its `jwk` header; `htm`
+//! and `htu` naming this request (the URI compared after RFC 3986 normalisation, with the host the
+//! client addressed); `iat` inside the window; a `jti` not seen before within it; `ath` the hash of
+//! the access token; and, when nonces are on, a nonce this gateway (any replica) issued. The
+//! binding itself (the token's `cnf.jkt` is the RFC 7638 thumbprint of `jwk`) is checked by the
+//! binding filter with [`jwk_thumbprint`].
+//!
+//! The replay cache remembers `(key, jti)` for the length of the window, bounded in entries.
+//! Nonces are stateless: a time window and its HMAC under a configured secret, so that replicas
+//! sharing the secret accept each other's nonces.
+
+use crate::config::DpopConfig;
+use crate::metrics;
+use crate::token::{b64url, same, unix_now};
+use base64::Engine;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use pingora_http::RequestHeader;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A proof longer than this is refused before it is decoded (an RSA-4096 proof is about 1.5 KiB).
+const MAX_PROOF_BYTES: usize = 8 * 1024;
+const MAX_JTI_BYTES: usize = 256;
+/// Members of a JWK that only a private key has (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037).
+const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// A JSON object: a JWS header or claims set.
+type Json = Map<String, Value>;
+
+/// Why a proof was refused: each is a refusal reason (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofError {
+    Missing,
+    Multiple,
+    Malformed,
+    Typ,
+    Alg,
+    Jwk,
+    PrivateKey,
+    Signature,
+    Htm,
+    Htu,
+    Iat,
+    Jti,
+    Replayed,
+    Ath,
+    /// No nonce, or one this gateway did not issue or that expired: `use_dpop_nonce`.
+    Nonce,
+}
+
+impl ProofError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            ProofError::Missing => "dpop_proof_missing",
+            ProofError::Multiple => "dpop_proof_multiple",
+            ProofError::Malformed => "dpop_proof_malformed",
+            ProofError::Typ => "dpop_bad_typ",
+            ProofError::Alg => "dpop_bad_alg",
+            ProofError::Jwk => "dpop_bad_jwk",
+            ProofError::PrivateKey => "dpop_private_key",
+            ProofError::Signature => "dpop_bad_signature",
+            ProofError::Htm => "dpop_htm_mismatch",
+            ProofError::Htu => "dpop_htu_mismatch",
+            ProofError::Iat => "dpop_iat_out_of_window",
+            ProofError::Jti => "dpop_jti_missing",
+            ProofError::Replayed => "dpop_replayed",
+            ProofError::Ath => "dpop_ath_mismatch",
+            ProofError::Nonce => "use_dpop_nonce",
+        }
+    }
+}
+
+/// What a valid proof proves: the thumbprint of its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proven {
+    pub jkt: String,
+}
+
+/// Checks proofs; one per process, shared by every route (the replay cache must be one).
+pub struct DpopVerifier {
+    cfg: DpopConfig,
+    /// `algs="..."` of the challenges.
+    algs: String,
+    replay: Arc<dyn ReplayCache>,
+}
+
+impl DpopVerifier {
+    pub fn new(cfg: DpopConfig, replay: Arc<dyn ReplayCache>) -> Self {
+        let algs = cfg.algs.iter().map(|a| alg_name(*a)).collect::<Vec<_>>().join(" ");
+        DpopVerifier { cfg, algs, replay }
+    }
+
+    /// An in-process replay cache sized by the configuration.
+    pub fn local(cfg: DpopConfig) -> Self {
+        let window = cfg.max_age + cfg.leeway;
+        let replay = Arc::new(LocalReplayCache::new(cfg.replay_entries, window));
+        Self::new(cfg, replay)
+    }
+
+    /// This verifier's replay cache, for a new configuration with the same window and bound.
+    pub fn replay_for(&self, cfg: &DpopConfig) -> Option<Arc<dyn ReplayCache>> {
+        let same = cfg.max_age == self.cfg.max_age
+            && cfg.leeway == self.cfg.leeway
+            && cfg.replay_entries == self.cfg.replay_entries;
+        same.then(|| self.replay.clone())
+    }
+
+    pub fn algs(&self) -> &str {
+        &self.algs
+    }
+
+    /// Whether answers carry a `DPoP-Nonce`.
+    pub fn uses_nonces(&self) -> bool {
+        self.cfg.nonce.is_some()
+    }
+
+    /// The nonce to send now, when nonces are on.
+    pub fn fresh_nonce(&self) -> Option<String> {
+        let n = self.cfg.nonce.as_ref()?;
+        Some(nonce_for(&n.secret, window_of(unix_now(), n.lifetime)))
+    }
+
+    /// Checks the request's proof for an access token whose SHA-256 is `token_hash`.
+    pub fn verify(&self, req: &RequestHeader, token_hash: &[u8; 32]) -> Result<Proven, ProofError> {
+        let proof = single_proof(req)?;
+        let (header, claims) = self.signed_parts(proof)?;
+        let jwk = header.get("jwk").and_then(Value::as_object).ok_or(ProofError::Jwk)?;
+        let now = unix_now();
+        check_request(&claims, req)?;
+        self.check_time(&claims, now)?;
+        let ath = claims.get("ath").and_then(Value::as_str).ok_or(ProofError::Ath)?;
+        if !same(ath.as_bytes(), b64url(token_hash).as_bytes()) {
+            return Err(ProofError::Ath);
+        }
+        self.check_nonce(&claims, now)?;
+        let jkt = jwk_thumbprint(jwk).ok_or(ProofError::Jwk)?;
+        let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty() && j.len() <= MAX_JTI_BYTES);
+        let jti = jti.ok_or(ProofError::Jti)?;
+        // Last: only a proof that passed every other check takes a place in the cache.
+        if !self.replay.first_use(replay_key(&jkt, jti)) {
+            return Err(ProofError::Replayed);
+        }
+        Ok(Proven { jkt })
+    }
+
+    /// The header and the claims of a proof whose signature verifies with its own `jwk`.
+    fn signed_parts(&self, proof: &str) -> Result<(Json, Json), ProofError> {
+        let header_b64 = proof.split('.').next().ok_or(ProofError::Malformed)?;
+        let header = decode_json(header_b64).ok_or(ProofError::Malformed)?;
+        let typ = header.get("typ").and_then(Value::as_str).ok_or(ProofError::Typ)?;
+        if !typ.eq_ignore_ascii_case("dpop+jwt") {
+            return Err(ProofError::Typ);
+        }
+        let alg_text = header.get("alg").and_then(Value::as_str).ok_or(ProofError::Alg)?;
+        let alg = self.cfg.algs.iter().copied().find(|a| alg_name(*a) == alg_text).ok_or(ProofError::Alg)?;
+        let jwk_value = header.get("jwk").and_then(Value::as_object).ok_or(ProofError::Jwk)?;
+        if PRIVATE_MEMBERS.iter().any(|m| jwk_value.contains_key(*m)) {
+            return Err(ProofError::PrivateKey);
+        }
+        if !key_fits(jwk_value, alg) {
+            return Err(ProofError::Jwk);
+        }
+        let jwk: Jwk = serde_json::from_value(Value::Object(jwk_value.clone())).map_err(|_| ProofError::Jwk)?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| ProofError::Jwk)?;
+        let mut validation = Validation::new(alg);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(proof, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) => {
+                    ProofError::Signature
+                }
+                _ => ProofError::Malformed,
+            }
+        })?;
+        Ok((header, data.claims))
+    }
+
+    fn check_time(&self, claims: &Map<String, Value>, now: i64) -> Result<(), ProofError> {
+        let iat = claims.get("iat").and_then(Value::as_i64).ok_or(ProofError::Iat)?;
+        let oldest = now - self.cfg.max_age.as_secs() as i64;
+        let newest = now + self.cfg.leeway.as_secs() as i64;
+        if iat < oldest || iat > newest {
+            return Err(ProofError::Iat);
+        }
+        Ok(())
+    }
+
+    fn check_nonce(&self, claims: &Map<String, Value>, now: i64) -> Result<(), ProofError> {
+        let Some(n) = &self.cfg.nonce else { return Ok(()) };
+        let given = claims.get("nonce").and_then(Value::as_str).ok_or(ProofError::Nonce)?;
+        let current = window_of(now, n.lifetime);
+        // The current window and the one before: a nonce lives between one and two lifetimes.
+        let valid = [current, current.saturating_sub(1)]
+            .iter()
+            .any(|w| same(given.as_bytes(), nonce_for(&n.secret, *w).as_bytes()));
+        if valid {
+            Ok(())
+        } else {
+            Err(ProofError::Nonce)
+        }
+    }
+}
+
+/// Exactly one `DPoP` header, of a bounded size.
+fn single_proof(req: &RequestHeader) -> Result<&str, ProofError> {
+    let mut values = req.headers.get_all("dpop").iter();
+    let value = values.next().ok_or(ProofError::Missing)?;
+    if values.next().is_some() {
+        return Err(ProofError::Multiple);
+    }
+    let text = value.to_str().map_err(|_| ProofError::Malformed)?;
+    if text.len() > MAX_PROOF_BYTES || text.split('.').count() != 3 {
+        return Err(ProofError::Malformed);
+    }
+    Ok(text)
+}
+
+/// `htm` is this request's method; `htu` its URI without query and fragment.
+fn check_request(claims: &Map<String, Value>, req: &RequestHeader) -> Result<(), ProofError> {
+    let htm = claims.get("htm").and_then(Value::as_str).ok_or(ProofError::Htm)?;
+    if htm != req.method.as_str() {
+        return Err(ProofError::Htm);
+    }
+    let htu = claims.get("htu").and_then(Value::as_str).ok_or(ProofError::Htu)?;
+    let expected = request_uri(req).ok_or(ProofError::Htu)?;
+    match normalize_uri(htu) {
+        Some(given) if given == expected => Ok(()),
+        _ => Err(ProofError::Htu),
+    }
+}
+
+/// The URI the client addressed: `https`, the host (and port) of `Host` or `:authority`, the path.
+pub fn request_uri(req: &RequestHeader) -> Option<String> {
+    let authority = match req.headers.get(http::header::HOST) {
+        Some(h) => h.to_str().ok()?.to_string(),
+        None => req.uri.authority()?.as_str().to_string(),
+    };
+    normalize_uri(&format!("https://{authority}{}", req.uri.path()))
+}
+
+/// RFC 3986 §6.2.2 syntax-based normalisation (case, percent-encoding, dot segments) and §6.2.3
+/// scheme-based (default port, empty path), without query and fragment (RFC 9449 §4.3).
+pub fn normalize_uri(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() {
+        return None;
+    }
+    let host = url.host_str()?;
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Some(format!("{}://{host}{port}{}", url.scheme(), normalize_percent(url.path())))
+}
+
+/// Decodes percent-encoded unreserved characters and upper-cases the hex of the others.
+fn normalize_percent(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
+                    out.push(v as char);
+                } else {
+                    out.push_str(&format!("%{v:02X}"));
+                }
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b as char);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// RFC 7638: SHA-256 over the required members in lexicographic order, base64url.
+pub fn jwk_thumbprint(jwk: &Map<String, Value>) -> Option<String> {
+    let s = |k: &str| jwk.get(k).and_then(Value::as_str);
+    let canonical = match s("kty")? {
+        "EC" => serde_json::json!({ "crv": s("crv")?, "kty": "EC", "x": s("x")?, "y": s("y")? }),
+        "RSA" => serde_json::json!({ "e": s("e")?, "kty": "RSA", "n": s("n")? }),
+        "OKP" => serde_json::json!({ "crv": s("crv")?, "kty": "OKP", "x": s("x")? }),
+        _ => return None,
+    };
+    // serde_json's map is ordered by key (no `preserve_order`), which is what RFC 7638 asks.
+    Some(b64url(&Sha256::digest(canonical.to_string().as_bytes())))
+}
+
+/// The key's type and curve fit the algorithm (a P-384 key cannot sign ES256); RSA keys have at
+/// least 2048 bits.
+fn key_fits(jwk: &Map<String, Value>, alg: Algorithm) -> bool {
+    let s = |k: &str| jwk.get(k).and_then(Value::as_str);
+    match alg {
+        Algorithm::ES256 => s("kty") == Some("EC") && s("crv") == Some("P-256"),
+        Algorithm::ES384 => s("kty") == Some("EC") && s("crv") == Some("P-384"),
+        Algorithm::EdDSA => s("kty") == Some("OKP") && s("crv") == Some("Ed25519"),
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => {
+            let n = s("n").and_then(|n| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(n).ok());
+            s("kty") == Some("RSA") && n.is_some_and(|n| n.len() >= 256)
+        }
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => false,
+    }
+}
+
+pub fn alg_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::EdDSA => "EdDSA",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+    }
+}
+
+fn decode_json(part: &str) -> Option<Map<String, Value>> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn window_of(now: i64, lifetime: Duration) -> u64 {
+    now.max(0) as u64 / lifetime.as_secs().max(1)
+}
+
+/// `window` (8 bytes) and the first 16 bytes of its HMAC-SHA256, base64url.
+fn nonce_for(secret: &[u8], window: u64) -> String {
+    let w = window.to_be_bytes();
+    let mac = hmac_sha256(secret, &w);
+    let mut out = w.to_vec();
+    out.extend_from_slice(&mac[..16]);
+    b64url(&out)
+}
+
+fn hmac_sha256(secret: &[u8], data: &[u8]) -> [u8; 32] {
+    // RFC 2104 with SHA-256's 64-byte block.
+    let mut key = [0u8; 64];
+    if secret.len() > 64 {
+        key[..32].copy_from_slice(&Sha256::digest(secret));
+    } else {
+        key[..secret.len()].copy_from_slice(secret);
+    }
+    let pad = |b: u8| key.iter().map(|k| k ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(data).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+/// The replay cache's key: the proof's key and its `jti` (RFC 9449 §11.1: a `jti` is unique per key).
+fn replay_key(jkt: &str, jti: &str) -> [u8; 32] {
+    Sha256::new().chain_update(jkt.as_bytes()).chain_update([0]).chain_update(jti.as_bytes()).finalize().into()
+}
+
+/// Remembers each `(key, jti)` for the proof window.
+pub trait ReplayCache: Send + Sync {
+    /// `true` the first time `key` is seen within the window.
+    fn first_use(&self, key: [u8; 32]) -> bool;
+}
+
+/// The process's own replay cache: bounded in entries; an entry lives as long as the window. When
+/// full, the least recently used entries go first and each is counted
+/// (`gateway_dpop_replay_evictions_total`): an evicted `jti` could be replayed within its window.
+pub struct LocalReplayCache {
+    seen: moka::sync::Cache<[u8; 32], ()>,
+}
+
+impl LocalReplayCache {
+    pub fn new(max_entries: u64, window: Duration) -> Self {
+        let seen = moka::sync::Cache::builder()
+            .max_capacity(max_entries)
+            .time_to_live(window)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .eviction_listener(|_k, _v, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    metrics::dpop_replay_eviction();
+                }
+            })
+            .build();
+        LocalReplayCache { seen }
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.seen.run_pending_tasks();
+        self.seen.entry_count()
+    }
+}
+
+impl ReplayCache for LocalReplayCache {
+    fn first_use(&self, key: [u8; 32]) -> bool {
+        self.seen.entry(key).or_insert(()).is_fresh()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Makes proofs with openssl keys, for the unit tests here and in the binding filter.
+    use super::*;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+
+    pub struct Key {
+        pub pkey: PKey<Private>,
+        pub jwk: Value,
+    }
+
+    pub fn es256() -> Key {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let ec = EcKey::generate(&group).unwrap();
+        let mut ctx = openssl::bn::BigNumContext::new().unwrap();
+        let (mut x, mut y) = (openssl::bn::BigNum::new().unwrap(), openssl::bn::BigNum::new().unwrap());
+        ec.public_key().affine_coordinates(&group, &mut x, &mut y, &mut ctx).unwrap();
+        let jwk = serde_json::json!({
+            "kty": "EC", "crv": "P-256",
+            "x": b64url(&x.to_vec_padded(32).unwrap()), "y": b64url(&y.to_vec_padded(32).unwrap()),
+        });
+        Key { pkey: PKey::from_ec_key(ec).unwrap(), jwk }
+    }
+
+    impl Key {
+        pub fn jkt(&self) -> String {
+            jwk_thumbprint(self.jwk.as_object().unwrap()).unwrap()
+        }
+
+        /// A compact ES256 JWS of `header` and `claims`.
+        pub fn sign(&self, header: &Value, claims: &Value) -> String {
+            let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+            let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.pkey).unwrap();
+            let der = signer.sign_oneshot_to_vec(input.as_bytes()).unwrap();
+            let sig = openssl::ecdsa::EcdsaSig::from_der(&der).unwrap();
+            let mut raw = sig.r().to_vec_padded(32).unwrap();
+            raw.extend(sig.s().to_vec_padded(32).unwrap());
+            format!("{input}.{}", b64url(&raw))
+        }
+
+        pub fn proof(&self, htm: &str, htu: &str, token: &str, extra: Value) -> String {
+            let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk });
+            let mut claims = serde_json::json!({
+                "jti": uuid::Uuid::new_v4().to_string(), "htm": htm, "htu": htu, "iat": unix_now(),
+                "ath": b64url(&Sha256::digest(token.as_bytes())),
+            });
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                claims[k] = v.clone();
+            }
+            self.sign(&header, &claims)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+    use crate::config::NonceConfig;
+
+    const TOKEN: &str = "opaque-token";
+    const HTU: &str = "https://api.example.com/api/transactions";
+
+    fn cfg() -> DpopConfig {
+        DpopConfig::default()
+    }
+
+    fn req(method: &str, path: &str, host: &str, proofs: &[&str]) -> RequestHeader {
+        let mut r = RequestHeader::build(method, path.as_bytes(), None).unwrap();
+        r.insert_header("host", host).unwrap();
+        for p in proofs {
+            r.append_header("dpop", *p).unwrap();
+        }
+        r
+    }
+
+    fn hash() -> [u8; 32] {
+        Sha256::digest(TOKEN.as_bytes()).into()
+    }
+
+    fn check(v: &DpopVerifier, r: &RequestHeader) -> Result<Proven, ProofError> {
+        v.verify(r, &hash())
+    }
+
+    #[test]
+    fn a_fresh_proof_passes_once_and_names_its_key() {
+        let key = es256();
+        let v = DpopVerifier::local(cfg());
+        let proof = key.proof("POST", HTU, TOKEN, Value::Null);
+        let r = req("POST", "/api/transactions?x=1", "api.example.com", &[&proof]);
+        assert_eq!(check(&v, &r), Ok(Proven { jkt: key.jkt() }));
+        assert_eq!(check(&v, &r), Err(ProofError::Replayed));
+    }
+
+    #[test]
+    fn htu_is_compared_after_normalisation_with_the_addressed_host() {
+        let key = es256();
+        let v = DpopVerifier::local(cfg());
+        for (htu, host, path) in [
+            ("HTTPS://API.Example.com:443/api/%7Etransactions", "api.example.com", "/api/~transactions"),
+            ("https://api.example.com:8443/api/x?q=1#f", "api.example.com:8443", "/api/x"),
+            ("https://api.example.com/api/a%2fb", "api.example.com", "/api/a%2Fb"),
+        ] {
+            let proof = key.proof("GET", htu, TOKEN, Value::Null);
+            assert!(check(&v, &req("GET", path, host, &[&proof])).is_ok(), "{htu} for {host}{path}");
+        }
+        for (htu, host, path) in [
+            ("https://api.example.com/api/y", "api.example.com", "/api/x"),
+            ("https://other.example.com/api/x", "api.example.com", "/api/x"),
+            ("https://api.example.com:8443/api/x", "api.example.com", "/api/x"),
+            ("http://api.example.com/api/x", "api.example.com", "/api/x"),
+            ("not a uri", "api.example.com", "/api/x"),
+        ] {
+            let proof = key.proof("GET", htu, TOKEN, Value::Null);
+            assert_eq!(check(&v, &req("GET", path, host, &[&proof])), Err(ProofError::Htu), "{htu}");
+        }
+    }
+
+    #[test]
+    fn each_broken_proof_has_its_reason() {
+        let key = es256();
+        let other = es256();
+        let v = DpopVerifier::local(cfg());
+        let good_header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": key.jwk });
+        let claims = |extra: Value| {
+            let mut c = serde_json::json!({ "jti": uuid::Uuid::new_v4().to_string(), "htm": "POST", "htu": HTU,
+                "iat": unix_now(), "ath": b64url(&hash()) });
+            for (k, val) in extra.as_object().into_iter().flatten() {
+                c[k] = val.clone();
+            }
+            c
+        };
+        let mut private = key.jwk.clone();
+        private["d"] = "AAAA".into();
+        let p384 = serde_json::json!({ "kty": "EC", "crv": "P-384", "x": key.jwk["x"], "y": key.jwk["y"] });
+        let unsigned = format!(
+            "{}.{}.",
+            b64url(br#"{"typ":"dpop+jwt","alg":"none"}"#),
+            b64url(claims(Value::Null).to_string().as_bytes())
+        );
+        let forged = {
+            let p = key.sign(&good_header, &claims(Value::Null));
+            let sig = other.sign(&good_header, &claims(Value::Null));
+            format!("{}.{}", p.rsplit_once('.').unwrap().0, sig.rsplit_once('.').unwrap().1)
+        };
+        let cases: Vec<(String, ProofError)> = vec![
+            (unsigned, ProofError::Alg),
+            (
+                key.sign(&serde_json::json!({ "typ": "jwt", "alg": "ES256", "jwk": key.jwk }), &claims(Value::Null)),
+                ProofError::Typ,
+            ),
+            (
+                key.sign(
+                    &serde_json::json!({ "typ": "dpop+jwt", "alg": "HS256", "jwk": key.jwk }),
+                    &claims(Value::Null),
+                ),
+                ProofError::Alg,
+            ),
+            (
+                key.sign(&serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256" }), &claims(Value::Null)),
+                ProofError::Jwk,
+            ),
+            (
+                key.sign(
+                    &serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": private }),
+                    &claims(Value::Null),
+                ),
+                ProofError::PrivateKey,
+            ),
+            (
+                key.sign(&serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": p384 }), &claims(Value::Null)),
+                ProofError::Jwk,
+            ),
+            (forged, ProofError::Signature),
+            (key.sign(&good_header, &claims(serde_json::json!({ "htm": "GET" }))), ProofError::Htm),
+            (key.sign(&good_header, &claims(serde_json::json!({ "iat": unix_now() - 3600 }))), ProofError::Iat),
+            (key.sign(&good_header, &claims(serde_json::json!({ "iat": unix_now() + 3600 }))), ProofError::Iat),
+            (key.sign(&good_header, &claims(serde_json::json!({ "ath": b64url(&[0; 32]) }))), ProofError::Ath),
+            (key.sign(&good_header, &claims(serde_json::json!({ "jti": "" }))), ProofError::Jti),
+            ("a.b".to_string(), ProofError::Malformed),
+        ];
+        for (proof, want) in cases {
+            let r = req("POST", "/api/transactions", "api.example.com", &[&proof]);
+            assert_eq!(check(&v, &r), Err(want), "{proof}");
+        }
+        let p = key.proof("POST", HTU, TOKEN, Value::Null);
+        assert_eq!(check(&v, &req("POST", "/api/transactions", "api.example.com", &[])), Err(ProofError::Missing));
+        let two = req("POST", "/api/transactions", "api.example.com", &[&p, &p]);
+        assert_eq!(check(&v, &two), Err(ProofError::Multiple));
+    }
+
+    #[test]
+    fn nonces_from_any_replica_with_the_secret_pass_and_others_do_not() {
+        let nonce =
+            NonceConfig { secret: b"0123456789abcdef0123456789abcdef".to_vec(), lifetime: Duration::from_secs(60) };
+        let a = DpopVerifier::local(DpopConfig { nonce: Some(nonce.clone()), ..cfg() });
+        let b = DpopVerifier::local(DpopConfig { nonce: Some(nonce), ..cfg() });
+        let key = es256();
+        let r = |n: Value| {
+            req("GET", "/api/x", "api.example.com", &[&key.proof("GET", "https://api.example.com/api/x", TOKEN, n)])
+        };
+        assert_eq!(check(&a, &r(Value::Null)), Err(ProofError::Nonce), "no nonce");
+        assert_eq!(check(&a, &r(serde_json::json!({ "nonce": "made-up" }))), Err(ProofError::Nonce));
+        let issued = a.fresh_nonce().unwrap();
+        assert!(check(&b, &r(serde_json::json!({ "nonce": issued }))).is_ok(), "another replica's nonce");
+        let old = nonce_for(b"0123456789abcdef0123456789abcdef", window_of(unix_now(), Duration::from_secs(60)) - 2);
+        assert_eq!(check(&a, &r(serde_json::json!({ "nonce": old }))), Err(ProofError::Nonce), "expired");
+        let other =
+            NonceConfig { secret: b"another secret of thirty-two by.".to_vec(), lifetime: Duration::from_secs(60) };
+        let c = DpopVerifier::local(DpopConfig { nonce: Some(other), ..cfg() });
+        assert_eq!(check(&c, &r(serde_json::json!({ "nonce": a.fresh_nonce().unwrap() }))), Err(ProofError::Nonce));
+    }
+
+    #[test]
+    fn rfc7638_thumbprint_example() {
+        // RFC 7638 §3.1.
+        let jwk = serde_json::json!({
+            "kty": "RSA", "e": "AQAB", "alg": "RS256", "kid": "2011-04-29",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+        });
+        assert_eq!(jwk_thumbprint(jwk.as_object().unwrap()).unwrap(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    }
+
+    #[test]
+    fn hmac_matches_rfc4231() {
+        // RFC 4231 test case 2.
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            mac.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn the_replay_cache_is_bounded() {
+        let c = LocalReplayCache::new(1000, Duration::from_secs(60));
+        for i in 0u32..5000 {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_be_bytes());
+            assert!(c.first_use(k));
+        }
+        assert!(c.entries() <= 1000, "{}", c.entries());
+    }
+}

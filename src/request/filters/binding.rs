@@ -1,0 +1,168 @@
+//! The sender-constraint filter: a token is checked the way it is bound. `cnf."x5t#S256"` must be
+//! the thumbprint of this connection's client certificate (RFC 8705 §3); `cnf.jkt` must be the
+//! thumbprint of the key of a valid DPoP proof sent with the `DPoP` scheme (RFC 9449 §7). A route
+//! accepts certificate binding, DPoP, or either; an unbound token is refused, and so is a token
+//! bound in a way the route does not accept. Downgrades are refused both ways (§7.2): a DPoP-bound
+//! token sent as `Bearer`, and a token that is not DPoP-bound sent as `DPoP`.
+
+use super::{Filter, FilterState, Outcome, Scheme};
+use crate::metrics;
+use crate::request::dpop::{DpopVerifier, ProofError};
+use crate::request::respond::Refusal;
+use crate::token::same;
+use async_trait::async_trait;
+use pingora_http::RequestHeader;
+use std::sync::Arc;
+
+pub struct Binding {
+    pub certificate: bool,
+    /// Set when the route accepts DPoP.
+    pub dpop: Option<Arc<DpopVerifier>>,
+}
+
+#[async_trait]
+impl Filter for Binding {
+    fn name(&self) -> &'static str {
+        "binding"
+    }
+
+    async fn run(&self, req: &RequestHeader, state: &mut FilterState) -> Outcome {
+        match self.check(req, state) {
+            Ok(()) => Outcome::Continue,
+            Err(refusal) => Outcome::Respond(refusal),
+        }
+    }
+}
+
+impl Binding {
+    fn check(&self, req: &RequestHeader, state: &FilterState) -> Result<(), Refusal> {
+        let token = state.token.as_ref().ok_or(Refusal::NoToken)?;
+        let (x5t, jkt) = (token.claims.bound_thumbprint(), token.claims.bound_jkt());
+        if x5t.is_none() && jkt.is_none() {
+            return Err(Refusal::InvalidToken("token_not_bound"));
+        }
+        match jkt {
+            Some(jkt) => self.dpop_binding(req, state, jkt)?,
+            None if state.scheme == Some(Scheme::Dpop) => return Err(Refusal::InvalidToken("bearer_token_as_dpop")),
+            None => {}
+        }
+        if let Some(x5t) = x5t {
+            if !self.certificate {
+                return Err(Refusal::InvalidToken("certificate_binding_not_accepted"));
+            }
+            certificate_binding(state, x5t)?;
+        }
+        Ok(())
+    }
+
+    fn dpop_binding(&self, req: &RequestHeader, state: &FilterState, jkt: &str) -> Result<(), Refusal> {
+        let verifier = self.dpop.as_ref().ok_or(Refusal::InvalidToken("dpop_binding_not_accepted"))?;
+        if state.scheme != Some(Scheme::Dpop) {
+            return Err(Refusal::InvalidToken("dpop_token_as_bearer"));
+        }
+        let hash = state.token_hash.as_ref().ok_or(Refusal::NoToken)?;
+        let proven = verifier.verify(req, hash).map_err(|e| {
+            metrics::dpop_proof(e.reason());
+            match e {
+                ProofError::Nonce => Refusal::UseDpopNonce,
+                e => Refusal::InvalidDpopProof(e.reason()),
+            }
+        })?;
+        if !same(proven.jkt.as_bytes(), jkt.as_bytes()) {
+            metrics::dpop_proof("dpop_key_mismatch");
+            return Err(Refusal::InvalidToken("dpop_key_mismatch"));
+        }
+        metrics::dpop_proof("ok");
+        Ok(())
+    }
+}
+
+/// RFC 8705 §3: the same thumbprint as this very connection's certificate.
+pub fn certificate_binding(state: &FilterState, x5t: &str) -> Result<(), Refusal> {
+    let presented = state.client.as_ref().map(|c| c.thumbprint.as_str());
+    let presented = presented.ok_or(Refusal::InvalidToken("no_client_certificate"))?;
+    if same(x5t.as_bytes(), presented.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Refusal::InvalidToken("certificate_mismatch"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DpopConfig;
+    use crate::request::dpop::test_support::es256;
+    use crate::request::filters::test_support::{client, token_with};
+    use crate::token::Confirmation;
+    use sha2::Digest;
+
+    const HTU: &str = "https://api.example.com/api/transactions";
+
+    fn state(cnf: Confirmation, scheme: Scheme, client_x5t: Option<&str>) -> FilterState {
+        FilterState {
+            client: client_x5t.map(client),
+            token: Some(token_with("t", Some(cnf))),
+            scheme: Some(scheme),
+            token_hash: Some(sha2::Sha256::digest(b"tok").into()),
+            ..Default::default()
+        }
+    }
+
+    fn req(proof: Option<&str>) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/api/transactions", None).unwrap();
+        r.insert_header("host", "api.example.com").unwrap();
+        if let Some(p) = proof {
+            r.insert_header("dpop", p).unwrap();
+        }
+        r
+    }
+
+    fn either() -> Binding {
+        Binding { certificate: true, dpop: Some(Arc::new(DpopVerifier::local(DpopConfig::default()))) }
+    }
+
+    fn refused(r: Outcome) -> &'static str {
+        match r {
+            Outcome::Respond(refusal) => refusal.reason(),
+            Outcome::Continue => "passed",
+        }
+    }
+
+    #[tokio::test]
+    async fn each_token_is_checked_the_way_it_is_bound() {
+        let key = es256();
+        let dpop_cnf = || Confirmation { jkt: Some(key.jkt()), ..Default::default() };
+        let cert_cnf = || Confirmation { x5t_s256: Some("abc".into()), ..Default::default() };
+        let proof = || key.proof("POST", HTU, "tok", serde_json::Value::Null);
+        let f = either();
+        assert_eq!(refused(f.run(&req(Some(&proof())), &mut state(dpop_cnf(), Scheme::Dpop, None)).await), "passed");
+        assert_eq!(refused(f.run(&req(None), &mut state(cert_cnf(), Scheme::Bearer, Some("abc"))).await), "passed");
+        // Downgrades, both ways.
+        let mut s = state(dpop_cnf(), Scheme::Bearer, None);
+        assert_eq!(refused(f.run(&req(Some(&proof())), &mut s).await), "dpop_token_as_bearer");
+        let mut s = state(cert_cnf(), Scheme::Dpop, Some("abc"));
+        assert_eq!(refused(f.run(&req(Some(&proof())), &mut s).await), "bearer_token_as_dpop");
+        // A proof made with another key than the one the token is bound to.
+        let other = es256();
+        let foreign = other.proof("POST", HTU, "tok", serde_json::Value::Null);
+        let mut s = state(dpop_cnf(), Scheme::Dpop, None);
+        assert_eq!(refused(f.run(&req(Some(&foreign)), &mut s).await), "dpop_key_mismatch");
+        // No proof at all.
+        assert_eq!(refused(f.run(&req(None), &mut state(dpop_cnf(), Scheme::Dpop, None)).await), "dpop_proof_missing");
+        // Unbound, and bound in a way the route does not accept.
+        let mut s = state(Confirmation::default(), Scheme::Bearer, Some("abc"));
+        assert_eq!(refused(f.run(&req(None), &mut s).await), "token_not_bound");
+        let dpop_only = Binding { certificate: false, ..either() };
+        let mut s = state(cert_cnf(), Scheme::Bearer, Some("abc"));
+        assert_eq!(refused(dpop_only.run(&req(None), &mut s).await), "certificate_binding_not_accepted");
+        let cert_only = Binding { certificate: true, dpop: None };
+        let mut s = state(dpop_cnf(), Scheme::Dpop, None);
+        assert_eq!(refused(cert_only.run(&req(Some(&proof())), &mut s).await), "dpop_binding_not_accepted");
+        // A certificate-bound token on a connection without a certificate.
+        assert_eq!(
+            refused(f.run(&req(None), &mut state(cert_cnf(), Scheme::Bearer, None)).await),
+            "no_client_certificate"
+        );
+    }
+}
