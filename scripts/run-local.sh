@@ -56,12 +56,15 @@ echo "dev-idsvr :8444, example-api :3000, mtls-gateway :8443 (metrics :9090); lo
 echo
 
 GATEWAY=127.0.0.1:8443 scripts/client.sh
+echo
+GATEWAY=127.0.0.1:8443 DPOP_PROOF="$bin/dpop-proof" scripts/dpop-client.sh
 
 if [[ -n "${RUN_ONCE:-}" ]]; then
   exit 0
 fi
 echo
 echo "Serving. Try: GATEWAY=127.0.0.1:8443 scripts/client.sh   (Ctrl-C stops everything)"
+echo "  or, with DPoP instead of a certificate: GATEWAY=127.0.0.1:8443 DPOP_PROOF=$bin/dpop-proof scripts/dpop-client.sh"
 wait -n "${pids[@]}"
 echo "a process exited; stopping the rest" >&2
 exit 1

@@ -36,7 +36,14 @@ pub fn check(claims: &Map<String, Value>, rules: &ClaimRules, now: i64) -> Resul
         return Err(ClaimError::Refused("not_yet_valid"));
     }
     if let Some(t) = claims.get("token_type") {
-        if !t.as_str().is_some_and(is_access_token_type) {
+        let t = t.as_str().unwrap_or_default();
+        // RFC 9449 §6.2: a DPoP token is an access token bound to a key, which `cnf.jkt` names;
+        // without it there is nothing to check a proof against.
+        let dpop = t.eq_ignore_ascii_case("dpop");
+        if dpop && claims.get("cnf").and_then(|c| c.get("jkt")).and_then(Value::as_str).is_none() {
+            return Err(ClaimError::Refused("dpop_token_without_jkt"));
+        }
+        if !dpop && !is_access_token_type(t) {
             return Err(ClaimError::Refused("bad_type"));
         }
     }
@@ -136,11 +143,14 @@ mod tests {
             assert!(run(json!({ "token_type": ok }), &r).is_ok(), "{ok}");
         }
         for bad in
-            [json!("refresh_token"), json!("urn:ietf:params:oauth:token-type:refresh_token"), json!("DPoP"), json!(1)]
+            [json!("refresh_token"), json!("urn:ietf:params:oauth:token-type:refresh_token"), json!(1)]
         {
             assert_eq!(run(json!({ "token_type": bad }), &r), Err(ClaimError::Refused("bad_type")), "{bad}");
         }
         assert!(run(json!({}), &r).is_ok(), "token_type is optional");
+        assert!(run(json!({ "token_type": "DPoP", "cnf": { "jkt": "abc" } }), &r).is_ok());
+        let unbound = run(json!({ "token_type": "DPoP" }), &r);
+        assert_eq!(unbound, Err(ClaimError::Refused("dpop_token_without_jkt")));
     }
 
     #[test]

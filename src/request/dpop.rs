@@ -127,15 +127,27 @@ impl DpopVerifier {
 
     /// Checks the request's proof for an access token whose SHA-256 is `token_hash`.
     pub fn verify(&self, req: &RequestHeader, token_hash: &[u8; 32]) -> Result<Proven, ProofError> {
+        self.check(req, Some(token_hash))
+    }
+
+    /// Checks the proof of a token request (RFC 9449 §5), which has no access token and so no
+    /// `ath`: what an authorization server does (the development identity server uses it).
+    pub fn verify_token_request(&self, req: &RequestHeader) -> Result<Proven, ProofError> {
+        self.check(req, None)
+    }
+
+    fn check(&self, req: &RequestHeader, token_hash: Option<&[u8; 32]>) -> Result<Proven, ProofError> {
         let proof = single_proof(req)?;
         let (header, claims) = self.signed_parts(proof)?;
         let jwk = header.get("jwk").and_then(Value::as_object).ok_or(ProofError::Jwk)?;
         let now = unix_now();
         check_request(&claims, req)?;
         self.check_time(&claims, now)?;
-        let ath = claims.get("ath").and_then(Value::as_str).ok_or(ProofError::Ath)?;
-        if !same(ath.as_bytes(), b64url(token_hash).as_bytes()) {
-            return Err(ProofError::Ath);
+        if let Some(hash) = token_hash {
+            let ath = claims.get("ath").and_then(Value::as_str).ok_or(ProofError::Ath)?;
+            if !same(ath.as_bytes(), b64url(hash).as_bytes()) {
+                return Err(ProofError::Ath);
+            }
         }
         self.check_nonce(&claims, now)?;
         let jkt = jwk_thumbprint(jwk).ok_or(ProofError::Jwk)?;
@@ -410,58 +422,108 @@ impl ReplayCache for LocalReplayCache {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod test_support {
-    //! Makes proofs with openssl keys, for the unit tests here and in the binding filter.
+/// The client's side: an ES256 key and the proofs made with it. The development client and the
+/// tests use it; the gateway itself never signs a proof.
+pub mod client {
     use super::*;
     use openssl::ec::{EcGroup, EcKey};
     use openssl::nid::Nid;
     use openssl::pkey::{PKey, Private};
 
-    pub struct Key {
-        pub pkey: PKey<Private>,
+    pub struct ProofKey {
+        pkey: PKey<Private>,
         pub jwk: Value,
     }
 
+    impl ProofKey {
+        /// A new P-256 key.
+        pub fn generate() -> Result<Self, openssl::error::ErrorStack> {
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+            Self::from_ec(EcKey::generate(&group)?)
+        }
+
+        /// A P-256 key from PEM (PKCS#8 or SEC1).
+        pub fn from_pem(pem: &[u8]) -> Result<Self, openssl::error::ErrorStack> {
+            Self::from_ec(PKey::private_key_from_pem(pem)?.ec_key()?)
+        }
+
+        fn from_ec(ec: EcKey<Private>) -> Result<Self, openssl::error::ErrorStack> {
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+            let mut ctx = openssl::bn::BigNumContext::new()?;
+            let (mut x, mut y) = (openssl::bn::BigNum::new()?, openssl::bn::BigNum::new()?);
+            ec.public_key().affine_coordinates(&group, &mut x, &mut y, &mut ctx)?;
+            let jwk = serde_json::json!({
+                "kty": "EC", "crv": "P-256",
+                "x": b64url(&x.to_vec_padded(32)?), "y": b64url(&y.to_vec_padded(32)?),
+            });
+            Ok(ProofKey { pkey: PKey::from_ec_key(ec)?, jwk })
+        }
+
+        pub fn pem(&self) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+            self.pkey.private_key_to_pem_pkcs8()
+        }
+
+        /// RFC 7638 thumbprint: the `cnf.jkt` of tokens bound to this key.
+        pub fn jkt(&self) -> String {
+            self.jwk.as_object().and_then(jwk_thumbprint).unwrap_or_default()
+        }
+
+        /// A compact ES256 JWS of `header` and `claims` (any header: the tests forge some).
+        pub fn sign(&self, header: &Value, claims: &Value) -> Result<String, openssl::error::ErrorStack> {
+            let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+            let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.pkey)?;
+            let der = signer.sign_oneshot_to_vec(input.as_bytes())?;
+            let sig = openssl::ecdsa::EcdsaSig::from_der(&der)?;
+            let mut raw = sig.r().to_vec_padded(32)?;
+            raw.extend(sig.s().to_vec_padded(32)?);
+            Ok(format!("{input}.{}", b64url(&raw)))
+        }
+
+        /// A proof for `htm` `htu`; with the access token's `ath` when `token` is given, and any
+        /// `extra` claims (`nonce`, or overrides).
+        pub fn proof(&self, htm: &str, htu: &str, token: Option<&str>, extra: &Value) -> String {
+            let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk });
+            let mut claims = serde_json::json!({
+                "jti": uuid::Uuid::new_v4().to_string(), "htm": htm, "htu": htu, "iat": unix_now(),
+            });
+            if let Some(t) = token {
+                claims["ath"] = b64url(&Sha256::digest(t.as_bytes())).into();
+            }
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                claims[k] = v.clone();
+            }
+            self.sign(&header, &claims).unwrap_or_default()
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::client::ProofKey;
+    use serde_json::Value;
+
+    /// Test keys: a new one each time, with the tests' shorthand for proofs.
+    pub struct Key(pub ProofKey);
+
     pub fn es256() -> Key {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        let ec = EcKey::generate(&group).unwrap();
-        let mut ctx = openssl::bn::BigNumContext::new().unwrap();
-        let (mut x, mut y) = (openssl::bn::BigNum::new().unwrap(), openssl::bn::BigNum::new().unwrap());
-        ec.public_key().affine_coordinates(&group, &mut x, &mut y, &mut ctx).unwrap();
-        let jwk = serde_json::json!({
-            "kty": "EC", "crv": "P-256",
-            "x": b64url(&x.to_vec_padded(32).unwrap()), "y": b64url(&y.to_vec_padded(32).unwrap()),
-        });
-        Key { pkey: PKey::from_ec_key(ec).unwrap(), jwk }
+        Key(ProofKey::generate().unwrap())
     }
 
     impl Key {
         pub fn jkt(&self) -> String {
-            jwk_thumbprint(self.jwk.as_object().unwrap()).unwrap()
+            self.0.jkt()
         }
 
-        /// A compact ES256 JWS of `header` and `claims`.
+        pub fn jwk(&self) -> &Value {
+            &self.0.jwk
+        }
+
         pub fn sign(&self, header: &Value, claims: &Value) -> String {
-            let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
-            let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.pkey).unwrap();
-            let der = signer.sign_oneshot_to_vec(input.as_bytes()).unwrap();
-            let sig = openssl::ecdsa::EcdsaSig::from_der(&der).unwrap();
-            let mut raw = sig.r().to_vec_padded(32).unwrap();
-            raw.extend(sig.s().to_vec_padded(32).unwrap());
-            format!("{input}.{}", b64url(&raw))
+            self.0.sign(header, claims).unwrap()
         }
 
         pub fn proof(&self, htm: &str, htu: &str, token: &str, extra: Value) -> String {
-            let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk });
-            let mut claims = serde_json::json!({
-                "jti": uuid::Uuid::new_v4().to_string(), "htm": htm, "htu": htu, "iat": unix_now(),
-                "ath": b64url(&Sha256::digest(token.as_bytes())),
-            });
-            for (k, v) in extra.as_object().into_iter().flatten() {
-                claims[k] = v.clone();
-            }
-            self.sign(&header, &claims)
+            self.0.proof(htm, htu, Some(token), &extra)
         }
     }
 }
@@ -535,7 +597,7 @@ mod tests {
         let key = es256();
         let other = es256();
         let v = DpopVerifier::local(cfg());
-        let good_header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": key.jwk });
+        let good_header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": key.jwk() });
         let claims = |extra: Value| {
             let mut c = serde_json::json!({ "jti": uuid::Uuid::new_v4().to_string(), "htm": "POST", "htu": HTU,
                 "iat": unix_now(), "ath": b64url(&hash()) });
@@ -544,9 +606,9 @@ mod tests {
             }
             c
         };
-        let mut private = key.jwk.clone();
+        let mut private = key.jwk().clone();
         private["d"] = "AAAA".into();
-        let p384 = serde_json::json!({ "kty": "EC", "crv": "P-384", "x": key.jwk["x"], "y": key.jwk["y"] });
+        let p384 = serde_json::json!({ "kty": "EC", "crv": "P-384", "x": key.jwk()["x"], "y": key.jwk()["y"] });
         let unsigned = format!(
             "{}.{}.",
             b64url(br#"{"typ":"dpop+jwt","alg":"none"}"#),
@@ -560,12 +622,12 @@ mod tests {
         let cases: Vec<(String, ProofError)> = vec![
             (unsigned, ProofError::Alg),
             (
-                key.sign(&serde_json::json!({ "typ": "jwt", "alg": "ES256", "jwk": key.jwk }), &claims(Value::Null)),
+                key.sign(&serde_json::json!({ "typ": "jwt", "alg": "ES256", "jwk": key.jwk() }), &claims(Value::Null)),
                 ProofError::Typ,
             ),
             (
                 key.sign(
-                    &serde_json::json!({ "typ": "dpop+jwt", "alg": "HS256", "jwk": key.jwk }),
+                    &serde_json::json!({ "typ": "dpop+jwt", "alg": "HS256", "jwk": key.jwk() }),
                     &claims(Value::Null),
                 ),
                 ProofError::Alg,

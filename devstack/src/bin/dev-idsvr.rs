@@ -4,7 +4,9 @@
 //!
 //! - `POST /oauth/v2/oauth-token-mutual-tls`: client credentials with RFC 8705 `tls_client_auth`
 //!   (chain verified by TLS against the CA, subject DN must equal the client's). Answers an opaque
-//!   token bound to the certificate's `x5t#S256`.
+//!   token bound to the certificate's `x5t#S256`. A client registered with
+//!   `dpop_bound_access_tokens` authenticates with HTTP Basic instead and must send a DPoP proof
+//!   (RFC 9449 §5): its token is bound to the proof key's `jkt` and has `token_type: DPoP`.
 //! - `POST /oauth/v2/oauth-introspect`: HTTP Basic client auth. `Accept: application/jwt` answers
 //!   200 with the token as a PS256 JWT or 204 when inactive; otherwise RFC 7662 JSON.
 //! - `POST /oauth/v2/oauth-revoke`: RFC 7009 revocation by the token's own client.
@@ -78,16 +80,42 @@ struct Client {
     scopes: Vec<String>,
     #[serde(default)]
     introspection: bool,
+    /// RFC 9449: tokens bound to the key of the DPoP proof sent to the token endpoint.
+    #[serde(default)]
+    dpop_bound_access_tokens: bool,
 }
 
 struct Token {
     client_id: String,
     scope: String,
-    x5t: String,
+    binding: Binding,
     issued: u64,
     expires: u64,
     jti: String,
     delegation_id: String,
+}
+
+/// What a token is bound to.
+#[derive(Clone)]
+enum Binding {
+    Certificate(String),
+    Dpop(String),
+}
+
+impl Binding {
+    fn cnf(&self) -> serde_json::Value {
+        match self {
+            Binding::Certificate(x5t) => json!({ "x5t#S256": x5t }),
+            Binding::Dpop(jkt) => json!({ "jkt": jkt }),
+        }
+    }
+
+    fn token_type(&self) -> &'static str {
+        match self {
+            Binding::Certificate(_) => "bearer",
+            Binding::Dpop(_) => "DPoP",
+        }
+    }
 }
 
 #[derive(Default)]
@@ -105,6 +133,8 @@ struct IdSvr {
     faults: Mutex<Faults>,
     introspections: AtomicU64,
     issued: AtomicU64,
+    /// Checks the DPoP proofs of token requests (the gateway's own checks, without `ath`).
+    dpop: mtls_gateway::request::dpop::DpopVerifier,
     /// The W3C `traceparent` of the last introspection call (for the tracing tests).
     last_traceparent: Mutex<Option<String>>,
 }
@@ -145,6 +175,7 @@ impl IdSvr {
             introspections: AtomicU64::new(0),
             issued: AtomicU64::new(0),
             last_traceparent: Mutex::new(None),
+            dpop: mtls_gateway::request::dpop::DpopVerifier::local(Default::default()),
         })
     }
 
@@ -152,20 +183,27 @@ impl IdSvr {
         self.cfg.clients.iter().find(|c| c.client_id == id)
     }
 
-    fn token_endpoint(&self, cert: Option<&ClientCert>, form: &[(String, String)]) -> http::Response<Vec<u8>> {
+    fn token_endpoint(
+        &self,
+        session: &ServerSession,
+        cert: Option<&ClientCert>,
+        form: &[(String, String)],
+    ) -> http::Response<Vec<u8>> {
         let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         if get("grant_type") != Some("client_credentials") {
             return oauth_error(400, "unsupported_grant_type", "only client_credentials is supported");
         }
-        let Some(client) = get("client_id").and_then(|id| self.client(id)) else {
-            return oauth_error(401, "invalid_client", "unknown client");
+        let client = match self.basic_client(session) {
+            Some(c) => c,
+            None => match get("client_id").and_then(|id| self.client(id)) {
+                Some(c) => c,
+                None => return oauth_error(401, "invalid_client", "unknown client"),
+            },
         };
-        let (Some(cert), Some(dn)) = (cert, client.tls_client_auth_subject_dn.as_deref()) else {
-            return oauth_error(401, "invalid_client", "a client certificate is required");
+        let binding = match self.token_binding(session, cert, client) {
+            Ok(b) => b,
+            Err(answer) => return answer,
         };
-        if cert.subject != dn {
-            return oauth_error(401, "invalid_client", "the certificate subject does not match the client");
-        }
         let scope = get("scope").unwrap_or("").split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>();
         if scope.iter().any(|s| !client.scopes.iter().any(|c| c == s)) {
             return oauth_error(400, "invalid_scope", "scope not allowed for this client");
@@ -175,14 +213,14 @@ impl IdSvr {
         let token = Token {
             client_id: client.client_id.clone(),
             scope: scope.join(" "),
-            x5t: cert.thumbprint.clone(),
+            binding: binding.clone(),
             issued,
             expires: issued + self.cfg.access_token_ttl_seconds,
             jti: uuid::Uuid::new_v4().to_string(),
             delegation_id: uuid::Uuid::new_v4().to_string(),
         };
         let body = json!({
-            "access_token": opaque, "token_type": "bearer",
+            "access_token": opaque, "token_type": binding.token_type(),
             "expires_in": self.cfg.access_token_ttl_seconds, "scope": token.scope,
         });
         if let Ok(mut t) = self.tokens.lock() {
@@ -190,6 +228,32 @@ impl IdSvr {
         }
         self.issued.fetch_add(1, Ordering::Relaxed);
         json_response(200, &body)
+    }
+
+    /// How the client authenticated and what its token is bound to: its certificate (RFC 8705
+    /// `tls_client_auth`), or, for a DPoP client authenticated with its secret, the key of its proof.
+    fn token_binding(
+        &self,
+        session: &ServerSession,
+        cert: Option<&ClientCert>,
+        client: &Client,
+    ) -> Result<Binding, http::Response<Vec<u8>>> {
+        if client.dpop_bound_access_tokens {
+            if self.basic_client(session).map(|c| c.client_id.as_str()) != Some(client.client_id.as_str()) {
+                return Err(oauth_error(401, "invalid_client", "client authentication failed"));
+            }
+            return match self.dpop.verify_token_request(session.req_header()) {
+                Ok(proven) => Ok(Binding::Dpop(proven.jkt)),
+                Err(e) => Err(oauth_error(400, "invalid_dpop_proof", e.reason())),
+            };
+        }
+        let (Some(cert), Some(dn)) = (cert, client.tls_client_auth_subject_dn.as_deref()) else {
+            return Err(oauth_error(401, "invalid_client", "a client certificate is required"));
+        };
+        if cert.subject != dn {
+            return Err(oauth_error(401, "invalid_client", "the certificate subject does not match the client"));
+        }
+        Ok(Binding::Certificate(cert.thumbprint.clone()))
     }
 
     fn basic_client(&self, session: &ServerSession) -> Option<&Client> {
@@ -261,7 +325,8 @@ impl IdSvr {
             },
             (Some(mut c), false) => {
                 c["active"] = json!(true);
-                c["token_type"] = json!("bearer");
+                let token_type = c["token_type"].take();
+                c["token_type"] = if token_type.is_null() { json!("bearer") } else { token_type };
                 let cc = format!("private, max-age={}", c["exp"].as_u64().unwrap_or(0).saturating_sub(now()));
                 devkit::bytes_response(200, "application/json", c.to_string().into_bytes(), &[("cache-control", &cc)])
             }
@@ -275,7 +340,7 @@ impl IdSvr {
             "jti": t.jti, "delegationId": t.delegation_id, "exp": t.expires, "nbf": t.issued,
             "iat": t.issued, "scope": t.scope, "iss": self.cfg.issuer,
             "sub": hex_sha256(&t.client_id), "aud": self.cfg.audience, "purpose": "access_token",
-            "client_id": t.client_id, "cnf": { "x5t#S256": t.x5t },
+            "client_id": t.client_id, "cnf": t.binding.cnf(), "token_type": t.binding.token_type(),
         }))
     }
 
@@ -355,7 +420,7 @@ impl IdSvr {
                 Token {
                     client_id: req.client_id.clone(),
                     scope: req.scope.clone(),
-                    x5t: req.x5t.clone(),
+                    binding: Binding::Certificate(req.x5t.clone()),
                     issued,
                     expires: issued + self.cfg.access_token_ttl_seconds,
                     jti: uuid::Uuid::new_v4().to_string(),
@@ -402,7 +467,7 @@ impl ServeHttp for IdSvr {
         let form = devkit::form(&body);
         let dev = self.cfg.dev_endpoints;
         match (method.as_str(), path.as_str()) {
-            ("POST", "/oauth/v2/oauth-token-mutual-tls") => self.token_endpoint(cert.as_deref(), &form),
+            ("POST", "/oauth/v2/oauth-token-mutual-tls") => self.token_endpoint(session, cert.as_deref(), &form),
             ("POST", "/oauth/v2/oauth-introspect") => self.introspect(session, &form).await,
             ("POST", "/oauth/v2/oauth-revoke") => self.revoke(session, cert.as_deref(), &form),
             ("GET", "/oauth/v2/oauth-anonymous/jwks") => json_response(200, &json!({ "keys": [self.jwk] })),
