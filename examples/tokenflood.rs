@@ -4,6 +4,9 @@
 //!
 //!   tokenflood --url https://api.example.com/api/transactions --connect 127.0.0.1:8443 \
 //!              --p12 certs/example.client.p12 --ca certs/root.pem --tokens tokens.txt --concurrency 16
+//!
+//! With `--dpop-key KEY.pem` the tokens are sent with the `DPoP` scheme and a fresh proof each (RFC
+//! 9449), all made before the clock starts, so that only the gateway's checks are measured.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,11 +20,13 @@ struct Args {
     ca: String,
     tokens: String,
     concurrency: usize,
+    dpop_key: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut url, mut connect, mut p12, mut ca, mut tokens, mut concurrency) = (None, None, None, None, None, 16);
+    let mut dpop_key = None;
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -31,6 +36,7 @@ fn args() -> Result<Args, String> {
             "--ca" => ca = Some(value),
             "--tokens" => tokens = Some(value),
             "--concurrency" => concurrency = value.parse().map_err(|e| format!("--concurrency: {e}"))?,
+            "--dpop-key" => dpop_key = Some(value),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -41,7 +47,19 @@ fn args() -> Result<Args, String> {
         ca: ca.ok_or("--ca is required")?,
         tokens: tokens.ok_or("--tokens is required")?,
         concurrency,
+        dpop_key,
     })
+}
+
+/// One `(Authorization, DPoP)` pair per token: a bearer token, or a DPoP token with its proof.
+fn credentials(a: &Args, tokens: &[String]) -> Result<Vec<(String, Option<String>)>, String> {
+    let Some(path) = &a.dpop_key else {
+        return Ok(tokens.iter().map(|t| (format!("Bearer {t}"), None)).collect());
+    };
+    let pem = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    let key = mtls_gateway::request::dpop::client::ProofKey::from_pem(&pem).map_err(|e| format!("{path}: {e}"))?;
+    let none = serde_json::json!({});
+    Ok(tokens.iter().map(|t| (format!("DPoP {t}"), Some(key.proof("POST", &a.url, Some(t), &none)))).collect())
 }
 
 fn client(a: &Args) -> Result<reqwest::Client, String> {
@@ -73,7 +91,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn main() -> Result<(), String> {
     let a = args()?;
     let text = std::fs::read_to_string(&a.tokens).map_err(|e| format!("{}: {e}", a.tokens))?;
-    let tokens: Arc<Vec<String>> = Arc::new(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect());
+    let lines: Vec<String> = text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+    let tokens = Arc::new(credentials(&a, &lines)?);
     let client = client(&a)?;
     let next = Arc::new(AtomicUsize::new(0));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(tokens.len())));
@@ -86,9 +105,13 @@ async fn main() -> Result<(), String> {
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(token) = tokens.get(i) else { break };
+                    let Some((authorization, proof)) = tokens.get(i) else { break };
                     let t = Instant::now();
-                    let result = client.post(&url).bearer_auth(token).body("{}").send().await;
+                    let mut req = client.post(&url).header("authorization", authorization);
+                    if let Some(p) = proof {
+                        req = req.header("dpop", p);
+                    }
+                    let result = req.body("{}").send().await;
                     let key = match result {
                         Ok(r) => {
                             let status = r.status().as_u16().to_string();

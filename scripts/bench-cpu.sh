@@ -8,7 +8,10 @@
 #   nginx-lua      nginx + Lua doing the reference's checks, 1 worker
 # Every proxy runs one worker (GATEWAY_THREADS=2 to change the gateway's): the same shape as the
 # floor, and on two cores shared with oha and the upstream a second worker only adds wake-ups.
-# Scenarios: keep-alive HTTP/1.1 at c=1, 16, 256, and a new mTLS connection per request at c=16.
+# Scenarios: keep-alive HTTP/1.1 at c=1, 16, 256, and a new mTLS connection per request at c=16;
+# `dpop`: the same API call with a fresh DPoP proof checked on every request (gateway-dpop, a DPoP
+# token) next to the certificate-bound call (gateway), both sent by examples/tokenflood (oha cannot
+# vary a header per request) at c=16, BENCH_DPOP_REQUESTS each (20000).
 # CPU is utime + stime of every process of a target from /proc, divided by the requests answered.
 #
 #   scripts/bench-cpu.sh                  10 s per scenario
@@ -40,11 +43,11 @@ if [[ -n "${BASELINE:-}" ]]; then
   (cd "$out/baseline" && CARGO_TARGET_DIR=$here/target cargo build --release --bin mtls-gateway)
   cp "$here/target/release/mtls-gateway" "$out/mtls-gateway-base"
 fi
-cargo build --release --workspace --bins
+cargo build --release --workspace --bins --example tokenflood
 bin=$here/target/release
 scripts/create-certs.sh >/dev/null
 
-IDSVR=26444 ECHO=26300 GW=26443 GW_OFF=27443 LUA=28443 BARE=29443 GW_P=30443 GW_B=31443
+IDSVR=26444 ECHO=26300 GW=26443 GW_OFF=27443 LUA=28443 BARE=29443 GW_P=30443 GW_B=31443 GW_D=32443
 pids=()
 cleanup() {
   for n in lua bare echo; do RUN_DIR=$out/$n scripts/nginx-lua.sh stop >/dev/null 2>&1 || true; done
@@ -61,6 +64,9 @@ gw_conf() { # port out filters-yaml [more changes]
 }
 gw_conf $GW "$conf/gw.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
 gw_conf $GW_OFF "$conf/gw-off.yaml" '[]'
+# Every proof of a run stays in the replay cache: no eviction inside the measurement.
+gw_conf $GW_D "$conf/gw-dpop.yaml" '[ { phantom_token: { introspection: idsvr } }, { binding: { accept: [certificate, dpop] } } ]' \
+  dpop.replay_cache_entries=4000000
 gw_conf $GW_P "$conf/gw-patched.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
 # The baseline reads its own version of the file: keys added since are taken out (audiences at the
 # section's top level came with the commit after 3a9952a).
@@ -76,6 +82,7 @@ RUST_LOG=warn "$bin/dev-idsvr" "$conf/idsvr.yaml" >"$out/idsvr.log" 2>&1 & pids+
 nginx_start echo $ECHO bench/nginx-bare/echo.conf.template 2
 RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw.yaml" >"$out/gw.log" 2>&1 & gw_pid=$!; pids+=($gw_pid); wait_port $GW
 RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-off.yaml" >"$out/gw-off.log" 2>&1 & gw_off_pid=$!; pids+=($gw_off_pid); wait_port $GW_OFF
+RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-dpop.yaml" >"$out/gw-dpop.log" 2>&1 & gw_d_pid=$!; pids+=($gw_d_pid); wait_port $GW_D
 gw_p_pid=
 if [[ -n "${PINGORA_PATCHED:-}" ]]; then
   RUST_LOG=warn target/pingora-patched/mtls-gateway -c "$conf/gw-patched.yaml" >"$out/gw-patched.log" 2>&1 & gw_p_pid=$!
@@ -89,15 +96,16 @@ fi
 nginx_start lua $LUA bench/nginx-lua/nginx.conf.template 1
 nginx_start bare $BARE bench/nginx-bare/nginx.conf.template 1
 
-declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P [gateway-base]=$GW_B)
+declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P [gateway-base]=$GW_B [gateway-dpop]=$GW_D)
 read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua${PINGORA_PATCHED:+ gateway-patched}${BASELINE:+ gateway-base}}"
-read -ra scenarios <<<"${BENCH_SCENARIOS:-1 16 256 new}"
+read -ra scenarios <<<"${BENCH_SCENARIOS:-1 16 256 new dpop}"
 target_pids() {
   case $1 in
     gateway) echo "$gw_pid" ;;
     gateway-off) echo "$gw_off_pid" ;;
     gateway-patched) echo "$gw_p_pid" ;;
     gateway-base) echo "$gw_b_pid" ;;
+    gateway-dpop) echo "$gw_d_pid" ;;
     nginx-*) local m; m=$(cat "$out/${1#nginx-}/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')" ;;
   esac
 }
@@ -116,6 +124,24 @@ oha_run() { # target out oha-args...
     --connect-to "api.example.com:443:127.0.0.1:${port[$t]}" "$@" https://api.example.com/api/transactions >"$file"
 }
 for t in "${targets[@]}"; do oha_run "$t" /dev/null -n 200 -c 4; done # warm-up: caches, pools
+
+# A DPoP-bound token of dev-idsvr's dpop-client, for a key made here.
+dpop_key=$out/dpop.key.pem
+rm -f "$dpop_key"
+token_url=https://login.example.com/oauth/v2/oauth-token-mutual-tls
+dpop_token=$(curl -sS --fail --connect-to "login.example.com:443:127.0.0.1:$GW" --cacert "$certs/root.pem" \
+  -u dpop-client:Password1 -H "DPoP: $("$bin/dpop-proof" --key "$dpop_key" --htm POST --htu "$token_url")" \
+  -d grant_type=client_credentials -d scope=transactions "$token_url" | jq -er .access_token)
+flood_run() { # target out requests
+  local t=$1 file=$2 n=$3 tokens=$out/flood-tokens.txt more=()
+  if [[ $t == gateway-dpop ]]; then
+    yes "$dpop_token" | head -n "$n" >"$tokens"; more=(--dpop-key "$dpop_key")
+  else
+    yes "$token" | head -n "$n" >"$tokens"
+  fi
+  "$bin/examples/tokenflood" --url https://api.example.com/api/transactions --connect "127.0.0.1:${port[$t]}" \
+    --p12 "$certs/example.client.p12" --ca "$certs/root.pem" --tokens "$tokens" --concurrency 16 "${more[@]}" >"$file"
+}
 
 declare -A floor
 rows=()
@@ -143,11 +169,32 @@ for c in "${scenarios[@]}"; do
   for t in "${targets[@]}"; do
     if [[ $c == new ]]; then
       measure "new-connection-c16" "$t" -z "$duration" -c 16 --disable-keepalive
+    elif [[ $c == dpop ]]; then
+      continue
     else
       measure "h1-keepalive-c$c" "$t" -z "$duration" -c "$c"
     fi
   done
 done
+
+# DPoP: the cert-bound call and the DPoP call through the same loader, in this run.
+measure_flood() { # target
+  local t=$1 s=tokenflood-c16 c0 c1 n us rps bad file
+  file=$out/$s-$t.json
+  c0=$(cpu_ticks "$t")
+  flood_run "$t" "$file" "${BENCH_DPOP_REQUESTS:-20000}"
+  c1=$(cpu_ticks "$t")
+  n=$(jq '.statuses["200"] // 0' "$file")
+  bad=$(jq '[.statuses | to_entries[] | select(.key != "200") | .value] | add // 0' "$file")
+  rps=$(jq '.rps | floor' "$file")
+  us=$(awk -v u=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", (n > 0 ? u / hz / n * 1e6 : 0) }')
+  rows+=("| $s | $t | $rps | $us | - | - | $bad |")
+  echo "${rows[-1]}"
+}
+if [[ " ${scenarios[*]} " == *" dpop "* ]]; then
+  flood_run gateway-dpop /dev/null 200 # warm-up
+  for t in gateway gateway-dpop; do measure_flood "$t"; done
+fi
 
 if [[ -n "${PERF_GATEWAY:-}" ]]; then
   command -v inferno-flamegraph >/dev/null || cargo install inferno --locked

@@ -77,7 +77,7 @@ fn one_bad_enum_value_is_one_problem_that_lists_the_choices() {
     );
     let out = broken(|d| yaml::set(d, "routes[0].filters[1]", yaml::parse("cert_bind: {}")));
     assert_eq!(problems(&out).len(), 1, "{out}");
-    assert!(out.contains("routes[0].filters[1]: unknown variant `cert_bind`, expected one of `phantom_token`, `cert_binding`, `scope`"), "{out}");
+    assert!(out.contains("routes[0].filters[1]: unknown variant `cert_bind`, expected one of `phantom_token`, `cert_binding`, `binding`, `scope`"), "{out}");
     let out = broken(|d| yaml::set(d, "tls.min_version", "1.4"));
     assert!(out.contains("tls.min_version: unknown variant `1.4`, expected `1.2` or `1.3`"), "{out}");
 }
@@ -185,12 +185,9 @@ fn tracing_mistakes_name_their_keys() {
              trusted_partners: [nobody], sample_ratio: 1.5}",
         );
     });
-    for key in [
-        "tracing.otlp_endpoint",
-        "tracing.trusted_sources[0]",
-        "tracing.trusted_partners[0]",
-        "tracing.sample_ratio",
-    ] {
+    for key in
+        ["tracing.otlp_endpoint", "tracing.trusted_sources[0]", "tracing.trusted_partners[0]", "tracing.sample_ratio"]
+    {
         assert!(out.contains(key), "{key} not named: {out}");
     }
 }

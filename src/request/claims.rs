@@ -142,9 +142,7 @@ mod tests {
         for ok in ["Bearer", "bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token"] {
             assert!(run(json!({ "token_type": ok }), &r).is_ok(), "{ok}");
         }
-        for bad in
-            [json!("refresh_token"), json!("urn:ietf:params:oauth:token-type:refresh_token"), json!(1)]
-        {
+        for bad in [json!("refresh_token"), json!("urn:ietf:params:oauth:token-type:refresh_token"), json!(1)] {
             assert_eq!(run(json!({ "token_type": bad }), &r), Err(ClaimError::Refused("bad_type")), "{bad}");
         }
         assert!(run(json!({}), &r).is_ok(), "token_type is optional");

@@ -369,10 +369,24 @@ const RESOURCE_SERVER_CLIENTS = new Set(introspectionClients.map((client) => cli
 const CLIENT_AUTH_METHODS = ['tls_client_auth', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'];
 const CLIENT_AUTH_SIGNING_ALGS = ['ES256', 'PS256', 'RS256'];
 
+// RFC 9449: a client without a certificate that binds its tokens to the key of its DPoP proofs. oidc-provider
+// refuses a client with both tls_client_certificate_bound_access_tokens and dpop_bound_access_tokens.
+const dpopClient = {
+  client_id: 'dpop-client',
+  client_secret: 'Password1',
+  token_endpoint_auth_method: 'client_secret_basic',
+  grant_types: ['client_credentials'],
+  response_types: [],
+  redirect_uris: [],
+  scope: 'transactions',
+  dpop_bound_access_tokens: true,
+};
+
 const configuration = {
   clients: [
     tlsClient('partner-client', 'CN=demo-partner'),
     tlsClient('other-client', 'CN=other-partner'),
+    dpopClient,
     ...introspectionClients,
   ],
   clientAuthMethods: CLIENT_AUTH_METHODS,
@@ -381,6 +395,7 @@ const configuration = {
   enabledJWA: {
     introspectionSigningAlgValues: ['PS256', 'RS256'],
     idTokenSigningAlgValues: ['PS256', 'RS256'],
+    dPoPSigningAlgValues: ['ES256', 'PS256', 'EdDSA'],
     clientAuthSigningAlgValues: CLIENT_AUTH_SIGNING_ALGS,
   },
   // Static additions to the discovery documents (RFC 8414 section 2)
@@ -435,6 +450,9 @@ const configuration = {
       },
     },
     jwtIntrospection: { enabled: true },
+    // RFC 9449 at the token endpoint: proofs with ES256, PS256 or EdDSA; introspection then answers
+    // token_type DPoP and cnf.jkt.
+    dPoP: { enabled: true },
     revocation: { enabled: true },
     mTLS: {
       enabled: true,

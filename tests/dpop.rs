@@ -1,0 +1,221 @@
+//! DPoP (RFC 9449) end to end, against node oidc-provider with its DPoP feature (a real,
+//! independent implementation) in `json` and `rfc9701` modes, and against dev-idsvr: a DPoP-bound
+//! token passes with a fresh proof on every request and fails with each broken proof; downgrades
+//! are refused both ways; nonces are asked for and accepted on retry; a certificate-bound token on
+//! the same gateway still works; a client without a certificate can connect only where the host
+//! allows it.
+
+mod common;
+
+use common::{yaml, Identity, Options, System, API, LOGIN};
+use mtls_gateway::request::dpop::client::ProofKey;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+const DPOP_API: &str = "dpop-api.example.com";
+
+fn oidc(response: &'static str) -> Options {
+    Options { identity: Identity::OidcProvider, response, ..Default::default() }
+}
+
+/// A client without a certificate that reaches every host name through the gateway.
+fn no_cert_client(sys: &System) -> reqwest::Client {
+    let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
+    sys.client_builder(None).resolve(DPOP_API, gw).build().unwrap()
+}
+
+/// The token endpoint as the identity server names it in `htu`: both take the host (and port)
+/// of the Host header the client sent.
+fn token_htu(sys: &System) -> String {
+    format!("https://{LOGIN}:{}/oauth/v2/oauth-token-mutual-tls", sys.gateway_port)
+}
+
+async fn dpop_token(sys: &System, key: &ProofKey) -> String {
+    let r = no_cert_client(sys)
+        .post(format!("https://{LOGIN}:{}/oauth/v2/oauth-token-mutual-tls", sys.gateway_port))
+        .basic_auth("dpop-client", Some("Password1"))
+        .header("dpop", key.proof("POST", &token_htu(sys), None, &json!({})))
+        .form(&[("grant_type", "client_credentials"), ("scope", "transactions")])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "token endpoint: {body}");
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+fn echo_url(sys: &System) -> String {
+    format!("https://{DPOP_API}:{}/api/echo", sys.gateway_port)
+}
+
+struct Answer {
+    status: u16,
+    challenge: String,
+    nonce: Option<String>,
+    body: Value,
+}
+
+/// GET /api/echo with `Authorization: <scheme> <token>` and the given proofs.
+async fn call(sys: &System, client: &reqwest::Client, scheme: &str, token: &str, proofs: &[String]) -> Answer {
+    let mut req = client.get(echo_url(sys)).header("authorization", format!("{scheme} {token}"));
+    for p in proofs {
+        req = req.header("dpop", p);
+    }
+    let r = req.send().await.unwrap();
+    let header = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let (challenge, nonce) = (header("www-authenticate").unwrap_or_default(), header("dpop-nonce"));
+    Answer { status: r.status().as_u16(), challenge, nonce, body: r.json().await.unwrap_or_default() }
+}
+
+/// A proof for GET /api/echo on this gateway, with `extra` claims.
+fn proof(sys: &System, key: &ProofKey, token: &str, extra: Value) -> String {
+    key.proof("GET", &echo_url(sys), Some(token), &extra)
+}
+
+/// The proof refusals: each broken proof fails with its own reason in the challenge.
+async fn broken_proofs_fail(sys: &System, key: &ProofKey, token: &str) {
+    let client = no_cert_client(sys);
+    let other = ProofKey::generate().unwrap();
+    let now = mtls_gateway::token::unix_now();
+    let signed = |header: Value, claims: Value| key.sign(&header, &claims).unwrap();
+    let claims = json!({ "jti": uuid::Uuid::new_v4().to_string(), "htm": "GET", "htu": echo_url(sys), "iat": now,
+        "ath": mtls_gateway::token::b64url(&mtls_gateway::token::cache_key(token)) });
+    let mut private = key.jwk.clone();
+    private["d"] = "c2VjcmV0".into();
+    let none = format!(
+        "{}.{}.",
+        mtls_gateway::token::b64url(json!({ "typ": "dpop+jwt", "alg": "none", "jwk": key.jwk }).to_string().as_bytes()),
+        mtls_gateway::token::b64url(claims.to_string().as_bytes())
+    );
+    let cases: Vec<(&str, String)> = vec![
+        ("dpop_htm_mismatch", key.proof("POST", &echo_url(sys), Some(token), &json!({}))),
+        ("dpop_htu_mismatch", key.proof("GET", &format!("https://{DPOP_API}/api/echo"), Some(token), &json!({}))),
+        (
+            "dpop_htu_mismatch",
+            key.proof("GET", &format!("https://{API}:{}/api/echo", sys.gateway_port), Some(token), &json!({})),
+        ),
+        ("dpop_ath_mismatch", key.proof("GET", &echo_url(sys), Some("another-token"), &json!({}))),
+        ("dpop_iat_out_of_window", proof(sys, key, token, json!({ "iat": now - 600 }))),
+        ("dpop_bad_alg", none),
+        ("dpop_private_key", signed(json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": private }), claims.clone())),
+        ("dpop_bad_typ", signed(json!({ "typ": "JWT", "alg": "ES256", "jwk": key.jwk }), claims.clone())),
+        ("dpop_bad_signature", {
+            let p = signed(json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": key.jwk }), claims.clone());
+            let s = other.sign(&json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": key.jwk }), &claims).unwrap();
+            format!("{}.{}", p.rsplit_once('.').unwrap().0, s.rsplit_once('.').unwrap().1)
+        }),
+    ];
+    for (reason, p) in cases {
+        let a = call(sys, &client, "DPoP", token, &[p]).await;
+        assert_eq!(a.status, 401, "{reason}");
+        assert!(a.challenge.contains(r#"DPoP error="invalid_dpop_proof""#), "{reason}: {}", a.challenge);
+        assert!(a.challenge.contains(reason) && a.challenge.contains("algs=\""), "{reason}: {}", a.challenge);
+    }
+    let a = call(sys, &client, "DPoP", token, &[]).await;
+    assert!(a.status == 401 && a.challenge.contains("dpop_proof_missing"), "{}", a.challenge);
+    let p = proof(sys, key, token, json!({}));
+    let a = call(sys, &client, "DPoP", token, &[p.clone(), p]).await;
+    assert!(a.status == 401 && a.challenge.contains("dpop_proof_multiple"), "{}", a.challenge);
+    // A valid proof by another key: the token is not bound to it.
+    let a = call(sys, &client, "DPoP", token, &[proof(sys, &other, token, json!({}))]).await;
+    assert!(a.status == 401 && a.challenge.contains(r#"DPoP error="invalid_token""#), "{}", a.challenge);
+    assert!(sys.log_shows("reason=dpop_key_mismatch"));
+    // The proof is replayed: refused the second time.
+    let p = proof(sys, key, token, json!({}));
+    assert_eq!(call(sys, &client, "DPoP", token, std::slice::from_ref(&p)).await.status, 200);
+    let a = call(sys, &client, "DPoP", token, &[p]).await;
+    assert!(a.status == 401 && a.challenge.contains("dpop_replayed"), "{}", a.challenge);
+    // Downgrade: the DPoP-bound token as a bearer token, with or without a proof.
+    let a = call(sys, &client, "Bearer", token, &[proof(sys, key, token, json!({}))]).await;
+    assert!(a.status == 401 && a.challenge.starts_with(r#"Bearer error="invalid_token""#), "{}", a.challenge);
+    assert!(sys.log_shows("reason=dpop_token_as_bearer"));
+}
+
+/// The whole DPoP flow against one identity server.
+async fn dpop_flow(sys: &System) {
+    let key = ProofKey::generate().unwrap();
+    let token = dpop_token(sys, &key).await;
+    let client = no_cert_client(sys);
+    for _ in 0..2 {
+        let a = call(sys, &client, "DPoP", &token, &[proof(sys, &key, &token, json!({}))]).await;
+        assert_eq!(a.status, 200, "{}", a.challenge);
+        assert_eq!(a.body["claims"]["cnf"]["jkt"], key.jkt(), "the API's JWT keeps the binding");
+    }
+    broken_proofs_fail(sys, &key, &token).await;
+
+    // A certificate-bound token on the same gateway: on the mTLS host, and as a bearer token with a
+    // certificate on the host that accepts either; never with the DPoP scheme.
+    let cert_token = sys.token("example.client.p12", "partner-client").await;
+    assert_eq!(sys.call_api("example.client.p12", &cert_token).await.status(), 200);
+    let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
+    let with_cert = sys.client_builder(Some("example.client.p12")).resolve(DPOP_API, gw).build().unwrap();
+    assert_eq!(call(sys, &with_cert, "Bearer", &cert_token, &[]).await.status, 200);
+    let a = call(sys, &with_cert, "DPoP", &cert_token, &[proof(sys, &key, &cert_token, json!({}))]).await;
+    assert_eq!(a.status, 401, "a certificate-bound token sent as DPoP");
+    assert!(sys.log_shows("reason=bearer_token_as_dpop"));
+    // Without a certificate, the certificate-bound token is refused on the optional host ...
+    let a = call(sys, &client, "Bearer", &cert_token, &[]).await;
+    assert!(a.status == 401 && a.challenge.contains("DPoP algs="), "{}", a.challenge);
+    assert!(sys.log_shows("reason=no_client_certificate"));
+    // ... and the mTLS host still refuses the handshake.
+    let r = no_cert_client(sys).get(format!("https://{API}:{}/api/echo", sys.gateway_port)).send().await;
+    assert!(r.is_err(), "a connection without a certificate to the mTLS host: {r:?}");
+}
+
+#[tokio::test]
+async fn oidc_provider_dpop_tokens_in_json_mode() {
+    let sys = System::start_with(oidc("json"));
+    dpop_flow(&sys).await;
+}
+
+#[tokio::test]
+async fn oidc_provider_dpop_tokens_in_rfc9701_mode() {
+    let sys = System::start_with(oidc("rfc9701"));
+    dpop_flow(&sys).await;
+}
+
+#[tokio::test]
+async fn dev_idsvr_dpop_tokens_in_jwt_mode() {
+    let sys = System::start();
+    dpop_flow(&sys).await;
+}
+
+#[tokio::test]
+async fn a_nonce_is_asked_for_and_accepted_on_retry_by_any_replica_with_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("nonce.secret");
+    std::fs::write(&secret, "a shared secret of at least thirty-two bytes\n").unwrap();
+    let nonce = yaml::parse(&format!("{{secret_file: {}, lifetime: 60s}}", secret.display()));
+    let sys = System::start_with(Options { patches: vec![("dpop.nonce", nonce)], ..Default::default() });
+    let key = ProofKey::generate().unwrap();
+    let token = dpop_token(&sys, &key).await;
+    let client = no_cert_client(&sys);
+    let first = call(&sys, &client, "DPoP", &token, &[proof(&sys, &key, &token, json!({}))]).await;
+    assert_eq!(first.status, 401);
+    assert!(first.challenge.contains(r#"DPoP error="use_dpop_nonce""#), "{}", first.challenge);
+    let nonce = first.nonce.expect("a DPoP-Nonce with the challenge");
+    let retry = call(&sys, &client, "DPoP", &token, &[proof(&sys, &key, &token, json!({ "nonce": nonce }))]).await;
+    assert_eq!(retry.status, 200, "{}", retry.challenge);
+    assert!(retry.nonce.is_some(), "answers carry a fresh nonce");
+    let made_up = proof(&sys, &key, &token, json!({ "nonce": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" }));
+    assert_eq!(call(&sys, &client, "DPoP", &token, &[made_up]).await.status, 401);
+}
+
+/// The tutorial's DPoP client, as a user runs it, against the local stack.
+#[tokio::test]
+async fn the_dpop_client_script_calls_the_api() {
+    let sys = System::start();
+    let bin = common::bin("dpop-proof");
+    let out = tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dpop-client.sh"))
+        .env("GATEWAY", format!("127.0.0.1:{}", sys.gateway_port))
+        .env("CERTS_DIR", common::certs())
+        .env("DPOP_PROOF", bin)
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("successfully created the API transaction using DPoP"), "{text}");
+}
