@@ -202,7 +202,7 @@ impl IdSvr {
         };
         let binding = match self.token_binding(session, cert, client) {
             Ok(b) => b,
-            Err(answer) => return answer,
+            Err(answer) => return *answer,
         };
         let scope = get("scope").unwrap_or("").split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>();
         if scope.iter().any(|s| !client.scopes.iter().any(|c| c == s)) {
@@ -237,21 +237,25 @@ impl IdSvr {
         session: &ServerSession,
         cert: Option<&ClientCert>,
         client: &Client,
-    ) -> Result<Binding, http::Response<Vec<u8>>> {
+    ) -> Result<Binding, Box<http::Response<Vec<u8>>>> {
         if client.dpop_bound_access_tokens {
             if self.basic_client(session).map(|c| c.client_id.as_str()) != Some(client.client_id.as_str()) {
-                return Err(oauth_error(401, "invalid_client", "client authentication failed"));
+                return Err(Box::new(oauth_error(401, "invalid_client", "client authentication failed")));
             }
             return match self.dpop.verify_token_request(session.req_header()) {
                 Ok(proven) => Ok(Binding::Dpop(proven.jkt)),
-                Err(e) => Err(oauth_error(400, "invalid_dpop_proof", e.reason())),
+                Err(e) => Err(Box::new(oauth_error(400, "invalid_dpop_proof", e.reason()))),
             };
         }
         let (Some(cert), Some(dn)) = (cert, client.tls_client_auth_subject_dn.as_deref()) else {
-            return Err(oauth_error(401, "invalid_client", "a client certificate is required"));
+            return Err(Box::new(oauth_error(401, "invalid_client", "a client certificate is required")));
         };
         if cert.subject != dn {
-            return Err(oauth_error(401, "invalid_client", "the certificate subject does not match the client"));
+            return Err(Box::new(oauth_error(
+                401,
+                "invalid_client",
+                "the certificate subject does not match the client",
+            )));
         }
         Ok(Binding::Certificate(cert.thumbprint.clone()))
     }
