@@ -132,12 +132,13 @@ token_url=https://login.example.com/oauth/v2/oauth-token-mutual-tls
 dpop_token=$(curl -sS --fail --connect-to "login.example.com:443:127.0.0.1:$GW" --cacert "$certs/root.pem" \
   -u dpop-client:Password1 -H "DPoP: $("$bin/dpop-proof" --key "$dpop_key" --htm POST --htu "$token_url")" \
   -d grant_type=client_credentials -d scope=transactions "$token_url" | jq -er .access_token)
+repeat() { awk -v line="$1" -v n="$2" 'BEGIN { for (i = 0; i < n; i++) print line }'; } # not yes|head: SIGPIPE under pipefail
 flood_run() { # target out requests
   local t=$1 file=$2 n=$3 tokens=$out/flood-tokens.txt more=()
   if [[ $t == gateway-dpop ]]; then
-    yes "$dpop_token" | head -n "$n" >"$tokens"; more=(--dpop-key "$dpop_key")
+    repeat "$dpop_token" "$n" >"$tokens"; more=(--dpop-key "$dpop_key")
   else
-    yes "$token" | head -n "$n" >"$tokens"
+    repeat "$token" "$n" >"$tokens"
   fi
   "$bin/examples/tokenflood" --url https://api.example.com/api/transactions --connect "127.0.0.1:${port[$t]}" \
     --p12 "$certs/example.client.p12" --ca "$certs/root.pem" --tokens "$tokens" --concurrency 16 "${more[@]}" >"$file"
