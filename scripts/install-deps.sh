@@ -10,7 +10,7 @@ tools=(cmake:cmake perl:perl make:make cc:gcc g++:g++ curl:curl jq:jq openssl:op
 load=""
 for arg in "$@"; do
   case $arg in
-    --test) tools+=(node:nodejs npm:npm docker-compose:docker-compose) ;;
+    --test) tools+=(node:nodejs npm:npm docker-compose:docker-compose redis-server:redis-server) ;;
     --load) load=1 ;;
     *) echo "usage: $0 [--test] [--load]" >&2; exit 2 ;;
   esac

@@ -5,6 +5,7 @@
 //! here too, so `-t` reports what it found.
 
 use crate::admin::{self, AdminParts};
+use crate::cluster::Cluster;
 use crate::config::{Config, DpopConfig, IntrospectionConfig, Problem, Problems, TokenIssuerConfig};
 use crate::connection::crl::SharedAcceptor;
 use crate::connection::tls::build_acceptor;
@@ -14,7 +15,7 @@ use crate::request::filters::{accepts_dpop, build_chain, ChainParts};
 use crate::request::headers::StripList;
 use crate::request::introspect::Introspector;
 use crate::request::issuer::TokenIssuer;
-use crate::request::limit::Limiter;
+use crate::request::limit::SharedLimit;
 use crate::request::normalize::Normalizer;
 use crate::request::proxy::Routing;
 use crate::request::route::{upstream_peer, Route};
@@ -37,6 +38,8 @@ pub struct App {
     pub admin: Option<AdminParts>,
     /// The DPoP proof checks (and their replay cache), when a route accepts DPoP.
     pub dpop: Option<Arc<DpopVerifier>>,
+    /// The handle to the shared-state server, when a `cluster` section is written.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// What a reload carries over from the configuration being replaced: the token caches.
@@ -47,6 +50,7 @@ pub struct Kept {
     /// Its replay cache is kept while the window and the bound stay the same: a reload must not
     /// let a proof be used twice.
     pub dpop: Option<Arc<DpopVerifier>>,
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Builds every runtime part of `config`, or reports every problem found.
@@ -84,12 +88,17 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
         .admin
         .as_ref()
         .and_then(|a| admin::build(a).map_err(|ps| ps.into_iter().for_each(|p| problems.add(p))).ok());
-    let dpop = config.dpop.clone().map(|cfg| Arc::new(dpop_verifier(cfg, kept, &mut report)));
-    let parts = ChainParts {
-        introspectors: introspectors.clone(),
-        miss_limit: config.limits.introspection_misses.map(|r| Arc::new(Limiter::new(r))),
-        dpop: dpop.clone(),
-    };
+    let dpop = config.dpop.clone().map(|cfg| dpop_verifier(cfg, kept, &mut report));
+    // The connection to the shared-state server is the process's: a reload keeps it (a change of
+    // the section waits for a restart, see reload::FixedSetting).
+    let cluster = kept.cluster.clone().or_else(|| config.cluster.clone().map(Cluster::new));
+    let dpop = dpop.map(|d| Arc::new(d.with_cluster(cluster.clone())));
+    let miss_limit = config
+        .limits
+        .introspection_misses
+        .map(|r| Arc::new(SharedLimit::new(r, "introspection_misses", cluster.clone())));
+    let parts =
+        ChainParts { introspectors: introspectors.clone(), miss_limit, dpop: dpop.clone(), cluster: cluster.clone() };
     let routes = routes(&config, &parts, &mut problems);
     let normalizer =
         Normalizer { strip: StripList::new(&config.strip_headers), default_hosts: config.tls.hosts.clone() };
@@ -100,7 +109,7 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
         .with_tracing(crate::trace::Tracing::new(config.tracing.clone()));
     let acceptor = problems.or(acceptor)?;
     let acceptor = Arc::new(ArcSwap::from_pointee(acceptor));
-    Ok(App { acceptor, routing, issuer, config, report, introspectors, admin, dpop })
+    Ok(App { acceptor, routing, issuer, config, report, introspectors, admin, dpop, cluster })
 }
 
 /// The DPoP checks of `cfg`, on the previous replay cache when its window and bound are the same.
@@ -161,7 +170,9 @@ fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Resul
 fn routes(config: &Config, parts: &ChainParts, problems: &mut Problems) -> Vec<Route> {
     let mut routes = Vec::new();
     for (n, r) in config.routes.iter().enumerate() {
-        let chain = build_chain(&r.filters, parts).map_err(|e| problems.fail(&format!("routes[{n}].filters"), e));
+        let label = format!("{}{}", r.host, r.path_prefix);
+        let chain =
+            build_chain(&r.filters, parts, &label).map_err(|e| problems.fail(&format!("routes[{n}].filters"), e));
         let peer = upstream_peer(&r.upstream).map_err(|p| problems.add(p));
         if let (Ok(chain), Ok(peer)) = (chain, peer) {
             let route = Route::new(r.clone(), chain, peer);

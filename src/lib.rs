@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod fdlimit;

@@ -4,6 +4,7 @@
 
 use mtls_gateway::admin::{AdminApp, GuardedAdmin};
 use mtls_gateway::app::{self, App};
+use mtls_gateway::cluster::ClusterService;
 use mtls_gateway::config;
 use mtls_gateway::connection::crl::CrlReloader;
 use mtls_gateway::connection::drain::Drain;
@@ -146,8 +147,12 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     server
         .add_service(background_service("upstream-dns", UpstreamRefresher { routing: running.routing.clone(), every }));
     if let Some(parts) = admin_parts {
-        let admin_app =
-            AdminApp { auth: parts.auth, introspectors: running.introspectors.clone(), live: running.live.clone() };
+        let admin_app = AdminApp {
+            auth: parts.auth,
+            introspectors: running.introspectors.clone(),
+            live: running.live.clone(),
+            cluster: running.cluster.clone(),
+        };
         let mut admin = Service::new("admin".to_string(), GuardedAdmin::new(admin_app));
         admin.add_tls_with_settings(&parts.address.to_string(), None, parts.tls);
         server.add_service(admin);
@@ -169,6 +174,10 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     log::info!("mtls-gateway serving on {} with {}", cfg.listener.address, cfg.path.display());
     if let Some(otlp) = config_otlp {
         server.add_service(background_service("otlp-export", ExportService::new(otlp, sample_ratio)));
+    }
+    if let Some(cluster) = &running.cluster {
+        let service = ClusterService::new(cluster.clone(), running.purge_sink());
+        server.add_service(background_service("cluster", service));
     }
     server.add_service(background_service("reload", Reloader(running)));
     server.run_forever()

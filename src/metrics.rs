@@ -35,6 +35,8 @@ struct Metrics {
     partner_not_after: IntGaugeVec,
     dpop_proofs: IntCounterVec,
     dpop_replay_evictions: prometheus::IntCounter,
+    cluster_calls: IntCounterVec,
+    cluster_seconds: HistogramVec,
 }
 
 /// Registration can only fail on a duplicate name, which would be a bug caught by the first test run.
@@ -187,6 +189,19 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Proof ids dropped from a full replay cache before their window ended (a replay window opens)"
     )
     .expect("register gateway_dpop_replay_evictions_total"),
+    cluster_calls: register_int_counter_vec!(
+        "gateway_cluster_calls_total",
+        "Calls to the shared-state server by operation (gcra, replay, publish) and result (ok, error, timeout)",
+        &["op", "result"]
+    )
+    .expect("register gateway_cluster_calls_total"),
+    cluster_seconds: register_histogram_vec!(
+        "gateway_cluster_call_duration_seconds",
+        "Time a request waited for one call to the shared-state server",
+        &["op"],
+        vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]
+    )
+    .expect("register gateway_cluster_call_duration_seconds"),
 });
 
 /// Registers every metric now, so that `/metrics` lists them before the first request.
@@ -224,6 +239,11 @@ pub fn passthrough(route: &str, end: &str) {
 
 pub fn connection_cut(reason: &'static str) {
     METRICS.cuts.with_label_values(&[reason]).inc();
+}
+
+pub fn cluster_call(op: &str, result: &str, elapsed: Duration) {
+    METRICS.cluster_calls.with_label_values(&[op, result]).inc();
+    METRICS.cluster_seconds.with_label_values(&[op]).observe(elapsed.as_secs_f64());
 }
 
 pub fn dpop_proof(result: &'static str) {

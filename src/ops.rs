@@ -32,6 +32,8 @@ pub struct Health {
     /// How often the probes run, and how old a success may be for `/readyz`.
     every: Duration,
     window: Duration,
+    /// A cluster is configured: the body says whether purges reach this replica.
+    cluster: bool,
 }
 
 impl Health {
@@ -49,7 +51,13 @@ impl Health {
             };
             targets.push(Target { name: format!("introspection.{name}"), address, last_ok: None });
         }
-        Health { targets: Mutex::new(targets), drain, every: ops.probe_interval, window: ops.ready_window }
+        if let Some(c) = &cfg.cluster {
+            if let (Some(host), Some(port)) = (c.url.host_str(), c.url.port().or(Some(6379))) {
+                targets.push(Target { name: "cluster".into(), address: format!("{host}:{port}"), last_ok: None });
+            }
+        }
+        let cluster = cfg.cluster.is_some();
+        Health { targets: Mutex::new(targets), drain, every: ops.probe_interval, window: ops.ready_window, cluster }
     }
 
     async fn probe(&self) {
@@ -105,7 +113,13 @@ impl Health {
             (false, true) => "ready",
             (false, false) => "not_ready",
         };
-        (ready && !draining, json!({ "status": status, "checks": checks, "client_crls": crls }))
+        let mut body = json!({ "status": status, "checks": checks, "client_crls": crls });
+        if self.cluster {
+            // Without the subscription the token caches are bypassed: slower, never stale.
+            body["cluster_purges"] =
+                json!(if crate::cluster::cache_trusted() { "subscribed" } else { "not_subscribed" });
+        }
+        (ready && !draining, body)
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Running {
     pub issuer: Option<SharedIssuer>,
     /// The token caches in force, for the admin listener's purges.
     pub introspectors: Arc<ArcSwap<BTreeMap<String, Arc<Introspector>>>>,
+    /// The shared-state server, for the whole life of the process.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The caches the next build may keep.
     kept: Mutex<Kept>,
     /// What the process started with, for the settings a reload cannot change.
@@ -66,10 +68,12 @@ pub enum FixedSetting {
     ListenerMaxConnections,
     /// The OTLP exporter and its sampler start once.
     TracingExport,
+    /// The shared-state server's connection and policies.
+    Cluster,
 }
 
 impl FixedSetting {
-    pub const ALL: [FixedSetting; 10] = [
+    pub const ALL: [FixedSetting; 11] = [
         FixedSetting::ListenerAddress,
         FixedSetting::Pingora,
         FixedSetting::Metrics,
@@ -80,6 +84,7 @@ impl FixedSetting {
         FixedSetting::H2MaxConcurrentStreams,
         FixedSetting::ListenerMaxConnections,
         FixedSetting::TracingExport,
+        FixedSetting::Cluster,
     ];
 
     /// The key as written in the configuration file.
@@ -95,6 +100,7 @@ impl FixedSetting {
             FixedSetting::H2MaxConcurrentStreams => "listener.h2_max_concurrent_streams",
             FixedSetting::ListenerMaxConnections => "listener.max_connections",
             FixedSetting::TracingExport => "tracing.otlp_endpoint",
+            FixedSetting::Cluster => "cluster",
         }
     }
 
@@ -110,6 +116,7 @@ impl FixedSetting {
             FixedSetting::H2MaxConcurrentStreams => a.h2_max_concurrent_streams == b.h2_max_concurrent_streams,
             FixedSetting::ListenerMaxConnections => a.max_connections == b.max_connections,
             FixedSetting::TracingExport => a.tracing_export == b.tracing_export,
+            FixedSetting::Cluster => a.cluster == b.cluster,
         }
     }
 }
@@ -129,6 +136,7 @@ pub struct Fixed {
     max_connections: usize,
     /// The export settings and, when exporting, the sampler's ratio.
     tracing_export: Option<(OtlpConfig, u64)>,
+    cluster: Option<config::ClusterConfig>,
 }
 
 impl Fixed {
@@ -144,6 +152,7 @@ impl Fixed {
             h2_max_concurrent_streams: cfg.listener.h2_max_concurrent_streams,
             max_connections: cfg.listener.max_connections,
             tracing_export: cfg.tracing.otlp.clone().map(|o| (o, cfg.tracing.sample_ratio.to_bits())),
+            cluster: cfg.cluster.clone(),
         }
     }
 
@@ -168,6 +177,7 @@ fn kept_of(app: &App) -> Kept {
         introspectors: app.introspectors.clone(),
         token_issuer: app.config.token_issuer.clone(),
         dpop: app.dpop.clone(),
+        cluster: app.cluster.clone(),
     }
 }
 
@@ -177,7 +187,7 @@ impl Running {
     /// the admin listener's parts.
     pub fn start(app: App) -> (Arc<Running>, Config, Option<AdminParts>) {
         let (fixed, kept) = (Fixed::of(&app.config), kept_of(&app));
-        let App { config: cfg, acceptor, routing, issuer, introspectors, admin, report: _, dpop: _ } = app;
+        let App { config: cfg, acceptor, routing, issuer, introspectors, admin, report: _, dpop: _, cluster } = app;
         let running = Running {
             path: cfg.path.clone(),
             routing: Arc::new(ArcSwap::from_pointee(routing)),
@@ -188,6 +198,7 @@ impl Running {
             live: LiveConnections::new(),
             issuer: issuer.map(|i| Arc::new(ArcSwap::new(i))),
             introspectors: Arc::new(ArcSwap::from_pointee(introspectors)),
+            cluster,
             kept: Mutex::new(kept),
             fixed,
         };
@@ -231,6 +242,23 @@ impl Running {
             notes.push(format!("ended {ended} open connections whose certificate the new CA or CRL does not accept"));
         }
         Ok(Reloaded { notes, warnings })
+    }
+}
+
+impl Running {
+    /// Applies a purge to every token cache in force: what a purge from another replica does here.
+    pub fn purge_sink(self: &Arc<Self>) -> crate::cluster::PurgeSink {
+        let introspectors = self.introspectors.clone();
+        Arc::new(move |target| {
+            let introspectors = introspectors.load_full();
+            Box::pin(async move {
+                let mut purged = 0;
+                for i in introspectors.values() {
+                    purged += i.purge(&target).await;
+                }
+                log::info!("cluster: purged {}: {purged} cache entries", target.describe());
+            })
+        })
     }
 }
 
@@ -396,6 +424,17 @@ mod tests {
             FixedSetting::H2IdleTimeout => cfg.listener.h2_idle_timeout += Duration::from_secs(1),
             FixedSetting::H2MaxConcurrentStreams => cfg.listener.h2_max_concurrent_streams += 1,
             FixedSetting::ListenerMaxConnections => cfg.listener.max_connections += 1,
+            FixedSetting::Cluster => {
+                cfg.cluster = Some(config::ClusterConfig {
+                    url: "redis://127.0.0.1:6379".parse().unwrap(),
+                    password_file: None,
+                    key_prefix: "gw:".into(),
+                    timeout: Duration::from_millis(50),
+                    connect_timeout: Duration::from_secs(1),
+                    rate_limits: config::FailPolicy::Open,
+                    replay: config::FailPolicy::Closed,
+                })
+            }
             FixedSetting::TracingExport => {
                 cfg.tracing.otlp = Some(config::OtlpConfig {
                     endpoint: "http://127.0.0.1:4318/v1/traces".parse().unwrap(),

@@ -99,6 +99,8 @@ pub struct AdminApp {
     pub auth: Arc<Auth>,
     pub introspectors: SharedIntrospectors,
     pub live: Arc<LiveConnections>,
+    /// With a cluster, a purge is published to every replica.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// An answer: the status and its JSON body.
@@ -170,6 +172,15 @@ impl AdminApp {
         }
         if let (true, PurgeTarget::Thumbprint(x5t)) = (request.end_connections, target) {
             answer.connections_ended = Some(self.live.end_thumbprint(x5t));
+        }
+        if let Some(cluster) = &self.cluster {
+            let published = cluster.publish_purge(target).await;
+            if published.is_err() {
+                // Replicas without a live subscription bypass their caches until it is back, so
+                // a purge that cannot be published is not lost on them; the operator is told.
+                log::warn!("admin: {caller} from {peer}: the purge was applied here but not published to the cluster");
+            }
+            answer.replicas = Some(if published.is_ok() { "published" } else { "not_published" }.to_string());
         }
         log::info!(
             "admin: {caller} from {peer} purged {}: {} cache entries{}",

@@ -92,6 +92,9 @@ pub struct PurgeAnswer {
     /// Connections told to end (with `end_connections`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections_ended: Option<usize>,
+    /// With a cluster: `published` (every replica purges too) or `not_published`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<String>,
 }
 
 /// A refused or failed admin call.

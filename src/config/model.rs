@@ -345,6 +345,21 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// Set when a route accepts DPoP (defaults filled in), or when the section is written.
     pub dpop: Option<DpopConfig>,
+    pub cluster: Option<ClusterConfig>,
+}
+
+pub use super::schema::FailPolicy;
+
+/// The shared-state server and what each use does when it does not answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    pub url: url::Url,
+    pub password_file: Option<PathBuf>,
+    pub key_prefix: String,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub rate_limits: FailPolicy,
+    pub replay: FailPolicy,
 }
 
 /// RFC 9449 proof checks.

@@ -67,6 +67,36 @@ pub struct File {
     /// DPoP proof checks (RFC 9449) for routes whose `binding` accepts `dpop`.
     #[serde(default)]
     pub dpop: Option<Dpop>,
+    /// Shared state for several replicas on a Redis-protocol server; in process when absent.
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// `redis://host:port/db` or `rediss://` (TLS, the system's trusted CAs).
+    pub url: String,
+    /// A file holding the server's password (surrounding white space ignored).
+    pub password_file: Option<String>,
+    /// Put before every key and the purge channel, so that several gateways can share one server.
+    pub key_prefix: Option<String>,
+    /// Longest wait for one call; a request never waits longer for shared state.
+    pub timeout: Option<Dur>,
+    pub connect_timeout: Option<Dur>,
+    /// What a rate limit does when the server does not answer: `open` (the replica's own limit
+    /// applies, default) or `closed` (503).
+    pub rate_limits: Option<FailPolicy>,
+    /// What a DPoP replay check does when the server does not answer: `closed` (503, default) or
+    /// `open` (the replica's own replay cache applies).
+    pub replay: Option<FailPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailPolicy {
+    Open,
+    Closed,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,6 +38,9 @@ const INTROSPECTION_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const INTROSPECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const INTROSPECTION_MAX_TTL: Duration = Duration::from_secs(300);
 const DPOP_NONCE_LIFETIME: Duration = Duration::from_secs(300);
+const CLUSTER_TIMEOUT: Duration = Duration::from_millis(50);
+const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const CLUSTER_KEY_PREFIX: &str = "mtls-gateway:";
 const TRACING_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const TRACING_EXPORT_INTERVAL: Duration = Duration::from_secs(2);
 const TRACING_SERVICE_NAME: &str = "mtls-gateway";
@@ -186,6 +189,7 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         partners: partners(check, &raw.partners),
         tracing: tracing(check, &raw.tracing, &raw.partners),
         dpop: dpop(check, raw.dpop.as_ref(), routes_accept_dpop),
+        cluster: raw.cluster.as_ref().and_then(|c| cluster(check, c)),
         warnings: std::mem::take(&mut check.warnings),
     })
 }
@@ -367,6 +371,37 @@ fn dpop(check: &mut Check, d: Option<&schema::Dpop>, needed: bool) -> Option<Dpo
         leeway: dur(d.leeway, defaults.leeway),
         replay_entries,
         nonce,
+    })
+}
+
+/// A password goes in a file, never in the URL written in the configuration.
+fn cluster(check: &mut Check, c: &schema::Cluster) -> Option<ClusterConfig> {
+    let url = url::Url::parse(&c.url).map_err(|e| format!("{:?}: {e}", c.url)).and_then(|u| {
+        match u.scheme() {
+            "redis" | "rediss" if u.host_str().is_some() => {}
+            _ => return Err(format!("{:?}: a redis://host:port or rediss://host:port URL", c.url)),
+        }
+        if u.password().is_some() {
+            return Err("put the password in password_file, not in the URL".to_string());
+        }
+        Ok(u)
+    });
+    let url = check.ok("cluster.url", url);
+    let password_file = c.password_file.as_ref().map(|p| check.file("cluster.password_file", p));
+    let timeout = nonzero(check, "cluster.timeout", dur(c.timeout, CLUSTER_TIMEOUT));
+    if timeout > Duration::from_secs(1) {
+        check
+            .warnings
+            .push(format!("cluster.timeout {timeout:?}: every request may wait this long when the server is slow"));
+    }
+    Some(ClusterConfig {
+        url: url?,
+        password_file,
+        key_prefix: c.key_prefix.clone().unwrap_or_else(|| CLUSTER_KEY_PREFIX.to_string()),
+        timeout,
+        connect_timeout: nonzero(check, "cluster.connect_timeout", dur(c.connect_timeout, CLUSTER_CONNECT_TIMEOUT)),
+        rate_limits: c.rate_limits.unwrap_or(FailPolicy::Open),
+        replay: c.replay.unwrap_or(FailPolicy::Closed),
     })
 }
 

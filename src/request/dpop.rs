@@ -11,7 +11,8 @@
 //! Nonces are stateless: a time window and its HMAC under a configured secret, so that replicas
 //! sharing the secret accept each other's nonces.
 
-use crate::config::DpopConfig;
+use crate::cluster::Cluster;
+use crate::config::{DpopConfig, FailPolicy};
 use crate::metrics;
 use crate::token::{b64url, same, unix_now};
 use base64::Engine;
@@ -75,6 +76,14 @@ impl ProofError {
     }
 }
 
+/// Why a proof was not accepted: a check failed, or the shared replay store could not be asked
+/// and its policy is `closed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofFailure {
+    Proof(ProofError),
+    ReplayStoreUnavailable,
+}
+
 /// What a valid proof proves: the thumbprint of its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proven {
@@ -87,12 +96,19 @@ pub struct DpopVerifier {
     /// `algs="..."` of the challenges.
     algs: String,
     replay: Arc<dyn ReplayCache>,
+    /// With a cluster, proof ids are remembered there, for every replica.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl DpopVerifier {
     pub fn new(cfg: DpopConfig, replay: Arc<dyn ReplayCache>) -> Self {
         let algs = cfg.algs.iter().map(|a| alg_name(*a)).collect::<Vec<_>>().join(" ");
-        DpopVerifier { cfg, algs, replay }
+        DpopVerifier { cfg, algs, replay, cluster: None }
+    }
+
+    /// Remembers proof ids on the shared-state server, when there is one.
+    pub fn with_cluster(self, cluster: Option<Arc<Cluster>>) -> Self {
+        DpopVerifier { cluster, ..self }
     }
 
     /// An in-process replay cache sized by the configuration.
@@ -126,17 +142,41 @@ impl DpopVerifier {
     }
 
     /// Checks the request's proof for an access token whose SHA-256 is `token_hash`.
-    pub fn verify(&self, req: &RequestHeader, token_hash: &[u8; 32]) -> Result<Proven, ProofError> {
-        self.check(req, Some(token_hash))
+    pub async fn verify(&self, req: &RequestHeader, token_hash: &[u8; 32]) -> Result<Proven, ProofFailure> {
+        let (proven, key) = self.check(req, Some(token_hash)).map_err(ProofFailure::Proof)?;
+        self.first_use(key).await?;
+        Ok(proven)
     }
 
     /// Checks the proof of a token request (RFC 9449 §5), which has no access token and so no
-    /// `ath`: what an authorization server does (the development identity server uses it).
+    /// `ath`: what an authorization server does (the development identity server uses it). Its
+    /// replay cache is this process's.
     pub fn verify_token_request(&self, req: &RequestHeader) -> Result<Proven, ProofError> {
-        self.check(req, None)
+        let (proven, key) = self.check(req, None)?;
+        if !self.replay.first_use(key) {
+            return Err(ProofError::Replayed);
+        }
+        Ok(proven)
     }
 
-    fn check(&self, req: &RequestHeader, token_hash: Option<&[u8; 32]>) -> Result<Proven, ProofError> {
+    /// The proof's id has not been used within the window: asked of the cluster when there is
+    /// one, with the `cluster.replay` policy when it does not answer.
+    async fn first_use(&self, key: [u8; 32]) -> Result<(), ProofFailure> {
+        let local = || match self.replay.first_use(key) {
+            true => Ok(()),
+            false => Err(ProofFailure::Proof(ProofError::Replayed)),
+        };
+        let Some(cluster) = &self.cluster else { return local() };
+        match cluster.first_use(&key, self.cfg.max_age + self.cfg.leeway).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ProofFailure::Proof(ProofError::Replayed)),
+            Err(_) if cluster.config().replay == FailPolicy::Open => local(),
+            Err(_) => Err(ProofFailure::ReplayStoreUnavailable),
+        }
+    }
+
+    /// Every check but the replay one; the proof's replay-cache key with what it proves.
+    fn check(&self, req: &RequestHeader, token_hash: Option<&[u8; 32]>) -> Result<(Proven, [u8; 32]), ProofError> {
         let proof = single_proof(req)?;
         let (header, claims) = self.signed_parts(proof)?;
         let jwk = header.get("jwk").and_then(Value::as_object).ok_or(ProofError::Jwk)?;
@@ -153,11 +193,9 @@ impl DpopVerifier {
         let jkt = jwk_thumbprint(jwk).ok_or(ProofError::Jwk)?;
         let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty() && j.len() <= MAX_JTI_BYTES);
         let jti = jti.ok_or(ProofError::Jti)?;
-        // Last: only a proof that passed every other check takes a place in the cache.
-        if !self.replay.first_use(replay_key(&jkt, jti)) {
-            return Err(ProofError::Replayed);
-        }
-        Ok(Proven { jkt })
+        // The replay check comes last: only a proof that passed every other check takes a place.
+        let key = replay_key(&jkt, jti);
+        Ok((Proven { jkt }, key))
     }
 
     /// The header and the claims of a proof whose signature verifies with its own `jwk`.
@@ -555,7 +593,11 @@ mod tests {
     }
 
     fn check(v: &DpopVerifier, r: &RequestHeader) -> Result<Proven, ProofError> {
-        v.verify(r, &hash())
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(v.verify(r, &hash())).map_err(|f| match f {
+            ProofFailure::Proof(e) => e,
+            ProofFailure::ReplayStoreUnavailable => panic!("no store in these tests"),
+        })
     }
 
     #[test]

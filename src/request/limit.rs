@@ -2,7 +2,8 @@
 //! address of a request without one. Backed by `governor`; idle keys are forgotten from time to
 //! time so that many distinct keys cannot grow the table without bound.
 
-use crate::config::RateConfig;
+use crate::cluster::Cluster;
+use crate::config::{FailPolicy, RateConfig};
 use crate::token::ClientCert;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -82,6 +83,45 @@ impl Limiter {
             self.buckets.retain_recent();
         }
         self.buckets.check_key(key).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+}
+
+/// Why a limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// Over the limit; a token is back after this long.
+    Over(Duration),
+    /// The shared count cannot be read and the policy is `closed`.
+    Unavailable,
+}
+
+/// A limit counted across every replica when a cluster is configured (one GCRA bucket per name
+/// and key on the server), in this process otherwise. When the server does not answer, the
+/// `cluster.rate_limits` policy decides: `open` falls back to this replica's own bucket, `closed`
+/// refuses.
+pub struct SharedLimit {
+    local: Limiter,
+    rate: RateConfig,
+    /// The bucket family on the server: a route's label, or `introspection_misses`.
+    name: String,
+    cluster: Option<Arc<Cluster>>,
+}
+
+impl SharedLimit {
+    pub fn new(rate: RateConfig, name: impl Into<String>, cluster: Option<Arc<Cluster>>) -> Self {
+        SharedLimit { local: Limiter::new(rate), rate, name: name.into(), cluster }
+    }
+
+    /// Takes one request from `key`'s bucket.
+    pub async fn take(&self, key: &String) -> Result<(), Denied> {
+        let Some(cluster) = &self.cluster else {
+            return self.local.check(key).map_err(Denied::Over);
+        };
+        match cluster.gcra(&self.name, key, self.rate.per_second, self.rate.burst).await {
+            Ok(r) => r.map_err(Denied::Over),
+            Err(_) if cluster.config().rate_limits == FailPolicy::Open => self.local.check(key).map_err(Denied::Over),
+            Err(_) => Err(Denied::Unavailable),
+        }
     }
 }
 

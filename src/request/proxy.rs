@@ -605,8 +605,8 @@ mod tests {
             allow_upgrade: false,
             cors,
         };
-        let parts = ChainParts { introspectors: BTreeMap::new(), miss_limit: None, dpop: None };
-        let chain = build_chain(&route.filters, &parts).unwrap();
+        let parts = ChainParts { introspectors: BTreeMap::new(), miss_limit: None, dpop: None, cluster: None };
+        let chain = build_chain(&route.filters, &parts, "api").unwrap();
         let peer = route::upstream_peer(&route.upstream).unwrap();
         let normalizer = Normalizer {
             strip: StripList::new(&[HeaderPattern::parse("x-evil").unwrap()]),

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 /// shorter prefix would purge by accident what it happens to match.
 pub const MIN_TOKEN_ID_CHARS: usize = 8;
 
-/// What one purge removes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What one purge removes; also what a purge message between replicas carries (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PurgeTarget {
     /// One token, by its cache key (SHA-256 of the token).
     Key([u8; 32]),

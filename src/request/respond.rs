@@ -29,6 +29,8 @@ pub enum Refusal {
     NoRoute,
     /// The API could not be reached or failed mid-request.
     UpstreamUnavailable,
+    /// The shared-state server did not answer a check whose policy is `closed` (the check's name).
+    SharedStateUnavailable(&'static str),
     /// The API did not answer in time.
     UpstreamTimeout,
     /// A CORS pre-flight from an origin the route does not trust.
@@ -111,7 +113,7 @@ impl Refusal {
             Refusal::Misdirected => 421,
             Refusal::MethodNotImplemented => 501,
             Refusal::IdentityBadAnswer(_) | Refusal::UpstreamUnavailable => 502,
-            Refusal::IdentityUnavailable(_) => 503,
+            Refusal::IdentityUnavailable(_) | Refusal::SharedStateUnavailable(_) => 503,
             Refusal::UpstreamTimeout => 504,
             Refusal::RateLimited { .. } => 429,
         }
@@ -127,6 +129,7 @@ impl Refusal {
             Refusal::IdentityUnavailable(r) | Refusal::IdentityBadAnswer(r) => r,
             Refusal::NoRoute => "no_route",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
+            Refusal::SharedStateUnavailable(_) => "cluster_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::OriginNotAllowed => "origin_not_allowed",
             Refusal::RateLimited { limit, .. } => limit,
@@ -199,6 +202,9 @@ impl Refusal {
             Refusal::IdentityBadAnswer(_) => json("server_error", "The identity server gave an unusable answer"),
             Refusal::NoRoute => json("not_found", "No API is served at this address"),
             Refusal::UpstreamUnavailable => json("bad_gateway", "The API is unavailable"),
+            Refusal::SharedStateUnavailable(_) => {
+                json("server_error", "The gateway cannot check this request right now, please retry later")
+            }
             Refusal::UpstreamTimeout => json("gateway_timeout", "The API did not answer in time"),
             Refusal::OriginNotAllowed => json("forbidden", "This origin is not allowed"),
             Refusal::RateLimited { .. } => json("rate_limited", "Too many requests, retry later"),

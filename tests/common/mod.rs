@@ -4,6 +4,7 @@
 
 pub mod net;
 pub mod otlp;
+pub mod replica;
 pub mod yaml;
 
 use serde_yaml::Value;

@@ -7,7 +7,7 @@
 
 use super::{Filter, FilterState, Outcome, Scheme};
 use crate::metrics;
-use crate::request::dpop::{DpopVerifier, ProofError};
+use crate::request::dpop::{DpopVerifier, ProofError, ProofFailure};
 use crate::request::respond::Refusal;
 use crate::token::same;
 use async_trait::async_trait;
@@ -27,7 +27,7 @@ impl Filter for Binding {
     }
 
     async fn run(&self, req: &RequestHeader, state: &mut FilterState) -> Outcome {
-        match self.check(req, state) {
+        match self.check(req, state).await {
             Ok(()) => Outcome::Continue,
             Err(refusal) => Outcome::Respond(refusal),
         }
@@ -35,14 +35,14 @@ impl Filter for Binding {
 }
 
 impl Binding {
-    fn check(&self, req: &RequestHeader, state: &FilterState) -> Result<(), Refusal> {
+    async fn check(&self, req: &RequestHeader, state: &FilterState) -> Result<(), Refusal> {
         let token = state.token.as_ref().ok_or(Refusal::NoToken)?;
         let (x5t, jkt) = (token.claims.bound_thumbprint(), token.claims.bound_jkt());
         if x5t.is_none() && jkt.is_none() {
             return Err(Refusal::InvalidToken("token_not_bound"));
         }
         match jkt {
-            Some(jkt) => self.dpop_binding(req, state, jkt)?,
+            Some(jkt) => self.dpop_binding(req, state, jkt).await?,
             None if state.scheme == Some(Scheme::Dpop) => return Err(Refusal::InvalidToken("bearer_token_as_dpop")),
             None => {}
         }
@@ -55,17 +55,23 @@ impl Binding {
         Ok(())
     }
 
-    fn dpop_binding(&self, req: &RequestHeader, state: &FilterState, jkt: &str) -> Result<(), Refusal> {
+    async fn dpop_binding(&self, req: &RequestHeader, state: &FilterState, jkt: &str) -> Result<(), Refusal> {
         let verifier = self.dpop.as_ref().ok_or(Refusal::InvalidToken("dpop_binding_not_accepted"))?;
         if state.scheme != Some(Scheme::Dpop) {
             return Err(Refusal::InvalidToken("dpop_token_as_bearer"));
         }
         let hash = state.token_hash.as_ref().ok_or(Refusal::NoToken)?;
-        let proven = verifier.verify(req, hash).map_err(|e| {
-            metrics::dpop_proof(e.reason());
-            match e {
-                ProofError::Nonce => Refusal::UseDpopNonce,
-                e => Refusal::InvalidDpopProof(e.reason()),
+        let proven = verifier.verify(req, hash).await.map_err(|f| match f {
+            ProofFailure::Proof(e) => {
+                metrics::dpop_proof(e.reason());
+                match e {
+                    ProofError::Nonce => Refusal::UseDpopNonce,
+                    e => Refusal::InvalidDpopProof(e.reason()),
+                }
+            }
+            ProofFailure::ReplayStoreUnavailable => {
+                metrics::dpop_proof("replay_store_unavailable");
+                Refusal::SharedStateUnavailable("dpop_replay")
             }
         })?;
         if !same(proven.jkt.as_bytes(), jkt.as_bytes()) {

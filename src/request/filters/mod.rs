@@ -20,7 +20,7 @@ pub use scope::Scope;
 use crate::config::{FilterConfig, RateKey};
 use crate::request::dpop::DpopVerifier;
 use crate::request::introspect::{ActiveToken, CacheResult, Introspector};
-use crate::request::limit::Limiter;
+use crate::request::limit::SharedLimit;
 use crate::request::respond::Refusal;
 use crate::token::ClientCert;
 use async_trait::async_trait;
@@ -79,9 +79,11 @@ impl FilterState {
 /// limit on introspection calls.
 pub struct ChainParts {
     pub introspectors: BTreeMap<String, Arc<Introspector>>,
-    pub miss_limit: Option<Arc<Limiter>>,
+    pub miss_limit: Option<Arc<SharedLimit>>,
     /// The process's DPoP proof checks, when a route accepts DPoP.
     pub dpop: Option<Arc<DpopVerifier>>,
+    /// The shared-state server, when several replicas count together.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Whether a route's filters accept DPoP-bound tokens.
@@ -96,7 +98,8 @@ pub trait Filter: Send + Sync {
 }
 
 /// Builds a route's chain; the model has already checked that every introspection name exists.
-pub fn build_chain(configs: &[FilterConfig], parts: &ChainParts) -> Result<Vec<Box<dyn Filter>>, String> {
+/// `route` names the route's rate-limit buckets on a shared-state server.
+pub fn build_chain(configs: &[FilterConfig], parts: &ChainParts, route: &str) -> Result<Vec<Box<dyn Filter>>, String> {
     let dpop = accepts_dpop(configs);
     configs
         .iter()
@@ -125,7 +128,7 @@ pub fn build_chain(configs: &[FilterConfig], parts: &ChainParts) -> Result<Vec<B
                     Box::new(Scope { required: required.clone(), methods: methods.clone(), default: *default })
                 }
                 FilterConfig::RateLimit { rate, key } => {
-                    Box::new(RateLimit { limiter: Limiter::new(*rate), key: *key })
+                    Box::new(RateLimit { limiter: SharedLimit::new(*rate, route, parts.cluster.clone()), key: *key })
                 }
             })
         })

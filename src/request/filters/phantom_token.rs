@@ -5,7 +5,7 @@ use super::{Filter, FilterState, Outcome, Scheme};
 use crate::config::RateKey;
 use crate::metrics;
 use crate::request::introspect::{IntrospectError, Introspector, TokenState};
-use crate::request::limit::{retry_after, Limiter};
+use crate::request::limit::{retry_after, Denied, SharedLimit};
 use crate::request::respond::Refusal;
 use crate::token::{cache_key, token_id};
 use async_trait::async_trait;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub struct PhantomToken {
     pub introspector: Arc<Introspector>,
     /// Bounds the introspection calls one partner can cause: garbage tokens are all misses.
-    pub miss_limit: Option<Arc<Limiter>>,
+    pub miss_limit: Option<Arc<SharedLimit>>,
     /// The route accepts the `DPoP` scheme besides `Bearer`.
     pub accept_dpop: bool,
 }
@@ -35,7 +35,7 @@ impl Filter for PhantomToken {
         state.scheme = Some(scheme);
         state.token_hash = Some(key);
         state.token_id = Some(token_id(&key));
-        if let Some(refusal) = self.over_miss_limit(&key, state) {
+        if let Some(refusal) = self.over_miss_limit(&key, state).await {
             return Outcome::Respond(refusal);
         }
         let (result, how) = self.introspector.lookup(token, key, state.trace.as_ref()).await;
@@ -57,15 +57,20 @@ impl Filter for PhantomToken {
 impl PhantomToken {
     /// A 429 when this token is not cached and the partner has used up its introspection calls.
     /// Cache hits are never limited.
-    fn over_miss_limit(&self, key: &[u8; 32], state: &FilterState) -> Option<Refusal> {
+    async fn over_miss_limit(&self, key: &[u8; 32], state: &FilterState) -> Option<Refusal> {
         let limiter = self.miss_limit.as_ref()?;
-        if self.introspector.is_cached(key) {
+        // While the caches are bypassed (no purge subscription) every lookup is a call.
+        if crate::cluster::cache_trusted() && self.introspector.is_cached(key) {
             return None;
         }
         let partner = state.partner(RateKey::Thumbprint)?;
-        let wait = limiter.check(partner).err()?;
-        metrics::rate_limited("introspection_misses");
-        Some(Refusal::RateLimited { limit: "introspection_misses", retry_after: retry_after(wait) })
+        match limiter.take(partner).await.err()? {
+            Denied::Over(wait) => {
+                metrics::rate_limited("introspection_misses");
+                Some(Refusal::RateLimited { limit: "introspection_misses", retry_after: retry_after(wait) })
+            }
+            Denied::Unavailable => Some(Refusal::SharedStateUnavailable("introspection_misses")),
+        }
     }
 }
 

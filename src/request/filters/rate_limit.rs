@@ -5,13 +5,13 @@
 use super::{Filter, FilterState, Outcome};
 use crate::config::RateKey;
 use crate::metrics;
-use crate::request::limit::{retry_after, Limiter};
+use crate::request::limit::{retry_after, Denied, SharedLimit};
 use crate::request::respond::Refusal;
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
 
 pub struct RateLimit {
-    pub limiter: Limiter,
+    pub limiter: SharedLimit,
     pub key: RateKey,
 }
 
@@ -26,12 +26,13 @@ impl Filter for RateLimit {
         let Some(partner) = state.partner(self.key) else {
             return Outcome::Respond(Refusal::RateLimited { limit: "route", retry_after: 1 });
         };
-        match self.limiter.check(partner) {
+        match self.limiter.take(partner).await {
             Ok(()) => Outcome::Continue,
-            Err(wait) => {
+            Err(Denied::Over(wait)) => {
                 metrics::rate_limited("route");
                 Outcome::Respond(Refusal::RateLimited { limit: "route", retry_after: retry_after(wait) })
             }
+            Err(Denied::Unavailable) => Outcome::Respond(Refusal::SharedStateUnavailable("rate_limit")),
         }
     }
 }
@@ -44,7 +45,8 @@ mod tests {
 
     #[tokio::test]
     async fn each_partner_has_its_own_bucket() {
-        let f = RateLimit { limiter: Limiter::new(RateConfig { per_second: 1, burst: 2 }), key: RateKey::Thumbprint };
+        let limiter = SharedLimit::new(RateConfig { per_second: 1, burst: 2 }, "route", None);
+        let f = RateLimit { limiter, key: RateKey::Thumbprint };
         let r = req("GET", "/", &[]);
         let mut a = FilterState { client: Some(client("a")), ..Default::default() };
         let mut b = FilterState { client: Some(client("b")), ..Default::default() };

@@ -1,0 +1,332 @@
+//! State that several replicas share, on a Redis-protocol server (Redis 7, Valkey): the partners'
+//! rate limits and the introspection-miss bucket (GCRA in one server-side script, so concurrent
+//! replicas stay exact), the DPoP proof ids (`SET NX PX`), and revocation purges (pub/sub).
+//!
+//! The connection lives on a runtime of its own ([`ClusterService`], a pingora background service):
+//! the worker loops send each call over a channel and wait at most `cluster.timeout` for the answer,
+//! so a slow or absent server never holds a request longer than that. The client is redis-rs's
+//! `ConnectionManager`: one multiplexed connection (concurrent calls are pipelined), reconnected by
+//! itself. What a failed call means is each use's policy (`FailPolicy`).
+//!
+//! Purges: a purge on one replica is published; every replica (itself included) applies what it
+//! receives. A replica whose subscription is down cannot know what it missed, so it stops answering
+//! from its token cache (every request is introspected) until it is subscribed again, and then drops
+//! every cached answer.
+
+use crate::config::ClusterConfig;
+use crate::metrics;
+use crate::request::purge::PurgeTarget;
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// GCRA (generic cell rate algorithm) on the server's clock: KEYS[1] holds the theoretical arrival
+/// time in µs. ARGV[1] is the emission interval (µs per request), ARGV[2] the burst tolerance (µs).
+/// Answers `{1, 0}` when allowed, `{0, wait_µs}` when not.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance
+if allow_at > now then
+  return {0, allow_at - now}
+end
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, 0}
+"#;
+
+/// The channel purges are published on, under the key prefix.
+const PURGE_CHANNEL: &str = "purge";
+
+/// Whether this process may answer from its token caches: always without a cluster; with one, only
+/// while its purge subscription is live. One subscription per process, so one flag.
+static CACHE_TRUSTED: AtomicBool = AtomicBool::new(true);
+
+pub fn cache_trusted() -> bool {
+    CACHE_TRUSTED.load(Ordering::Acquire)
+}
+
+/// Why a shared call gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterError {
+    /// No answer within `cluster.timeout`.
+    Timeout,
+    /// Not connected, or the server answered an error.
+    Unavailable,
+}
+
+enum Call {
+    Gcra { key: String, interval_us: u64, tolerance_us: u64 },
+    FirstUse { key: String, ttl_ms: u64 },
+    Publish { channel: String, payload: String },
+}
+
+enum Answer {
+    Gcra(Result<(), Duration>),
+    FirstUse(bool),
+    Published,
+}
+
+struct Job {
+    call: Call,
+    reply: oneshot::Sender<Result<Answer, ClusterError>>,
+}
+
+/// The handle the request path uses; cheap to share. Calls go to [`ClusterService`]'s runtime.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    jobs: mpsc::Sender<Job>,
+    /// Taken once by the service that serves the calls.
+    receiver: Mutex<Option<mpsc::Receiver<Job>>>,
+    connected: AtomicBool,
+}
+
+/// Applies a purge received from the cluster to this process's caches.
+pub type PurgeSink =
+    Arc<dyn Fn(PurgeTarget) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+impl Cluster {
+    pub fn new(cfg: ClusterConfig) -> Arc<Self> {
+        // Bounded: when the server is slow, callers time out instead of queueing without end.
+        let (jobs, receiver) = mpsc::channel(4096);
+        Arc::new(Cluster { cfg, jobs, receiver: Mutex::new(Some(receiver)), connected: AtomicBool::new(false) })
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    /// Whether the connection is up (for `/readyz` and the dependency gauge).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Takes one request from the shared GCRA bucket `name`/`key`: `Ok(Err(wait))` when over.
+    pub async fn gcra(
+        &self,
+        name: &str,
+        key: &str,
+        per_second: u32,
+        burst: u32,
+    ) -> Result<Result<(), Duration>, ClusterError> {
+        let interval_us = 1_000_000 / u64::from(per_second.max(1));
+        // A burst of b allows b requests at once: b - 1 intervals of tolerance, plus the first.
+        let tolerance_us = interval_us * u64::from(burst.max(1));
+        let key = format!("{}rl:{name}:{key}", self.cfg.key_prefix);
+        match self.call("gcra", Call::Gcra { key, interval_us, tolerance_us }).await? {
+            Answer::Gcra(r) => Ok(r),
+            _ => Err(ClusterError::Unavailable),
+        }
+    }
+
+    /// `true` the first time `key` is set within `ttl`, on any replica.
+    pub async fn first_use(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, ClusterError> {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let key = format!("{}jti:{hex}", self.cfg.key_prefix);
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        match self.call("replay", Call::FirstUse { key, ttl_ms }).await? {
+            Answer::FirstUse(first) => Ok(first),
+            _ => Err(ClusterError::Unavailable),
+        }
+    }
+
+    /// Sends a purge to every replica.
+    pub async fn publish_purge(&self, target: &PurgeTarget) -> Result<(), ClusterError> {
+        let payload = serde_json::to_string(target).map_err(|_| ClusterError::Unavailable)?;
+        self.call("publish", Call::Publish { channel: self.channel(), payload }).await.map(|_| ())
+    }
+
+    async fn call(&self, op: &'static str, call: Call) -> Result<Answer, ClusterError> {
+        let started = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        let result = match self.jobs.try_send(Job { call, reply }) {
+            Err(_) => Err(ClusterError::Unavailable),
+            Ok(()) => match tokio::time::timeout(self.cfg.timeout, answer).await {
+                Err(_) => Err(ClusterError::Timeout),
+                Ok(Err(_)) => Err(ClusterError::Unavailable),
+                Ok(Ok(r)) => r,
+            },
+        };
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(ClusterError::Timeout) => "timeout",
+            Err(ClusterError::Unavailable) => "error",
+        };
+        metrics::cluster_call(op, label, started.elapsed());
+        result
+    }
+
+    fn channel(&self) -> String {
+        format!("{}{PURGE_CHANNEL}", self.cfg.key_prefix)
+    }
+
+    /// The server's URL with the password from `password_file`, if any.
+    fn url(&self) -> Result<String, String> {
+        let mut url = self.cfg.url.clone();
+        if let Some(path) = &self.cfg.password_file {
+            let secret = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            url.set_password(Some(secret.trim())).map_err(|_| "the URL cannot carry a password".to_string())?;
+        }
+        Ok(url.to_string())
+    }
+}
+
+/// Serves the calls of [`Cluster`] on its own runtime, keeps the purge subscription, and reports
+/// the connection's state.
+pub struct ClusterService {
+    cluster: Arc<Cluster>,
+    purge: PurgeSink,
+}
+
+impl ClusterService {
+    pub fn new(cluster: Arc<Cluster>, purge: PurgeSink) -> Self {
+        ClusterService { cluster, purge }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ClusterService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(jobs) = self.cluster.receiver.lock().ok().and_then(|mut r| r.take()) else {
+            log::error!("cluster: the calls are already served");
+            let _ = shutdown.changed().await;
+            return;
+        };
+        let client = match self.cluster.url().and_then(|u| redis::Client::open(u).map_err(|e| e.to_string())) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("cluster: cannot use {}: {e}; shared state is unavailable", self.cluster.cfg.url);
+                CACHE_TRUSTED.store(false, Ordering::Release);
+                let _ = shutdown.changed().await;
+                return;
+            }
+        };
+        CACHE_TRUSTED.store(false, Ordering::Release);
+        tokio::select! {
+            _ = serve_calls(self.cluster.clone(), client.clone(), jobs) => {}
+            _ = subscribe(self.cluster.clone(), client, self.purge.clone()) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Answers the calls, each on a task of its own so that they share the connection's pipeline.
+async fn serve_calls(cluster: Arc<Cluster>, client: redis::Client, mut jobs: mpsc::Receiver<Job>) {
+    let timeout = cluster.cfg.timeout;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(cluster.cfg.connect_timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let manager = loop {
+        match redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            Ok(m) => break m,
+            Err(e) => {
+                log::warn!("cluster: cannot connect to {}: {e}; retrying", cluster.cfg.url);
+                fail_waiting(&mut jobs);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    log::info!("cluster: connected to {}", cluster.cfg.url);
+    let script = Arc::new(redis::Script::new(GCRA));
+    while let Some(job) = jobs.recv().await {
+        let (mut con, script, cluster) = (manager.clone(), script.clone(), cluster.clone());
+        tokio::spawn(async move {
+            let answer = run(&mut con, &script, job.call).await;
+            cluster.connected.store(answer.is_ok(), Ordering::Relaxed);
+            metrics::dependency_up("cluster", answer.is_ok());
+            let _ = job.reply.send(answer);
+        });
+    }
+}
+
+/// Answers every queued call at once while there is no connection.
+fn fail_waiting(jobs: &mut mpsc::Receiver<Job>) {
+    while let Ok(job) = jobs.try_recv() {
+        let _ = job.reply.send(Err(ClusterError::Unavailable));
+    }
+}
+
+async fn run(
+    con: &mut redis::aio::ConnectionManager,
+    script: &redis::Script,
+    call: Call,
+) -> Result<Answer, ClusterError> {
+    let failed = |e: redis::RedisError| {
+        log::debug!("cluster: {e}");
+        ClusterError::Unavailable
+    };
+    match call {
+        Call::Gcra { key, interval_us, tolerance_us } => {
+            let (allowed, wait_us): (i64, i64) =
+                script.key(key).arg(interval_us).arg(tolerance_us).invoke_async(con).await.map_err(failed)?;
+            let r = if allowed == 1 { Ok(()) } else { Err(Duration::from_micros(wait_us.max(0) as u64)) };
+            Ok(Answer::Gcra(r))
+        }
+        Call::FirstUse { key, ttl_ms } => {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(con)
+                .await
+                .map_err(failed)?;
+            Ok(Answer::FirstUse(set.is_some()))
+        }
+        Call::Publish { channel, payload } => {
+            let _: i64 = redis::cmd("PUBLISH").arg(channel).arg(payload).query_async(con).await.map_err(failed)?;
+            Ok(Answer::Published)
+        }
+    }
+}
+
+/// Keeps the purge subscription. While it is down, the token caches are not trusted; once it is
+/// back, every cached answer is dropped (purges may have been missed meanwhile).
+async fn subscribe(cluster: Arc<Cluster>, client: redis::Client, purge: PurgeSink) {
+    let channel = cluster.channel();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    // Whatever was cached before this moment may have missed a purge.
+                    purge(PurgeTarget::All).await;
+                    CACHE_TRUSTED.store(true, Ordering::Release);
+                    log::info!("cluster: subscribed to {channel}; token caches are trusted again");
+                    delay = Duration::from_millis(200);
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        apply(&msg, &purge).await;
+                    }
+                    CACHE_TRUSTED.store(false, Ordering::Release);
+                    log::warn!("cluster: the purge subscription ended; token caches are bypassed until it is back");
+                }
+                Err(e) => log::warn!("cluster: cannot subscribe to {channel}: {e}"),
+            },
+            Err(e) => log::warn!("cluster: no purge subscription ({e}); token caches are bypassed"),
+        }
+        CACHE_TRUSTED.store(false, Ordering::Release);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn apply(msg: &redis::Msg, purge: &PurgeSink) {
+    let Ok(payload) = msg.get_payload::<String>() else { return };
+    match serde_json::from_str::<PurgeTarget>(&payload) {
+        Ok(target) => purge(target).await,
+        Err(e) => log::warn!("cluster: ignoring a purge message that is not a purge target: {e}"),
+    }
+}

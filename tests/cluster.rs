@@ -1,0 +1,309 @@
+//! Several replicas, one set of limits: two gateway processes share a real `redis-server`. A
+//! partner's rate limit holds across both; a DPoP proof used on one is a replay on the other; a
+//! purge on one empties both caches; with the server stopped requests are served per policy and
+//! nobody waits longer than the timeout; once it is back shared behaviour resumes by itself, and
+//! a replica that missed purges meanwhile serves no revoked token.
+
+mod common;
+
+use common::replica::{Redis, Replica};
+use common::{cert, yaml, Options, System, API};
+use mtls_gateway::request::dpop::client::ProofKey;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const DPOP_API: &str = "dpop-api.example.com";
+const SECRET: &str = "s3cret-for-the-cluster-tests-only";
+
+struct Pair {
+    sys: System,
+    other: Replica,
+    _secret: tempfile::TempDir,
+}
+
+/// The system's gateway and a replica, both on `redis`, with an admin listener each and `more`
+/// changes.
+fn pair(redis: &Redis, more: Vec<(&'static str, serde_yaml::Value)>) -> Pair {
+    let secret = tempfile::tempdir().unwrap();
+    std::fs::write(secret.path().join("admin"), SECRET).unwrap();
+    let admin = yaml::parse(&format!(
+        "{{address: \"127.0.0.1:{}\", certificate: {}, key: {}, secret_file: {}}}",
+        common::free_port(),
+        cert("example.tls.pem"),
+        cert("example.tls.key"),
+        secret.path().join("admin").display()
+    ));
+    let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
+    let cluster = yaml::parse(&format!("{{url: \"{}\", timeout: 100ms, key_prefix: \"{prefix}\"}}", redis.url()));
+    let mut patches = vec![
+        ("cluster", cluster),
+        ("admin", admin),
+        ("metrics.probe_interval", "100ms".into()),
+        ("metrics.ready_window", "1s".into()),
+    ];
+    patches.extend(more);
+    let sys = tokio::task::block_in_place(|| System::start_with(Options { patches, ..Default::default() }));
+    let other = tokio::task::block_in_place(|| sys.replica());
+    Pair { sys, other, _secret: secret }
+}
+
+impl Pair {
+    /// A client that reaches `host` through gateway `port` while the URL keeps the first gateway's
+    /// port: the replicas are behind one address, as behind a load balancer.
+    fn client(&self, port: u16, p12: Option<&str>) -> reqwest::Client {
+        let gw: SocketAddr = ([127, 0, 0, 1], port).into();
+        self.sys.client_builder(p12).resolve(API, gw).resolve(DPOP_API, gw).build().unwrap()
+    }
+
+    fn ports(&self) -> [u16; 2] {
+        [self.sys.gateway_port, self.other.port]
+    }
+
+    async fn call(&self, port: u16, token: &str) -> u16 {
+        let url = format!("https://{API}:{}/api/transactions", self.sys.gateway_port);
+        let r = self.client(port, Some("example.client.p12")).post(url).bearer_auth(token).body("{}").send().await;
+        r.unwrap().status().as_u16()
+    }
+
+    async fn readyz(&self, metrics_port: u16) -> (u16, Value) {
+        let r = reqwest::get(format!("http://127.0.0.1:{metrics_port}/readyz")).await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or_default())
+    }
+
+    async fn purges(&self, metrics_port: u16) -> String {
+        self.readyz(metrics_port).await.1["cluster_purges"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Waits (bounded) until both replicas say their purge subscription is `want`.
+    async fn purges_become(&self, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for m in [self.sys.metrics_port, self.other.metrics_port] {
+            while self.purges(m).await != want {
+                assert!(Instant::now() < deadline, "cluster_purges of :{m} stayed {}", self.purges(m).await);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn echo_url(p: &Pair) -> String {
+    format!("https://{DPOP_API}:{}/api/echo", p.sys.gateway_port)
+}
+
+async fn dpop_token(p: &Pair, key: &ProofKey) -> String {
+    let htu = format!("https://{}:{}/oauth/v2/oauth-token-mutual-tls", common::LOGIN, p.sys.gateway_port);
+    let r = p
+        .client(p.sys.gateway_port, None)
+        .post(&htu)
+        .basic_auth("dpop-client", Some("Password1"))
+        .header("dpop", key.proof("POST", &htu, None, &json!({})))
+        .form(&[("grant_type", "client_credentials"), ("scope", "transactions")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+}
+
+async fn dpop_call(p: &Pair, port: u16, token: &str, proof: &str) -> (u16, String) {
+    let r = p
+        .client(port, None)
+        .get(echo_url(p))
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", proof)
+        .send()
+        .await
+        .unwrap();
+    let challenge = r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    (r.status().as_u16(), challenge)
+}
+
+async fn admin_purge(p: &Pair, token: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, SECRET).unwrap();
+    let admin = yaml::at(&mut p.sys.gateway_config(), "admin.address").as_str().unwrap().to_string();
+    let out = tokio::process::Command::new(common::bin("mtls-gateway"))
+        .args(["admin", "purge", "--token", token, "--address", &admin])
+        .args(["--ca", &cert("root.pem"), "--server-name", "admin.example.com", "--secret-file"])
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().next().unwrap_or("{}")).unwrap()
+}
+
+async fn revoke(p: &Pair, token: &str) {
+    let r = p
+        .sys
+        .client("example.client.p12")
+        .post(format!("https://{}/oauth/v2/oauth-revoke", common::LOGIN))
+        .form(&[("client_id", "partner-client"), ("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partner_limit_holds_across_both_replicas() {
+    let redis = Redis::start();
+    let limit = yaml::parse("{rate_limit: {per_second: 10, burst: 10}}");
+    let p = pair(&redis, vec![]);
+    // The limit goes on /api/ of both replicas by reload: same file, same buckets.
+    let mut doc = p.sys.gateway_config();
+    yaml::push(&mut doc, "routes[1].filters", limit.clone());
+    p.sys.write_gateway_config(&doc);
+    p.sys.reload();
+    assert!(tokio::task::block_in_place(|| p.sys.reload_outcome(1)));
+    let replica_file = p.other.dir.path().join("gateway.yaml");
+    let mut other: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&replica_file).unwrap()).unwrap();
+    yaml::push(&mut other, "routes[1].filters", limit);
+    yaml::write(&other, &replica_file);
+    std::process::Command::new("kill").args(["-HUP", &p.other.pid().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.other.log().contains("reload 1 applied") {
+        assert!(Instant::now() < deadline, "the replica did not reload:\n{}", p.other.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let token = p.sys.token("example.client.p12", "partner-client").await;
+    let started = Instant::now();
+    let run = Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let port = p.ports()[i % 2];
+        let client = p.client(port, Some("example.client.p12"));
+        let (url, token) = (format!("https://{API}:{}/api/transactions", p.sys.gateway_port), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut limited) = (0u32, 0u32);
+            while started.elapsed() < run {
+                match client.post(&url).bearer_auth(&token).body("{}").send().await.map(|r| r.status().as_u16()) {
+                    Ok(200) => ok += 1,
+                    Ok(429) => limited += 1,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            (ok, limited)
+        }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for t in tasks {
+        let (o, l) = t.await.unwrap();
+        ok += o;
+        limited += l;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    // 10 per second in total, plus the burst of 10, plus one second of slack for the edges.
+    let most = (10.0 * secs).ceil() as u32 + 10 + 10;
+    eprintln!("{ok} allowed, {limited} limited in {secs:.2} s across two replicas (at most {most})");
+    assert!(ok <= most, "{ok} allowed in {secs:.2} s: the limit is not shared");
+    assert!(ok >= (10.0 * secs) as u32, "{ok} allowed in {secs:.2} s: fewer than the limit");
+    assert!(limited > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dpop_proof_used_on_one_replica_is_a_replay_on_the_other() {
+    let redis = Redis::start();
+    let p = pair(&redis, vec![]);
+    let key = ProofKey::generate().unwrap();
+    let token = dpop_token(&p, &key).await;
+    let proof = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
+    assert_eq!(dpop_call(&p, p.sys.gateway_port, &token, &proof).await.0, 200);
+    let (status, challenge) = dpop_call(&p, p.other.port, &token, &proof).await;
+    assert_eq!(status, 401, "{challenge}");
+    assert!(challenge.contains("dpop_replayed"), "{challenge}");
+    let fresh = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
+    assert_eq!(dpop_call(&p, p.other.port, &token, &fresh).await.0, 200, "a fresh proof passes there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purge_on_one_replica_empties_both_caches() {
+    let redis = Redis::start();
+    let p = pair(&redis, vec![]);
+    p.purges_become("subscribed").await;
+    let token = p.sys.token("example.client.p12", "partner-client").await;
+    for port in p.ports() {
+        assert_eq!(p.call(port, &token).await, 200);
+    }
+    revoke(&p, &token).await;
+    assert_eq!(p.call(p.other.port, &token).await, 200, "still cached on the replica");
+    let answer = admin_purge(&p, &token).await;
+    assert_eq!(answer["answer"]["replicas"], "published", "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while p.call(p.other.port, &token).await != 401 {
+        assert!(Instant::now() < deadline, "the replica still serves the purged token");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(p.call(p.sys.gateway_port, &token).await, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_server_down_requests_follow_the_policies_and_resume_when_it_is_back() {
+    let mut redis = Redis::start();
+    let p = pair(&redis, vec![]);
+    p.purges_become("subscribed").await;
+    let token = p.sys.token("example.client.p12", "partner-client").await;
+    let key = ProofKey::generate().unwrap();
+    let dpop = dpop_token(&p, &key).await;
+    for port in p.ports() {
+        assert_eq!(p.call(port, &token).await, 200);
+    }
+
+    redis.stop();
+    p.purges_become("not_subscribed").await;
+    // Rate limits and the introspection-miss bucket fail open: certificate-bound calls go on.
+    for port in p.ports() {
+        for _ in 0..5 {
+            assert_eq!(p.call(port, &token).await, 200);
+        }
+    }
+    // The replay check fails closed: a DPoP call cannot be proven fresh.
+    let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
+    assert_eq!(dpop_call(&p, p.sys.gateway_port, &dpop, &proof).await.0, 503);
+    // No request waited for the server longer than the timeout (100 ms): every call the
+    // gateway made is in the histogram's 0.25 s bucket.
+    let mut calls = 0.0;
+    for m in [p.sys.metrics_port, p.other.metrics_port] {
+        let text = reqwest::get(format!("http://127.0.0.1:{m}/metrics")).await.unwrap().text().await.unwrap();
+        let sample = |name: &str| -> f64 {
+            text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+        };
+        let count = sample("gateway_cluster_call_duration_seconds_count");
+        let within = sample("gateway_cluster_call_duration_seconds_bucket{op=\"gcra\",le=\"0.25\"}")
+            + sample("gateway_cluster_call_duration_seconds_bucket{op=\"replay\",le=\"0.25\"}")
+            + sample("gateway_cluster_call_duration_seconds_bucket{op=\"publish\",le=\"0.25\"}");
+        assert_eq!(within, count, "calls: {count}, within 0.25 s: {within}");
+        calls += count;
+    }
+    assert!(calls > 0.0, "the outage was never noticed");
+    // Readiness stays 200 and says what is down.
+    tokio::time::sleep(Duration::from_millis(1200)).await; // past the ready window
+    let (status, body) = p.readyz(p.other.metrics_port).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cluster_purges"], "not_subscribed", "{body}");
+    assert_eq!(body["checks"]["cluster"]["ok"], false, "{body}");
+    // A token revoked while purges cannot travel is not served from any cache.
+    revoke(&p, &token).await;
+    for port in p.ports() {
+        assert_eq!(p.call(port, &token).await, 401, "a replica without its subscription served a cached token");
+    }
+
+    redis.resume();
+    p.purges_become("subscribed").await;
+    let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = dpop_call(&p, p.sys.gateway_port, &dpop, &proof).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replay store did not come back: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, challenge) = dpop_call(&p, p.other.port, &dpop, &proof).await;
+    assert!(status == 401 && challenge.contains("dpop_replayed"), "shared again: {status} {challenge}");
+}
