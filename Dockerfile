@@ -25,6 +25,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent gateway
 WORKDIR /app
 
+# The shared-state server of compose.yaml's two gateway replicas: Debian's redis-server, so that the
+# stack needs no other registry than the one the runtime image comes from.
+FROM ${RUNTIME_IMAGE} AS redis
+RUN apt-get update && apt-get install -y --no-install-recommends redis-server && rm -rf /var/lib/apt/lists/*
+USER redis
+EXPOSE 6379
+CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
+
 FROM base AS prebuilt
 COPY bin/mtls-gateway bin/dev-idsvr bin/example-api /usr/local/bin/
 USER 10001

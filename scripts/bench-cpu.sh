@@ -11,7 +11,9 @@
 # Scenarios: keep-alive HTTP/1.1 at c=1, 16, 256, and a new mTLS connection per request at c=16;
 # `dpop`: the same API call with a fresh DPoP proof checked on every request (gateway-dpop, a DPoP
 # token) next to the certificate-bound call (gateway), both sent by examples/tokenflood (oha cannot
-# vary a header per request) at c=16, BENCH_DPOP_REQUESTS each (20000).
+# vary a header per request) at c=16, BENCH_DPOP_REQUESTS each (20000); `limit`: a rate_limit filter
+# counted in process (gateway-limit) and on a local redis-server (gateway-shared, the `cluster`
+# section), oha at c=16, with latency percentiles and the redis-server's own CPU per request.
 # CPU is utime + stime of every process of a target from /proc, divided by the requests answered.
 #
 #   scripts/bench-cpu.sh                  10 s per scenario
@@ -48,6 +50,7 @@ bin=$here/target/release
 scripts/create-certs.sh >/dev/null
 
 IDSVR=26444 ECHO=26300 GW=26443 GW_OFF=27443 LUA=28443 BARE=29443 GW_P=30443 GW_B=31443 GW_D=32443
+GW_L=33443 GW_S=34443 REDIS=26379
 pids=()
 cleanup() {
   for n in lua bare echo; do RUN_DIR=$out/$n scripts/nginx-lua.sh stop >/dev/null 2>&1 || true; done
@@ -64,6 +67,11 @@ gw_conf() { # port out filters-yaml [more changes]
 }
 gw_conf $GW "$conf/gw.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
 gw_conf $GW_OFF "$conf/gw-off.yaml" '[]'
+# A limit no request reaches: what is measured is the counting, in process or on the server.
+limit='{ rate_limit: { per_second: 100000, burst: 100000 } }'
+gw_conf $GW_L "$conf/gw-limit.yaml" "[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} }, $limit ]"
+gw_conf $GW_S "$conf/gw-shared.yaml" "[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} }, $limit ]" \
+  "cluster={url: \"redis://127.0.0.1:$REDIS\", key_prefix: \"bench:\", timeout: 50ms}"
 # Every proof of a run stays in the replay cache: no eviction inside the measurement.
 gw_conf $GW_D "$conf/gw-dpop.yaml" '[ { phantom_token: { introspection: idsvr } }, { binding: { accept: [certificate, dpop] } } ]' \
   dpop.replay_cache_entries=4000000
@@ -83,6 +91,9 @@ nginx_start echo $ECHO bench/nginx-bare/echo.conf.template 2
 RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw.yaml" >"$out/gw.log" 2>&1 & gw_pid=$!; pids+=($gw_pid); wait_port $GW
 RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-off.yaml" >"$out/gw-off.log" 2>&1 & gw_off_pid=$!; pids+=($gw_off_pid); wait_port $GW_OFF
 RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-dpop.yaml" >"$out/gw-dpop.log" 2>&1 & gw_d_pid=$!; pids+=($gw_d_pid); wait_port $GW_D
+redis-server --port $REDIS --bind 127.0.0.1 --save '' --appendonly no >"$out/redis.log" 2>&1 & redis_pid=$!; pids+=($redis_pid); wait_port $REDIS
+RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-limit.yaml" >"$out/gw-limit.log" 2>&1 & gw_l_pid=$!; pids+=($gw_l_pid); wait_port $GW_L
+RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-shared.yaml" >"$out/gw-shared.log" 2>&1 & gw_s_pid=$!; pids+=($gw_s_pid); wait_port $GW_S
 gw_p_pid=
 if [[ -n "${PINGORA_PATCHED:-}" ]]; then
   RUST_LOG=warn target/pingora-patched/mtls-gateway -c "$conf/gw-patched.yaml" >"$out/gw-patched.log" 2>&1 & gw_p_pid=$!
@@ -96,9 +107,9 @@ fi
 nginx_start lua $LUA bench/nginx-lua/nginx.conf.template 1
 nginx_start bare $BARE bench/nginx-bare/nginx.conf.template 1
 
-declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P [gateway-base]=$GW_B [gateway-dpop]=$GW_D)
+declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P [gateway-base]=$GW_B [gateway-dpop]=$GW_D [gateway-limit]=$GW_L [gateway-shared]=$GW_S)
 read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua${PINGORA_PATCHED:+ gateway-patched}${BASELINE:+ gateway-base}}"
-read -ra scenarios <<<"${BENCH_SCENARIOS:-1 16 256 new dpop}"
+read -ra scenarios <<<"${BENCH_SCENARIOS:-1 16 256 new dpop limit}"
 target_pids() {
   case $1 in
     gateway) echo "$gw_pid" ;;
@@ -106,6 +117,9 @@ target_pids() {
     gateway-patched) echo "$gw_p_pid" ;;
     gateway-base) echo "$gw_b_pid" ;;
     gateway-dpop) echo "$gw_d_pid" ;;
+    gateway-limit) echo "$gw_l_pid" ;;
+    gateway-shared) echo "$gw_s_pid" ;;
+    redis) echo "$redis_pid" ;;
     nginx-*) local m; m=$(cat "$out/${1#nginx-}/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')" ;;
   esac
 }
@@ -170,7 +184,7 @@ for c in "${scenarios[@]}"; do
   for t in "${targets[@]}"; do
     if [[ $c == new ]]; then
       measure "new-connection-c16" "$t" -z "$duration" -c 16 --disable-keepalive
-    elif [[ $c == dpop ]]; then
+    elif [[ $c == dpop || $c == limit ]]; then
       continue
     else
       measure "h1-keepalive-c$c" "$t" -z "$duration" -c "$c"
@@ -197,6 +211,29 @@ if [[ " ${scenarios[*]} " == *" dpop "* ]]; then
   for t in gateway gateway-dpop; do measure_flood "$t"; done
 fi
 
+# A shared limit against the in-process one: the gateway's CPU, the server's, and the latency.
+limit_rows=()
+measure_limit() { # target
+  local t=$1 c0 c1 r0 r1 n us rus p50 p99 file=$out/limit-c16-$1.json
+  c0=$(cpu_ticks "$t"); r0=$(cpu_ticks redis)
+  oha_run "$t" "$file" -z "$duration" -c 16
+  c1=$(cpu_ticks "$t"); r1=$(cpu_ticks redis)
+  n=$(jq '.statusCodeDistribution["200"] // 0' "$file")
+  us=$(awk -v u=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", (n > 0 ? u / hz / n * 1e6 : 0) }')
+  rus=$(awk -v u=$((r1 - r0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", (n > 0 ? u / hz / n * 1e6 : 0) }')
+  p50=$(jq '.latencyPercentiles.p50 * 1000 | . * 100 | floor / 100' "$file")
+  p99=$(jq '.latencyPercentiles.p99 * 1000 | . * 100 | floor / 100' "$file")
+  limit_rows+=("| limit-c16 | $t | $(jq '.summary.requestsPerSec | floor' "$file") | $us | $rus | $p50 | $p99 | $(jq '[.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0' "$file") |")
+  echo "${limit_rows[-1]}"
+}
+if [[ " ${scenarios[*]} " == *" limit "* ]]; then
+  for t in gateway-limit gateway-shared; do oha_run "$t" /dev/null -n 200 -c 4; done
+  echo
+  echo "| scenario | target | req/s | gateway CPU µs/req | redis-server CPU µs/req | p50 ms | p99 ms | non-200 |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for t in gateway-limit gateway-shared; do measure_limit "$t"; done
+fi
+
 if [[ -n "${PERF_GATEWAY:-}" ]]; then
   command -v inferno-flamegraph >/dev/null || cargo install inferno --locked
   oha_run gateway "$out/perf-load.json" -z 15s -c 16 &
@@ -214,5 +251,11 @@ fi
   echo "| scenario | target | req/s | CPU µs/req | × nginx-bare | context switches/req | non-200 |"
   echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  if ((${#limit_rows[@]})); then
+    echo
+    echo "| scenario | target | req/s | gateway CPU µs/req | redis-server CPU µs/req | p50 ms | p99 ms | non-200 |"
+    echo "|---|---|---|---|---|---|---|---|"
+    printf '%s\n' "${limit_rows[@]}"
+  fi
 } >"$out/results.md"
 echo "results: $out/results.md"

@@ -5,6 +5,7 @@
 #   scripts/compose-ci.sh                       as root on Debian 12; about 2 minutes on a prepared machine
 #   COMPOSE_CI_TIMEOUT=900                      seconds for everything after the setup (default 900)
 #   COMPOSE_CI_PUBLISH=127.0.0.1:18443          where the gateway's port 443 is published
+#   COMPOSE_CI_PUBLISH_2=127.0.0.1:18444        where the second replica's is
 #   PROFILE=debug|release                       which host build goes into the image (default debug)
 #
 # Setup, each step skipped when already done: the Debian packages (podman runc debootstrap
@@ -23,6 +24,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 timeout_s=${COMPOSE_CI_TIMEOUT:-900}
 publish=${COMPOSE_CI_PUBLISH:-127.0.0.1:18443}
+publish_2=${COMPOSE_CI_PUBLISH_2:-127.0.0.1:18444}
 profile=${PROFILE:-debug}
 project=mtls-gateway-ci
 work=$here/target/compose-ci
@@ -142,7 +144,7 @@ scripts/create-certs.sh >/dev/null
 chmod a+r certs/*
 
 export MTLS_BUILD_CONTEXT=$ctx MTLS_BUILD_TARGET=prebuilt MTLS_BUILD_IMAGE=$base_image \
-  MTLS_RUNTIME_IMAGE=$base_image MTLS_PUBLISH=$publish
+  MTLS_RUNTIME_IMAGE=$base_image MTLS_PUBLISH=$publish MTLS_PUBLISH_2=$publish_2
 
 # No systemd, so podman runs no healthchecks on its own: run them, so that depends_on's
 # service_healthy conditions and the wait below see a health status.
@@ -159,11 +161,11 @@ health_pid=$!
 log "docker-compose up -d --build (podman at $sock)"
 dc up -d --build >"$work/up.log" 2>&1 || { tail -40 "$work/up.log"; fail "docker-compose up (log: $work/up.log)"; }
 
-log "waiting for three healthy containers"
+log "waiting for five healthy containers (two gateways, identity server, API, Redis)"
 while true; do
   states=$(podman ps -a --filter "label=com.docker.compose.project=$project" --format '{{.Names}} {{.Status}}')
   healthy=$(grep -c '(healthy)' <<<"$states" || true)
-  ((healthy == 3)) && break
+  ((healthy == 5)) && break
   if grep -q 'Exited' <<<"$states"; then echo "$states"; fail "a container exited"; fi
   ((SECONDS < deadline)) || { echo "$states"; fail "not healthy within ${timeout_s}s"; }
   sleep 2
@@ -179,6 +181,23 @@ ready=$(bounded podman exec "$gateway" mtls-gateway health 127.0.0.1:9090) || fa
 
 log "check: the partner client through $publish"
 GATEWAY=$publish bounded scripts/client.sh || fail "scripts/client.sh"
+
+log "check: the partner client through the second replica ($publish_2)"
+GATEWAY=$publish_2 bounded scripts/client.sh || fail "scripts/client.sh through gateway-2"
+
+log "check: both replicas are subscribed to the shared purge channel"
+gateway_2=$(podman ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=gateway-2")
+redis=$(podman ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=redis")
+for c in "$gateway" "$gateway_2"; do
+  for _ in $(seq 50); do
+    purges=$(bounded podman exec "$c" mtls-gateway health 127.0.0.1:9090 | jq -r '.cluster_purges // empty') || true
+    [[ "$purges" == subscribed ]] && break
+    sleep 0.2
+  done
+  [[ "$purges" == subscribed ]] || fail "$(podman inspect --format '{{.Name}}' "$c"): cluster_purges=$purges"
+done
+subscribers=$(bounded podman exec "$redis" redis-cli PUBSUB NUMSUB mtls-gateway:purge | tail -1)
+[[ "$subscribers" == 2 ]] || fail "subscribers of mtls-gateway:purge: $subscribers (want 2)"
 
 C=(curl -sS --max-time 20 --connect-to "login.example.com:443:$publish" --connect-to "api.example.com:443:$publish"
   --cacert certs/root.pem --cert-type P12)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs to build (pingora builds OpenSSL and zlib-ng from
 # source: cmake, perl, make, a C compiler) and to run its scripts (curl, jq, openssl, PyYAML). With --test,
-# also what the tests need: node and npm (the oidc-provider interop suite) and docker-compose (to
-# check compose.yaml). With --load, also the load generator the load scripts pin: oha 1.16.0,
+# also what the tests need: node and npm (the oidc-provider interop suite), redis-server (the
+# cluster tests) and docker-compose (to check compose.yaml). With --load, also the load generator the load scripts pin: oha 1.16.0,
 # built with cargo. Installs only what is missing, so it is quick on a prepared machine.
 set -euo pipefail
 

@@ -61,7 +61,8 @@ fn compose_agrees_with_the_configs_it_mounts() {
 
     // Mounts: ./conf exists; ./certs is where scripts/create-certs.sh writes.
     for (_, svc) in services.as_mapping().unwrap() {
-        for v in svc["volumes"].as_sequence().unwrap() {
+        // Redis mounts nothing: it keeps nothing.
+        for v in svc["volumes"].as_sequence().into_iter().flatten() {
             let spec = v.as_str().unwrap();
             let host = spec.split(':').next().unwrap();
             match Path::new(host).file_name().and_then(|n| n.to_str()) {
@@ -91,6 +92,19 @@ fn compose_agrees_with_the_configs_it_mounts() {
         let url = url::Url::parse(str_at(i, &["endpoint"])).unwrap();
         targets.push(format!("{}:{}", url.host_str().unwrap(), url.port_or_known_default().unwrap()));
     }
+    // Both replicas run the same file, each publishing the port it listens on, and share the
+    // cluster server, a service of the stack.
+    let second = &services["gateway-2"];
+    assert_eq!(second["command"], gw["command"], "the replicas run the same configuration");
+    let published = &second["ports"][0];
+    assert_eq!(published["target"].as_u64(), Some(listen as u64));
+    let cluster = url::Url::parse(str_at(&gw_conf, &["cluster", "url"])).unwrap();
+    let redis = &services[cluster.host_str().unwrap()];
+    let redis_port = cluster.port().unwrap_or(6379).to_string();
+    assert!(redis["expose"].as_sequence().unwrap().iter().any(|p| p.as_str() == Some(&redis_port)));
+    for replica in [gw, second] {
+        assert_eq!(replica["depends_on"]["redis"]["condition"].as_str(), Some("service_healthy"));
+    }
     for target in targets {
         let (host, port) = target.rsplit_once(':').unwrap();
         let (name, svc_conf) = service_for(services, host);
@@ -109,7 +123,8 @@ fn every_certificate_the_compose_configs_name_is_made_by_create_certs() {
         .collect();
     let cfg = compose_config();
     for (_, svc) in cfg["services"].as_mapping().unwrap() {
-        let config = host_path(svc["command"].as_sequence().unwrap().last().unwrap().as_str().unwrap());
+        let Some(command) = svc["command"].as_sequence() else { continue };
+        let config = host_path(command.last().unwrap().as_str().unwrap());
         let text = std::fs::read_to_string(&config).unwrap();
         for word in text.split_whitespace() {
             if let Some(name) = word.strip_prefix("../certs/") {
@@ -143,8 +158,13 @@ fn healthchecks_and_shutdown_fit_the_configs() {
         let test = svc["healthcheck"]["test"].as_sequence().unwrap_or_else(|| panic!("{name:?} has no healthcheck"));
         assert_eq!(test[0].as_str(), Some("CMD-SHELL"), "{name:?}");
         let command = test[1].as_str().unwrap();
-        // Every service listens where its own healthcheck looks.
-        let conf = yaml(&host_path(svc["command"].as_sequence().unwrap().last().unwrap().as_str().unwrap()));
+        // Every service listens where its own healthcheck looks (Redis on the port it exposes).
+        let Some(args) = svc["command"].as_sequence() else {
+            let exposed = svc["expose"][0].as_str().unwrap();
+            assert!(command.contains("127.0.0.1") && exposed == "6379", "{name:?}: {command}");
+            continue;
+        };
+        let conf = yaml(&host_path(args.last().unwrap().as_str().unwrap()));
         let port = match conf["metrics"]["address"].as_str() {
             Some(ops) => port_of(ops),
             None => port_of(str_at(&conf, &["listen"])),
