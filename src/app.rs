@@ -50,7 +50,9 @@ pub struct Kept {
     /// Its replay cache is kept while the window and the bound stay the same: a reload must not
     /// let a proof be used twice.
     pub dpop: Option<Arc<DpopVerifier>>,
-    pub cluster: Option<Arc<Cluster>>,
+    /// `Some` on a reload: the running process's connection (or its absence) stays, whatever the
+    /// new file says; `None` on the first build.
+    pub cluster: Option<Option<Arc<Cluster>>>,
 }
 
 /// Builds every runtime part of `config`, or reports every problem found.
@@ -91,7 +93,10 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
     let dpop = config.dpop.clone().map(|cfg| dpop_verifier(cfg, kept, &mut report));
     // The connection to the shared-state server is the process's: a reload keeps it (a change of
     // the section waits for a restart, see reload::FixedSetting).
-    let cluster = kept.cluster.clone().or_else(|| config.cluster.clone().map(Cluster::new));
+    let cluster = match &kept.cluster {
+        Some(running) => running.clone(),
+        None => config.cluster.clone().map(Cluster::new),
+    };
     let dpop = dpop.map(|d| Arc::new(d.with_cluster(cluster.clone())));
     let miss_limit = config
         .limits

@@ -177,7 +177,7 @@ fn kept_of(app: &App) -> Kept {
         introspectors: app.introspectors.clone(),
         token_issuer: app.config.token_issuer.clone(),
         dpop: app.dpop.clone(),
-        cluster: app.cluster.clone(),
+        cluster: Some(app.cluster.clone()),
     }
 }
 

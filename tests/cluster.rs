@@ -307,3 +307,38 @@ async fn with_the_server_down_requests_follow_the_policies_and_resume_when_it_is
     let (status, challenge) = dpop_call(&p, p.other.port, &dpop, &proof).await;
     assert!(status == 401 && challenge.contains("dpop_replayed"), "shared again: {status} {challenge}");
 }
+
+/// The connection is the process's: a reload that adds a `cluster` section says it waits for a
+/// restart, and nothing starts waiting for a server the process never connected to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_does_not_add_a_cluster_to_a_running_process() {
+    let sys = tokio::task::block_in_place(System::start);
+    let mut doc = sys.gateway_config();
+    yaml::set(&mut doc, "cluster", yaml::parse("{url: \"redis://127.0.0.1:9\", timeout: 50ms}"));
+    sys.write_gateway_config(&doc);
+    sys.reload();
+    assert!(tokio::task::block_in_place(|| sys.reload_outcome(1)));
+    assert!(sys.log_shows("cluster changed: not applied"));
+    let key = ProofKey::generate().unwrap();
+    let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
+    let client = sys.client_builder(None).resolve(DPOP_API, gw).build().unwrap();
+    let htu = format!("https://{}:{}/oauth/v2/oauth-token-mutual-tls", common::LOGIN, sys.gateway_port);
+    let r = client
+        .post(&htu)
+        .basic_auth("dpop-client", Some("Password1"))
+        .header("dpop", key.proof("POST", &htu, None, &json!({})))
+        .form(&[("grant_type", "client_credentials"), ("scope", "transactions")])
+        .send()
+        .await
+        .unwrap();
+    let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
+    let url = format!("https://{DPOP_API}:{}/api/echo", sys.gateway_port);
+    let r = client
+        .get(&url)
+        .header("authorization", format!("DPoP {token}"))
+        .header("dpop", key.proof("GET", &url, Some(&token), &json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the replay check stays in process");
+}
