@@ -102,14 +102,7 @@ fn last_token_id(log: &str) -> String {
 }
 
 async fn revoke_at_idsvr(sys: &System, token: &str) {
-    let r = sys
-        .client("example.client.p12")
-        .post(format!("https://{}/oauth/v2/oauth-revoke", common::LOGIN))
-        .form(&[("client_id", "partner-client"), ("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    sys.revoke(token).await;
 }
 
 #[tokio::test]

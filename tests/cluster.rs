@@ -92,9 +92,13 @@ fn echo_url(p: &Pair) -> String {
 }
 
 async fn dpop_token(p: &Pair, key: &ProofKey) -> String {
-    let htu = format!("https://{}:{}/oauth/v2/oauth-token-mutual-tls", common::LOGIN, p.sys.gateway_port);
-    let r = p
-        .client(p.sys.gateway_port, None)
+    dpop_token_with(&p.client(p.sys.gateway_port, None), p.sys.gateway_port, key).await
+}
+
+/// A DPoP-bound token of dev-idsvr's dpop-client, asked through the gateway on `port`.
+async fn dpop_token_with(client: &reqwest::Client, port: u16, key: &ProofKey) -> String {
+    let htu = format!("https://{}:{port}/oauth/v2/oauth-token-mutual-tls", common::LOGIN);
+    let r = client
         .post(&htu)
         .basic_auth("dpop-client", Some("Password1"))
         .header("dpop", key.proof("POST", &htu, None, &json!({})))
@@ -137,15 +141,7 @@ async fn admin_purge(p: &Pair, token: &str) -> Value {
 }
 
 async fn revoke(p: &Pair, token: &str) {
-    let r = p
-        .sys
-        .client("example.client.p12")
-        .post(format!("https://{}/oauth/v2/oauth-revoke", common::LOGIN))
-        .form(&[("client_id", "partner-client"), ("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    p.sys.revoke(token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -322,16 +318,7 @@ async fn a_reload_does_not_add_a_cluster_to_a_running_process() {
     let key = ProofKey::generate().unwrap();
     let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
     let client = sys.client_builder(None).resolve(DPOP_API, gw).build().unwrap();
-    let htu = format!("https://{}:{}/oauth/v2/oauth-token-mutual-tls", common::LOGIN, sys.gateway_port);
-    let r = client
-        .post(&htu)
-        .basic_auth("dpop-client", Some("Password1"))
-        .header("dpop", key.proof("POST", &htu, None, &json!({})))
-        .form(&[("grant_type", "client_credentials"), ("scope", "transactions")])
-        .send()
-        .await
-        .unwrap();
-    let token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
+    let token = dpop_token_with(&client, sys.gateway_port, &key).await;
     let url = format!("https://{DPOP_API}:{}/api/echo", sys.gateway_port);
     let r = client
         .get(&url)

@@ -521,6 +521,18 @@ impl System {
         body["access_token"].as_str().unwrap().to_string()
     }
 
+    /// Revokes a partner-client token at the identity server (RFC 7009), through the gateway.
+    pub async fn revoke(&self, token: &str) {
+        let r = self
+            .client("example.client.p12")
+            .post(format!("https://{LOGIN}/oauth/v2/oauth-revoke"))
+            .form(&[("client_id", "partner-client"), ("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "revocation");
+    }
+
     /// A direct (not through the gateway) client for dev-idsvr's test endpoints.
     pub async fn idsvr_stats(&self) -> serde_json::Value {
         let url = format!("https://{LOGIN}:{}/dev/stats", self.idsvr_port);
