@@ -297,9 +297,24 @@ pub fn crl_expired_accepted() {
 }
 
 /// Labels come from the configured files (their issuers and keys), never from clients.
-pub fn crl_next_update(issuer: &str, unix: i64, expired: bool) {
-    METRICS.crl_next_update.with_label_values(&[issuer]).set(unix);
+/// `unix` is `None` for a CRL without `nextUpdate` (it never expires: no date to alert on).
+pub fn crl_next_update(issuer: &str, unix: Option<i64>, expired: bool) {
+    if let Some(unix) = unix {
+        METRICS.crl_next_update.with_label_values(&[issuer]).set(unix);
+    }
     METRICS.crl_expired.with_label_values(&[issuer]).set(i64::from(expired));
+}
+
+/// Forgets every CRL's series before the bundle's are set again: a CRL taken out of the bundle must
+/// not keep an alert firing.
+pub fn clear_crls() {
+    METRICS.crl_next_update.reset();
+    METRICS.crl_expired.reset();
+}
+
+/// The same for the configured certificates, before a check sets them again.
+pub fn clear_certificates() {
+    METRICS.not_after.reset();
 }
 
 /// `dependency` is a configured name (`introspection.NAME`).

@@ -208,4 +208,15 @@ async fn a_partner_of_an_issuing_ca_needs_that_cas_crl_in_the_bundle() {
     sys.start_api();
     sys.start_gateway();
     assert!(handshake(&sys, dir.path()), "served with the bundle: {}", sys.gateway_log());
+    let issuing = "issuer=\"CN=Example Issuing CA\"";
+    assert!(metric(&sys.metrics().await, "gateway_crl_expired", issuing) == 0.0);
+    assert!(sys.metrics().await.contains(&format!("gateway_crl_next_update_seconds{{{issuing}}}")));
+    // The issuing CA's CRL leaves the bundle: its series go with it (an alert must not outlive it).
+    std::fs::write(&bundle, std::fs::read(cert("root.crl.pem")).unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sys.metrics().await.contains(issuing) {
+        assert!(std::time::Instant::now() < deadline, "the removed CRL's series stayed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(sys.metrics().await.contains("gateway_crl_next_update_seconds{issuer=\"CN=Example Root CA\"}"));
 }

@@ -75,6 +75,7 @@ pub fn check(cfg: &Config) -> Findings {
     }
     files.sort();
     files.dedup();
+    crate::metrics::clear_certificates();
     for (key, path) in files {
         certificates(&key, path, margin, &mut found);
     }
@@ -101,16 +102,19 @@ pub fn check_crls(tls: &TlsConfig) -> Findings {
     let mut found = Findings::default();
     let Some(path) = &tls.client_crl else {
         *CRLS.lock().unwrap_or_else(|p| p.into_inner()) = Vec::new();
+        crate::metrics::clear_crls();
         return found;
     };
     let Ok(crls) = crate::pki::read_crls(path) else { return found };
+    crate::metrics::clear_crls();
     let now = now();
     let mut states = Vec::new();
     for crl in crls {
         let issuer = name_dn(crl.issuer_name());
-        let next = crl.next_update().and_then(unix).unwrap_or(i64::MAX);
+        let next_update = crl.next_update().and_then(unix);
+        let next = next_update.unwrap_or(i64::MAX);
         let expired = next <= now;
-        crate::metrics::crl_next_update(&issuer, next, expired);
+        crate::metrics::crl_next_update(&issuer, next_update, expired);
         found.notes.push(format!("tls.client_crl: CRL of \"{issuer}\", next update {}", date(next)));
         if expired {
             let what = match tls.crl_expired {
