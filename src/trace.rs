@@ -51,19 +51,14 @@ impl Tracing {
     }
 
     /// Starts the request's trace: continued from a trusted caller's `traceparent`, new otherwise.
-    pub fn start(
-        &self,
-        headers: &http::HeaderMap,
-        source: Option<IpAddr>,
-        partner: &str,
-        name: String,
-    ) -> RequestTrace {
+    /// `name` is the span's first name (the method); it is copied only when spans are exported.
+    pub fn start(&self, headers: &http::HeaderMap, source: Option<IpAddr>, partner: &str, name: &str) -> RequestTrace {
         let parent = if self.trusts(source, partner) { remote_parent(headers) } else { None };
         let started = SystemTime::now();
         if let Some(tracer) = tracer() {
             let parent_cx = parent.map_or_else(Context::new, |sc| Context::new().with_remote_span_context(sc));
             let span = tracer
-                .span_builder(name)
+                .span_builder(name.to_string())
                 .with_kind(SpanKind::Server)
                 .with_start_time(started)
                 .start_with_context(tracer, &parent_cx);
@@ -98,6 +93,12 @@ pub struct RequestTrace {
 impl RequestTrace {
     pub fn trace_id(&self) -> TraceId {
         self.ids.trace_id()
+    }
+
+    /// Whether spans are exported: otherwise nothing but the ids is kept, and callers need not
+    /// build names or attributes.
+    pub fn exported(&self) -> bool {
+        self.cx.is_some()
     }
 
     /// A child span for a call the gateway makes (`introspection`, `upstream`): what its
@@ -158,6 +159,11 @@ impl ChildSpan {
 
     pub fn tracestate(&self) -> Option<String> {
         tracestate(&self.ids)
+    }
+
+    /// Whether this span is exported (attributes are worth building).
+    pub fn recording(&self) -> bool {
+        self.span.is_some()
     }
 
     pub fn set(&mut self, attribute: KeyValue) {
@@ -310,7 +316,7 @@ mod tests {
     #[test]
     fn a_trusted_caller_continues_its_trace_and_the_child_gets_a_new_span() {
         let h = headers(&[("traceparent", PARENT), ("tracestate", "vendor=abc")]);
-        let t = trusting("10.0.0.0/8").start(&h, Some("10.1.2.3".parse().unwrap()), "other", "GET".into());
+        let t = trusting("10.0.0.0/8").start(&h, Some("10.1.2.3".parse().unwrap()), "other", "GET");
         assert_eq!(t.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let child = t.child("upstream").traceparent();
         assert!(child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && child.ends_with("-01"), "{child}");
@@ -321,12 +327,12 @@ mod tests {
     #[test]
     fn an_untrusted_caller_or_a_broken_header_starts_a_new_trace() {
         let h = headers(&[("traceparent", PARENT), ("tracestate", "vendor=abc")]);
-        let untrusted = trusting("10.0.0.0/8").start(&h, Some("192.0.2.1".parse().unwrap()), "acme", "GET".into());
+        let untrusted = trusting("10.0.0.0/8").start(&h, Some("192.0.2.1".parse().unwrap()), "acme", "GET");
         assert_ne!(untrusted.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(untrusted.tracestate(), None, "an untrusted tracestate is never forwarded");
         let by_partner = Tracing::new(TracingConfig { trusted_partners: vec!["acme".into()], ..Default::default() });
         assert_eq!(
-            by_partner.start(&h, None, "acme", "GET".into()).trace_id().to_string(),
+            by_partner.start(&h, None, "acme", "GET").trace_id().to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         let ip = Some("10.0.0.1".parse().unwrap());
@@ -336,7 +342,7 @@ mod tests {
             headers(&[("traceparent", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]),
             headers(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7")]),
         ] {
-            let t = trusting("10.0.0.0/8").start(&bad, ip, "other", "GET".into());
+            let t = trusting("10.0.0.0/8").start(&bad, ip, "other", "GET");
             assert_ne!(t.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad:?}");
             assert!(t.trace_id() != TraceId::INVALID);
         }
@@ -345,9 +351,9 @@ mod tests {
     #[test]
     fn the_sample_ratio_decides_new_traces_only() {
         let none = Tracing::new(TracingConfig { sample_ratio: 0.0, ..Default::default() });
-        assert!(none.start(&headers(&[]), None, "other", "GET".into()).traceparent().ends_with("-00"));
+        assert!(none.start(&headers(&[]), None, "other", "GET").traceparent().ends_with("-00"));
         let all = Tracing::new(TracingConfig::default());
-        assert!(all.start(&headers(&[]), None, "other", "GET".into()).traceparent().ends_with("-01"));
+        assert!(all.start(&headers(&[]), None, "other", "GET").traceparent().ends_with("-01"));
         let half = (0..400).filter(|_| sampled_flag(new_trace_id(), 0.5).is_sampled()).count();
         assert!((120..280).contains(&half), "{half} of 400 sampled at 0.5");
     }

@@ -258,8 +258,10 @@ impl Introspector {
         };
         metrics::introspection(&self.cfg.name, label, started.elapsed());
         if let Some(mut span) = span {
-            span.set(opentelemetry::KeyValue::new("mtls_gateway.introspection", self.cfg.name.clone()));
-            span.set(opentelemetry::KeyValue::new("mtls_gateway.result", label));
+            if span.recording() {
+                span.set(opentelemetry::KeyValue::new("mtls_gateway.introspection", self.cfg.name.clone()));
+                span.set(opentelemetry::KeyValue::new("mtls_gateway.result", label));
+            }
             span.end(result.is_err().then_some(label));
         }
         result

@@ -279,8 +279,7 @@ impl Gateway {
         let source = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let partner = ctx.state.partners.name(ctx.filters.client.as_deref());
         let req = session.req_header();
-        let name = req.method.as_str().to_string();
-        ctx.filters.trace = Some(ctx.state.tracing.start(&req.headers, source, partner, name));
+        ctx.filters.trace = Some(ctx.state.tracing.start(&req.headers, source, partner, req.method.as_str()));
     }
 
     /// Per-connection facts from the TLS handshake: the verified client certificate and the SNI;
@@ -385,7 +384,9 @@ impl ProxyHttp for Gateway {
         ctx.upstream_started = Some(Instant::now());
         if let Some(trace) = &ctx.filters.trace {
             let mut span = trace.child("upstream");
-            span.set(opentelemetry::KeyValue::new("server.address", route.label.clone()));
+            if span.recording() {
+                span.set(opentelemetry::KeyValue::new("server.address", route.label.clone()));
+            }
             ctx.upstream_span = Some(span);
         }
         Ok(Box::new(route.peer()))
@@ -437,7 +438,9 @@ impl ProxyHttp for Gateway {
             ctx.upstream_elapsed = Some(start.elapsed());
         }
         if let Some(mut span) = ctx.upstream_span.take() {
-            span.set(opentelemetry::KeyValue::new("http.response.status_code", i64::from(resp.status.as_u16())));
+            if span.recording() {
+                span.set(opentelemetry::KeyValue::new("http.response.status_code", i64::from(resp.status.as_u16())));
+            }
             span.end((resp.status.as_u16() >= 500).then_some("upstream error status"));
         }
         for (name, value) in ctx.response_headers() {
@@ -520,7 +523,7 @@ impl ProxyHttp for Gateway {
         if let Some(span) = ctx.upstream_span.take() {
             span.end(Some("no answer"));
         }
-        if let Some(trace) = &ctx.filters.trace {
+        if let Some(trace) = ctx.filters.trace.as_ref().filter(|t| t.exported()) {
             Self::finish_trace(session, ctx, trace, route, status, partner);
         }
         if !log::log_enabled!(target: "access", log::Level::Info) {
