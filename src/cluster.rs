@@ -14,6 +14,7 @@
 //! every cached answer.
 
 use crate::config::ClusterConfig;
+use crate::connection::limits::Throttle;
 use crate::metrics;
 use crate::request::purge::PurgeTarget;
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ use futures_util::StreamExt;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -68,12 +69,14 @@ enum Call {
     Gcra { key: String, interval_us: u64, tolerance_us: u64 },
     FirstUse { key: String, ttl_ms: u64 },
     Publish { channel: String, payload: String },
+    Ping,
 }
 
 enum Answer {
     Gcra(Result<(), Duration>),
     FirstUse(bool),
     Published,
+    Pong,
 }
 
 struct Job {
@@ -87,7 +90,6 @@ pub struct Cluster {
     jobs: mpsc::Sender<Job>,
     /// Taken once by the service that serves the calls.
     receiver: Mutex<Option<mpsc::Receiver<Job>>>,
-    connected: AtomicBool,
 }
 
 /// Applies a purge received from the cluster to this process's caches.
@@ -98,16 +100,17 @@ impl Cluster {
     pub fn new(cfg: ClusterConfig) -> Arc<Self> {
         // Bounded: when the server is slow, callers time out instead of queueing without end.
         let (jobs, receiver) = mpsc::channel(4096);
-        Arc::new(Cluster { cfg, jobs, receiver: Mutex::new(Some(receiver)), connected: AtomicBool::new(false) })
+        Arc::new(Cluster { cfg, jobs, receiver: Mutex::new(Some(receiver)) })
     }
 
     pub fn config(&self) -> &ClusterConfig {
         &self.cfg
     }
 
-    /// Whether the connection is up (for `/readyz` and the dependency gauge).
-    pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+    /// One `PING` on the calls' connection, for `/readyz` and the dependency gauge: it answers
+    /// only when the server takes this gateway's TLS and password, which a TCP probe cannot tell.
+    pub async fn ping(&self) -> Result<(), ClusterError> {
+        self.call("ping", Call::Ping).await.map(|_| ())
     }
 
     /// Takes one request from the shared GCRA bucket `name`/`key`: `Ok(Err(wait))` when over.
@@ -178,6 +181,22 @@ impl Cluster {
         }
         Ok(url.to_string())
     }
+
+    /// The client: with the configured CA and client certificate when there are any (TLS), read
+    /// at start like the password, so that a restart picks up rotated files.
+    fn client(&self) -> Result<redis::Client, String> {
+        let url = self.url()?;
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        if self.cfg.ca.is_none() && self.cfg.client_identity.is_none() {
+            return redis::Client::open(url).map_err(|e| e.to_string());
+        }
+        let root_cert = self.cfg.ca.as_deref().map(read).transpose()?;
+        let client_tls = match &self.cfg.client_identity {
+            Some((cert, key)) => Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? }),
+            None => None,
+        };
+        redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(|e| e.to_string())
+    }
 }
 
 /// Serves the calls of [`Cluster`] on its own runtime, keeps the purge subscription, and reports
@@ -201,7 +220,7 @@ impl BackgroundService for ClusterService {
             let _ = shutdown.changed().await;
             return;
         };
-        let client = match self.cluster.url().and_then(|u| redis::Client::open(u).map_err(|e| e.to_string())) {
+        let client = match self.cluster.client() {
             Ok(c) => c,
             Err(e) => {
                 log::error!("cluster: cannot use {}: {e}; shared state is unavailable", self.cluster.cfg.url);
@@ -231,7 +250,7 @@ async fn serve_calls(cluster: Arc<Cluster>, client: redis::Client, mut jobs: mps
         match redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()).await {
             Ok(m) => break m,
             Err(e) => {
-                log::warn!("cluster: cannot connect to {}: {e}; retrying", cluster.cfg.url);
+                outage_warning("connect", format!("cluster: cannot connect to {}: {e}; retrying", cluster.cfg.url));
                 fail_waiting(&mut jobs);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -240,12 +259,9 @@ async fn serve_calls(cluster: Arc<Cluster>, client: redis::Client, mut jobs: mps
     log::info!("cluster: connected to {}", cluster.cfg.url);
     let script = Arc::new(redis::Script::new(GCRA));
     while let Some(job) = jobs.recv().await {
-        let (mut con, script, cluster) = (manager.clone(), script.clone(), cluster.clone());
+        let (mut con, script) = (manager.clone(), script.clone());
         tokio::spawn(async move {
-            let answer = run(&mut con, &script, job.call).await;
-            // The dependency gauge is the readiness probe's (ops), as for the identity server.
-            cluster.connected.store(answer.is_ok(), Ordering::Relaxed);
-            let _ = job.reply.send(answer);
+            let _ = job.reply.send(run(&mut con, &script, job.call).await);
         });
     }
 }
@@ -289,6 +305,10 @@ async fn run(
             let _: i64 = redis::cmd("PUBLISH").arg(channel).arg(payload).query_async(con).await.map_err(failed)?;
             Ok(Answer::Published)
         }
+        Call::Ping => {
+            let _: String = redis::cmd("PING").query_async(con).await.map_err(failed)?;
+            Ok(Answer::Pong)
+        }
     }
 }
 
@@ -313,13 +333,26 @@ async fn subscribe(cluster: Arc<Cluster>, client: redis::Client, purge: PurgeSin
                     CACHE_TRUSTED.store(false, Ordering::Release);
                     log::warn!("cluster: the purge subscription ended; token caches are bypassed until it is back");
                 }
-                Err(e) => log::warn!("cluster: cannot subscribe to {channel}: {e}"),
+                Err(e) => outage_warning("subscribe", format!("cluster: cannot subscribe to {channel}: {e}")),
             },
-            Err(e) => log::warn!("cluster: no purge subscription ({e}); token caches are bypassed"),
+            Err(e) => {
+                outage_warning("subscribe", format!("cluster: no purge subscription ({e}); token caches are bypassed"))
+            }
         }
         CACHE_TRUSTED.store(false, Ordering::Release);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A retry's warning, at most once a minute for each kind: an outage of an hour is a few dozen
+/// lines, not thousands. Coming back is logged at INFO every time.
+fn outage_warning(kind: &'static str, line: String) {
+    static THROTTLE: LazyLock<Throttle<&'static str>> = LazyLock::new(|| Throttle::new(Duration::from_secs(60)));
+    match THROTTLE.admit(kind) {
+        Some(0) => log::warn!("{line}"),
+        Some(held) => log::warn!("{line} ({held} more since the last such line)"),
+        None => {}
     }
 }
 

@@ -1,9 +1,10 @@
 //! The internal operations listener: `/metrics` (Prometheus), `/healthz` (the process is alive)
 //! and `/readyz` (the configuration is loaded, the public listener accepts connections and the
-//! process is not draining; the identity servers' state and the client CRLs are reported in the
-//! body, not required), as JSON. Readiness is probed
+//! process is not draining; the identity servers', the shared-state server's and the client CRLs'
+//! state is reported in the body, not required), as JSON. Readiness is probed
 //! in the background, so a probe request never waits on the network.
 
+use crate::cluster::Cluster;
 use crate::config::{Config, OpsConfig};
 use crate::connection::drain::Drain;
 use async_trait::async_trait;
@@ -23,6 +24,17 @@ struct Target {
     name: String,
     address: String,
     last_ok: Option<Instant>,
+    probe: Probe,
+}
+
+/// How a target is probed.
+#[derive(Clone)]
+enum Probe {
+    /// A TCP connection is accepted.
+    Connect,
+    /// The shared-state server answers a `PING` on the gateway's own connection: TLS, password
+    /// and all.
+    Cluster(Arc<Cluster>),
 }
 
 pub struct Health {
@@ -37,10 +49,11 @@ pub struct Health {
 }
 
 impl Health {
-    /// The public listener and every introspection endpoint (at its `resolve` address if set).
-    pub fn new(cfg: &Config, ops: &OpsConfig, drain: Arc<Drain>) -> Self {
-        let mut targets =
-            vec![Target { name: OWN_TARGET.into(), address: cfg.listener.address.clone(), last_ok: None }];
+    /// The public listener, every introspection endpoint (at its `resolve` address if set) and
+    /// the shared-state server of this process (`cluster`), if any.
+    pub fn new(cfg: &Config, ops: &OpsConfig, drain: Arc<Drain>, cluster: Option<Arc<Cluster>>) -> Self {
+        let target = |name: String, address: String, probe: Probe| Target { name, address, last_ok: None, probe };
+        let mut targets = vec![target(OWN_TARGET.into(), cfg.listener.address.clone(), Probe::Connect)];
         for (name, i) in &cfg.introspection {
             // A discovered endpoint is on the discovery URL's server, as far as a probe can tell.
             let Some(url) = i.endpoint.as_ref().or(i.discovery.as_ref()) else { continue };
@@ -49,25 +62,37 @@ impl Health {
                 (None, Some(host), Some(port)) => format!("{host}:{port}"),
                 _ => continue,
             };
-            targets.push(Target { name: format!("introspection.{name}"), address, last_ok: None });
+            targets.push(target(format!("introspection.{name}"), address, Probe::Connect));
         }
-        if let Some(c) = &cfg.cluster {
-            if let (Some(host), Some(port)) = (c.url.host_str(), c.url.port().or(Some(6379))) {
-                targets.push(Target { name: "cluster".into(), address: format!("{host}:{port}"), last_ok: None });
-            }
+        // The process's own connection, which a reload never adds or replaces.
+        let has_cluster = cluster.is_some();
+        if let Some(c) = cluster {
+            let url = &c.config().url;
+            let address = format!("{}:{}", url.host_str().unwrap_or_default(), url.port().unwrap_or(6379));
+            targets.push(target("cluster".into(), address, Probe::Cluster(c)));
         }
-        let cluster = cfg.cluster.is_some();
-        Health { targets: Mutex::new(targets), drain, every: ops.probe_interval, window: ops.ready_window, cluster }
+        Health {
+            targets: Mutex::new(targets),
+            drain,
+            every: ops.probe_interval,
+            window: ops.ready_window,
+            cluster: has_cluster,
+        }
     }
 
     async fn probe(&self) {
-        let addresses: Vec<(usize, String)> = match self.targets.lock() {
-            Ok(t) => t.iter().enumerate().map(|(i, t)| (i, t.address.clone())).collect(),
+        let probes: Vec<(usize, String, Probe)> = match self.targets.lock() {
+            Ok(t) => t.iter().enumerate().map(|(i, t)| (i, t.address.clone(), t.probe.clone())).collect(),
             Err(_) => return,
         };
-        for (i, address) in addresses {
-            let connect = tokio::net::TcpStream::connect(address.as_str());
-            let ok = matches!(tokio::time::timeout(Duration::from_secs(2), connect).await, Ok(Ok(_)));
+        for (i, address, probe) in probes {
+            let ok = match probe {
+                Probe::Connect => {
+                    let connect = tokio::net::TcpStream::connect(address.as_str());
+                    matches!(tokio::time::timeout(Duration::from_secs(2), connect).await, Ok(Ok(_)))
+                }
+                Probe::Cluster(c) => c.ping().await.is_ok(),
+            };
             if let (true, Ok(mut t)) = (ok, self.targets.lock()) {
                 t[i].last_ok = Some(Instant::now());
             }

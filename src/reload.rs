@@ -428,6 +428,8 @@ mod tests {
                 cfg.cluster = Some(config::ClusterConfig {
                     url: "redis://127.0.0.1:6379".parse().unwrap(),
                     password_file: None,
+                    ca: None,
+                    client_identity: None,
                     key_prefix: "gw:".into(),
                     timeout: Duration::from_millis(50),
                     connect_timeout: Duration::from_secs(1),

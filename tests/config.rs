@@ -191,3 +191,29 @@ fn tracing_mistakes_name_their_keys() {
         assert!(out.contains(key), "{key} not named: {out}");
     }
 }
+
+#[test]
+fn cluster_mistakes_name_their_keys() {
+    let out = broken(|doc| {
+        *yaml::at(doc, "cluster") = yaml::parse(
+            "{url: 'redis://:secret@127.0.0.1:6379', password_file: /nonexistent/redis.password, \
+             timeout: 0s}",
+        );
+    });
+    for (key, why) in
+        [("cluster.url", "password_file"), ("cluster.password_file", "cannot read"), ("cluster.timeout", "")]
+    {
+        assert!(out.lines().any(|l| l.contains(key) && l.contains(why)), "{key} not named: {out}");
+    }
+    // TLS settings on a plain URL, and a client certificate without its key.
+    let out = broken(|doc| {
+        *yaml::at(doc, "cluster") = yaml::parse(&format!(
+            "{{url: 'redis://127.0.0.1:6379', ca: {}, client_certificate: {}}}",
+            cert("root.pem"),
+            cert("root.pem")
+        ));
+    });
+    assert!(out.lines().any(|l| l.contains("cluster.ca") && l.contains("rediss://")), "{out}");
+    assert!(out.lines().any(|l| l.contains("cluster.client_key") && l.contains("needs its key")), "{out}");
+    assert!(!out.contains("secret"), "the URL's password is not echoed: {out}");
+}

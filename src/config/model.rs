@@ -355,6 +355,10 @@ pub use super::schema::FailPolicy;
 pub struct ClusterConfig {
     pub url: url::Url,
     pub password_file: Option<PathBuf>,
+    /// CA that the server's certificate chains to, instead of the system's (TLS only).
+    pub ca: Option<PathBuf>,
+    /// Certificate and key for a server that asks for client certificates (TLS only).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
     pub key_prefix: String,
     pub timeout: Duration,
     pub connect_timeout: Duration,

@@ -75,10 +75,16 @@ pub struct File {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
-    /// `redis://host:port/db` or `rediss://` (TLS, the system's trusted CAs).
+    /// `redis://host:port/db` or `rediss://` (TLS: the system's trusted CAs, or `ca`).
     pub url: String,
     /// A file holding the server's password (surrounding white space ignored).
     pub password_file: Option<String>,
+    /// PEM CA file that the server's TLS certificate chains to (`rediss://` only).
+    pub ca: Option<String>,
+    /// PEM certificate and key the gateway presents when the server asks for one (`rediss://`
+    /// only; both or neither).
+    pub client_certificate: Option<String>,
+    pub client_key: Option<String>,
     /// Put before every key and the purge channel, so that several gateways can share one server.
     pub key_prefix: Option<String>,
     /// Longest wait for one call; a request never waits longer for shared state.

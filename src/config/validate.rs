@@ -376,10 +376,11 @@ fn dpop(check: &mut Check, d: Option<&schema::Dpop>, needed: bool) -> Option<Dpo
 
 /// A password goes in a file, never in the URL written in the configuration.
 fn cluster(check: &mut Check, c: &schema::Cluster) -> Option<ClusterConfig> {
-    let url = url::Url::parse(&c.url).map_err(|e| format!("{:?}: {e}", c.url)).and_then(|u| {
+    // The URL is not echoed: it may hold the password that it must not hold.
+    let url = url::Url::parse(&c.url).map_err(|e| format!("not a URL: {e}")).and_then(|u| {
         match u.scheme() {
             "redis" | "rediss" if u.host_str().is_some() => {}
-            _ => return Err(format!("{:?}: a redis://host:port or rediss://host:port URL", c.url)),
+            _ => return Err("a redis://host:port or rediss://host:port URL".to_string()),
         }
         if u.password().is_some() {
             return Err("put the password in password_file, not in the URL".to_string());
@@ -388,6 +389,29 @@ fn cluster(check: &mut Check, c: &schema::Cluster) -> Option<ClusterConfig> {
     });
     let url = check.ok("cluster.url", url);
     let password_file = c.password_file.as_ref().map(|p| check.file("cluster.password_file", p));
+    let ca = c.ca.as_ref().map(|p| check.file("cluster.ca", p));
+    let client_identity = match (&c.client_certificate, &c.client_key) {
+        (Some(cert), Some(key)) => {
+            Some((check.file("cluster.client_certificate", cert), check.file("cluster.client_key", key)))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            check.fail("cluster.client_key", "client_certificate needs its key");
+            None
+        }
+        (None, Some(_)) => {
+            check.fail("cluster.client_certificate", "client_key needs its certificate");
+            None
+        }
+    };
+    let tls_only = [("cluster.ca", ca.is_some()), ("cluster.client_certificate", client_identity.is_some())];
+    if let Some(u) = &url {
+        for (key, set) in tls_only {
+            if set && u.scheme() != "rediss" {
+                check.fail(key, "applies to TLS only: use a rediss:// URL");
+            }
+        }
+    }
     let timeout = nonzero(check, "cluster.timeout", dur(c.timeout, CLUSTER_TIMEOUT));
     if timeout > Duration::from_secs(1) {
         check
@@ -397,6 +421,8 @@ fn cluster(check: &mut Check, c: &schema::Cluster) -> Option<ClusterConfig> {
     Some(ClusterConfig {
         url: url?,
         password_file,
+        ca,
+        client_identity,
         key_prefix: c.key_prefix.clone().unwrap_or_else(|| CLUSTER_KEY_PREFIX.to_string()),
         timeout,
         connect_timeout: nonzero(check, "cluster.connect_timeout", dur(c.connect_timeout, CLUSTER_CONNECT_TIMEOUT)),

@@ -1,6 +1,7 @@
 //! What expires, and when: each client CRL's `nextUpdate` and the `notAfter` of every configured
 //! certificate (the gateway's own, the client CA, upstream and identity-server CAs, the admin
-//! listener's). `-t`, the start and every reload list the CRLs and warn about what has expired or
+//! listener's, the client certificates the gateway presents to the identity server and the shared
+//! state server, and that server's CA). `-t`, the start and every reload list the CRLs and warn about what has expired or
 //! expires within `tls.expiry_warning`; gauges carry the dates so that an alert can say "expires
 //! in less than 7 days"; the CRL reloader checks the CRLs again at every interval, since a CRL
 //! expires while the process runs.
@@ -66,11 +67,22 @@ pub fn check(cfg: &Config) -> Findings {
     }
     for (name, i) in &cfg.introspection {
         files.push((format!("introspection.{name}.ca"), &i.ca));
+        if let crate::config::ClientAuth::TlsClientAuth { certificate, .. } = &i.client_auth {
+            files.push((format!("introspection.{name}.client_certificate"), certificate));
+        }
     }
     if let Some(a) = &cfg.admin {
         files.push(("admin.certificate".into(), &a.certificate));
         if let Some(ca) = &a.client_ca {
             files.push(("admin.client_ca".into(), ca));
+        }
+    }
+    if let Some(c) = &cfg.cluster {
+        if let Some(ca) = &c.ca {
+            files.push(("cluster.ca".into(), ca));
+        }
+        if let Some((cert, _)) = &c.client_identity {
+            files.push(("cluster.client_certificate".into(), cert));
         }
     }
     files.sort();

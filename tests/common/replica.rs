@@ -4,6 +4,7 @@
 use super::{free_port, spawn, wait_port, yaml, Proc, System};
 use serde_yaml::Value;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,24 +14,111 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<std::process::Child>,
+    tls: Option<RedisTls>,
+}
+
+/// A server as production runs it: TLS only, with its own CA, client certificates required and a
+/// password. The files are in the server's folder.
+pub struct RedisTls {
+    pub password: String,
+    pub ca: PathBuf,
+    pub client_certificate: PathBuf,
+    pub client_key: PathBuf,
+    pub password_file: PathBuf,
 }
 
 impl Redis {
     pub fn start() -> Redis {
-        let mut r = Redis { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        let mut r = Redis { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None, tls: None };
         r.resume();
         r
     }
 
+    /// TLS only (a CA of its own, a certificate for 127.0.0.1, client certificates required) and
+    /// `requirepass`.
+    pub fn start_tls(password: &str) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let script = r#"set -e
+ec="-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+openssl req -x509 $ec -keyout ca.key -out ca.pem -subj "/CN=Redis Test CA" -days 2
+leaf() {
+  openssl req -new $ec -keyout $1.key -out $1.csr -subj "/CN=$2"
+  printf "basicConstraints=critical,CA:FALSE\n$3\n" > $1.ext
+  openssl x509 -req -in $1.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile $1.ext -out $1.pem
+}
+leaf server redis "subjectAltName=IP:127.0.0.1"
+leaf client mtls-gateway "extendedKeyUsage=clientAuth"
+"#;
+        let out = Command::new("bash").args(["-c", script]).current_dir(d).output().expect("bash and openssl");
+        assert!(out.status.success(), "certificates for redis: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(d.join("password"), format!("{password}\n")).unwrap();
+        let tls = RedisTls {
+            password: password.to_string(),
+            ca: d.join("ca.pem"),
+            client_certificate: d.join("client.pem"),
+            client_key: d.join("client.key"),
+            password_file: d.join("password"),
+        };
+        let mut r = Redis { port: free_port(), dir, child: None, tls: Some(tls) };
+        r.resume();
+        r
+    }
+
+    pub fn tls(&self) -> Option<&RedisTls> {
+        self.tls.as_ref()
+    }
+
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The gateway's `cluster` section for this server, with `prefix` and `more` (a YAML map's
+    /// inside, such as `timeout: 100ms`).
+    pub fn cluster(&self, prefix: &str, more: &str) -> Value {
+        let mut doc = format!("{{url: \"{}\", key_prefix: \"{prefix}\"", self.url());
+        if let Some(t) = &self.tls {
+            doc += &format!(
+                ", ca: {}, client_certificate: {}, client_key: {}, password_file: {}",
+                t.ca.display(),
+                t.client_certificate.display(),
+                t.client_key.display(),
+                t.password_file.display()
+            );
+        }
+        if !more.is_empty() {
+            doc += &format!(", {more}");
+        }
+        yaml::parse(&(doc + "}"))
     }
 
     /// Starts it (again) on its port.
     pub fn resume(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
+        let port = self.port.to_string();
+        let mut args = vec!["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
+        match &self.tls {
+            None => args.extend(["--port", &port]),
+            Some(t) => args.extend([
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                "server.pem",
+                "--tls-key-file",
+                "server.key",
+                "--tls-ca-cert-file",
+                "ca.pem",
+                "--tls-auth-clients",
+                "yes",
+                "--requirepass",
+                &t.password,
+            ]),
+        }
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
             .current_dir(self.dir.path())
             .stdout(log)
             .stderr(Stdio::null())
