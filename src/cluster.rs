@@ -124,7 +124,10 @@ impl Cluster {
         let interval_us = 1_000_000 / u64::from(per_second.max(1));
         // A burst of b allows b requests at once: b - 1 intervals of tolerance, plus the first.
         let tolerance_us = interval_us * u64::from(burst.max(1));
-        let key = format!("{}rl:{name}:{key}", self.cfg.key_prefix);
+        // The partner's key hashed: a subject of any length or spelling makes one fixed-size key
+        // that no other route's bucket can spell.
+        let digest = crate::token::cache_key(key);
+        let key = format!("{}rl:{name}:{}", self.cfg.key_prefix, hex(&digest[..16]));
         match self.call("gcra", Call::Gcra { key, interval_us, tolerance_us }).await? {
             Answer::Gcra(r) => Ok(r),
             _ => Err(ClusterError::Unavailable),
@@ -133,8 +136,7 @@ impl Cluster {
 
     /// `true` the first time `key` is set within `ttl`, on any replica.
     pub async fn first_use(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, ClusterError> {
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        let key = format!("{}jti:{hex}", self.cfg.key_prefix);
+        let key = format!("{}jti:{}", self.cfg.key_prefix, hex(key));
         let ttl_ms = ttl.as_millis().max(1) as u64;
         match self.call("replay", Call::FirstUse { key, ttl_ms }).await? {
             Answer::FirstUse(first) => Ok(first),
@@ -343,6 +345,10 @@ async fn subscribe(cluster: Arc<Cluster>, client: redis::Client, purge: PurgeSin
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A retry's warning, at most once a minute for each kind: an outage of an hour is a few dozen
