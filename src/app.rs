@@ -95,7 +95,7 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
     // the section waits for a restart, see reload::FixedSetting).
     let cluster = match &kept.cluster {
         Some(running) => running.clone(),
-        None => config.cluster.clone().map(Cluster::new),
+        None => config.cluster.clone().and_then(|c| Cluster::new(c).map_err(|p| problems.add(p)).ok()),
     };
     let dpop = dpop.map(|d| Arc::new(d.with_cluster(cluster.clone())));
     let miss_limit = config

@@ -13,7 +13,7 @@
 //! from its token cache (every request is introspected) until it is subscribed again, and then drops
 //! every cached answer.
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Problem};
 use crate::connection::limits::Throttle;
 use crate::metrics;
 use crate::request::purge::PurgeTarget;
@@ -90,6 +90,8 @@ pub struct Cluster {
     jobs: mpsc::Sender<Job>,
     /// Taken once by the service that serves the calls.
     receiver: Mutex<Option<mpsc::Receiver<Job>>>,
+    /// The CA and client certificate, read and checked when the configuration is built.
+    tls: Option<redis::TlsCertificates>,
 }
 
 /// Applies a purge received from the cluster to this process's caches.
@@ -97,10 +99,12 @@ pub type PurgeSink =
     Arc<dyn Fn(PurgeTarget) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 impl Cluster {
-    pub fn new(cfg: ClusterConfig) -> Arc<Self> {
+    /// Reads the TLS files, so that `-t` and the start name the key of one that cannot be used.
+    pub fn new(cfg: ClusterConfig) -> Result<Arc<Self>, Problem> {
+        let tls = tls_certificates(&cfg)?;
         // Bounded: when the server is slow, callers time out instead of queueing without end.
         let (jobs, receiver) = mpsc::channel(4096);
-        Arc::new(Cluster { cfg, jobs, receiver: Mutex::new(Some(receiver)) })
+        Ok(Arc::new(Cluster { cfg, jobs, receiver: Mutex::new(Some(receiver)), tls }))
     }
 
     pub fn config(&self) -> &ClusterConfig {
@@ -184,20 +188,14 @@ impl Cluster {
         Ok(url.to_string())
     }
 
-    /// The client: with the configured CA and client certificate when there are any (TLS), read
-    /// at start like the password, so that a restart picks up rotated files.
+    /// The client, with the configured CA and client certificate if any.
     fn client(&self) -> Result<redis::Client, String> {
         let url = self.url()?;
-        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-        if self.cfg.ca.is_none() && self.cfg.client_identity.is_none() {
-            return redis::Client::open(url).map_err(|e| e.to_string());
+        match &self.tls {
+            None => redis::Client::open(url),
+            Some(tls) => redis::Client::build_with_tls(url, tls.clone()),
         }
-        let root_cert = self.cfg.ca.as_deref().map(read).transpose()?;
-        let client_tls = match &self.cfg.client_identity {
-            Some((cert, key)) => Some(redis::ClientTlsConfig { client_cert: read(cert)?, client_key: read(key)? }),
-            None => None,
-        };
-        redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -345,6 +343,36 @@ async fn subscribe(cluster: Arc<Cluster>, client: redis::Client, purge: PurgeSin
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
+}
+
+/// `cluster.ca` and the client certificate as the TLS library takes them: PEM certificates, and
+/// the key in PKCS#8 whatever PEM form it was written in; the key must match the certificate.
+fn tls_certificates(cfg: &ClusterConfig) -> Result<Option<redis::TlsCertificates>, Problem> {
+    if cfg.ca.is_none() && cfg.client_identity.is_none() {
+        return Ok(None);
+    }
+    let pem = |key: &str, path: &std::path::Path| -> Result<Vec<u8>, Problem> {
+        let mut out = Vec::new();
+        for cert in crate::pki::read_certs(path).map_err(|e| Problem::new(key, e))? {
+            out.extend(cert.to_pem().map_err(|e| Problem::new(key, e))?);
+        }
+        Ok(out)
+    };
+    let root_cert = cfg.ca.as_deref().map(|p| pem("cluster.ca", p)).transpose()?;
+    let client_tls = match &cfg.client_identity {
+        None => None,
+        Some((cert, key)) => {
+            let pkey = crate::pki::read_key(key).map_err(|e| Problem::new("cluster.client_key", e))?;
+            let leaf = crate::pki::read_certs(cert).map_err(|e| Problem::new("cluster.client_certificate", e))?;
+            if !leaf[0].public_key().map(|p| p.public_eq(&pkey)).unwrap_or(false) {
+                let why = format!("{} does not match the certificate {}", key.display(), cert.display());
+                return Err(Problem::new("cluster.client_key", why));
+            }
+            let client_key = pkey.private_key_to_pem_pkcs8().map_err(|e| Problem::new("cluster.client_key", e))?;
+            Some(redis::ClientTlsConfig { client_cert: pem("cluster.client_certificate", cert)?, client_key })
+        }
+    };
+    Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
 }
 
 fn hex(bytes: &[u8]) -> String {

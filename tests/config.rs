@@ -216,4 +216,18 @@ fn cluster_mistakes_name_their_keys() {
     assert!(out.lines().any(|l| l.contains("cluster.ca") && l.contains("rediss://")), "{out}");
     assert!(out.lines().any(|l| l.contains("cluster.client_key") && l.contains("needs its key")), "{out}");
     assert!(!out.contains("secret"), "the URL's password is not echoed: {out}");
+    // A client key that is not the certificate's, and a CA file that holds no certificate.
+    let out = broken(|doc| {
+        *yaml::at(doc, "cluster") = yaml::parse(&format!(
+            "{{url: 'rediss://127.0.0.1:6379', client_certificate: {}, client_key: {}}}",
+            cert("example.client.pem"),
+            cert("other.client.key")
+        ));
+    });
+    assert!(out.lines().any(|l| l.contains("cluster.client_key") && l.contains("does not match")), "{out}");
+    let out = broken(|doc| {
+        *yaml::at(doc, "cluster") =
+            yaml::parse(&format!("{{url: 'rediss://127.0.0.1:6379', ca: {}}}", cert("root.key")));
+    });
+    assert!(out.lines().any(|l| l.contains("cluster.ca")), "{out}");
 }

@@ -1,10 +1,10 @@
 //! What expires, and when: each client CRL's `nextUpdate` and the `notAfter` of every configured
 //! certificate (the gateway's own, the client CA, upstream and identity-server CAs, the admin
-//! listener's, the client certificates the gateway presents to the identity server and the shared
-//! state server, and that server's CA). `-t`, the start and every reload list the CRLs and warn about what has expired or
-//! expires within `tls.expiry_warning`; gauges carry the dates so that an alert can say "expires
-//! in less than 7 days"; the CRL reloader checks the CRLs again at every interval, since a CRL
-//! expires while the process runs.
+//! listener's, the client certificates the gateway presents to the identity server and to the
+//! shared-state server, and that server's CA). `-t`, the start and every reload list the CRLs and
+//! warn about what has expired or expires within `tls.expiry_warning`; gauges carry the dates so
+//! that an alert can say "expires in less than 7 days"; the CRL reloader checks the CRLs again at
+//! every interval, since a CRL expires while the process runs.
 
 use crate::config::{Config, CrlExpired, TlsConfig};
 use crate::connection::tls::{name_dn, subject_dn};

@@ -49,6 +49,8 @@ leaf() {
 }
 leaf server redis "subjectAltName=IP:127.0.0.1"
 leaf client mtls-gateway "extendedKeyUsage=clientAuth"
+# The client key as many tools write it (SEC1, not PKCS#8): the gateway converts it.
+openssl ec -in client.key -out client.sec1.key
 "#;
         let out = Command::new("bash").args(["-c", script]).current_dir(d).output().expect("bash and openssl");
         assert!(out.status.success(), "certificates for redis: {}", String::from_utf8_lossy(&out.stderr));
@@ -57,7 +59,7 @@ leaf client mtls-gateway "extendedKeyUsage=clientAuth"
             password: password.to_string(),
             ca: d.join("ca.pem"),
             client_certificate: d.join("client.pem"),
-            client_key: d.join("client.key"),
+            client_key: d.join("client.sec1.key"),
             password_file: d.join("password"),
         };
         let mut r = Redis { port: free_port(), dir, child: None, tls: Some(tls) };
