@@ -9,9 +9,9 @@
 //! itself. What a failed call means is each use's policy (`FailPolicy`).
 //!
 //! Purges: a purge on one replica is published; every replica (itself included) applies what it
-//! receives. A replica whose subscription is down cannot know what it missed, so it stops answering
-//! from its token cache (every request is introspected) until it is subscribed again, and then drops
-//! every cached answer.
+//! receives. A replica whose subscription is down (closed, or silent: it must answer a `PING`
+//! every second) cannot know what it missed, so it stops answering from its token cache (every
+//! request is introspected) until it is subscribed again, and then drops every cached answer.
 
 use crate::config::{ClusterConfig, Problem};
 use crate::connection::limits::Throttle;
@@ -44,6 +44,10 @@ end
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
 return {1, 0}
 "#;
+
+/// How often the purge subscription proves it is alive, and how long its `PING` may take.
+const SUBSCRIPTION_CHECK: Duration = Duration::from_secs(1);
+const SUBSCRIPTION_PING_WAIT: Duration = Duration::from_secs(2);
 
 /// The channel purges are published on, under the key prefix.
 const PURGE_CHANNEL: &str = "purge";
@@ -318,23 +322,17 @@ async fn subscribe(cluster: Arc<Cluster>, client: redis::Client, purge: PurgeSin
     let channel = cluster.channel();
     let mut delay = Duration::from_millis(200);
     loop {
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                Ok(()) => {
-                    // Whatever was cached before this moment may have missed a purge.
-                    purge(PurgeTarget::All).await;
-                    CACHE_TRUSTED.store(true, Ordering::Release);
-                    log::info!("cluster: subscribed to {channel}; token caches are trusted again");
-                    delay = Duration::from_millis(200);
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        apply(&msg, &purge).await;
-                    }
-                    CACHE_TRUSTED.store(false, Ordering::Release);
-                    log::warn!("cluster: the purge subscription ended; token caches are bypassed until it is back");
-                }
-                Err(e) => outage_warning("subscribe", format!("cluster: cannot subscribe to {channel}: {e}")),
-            },
+        match open_subscription(&client, &channel, cluster.cfg.connect_timeout).await {
+            Ok((sink, stream)) => {
+                // Whatever was cached before this moment may have missed a purge.
+                purge(PurgeTarget::All).await;
+                CACHE_TRUSTED.store(true, Ordering::Release);
+                log::info!("cluster: subscribed to {channel}; token caches are trusted again");
+                delay = Duration::from_millis(200);
+                let why = listen(sink, stream, &purge).await;
+                CACHE_TRUSTED.store(false, Ordering::Release);
+                log::warn!("cluster: the purge subscription {why}; token caches are bypassed until it is back");
+            }
             Err(e) => {
                 outage_warning("subscribe", format!("cluster: no purge subscription ({e}); token caches are bypassed"))
             }
@@ -342,6 +340,52 @@ async fn subscribe(cluster: Arc<Cluster>, client: redis::Client, purge: PurgeSin
         CACHE_TRUSTED.store(false, Ordering::Release);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A connection in subscribed mode, within `within`: a server that accepts and then hangs must not
+/// hold the loop.
+async fn open_subscription(
+    client: &redis::Client,
+    channel: &str,
+    within: Duration,
+) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), String> {
+    let setup = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok::<_, redis::RedisError>(pubsub.split())
+    };
+    match tokio::time::timeout(within, setup).await {
+        Err(_) => Err(format!("no answer within {within:?}")),
+        Ok(Err(e)) => Err(format!("cannot subscribe to {channel}: {e}")),
+        Ok(Ok(parts)) => Ok(parts),
+    }
+}
+
+/// Applies purges until the subscription ends or stops answering a `PING`. A half-open connection
+/// (a hung server, a network that drops packets) delivers nothing and reports no error, so silence
+/// alone is never trusted: a purge can be missed for at most one check and one ping's wait.
+async fn listen(
+    mut sink: redis::aio::PubSubSink,
+    mut stream: redis::aio::PubSubStream,
+    purge: &PurgeSink,
+) -> &'static str {
+    let mut check = tokio::time::interval(SUBSCRIPTION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(msg) => apply(&msg, purge).await,
+                None => return "ended",
+            },
+            _ = check.tick() => {
+                // Messages that arrive meanwhile wait in the stream's queue.
+                let ping = tokio::time::timeout(SUBSCRIPTION_PING_WAIT, sink.ping::<redis::Value>()).await;
+                if !matches!(ping, Ok(Ok(_))) {
+                    return "stopped answering";
+                }
+            }
+        }
     }
 }
 

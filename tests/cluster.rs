@@ -75,6 +75,24 @@ impl Pair {
         self.readyz(metrics_port).await.1["cluster_purges"].as_str().unwrap_or_default().to_string()
     }
 
+    /// No request waited for the server longer than the timeout (100 ms): every call either
+    /// gateway made (the readiness probe's pings too) is in the histogram's 0.25 s bucket.
+    async fn no_call_waited_past_the_timeout(&self) {
+        let mut calls = 0.0;
+        for m in [self.sys.metrics_port, self.other.metrics_port] {
+            let text = reqwest::get(format!("http://127.0.0.1:{m}/metrics")).await.unwrap().text().await.unwrap();
+            let sum = |keep: &dyn Fn(&str) -> bool| -> f64 {
+                text.lines().filter(|l| keep(l)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+            };
+            let count = sum(&|l| l.starts_with("gateway_cluster_call_duration_seconds_count"));
+            let within =
+                sum(&|l| l.starts_with("gateway_cluster_call_duration_seconds_bucket{") && l.contains("le=\"0.25\""));
+            assert_eq!(within, count, ":{m} calls: {count}, within 0.25 s: {within}");
+            calls += count;
+        }
+        assert!(calls > 0.0, "the outage was never noticed");
+    }
+
     /// Waits (bounded) until both replicas say their purge subscription is `want`.
     async fn purges_become(&self, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -260,24 +278,7 @@ async fn with_the_server_down_requests_follow_the_policies_and_resume_when_it_is
     // The replay check fails closed: a DPoP call cannot be proven fresh.
     let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
     assert_eq!(dpop_call(&p, p.sys.gateway_port, &dpop, &proof).await.0, 503);
-    // No request waited for the server longer than the timeout (100 ms): every call the
-    // gateway made (the readiness probe's pings too) is in the histogram's 0.25 s bucket.
-    let mut calls = 0.0;
-    for m in [p.sys.metrics_port, p.other.metrics_port] {
-        let text = reqwest::get(format!("http://127.0.0.1:{m}/metrics")).await.unwrap().text().await.unwrap();
-        let sample = |name: &str| -> f64 {
-            text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
-        };
-        let count = sample("gateway_cluster_call_duration_seconds_count");
-        let within: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("gateway_cluster_call_duration_seconds_bucket{") && l.contains("le=\"0.25\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        assert_eq!(within, count, "calls: {count}, within 0.25 s: {within}");
-        calls += count;
-    }
-    assert!(calls > 0.0, "the outage was never noticed");
+    p.no_call_waited_past_the_timeout().await;
     // Readiness stays 200 and says what is down.
     tokio::time::sleep(Duration::from_millis(1200)).await; // past the ready window
     let (status, body) = p.readyz(p.other.metrics_port).await;
@@ -346,8 +347,17 @@ async fn a_tls_server_with_client_certificates_and_a_password_is_shared() {
     assert_eq!(dpop_call(&p, p.sys.gateway_port, &token, &proof).await.0, 200);
     let (status, challenge) = dpop_call(&p, p.other.port, &token, &proof).await;
     assert!(status == 401 && challenge.contains("dpop_replayed"), "{status} {challenge}");
-    let (status, body) = p.readyz(p.other.metrics_port).await;
-    assert!(status == 200 && body["checks"]["cluster"]["ok"] == true, "{body}");
+    // Ready once its probes have seen its own listener (bound after the first probe round).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = p.readyz(p.other.metrics_port).await;
+        if status == 200 {
+            assert_eq!(body["checks"]["cluster"]["ok"], true, "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The same server with a wrong password: nothing shared, reported, and the calls go on.
     let dir = tempfile::tempdir().unwrap();
@@ -370,4 +380,48 @@ async fn a_tls_server_with_client_certificates_and_a_password_is_shared() {
     assert!(sys.log_shows("cluster: cannot connect"), "{}", sys.gateway_log());
     let log = sys.gateway_log();
     assert!(!log.contains(wrong) && !log.contains(&redis.tls().unwrap().password), "{log}");
+}
+
+/// A hung server (stopped: its connections stay open and silent) is noticed like a dead one: no
+/// call waits past the timeout, the silent purge subscription is given up within seconds (so a
+/// revoked token is not served from a cache that may have missed its purge), and all comes back
+/// when the server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_server_holds_no_request_and_its_silent_subscription_is_given_up() {
+    let redis = Redis::start();
+    let p = pair(&redis, vec![]);
+    p.purges_become("subscribed").await;
+    let token = p.sys.token("example.client.p12", "partner-client").await;
+    let key = ProofKey::generate().unwrap();
+    let dpop = dpop_token(&p, &key).await;
+    for port in p.ports() {
+        assert_eq!(p.call(port, &token).await, 200);
+    }
+
+    redis.freeze(true);
+    p.purges_become("not_subscribed").await;
+    for port in p.ports() {
+        assert_eq!(p.call(port, &token).await, 200, "rate limits fail open");
+    }
+    let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
+    assert_eq!(dpop_call(&p, p.other.port, &dpop, &proof).await.0, 503, "the replay check fails closed");
+    revoke(&p, &token).await;
+    for port in p.ports() {
+        assert_eq!(p.call(port, &token).await, 401, "a cache that may have missed a purge answered");
+    }
+    p.no_call_waited_past_the_timeout().await;
+    assert!(p.other.log().contains("purge subscription stopped answering"), "{}", p.other.log());
+
+    redis.freeze(false);
+    p.purges_become("subscribed").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
+        let (status, _) = dpop_call(&p, p.other.port, &dpop, &proof).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replay store did not come back: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -135,9 +135,18 @@ openssl ec -in client.key -out client.sec1.key
         }
     }
 
+    /// Freezes it (SIGSTOP) or thaws it (SIGCONT): a hung server whose connections stay open and
+    /// silent.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    }
+
     /// Stops it (SIGKILL: an outage, not a shutdown).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-CONT", &c.id().to_string()]).status();
             let _ = c.kill();
             let _ = c.wait();
         }
