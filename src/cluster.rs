@@ -242,15 +242,19 @@ impl BackgroundService for ClusterService {
     }
 }
 
+/// How long calls may fail without one success before their connection is replaced. The manager
+/// reconnects by itself only after an I/O error; a half-open connection (a failover that leaves the
+/// old address silent, a network that drops packets) gives none, only timeouts.
+const STALE_CONNECTION: Duration = Duration::from_secs(5);
+
 /// Answers the calls, each on a task of its own so that they share the connection's pipeline.
 async fn serve_calls(cluster: Arc<Cluster>, client: redis::Client, mut jobs: mpsc::Receiver<Job>) {
-    let timeout = cluster.cfg.timeout;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(cluster.cfg.connect_timeout))
-        .set_response_timeout(Some(timeout))
+        .set_response_timeout(Some(cluster.cfg.timeout))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
-    let manager = loop {
+    let mut manager = loop {
         match redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()).await {
             Ok(m) => break m,
             Err(e) => {
@@ -262,12 +266,46 @@ async fn serve_calls(cluster: Arc<Cluster>, client: redis::Client, mut jobs: mps
     };
     log::info!("cluster: connected to {}", cluster.cfg.url);
     let script = Arc::new(redis::Script::new(GCRA));
+    // Since when every call has failed; None after a success.
+    let failing: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     while let Some(job) = jobs.recv().await {
-        let (mut con, script) = (manager.clone(), script.clone());
+        if take_stale(&failing) {
+            let fresh = redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone());
+            match tokio::time::timeout(cluster.cfg.connect_timeout, fresh).await {
+                Ok(Ok(m)) => {
+                    manager = m;
+                    log::warn!("cluster: calls failed for {STALE_CONNECTION:?} without an error from the connection; replaced it");
+                }
+                // Try again after another period of failures.
+                _ => record(&failing, false),
+            }
+        }
+        let (mut con, script, failing) = (manager.clone(), script.clone(), failing.clone());
         tokio::spawn(async move {
-            let _ = job.reply.send(run(&mut con, &script, job.call).await);
+            let answer = run(&mut con, &script, job.call).await;
+            record(&failing, answer.is_ok());
+            let _ = job.reply.send(answer);
         });
     }
+}
+
+fn record(failing: &Mutex<Option<Instant>>, ok: bool) {
+    let mut since = failing.lock().unwrap_or_else(|p| p.into_inner());
+    match (ok, *since) {
+        (true, _) => *since = None,
+        (false, None) => *since = Some(Instant::now()),
+        (false, Some(_)) => {}
+    }
+}
+
+/// Whether calls have failed for [`STALE_CONNECTION`]; if so the clock starts again.
+fn take_stale(failing: &Mutex<Option<Instant>>) -> bool {
+    let mut since = failing.lock().unwrap_or_else(|p| p.into_inner());
+    if since.is_some_and(|at| at.elapsed() >= STALE_CONNECTION) {
+        *since = None;
+        return true;
+    }
+    false
 }
 
 /// Answers every queued call at once while there is no connection.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::replica::{Redis, Replica};
+use common::replica::{Redis, Replica, Silencer};
 use common::{cert, yaml, Options, System, API};
 use mtls_gateway::request::dpop::client::ProofKey;
 use serde_json::{json, Value};
@@ -25,6 +25,11 @@ struct Pair {
 /// The system's gateway and a replica, both on `redis`, with an admin listener each and `more`
 /// changes.
 fn pair(redis: &Redis, more: Vec<(&'static str, serde_yaml::Value)>) -> Pair {
+    pair_at(redis, redis.port, more)
+}
+
+/// As [`pair`], both reaching the server through `port`.
+fn pair_at(redis: &Redis, port: u16, more: Vec<(&'static str, serde_yaml::Value)>) -> Pair {
     let secret = tempfile::tempdir().unwrap();
     std::fs::write(secret.path().join("admin"), SECRET).unwrap();
     let admin = yaml::parse(&format!(
@@ -35,7 +40,7 @@ fn pair(redis: &Redis, more: Vec<(&'static str, serde_yaml::Value)>) -> Pair {
         secret.path().join("admin").display()
     ));
     let prefix = format!("t{}:", uuid::Uuid::new_v4().simple());
-    let cluster = redis.cluster(&prefix, "timeout: 100ms");
+    let cluster = redis.cluster_at(port, &prefix, "timeout: 100ms");
     let mut patches = vec![
         ("cluster", cluster),
         ("admin", admin),
@@ -51,18 +56,22 @@ fn pair(redis: &Redis, more: Vec<(&'static str, serde_yaml::Value)>) -> Pair {
 impl Pair {
     /// A client that reaches `host` through gateway `port` while the URL keeps the first gateway's
     /// port: the replicas are behind one address, as behind a load balancer.
-    fn client(&self, port: u16, p12: Option<&str>) -> reqwest::Client {
-        let gw: SocketAddr = ([127, 0, 0, 1], port).into();
+    fn client(&self, gw: SocketAddr, p12: Option<&str>) -> reqwest::Client {
         self.sys.client_builder(p12).resolve(API, gw).resolve(DPOP_API, gw).build().unwrap()
     }
 
-    fn ports(&self) -> [u16; 2] {
-        [self.sys.gateway_port, self.other.port]
+    /// The first gateway's address; the replica listens on the same port of another address.
+    fn first(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.sys.gateway_port).into()
     }
 
-    async fn call(&self, port: u16, token: &str) -> u16 {
+    fn addrs(&self) -> [SocketAddr; 2] {
+        [self.first(), self.other.addr]
+    }
+
+    async fn call(&self, gw: SocketAddr, token: &str) -> u16 {
         let url = format!("https://{API}:{}/api/transactions", self.sys.gateway_port);
-        let r = self.client(port, Some("example.client.p12")).post(url).bearer_auth(token).body("{}").send().await;
+        let r = self.client(gw, Some("example.client.p12")).post(url).bearer_auth(token).body("{}").send().await;
         r.unwrap().status().as_u16()
     }
 
@@ -110,7 +119,7 @@ fn echo_url(p: &Pair) -> String {
 }
 
 async fn dpop_token(p: &Pair, key: &ProofKey) -> String {
-    dpop_token_with(&p.client(p.sys.gateway_port, None), p.sys.gateway_port, key).await
+    dpop_token_with(&p.client(p.first(), None), p.sys.gateway_port, key).await
 }
 
 /// A DPoP-bound token of dev-idsvr's dpop-client, asked through the gateway on `port`.
@@ -128,9 +137,9 @@ async fn dpop_token_with(client: &reqwest::Client, port: u16, key: &ProofKey) ->
     r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
 }
 
-async fn dpop_call(p: &Pair, port: u16, token: &str, proof: &str) -> (u16, String) {
+async fn dpop_call(p: &Pair, gw: SocketAddr, token: &str, proof: &str) -> (u16, String) {
     let r = p
-        .client(port, None)
+        .client(gw, None)
         .get(echo_url(p))
         .header("authorization", format!("DPoP {token}"))
         .header("dpop", proof)
@@ -189,8 +198,8 @@ async fn a_partner_limit_holds_across_both_replicas() {
     let run = Duration::from_secs(3);
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let port = p.ports()[i % 2];
-        let client = p.client(port, Some("example.client.p12"));
+        let gw = p.addrs()[i % 2];
+        let client = p.client(gw, Some("example.client.p12"));
         let (url, token) = (format!("https://{API}:{}/api/transactions", p.sys.gateway_port), token.clone());
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut limited) = (0u32, 0u32);
@@ -226,12 +235,12 @@ async fn a_dpop_proof_used_on_one_replica_is_a_replay_on_the_other() {
     let key = ProofKey::generate().unwrap();
     let token = dpop_token(&p, &key).await;
     let proof = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
-    assert_eq!(dpop_call(&p, p.sys.gateway_port, &token, &proof).await.0, 200);
-    let (status, challenge) = dpop_call(&p, p.other.port, &token, &proof).await;
+    assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
+    let (status, challenge) = dpop_call(&p, p.other.addr, &token, &proof).await;
     assert_eq!(status, 401, "{challenge}");
     assert!(challenge.contains("dpop_replayed"), "{challenge}");
     let fresh = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
-    assert_eq!(dpop_call(&p, p.other.port, &token, &fresh).await.0, 200, "a fresh proof passes there");
+    assert_eq!(dpop_call(&p, p.other.addr, &token, &fresh).await.0, 200, "a fresh proof passes there");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -240,19 +249,19 @@ async fn a_purge_on_one_replica_empties_both_caches() {
     let p = pair(&redis, vec![]);
     p.purges_become("subscribed").await;
     let token = p.sys.token("example.client.p12", "partner-client").await;
-    for port in p.ports() {
-        assert_eq!(p.call(port, &token).await, 200);
+    for gw in p.addrs() {
+        assert_eq!(p.call(gw, &token).await, 200);
     }
     revoke(&p, &token).await;
-    assert_eq!(p.call(p.other.port, &token).await, 200, "still cached on the replica");
+    assert_eq!(p.call(p.other.addr, &token).await, 200, "still cached on the replica");
     let answer = admin_purge(&p, &token).await;
     assert_eq!(answer["answer"]["replicas"], "published", "{answer}");
     let deadline = Instant::now() + Duration::from_secs(2);
-    while p.call(p.other.port, &token).await != 401 {
+    while p.call(p.other.addr, &token).await != 401 {
         assert!(Instant::now() < deadline, "the replica still serves the purged token");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(p.call(p.sys.gateway_port, &token).await, 401);
+    assert_eq!(p.call(p.first(), &token).await, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -263,21 +272,21 @@ async fn with_the_server_down_requests_follow_the_policies_and_resume_when_it_is
     let token = p.sys.token("example.client.p12", "partner-client").await;
     let key = ProofKey::generate().unwrap();
     let dpop = dpop_token(&p, &key).await;
-    for port in p.ports() {
-        assert_eq!(p.call(port, &token).await, 200);
+    for gw in p.addrs() {
+        assert_eq!(p.call(gw, &token).await, 200);
     }
 
     redis.stop();
     p.purges_become("not_subscribed").await;
     // Rate limits and the introspection-miss bucket fail open: certificate-bound calls go on.
-    for port in p.ports() {
+    for gw in p.addrs() {
         for _ in 0..5 {
-            assert_eq!(p.call(port, &token).await, 200);
+            assert_eq!(p.call(gw, &token).await, 200);
         }
     }
     // The replay check fails closed: a DPoP call cannot be proven fresh.
     let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
-    assert_eq!(dpop_call(&p, p.sys.gateway_port, &dpop, &proof).await.0, 503);
+    assert_eq!(dpop_call(&p, p.first(), &dpop, &proof).await.0, 503);
     p.no_call_waited_past_the_timeout().await;
     // Readiness stays 200 and says what is down.
     tokio::time::sleep(Duration::from_millis(1200)).await; // past the ready window
@@ -287,8 +296,8 @@ async fn with_the_server_down_requests_follow_the_policies_and_resume_when_it_is
     assert_eq!(body["checks"]["cluster"]["ok"], false, "{body}");
     // A token revoked while purges cannot travel is not served from any cache.
     revoke(&p, &token).await;
-    for port in p.ports() {
-        assert_eq!(p.call(port, &token).await, 401, "a replica without its subscription served a cached token");
+    for gw in p.addrs() {
+        assert_eq!(p.call(gw, &token).await, 401, "a replica without its subscription served a cached token");
     }
 
     redis.resume();
@@ -296,14 +305,14 @@ async fn with_the_server_down_requests_follow_the_policies_and_resume_when_it_is
     let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, _) = dpop_call(&p, p.sys.gateway_port, &dpop, &proof).await;
+        let (status, _) = dpop_call(&p, p.first(), &dpop, &proof).await;
         if status == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "the replay store did not come back: {status}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (status, challenge) = dpop_call(&p, p.other.port, &dpop, &proof).await;
+    let (status, challenge) = dpop_call(&p, p.other.addr, &dpop, &proof).await;
     assert!(status == 401 && challenge.contains("dpop_replayed"), "shared again: {status} {challenge}");
 }
 
@@ -344,8 +353,8 @@ async fn a_tls_server_with_client_certificates_and_a_password_is_shared() {
     let key = ProofKey::generate().unwrap();
     let token = dpop_token(&p, &key).await;
     let proof = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
-    assert_eq!(dpop_call(&p, p.sys.gateway_port, &token, &proof).await.0, 200);
-    let (status, challenge) = dpop_call(&p, p.other.port, &token, &proof).await;
+    assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
+    let (status, challenge) = dpop_call(&p, p.other.addr, &token, &proof).await;
     assert!(status == 401 && challenge.contains("dpop_replayed"), "{status} {challenge}");
     // Ready once its probes have seen its own listener (bound after the first probe round).
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -394,20 +403,20 @@ async fn a_hung_server_holds_no_request_and_its_silent_subscription_is_given_up(
     let token = p.sys.token("example.client.p12", "partner-client").await;
     let key = ProofKey::generate().unwrap();
     let dpop = dpop_token(&p, &key).await;
-    for port in p.ports() {
-        assert_eq!(p.call(port, &token).await, 200);
+    for gw in p.addrs() {
+        assert_eq!(p.call(gw, &token).await, 200);
     }
 
     redis.freeze(true);
     p.purges_become("not_subscribed").await;
-    for port in p.ports() {
-        assert_eq!(p.call(port, &token).await, 200, "rate limits fail open");
+    for gw in p.addrs() {
+        assert_eq!(p.call(gw, &token).await, 200, "rate limits fail open");
     }
     let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
-    assert_eq!(dpop_call(&p, p.other.port, &dpop, &proof).await.0, 503, "the replay check fails closed");
+    assert_eq!(dpop_call(&p, p.other.addr, &dpop, &proof).await.0, 503, "the replay check fails closed");
     revoke(&p, &token).await;
-    for port in p.ports() {
-        assert_eq!(p.call(port, &token).await, 401, "a cache that may have missed a purge answered");
+    for gw in p.addrs() {
+        assert_eq!(p.call(gw, &token).await, 401, "a cache that may have missed a purge answered");
     }
     p.no_call_waited_past_the_timeout().await;
     assert!(p.other.log().contains("purge subscription stopped answering"), "{}", p.other.log());
@@ -417,11 +426,45 @@ async fn a_hung_server_holds_no_request_and_its_silent_subscription_is_given_up(
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
-        let (status, _) = dpop_call(&p, p.other.port, &dpop, &proof).await;
+        let (status, _) = dpop_call(&p, p.other.addr, &dpop, &proof).await;
         if status == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "the replay store did not come back: {status}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Connections that go silent without an error (a failover that leaves the old address
+/// unanswering): the subscription is given up at its next silent `PING` and set up again, the
+/// calls' connection is replaced after some seconds of failures, and sharing resumes with no
+/// restart while the server itself never stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_that_go_silent_are_replaced() {
+    let redis = Redis::start();
+    let proxy = Silencer::start(redis.port);
+    let p = pair_at(&redis, proxy.port, vec![]);
+    p.purges_become("subscribed").await;
+    let key = ProofKey::generate().unwrap();
+    let token = dpop_token(&p, &key).await;
+    let fresh = || key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
+    assert_eq!(dpop_call(&p, p.other.addr, &token, &fresh()).await.0, 200);
+
+    proxy.silence_open_connections();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for gw in p.addrs() {
+        while dpop_call(&p, gw, &token, &fresh()).await.0 != 200 {
+            assert!(Instant::now() < deadline, "the calls' connection of {gw} was not replaced");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for log in [p.sys.gateway_log(), p.other.log()] {
+        assert!(log.contains("purge subscription stopped answering"), "{log}");
+        assert!(log.contains("without an error from the connection; replaced it"), "{log}");
+    }
+    p.purges_become("subscribed").await;
+    let proof = fresh();
+    assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
+    let (status, challenge) = dpop_call(&p, p.other.addr, &token, &proof).await;
+    assert!(status == 401 && challenge.contains("dpop_replayed"), "shared again: {status} {challenge}");
 }

@@ -92,14 +92,18 @@ pub fn spawn(name: &'static str, config: &Path, dir: &Path) -> Proc {
 
 /// Polls until something accepts connections on `port`; on failure shows the process's log.
 pub fn wait_port(port: u16, dir: &Path, proc: &mut Proc) {
+    wait_addr(([127, 0, 0, 1], port).into(), dir, proc)
+}
+
+/// As [`wait_port`], on any address.
+pub fn wait_addr(addr: SocketAddr, dir: &Path, proc: &mut Proc) {
     let name = proc.name;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         let exited = proc.child.try_wait().ok().flatten().is_some();
         if exited || Instant::now() > deadline {
             let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
-            panic!("{name} does not listen on {port}:\n{log}");
+            panic!("{name} does not listen on {addr}:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(25));
     }

@@ -1,11 +1,14 @@
 //! Several replicas: a real `redis-server` (Debian's) on a free port, and more gateway processes in
 //! front of the same identity server and API, each with its own ports.
 
-use super::{free_port, spawn, wait_port, yaml, Proc, System};
+use super::{free_port, spawn, wait_addr, yaml, Proc, System};
 use serde_yaml::Value;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A `redis-server` without persistence, stopped with the value; it can be stopped and started
@@ -79,7 +82,13 @@ openssl ec -in client.key -out client.sec1.key
     /// The gateway's `cluster` section for this server, with `prefix` and `more` (a YAML map's
     /// inside, such as `timeout: 100ms`).
     pub fn cluster(&self, prefix: &str, more: &str) -> Value {
-        let mut doc = format!("{{url: \"{}\", key_prefix: \"{prefix}\"", self.url());
+        self.cluster_at(self.port, prefix, more)
+    }
+
+    /// As [`Redis::cluster`], reaching the server through `port` (a proxy in front of it).
+    pub fn cluster_at(&self, port: u16, prefix: &str, more: &str) -> Value {
+        let url = self.url().replace(&format!(":{}", self.port), &format!(":{port}"));
+        let mut doc = format!("{{url: \"{url}\", key_prefix: \"{prefix}\"");
         if let Some(t) = &self.tls {
             doc += &format!(
                 ", ca: {}, client_certificate: {}, client_key: {}, password_file: {}",
@@ -159,9 +168,12 @@ impl Drop for Redis {
     }
 }
 
-/// Another gateway process with the system's configuration on its own ports.
+/// Another gateway process with the system's configuration: its public listener on the same port
+/// as the first gateway's but at 127.0.0.2, so that a client addresses both with one URL (the
+/// `Host` and a DPoP proof's `htu` are the same, as behind a load balancer) and reaches either by
+/// resolving the names to one address or the other; its other listeners on ports of their own.
 pub struct Replica {
-    pub port: u16,
+    pub addr: SocketAddr,
     pub metrics_port: u16,
     pub admin_port: Option<u16>,
     pub dir: tempfile::TempDir,
@@ -184,11 +196,12 @@ impl System {
     pub fn replica(&self) -> Replica {
         let dir = tempfile::tempdir().unwrap();
         let mut v: Value = self.gateway_config();
-        let (port, metrics_port) = (free_port(), free_port());
+        let addr: SocketAddr = ([127, 0, 0, 2], self.gateway_port).into();
+        let metrics_port = free_port();
         let d = dir.path().display();
         yaml::set(&mut v, "pingora.pid_file", format!("{d}/gw.pid"));
         yaml::set(&mut v, "pingora.upgrade_sock", format!("{d}/gw.sock"));
-        yaml::set(&mut v, "listener.address", format!("127.0.0.1:{port}"));
+        yaml::set(&mut v, "listener.address", addr.to_string());
         yaml::set(&mut v, "metrics.address", format!("127.0.0.1:{metrics_port}"));
         let admin_port = if yaml::at(&mut v, "admin").is_null() {
             yaml::remove(&mut v, "admin");
@@ -206,7 +219,70 @@ impl System {
         let path = dir.path().join("gateway.yaml");
         yaml::write(&v, &path);
         let mut proc = spawn("mtls-gateway", &path, dir.path());
-        wait_port(port, dir.path(), &mut proc);
-        Replica { port, metrics_port, admin_port, dir, _proc: proc }
+        wait_addr(addr, dir.path(), &mut proc);
+        Replica { addr, metrics_port, admin_port, dir, _proc: proc }
+    }
+}
+
+/// A TCP proxy in front of a server that can make every connection open at one moment go silent:
+/// what either side sends is swallowed and the connection stays open, as after a failover that
+/// left the old address unanswering, while new connections are forwarded.
+pub struct Silencer {
+    pub port: u16,
+    generation: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Silencer {
+    pub fn start(target: u16) -> Silencer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (generation, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (g, st) = (generation.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    return;
+                }
+                let (Ok(client), Ok(server)) = (client, TcpStream::connect(("127.0.0.1", target))) else { continue };
+                let mine = g.load(Ordering::SeqCst);
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (ga, gb) = (g.clone(), g.clone());
+                std::thread::spawn(move || pipe(client, server, mine, ga));
+                std::thread::spawn(move || pipe(s2, c2, mine, gb));
+            }
+        });
+        Silencer { port, generation, stop }
+    }
+
+    /// Every connection open now goes silent; later ones are forwarded.
+    pub fn silence_open_connections(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Silencer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copies until either side closes; once the generation moved on, reads are swallowed.
+fn pipe(mut from: TcpStream, mut to: TcpStream, mine: u64, generation: Arc<AtomicU64>) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) if generation.load(Ordering::SeqCst) == mine => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+        }
     }
 }
