@@ -31,7 +31,7 @@ FROM ${RUNTIME_IMAGE} AS redis
 RUN apt-get update && apt-get install -y --no-install-recommends redis-server && rm -rf /var/lib/apt/lists/*
 USER redis
 EXPOSE 6379
-CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
+CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--maxmemory", "200mb", "--maxmemory-policy", "noeviction"]
 
 FROM base AS prebuilt
 COPY bin/mtls-gateway bin/dev-idsvr bin/example-api /usr/local/bin/
