@@ -150,6 +150,40 @@ async fn dpop_call(p: &Pair, gw: SocketAddr, token: &str, proof: &str) -> (u16, 
     (r.status().as_u16(), challenge)
 }
 
+/// Both replicas subscribed and serving: a certificate-bound token that both have cached, and a
+/// DPoP key with its bound token.
+async fn serving(p: &Pair) -> (String, ProofKey, String) {
+    p.purges_become("subscribed").await;
+    let token = p.sys.token("example.client.p12", "partner-client").await;
+    let key = ProofKey::generate().unwrap();
+    let dpop = dpop_token(p, &key).await;
+    for gw in p.addrs() {
+        assert_eq!(p.call(gw, &token).await, 200);
+    }
+    (token, key, dpop)
+}
+
+/// Waits (bounded by `within`) until `gw` accepts a fresh proof, which needs its replay store to
+/// answer; returns that proof.
+async fn until_a_proof_passes(p: &Pair, gw: SocketAddr, key: &ProofKey, dpop: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let proof = key.proof("GET", &echo_url(p), Some(dpop), &json!({}));
+        let (status, _) = dpop_call(p, gw, dpop, &proof).await;
+        if status == 200 {
+            return proof;
+        }
+        assert!(Instant::now() < deadline, "the replay store of {gw} did not come back: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `proof`, accepted by one replica, is refused by `gw` as a replay.
+async fn assert_replayed(p: &Pair, gw: SocketAddr, dpop: &str, proof: &str) {
+    let (status, challenge) = dpop_call(p, gw, dpop, proof).await;
+    assert!(status == 401 && challenge.contains("dpop_replayed"), "{gw}: {status} {challenge}");
+}
+
 async fn admin_purge(p: &Pair, token: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("secret");
@@ -236,9 +270,7 @@ async fn a_dpop_proof_used_on_one_replica_is_a_replay_on_the_other() {
     let token = dpop_token(&p, &key).await;
     let proof = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
     assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
-    let (status, challenge) = dpop_call(&p, p.other.addr, &token, &proof).await;
-    assert_eq!(status, 401, "{challenge}");
-    assert!(challenge.contains("dpop_replayed"), "{challenge}");
+    assert_replayed(&p, p.other.addr, &token, &proof).await;
     let fresh = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
     assert_eq!(dpop_call(&p, p.other.addr, &token, &fresh).await.0, 200, "a fresh proof passes there");
 }
@@ -268,13 +300,7 @@ async fn a_purge_on_one_replica_empties_both_caches() {
 async fn with_the_server_down_requests_follow_the_policies_and_resume_when_it_is_back() {
     let mut redis = Redis::start();
     let p = pair(&redis, vec![]);
-    p.purges_become("subscribed").await;
-    let token = p.sys.token("example.client.p12", "partner-client").await;
-    let key = ProofKey::generate().unwrap();
-    let dpop = dpop_token(&p, &key).await;
-    for gw in p.addrs() {
-        assert_eq!(p.call(gw, &token).await, 200);
-    }
+    let (token, key, dpop) = serving(&p).await;
 
     redis.stop();
     p.purges_become("not_subscribed").await;
@@ -302,18 +328,8 @@ async fn with_the_server_down_requests_follow_the_policies_and_resume_when_it_is
 
     redis.resume();
     p.purges_become("subscribed").await;
-    let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _) = dpop_call(&p, p.first(), &dpop, &proof).await;
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replay store did not come back: {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (status, challenge) = dpop_call(&p, p.other.addr, &dpop, &proof).await;
-    assert!(status == 401 && challenge.contains("dpop_replayed"), "shared again: {status} {challenge}");
+    let proof = until_a_proof_passes(&p, p.first(), &key, &dpop, Duration::from_secs(10)).await;
+    assert_replayed(&p, p.other.addr, &dpop, &proof).await;
 }
 
 /// The connection is the process's: a reload that adds a `cluster` section says it waits for a
@@ -354,8 +370,7 @@ async fn a_tls_server_with_client_certificates_and_a_password_is_shared() {
     let token = dpop_token(&p, &key).await;
     let proof = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
     assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
-    let (status, challenge) = dpop_call(&p, p.other.addr, &token, &proof).await;
-    assert!(status == 401 && challenge.contains("dpop_replayed"), "{status} {challenge}");
+    assert_replayed(&p, p.other.addr, &token, &proof).await;
     // Ready once its probes have seen its own listener (bound after the first probe round).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -399,13 +414,7 @@ async fn a_tls_server_with_client_certificates_and_a_password_is_shared() {
 async fn a_hung_server_holds_no_request_and_its_silent_subscription_is_given_up() {
     let redis = Redis::start();
     let p = pair(&redis, vec![]);
-    p.purges_become("subscribed").await;
-    let token = p.sys.token("example.client.p12", "partner-client").await;
-    let key = ProofKey::generate().unwrap();
-    let dpop = dpop_token(&p, &key).await;
-    for gw in p.addrs() {
-        assert_eq!(p.call(gw, &token).await, 200);
-    }
+    let (token, key, dpop) = serving(&p).await;
 
     redis.freeze(true);
     p.purges_become("not_subscribed").await;
@@ -423,16 +432,7 @@ async fn a_hung_server_holds_no_request_and_its_silent_subscription_is_given_up(
 
     redis.freeze(false);
     p.purges_become("subscribed").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
-        let (status, _) = dpop_call(&p, p.other.addr, &dpop, &proof).await;
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replay store did not come back: {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_a_proof_passes(&p, p.other.addr, &key, &dpop, Duration::from_secs(10)).await;
 }
 
 /// Connections that go silent without an error (a failover that leaves the old address
@@ -451,12 +451,8 @@ async fn connections_that_go_silent_are_replaced() {
     assert_eq!(dpop_call(&p, p.other.addr, &token, &fresh()).await.0, 200);
 
     proxy.silence_open_connections();
-    let deadline = Instant::now() + Duration::from_secs(30);
     for gw in p.addrs() {
-        while dpop_call(&p, gw, &token, &fresh()).await.0 != 200 {
-            assert!(Instant::now() < deadline, "the calls' connection of {gw} was not replaced");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        until_a_proof_passes(&p, gw, &key, &token, Duration::from_secs(30)).await;
     }
     for log in [p.sys.gateway_log(), p.other.log()] {
         assert!(log.contains("purge subscription stopped answering"), "{log}");
@@ -465,6 +461,5 @@ async fn connections_that_go_silent_are_replaced() {
     p.purges_become("subscribed").await;
     let proof = fresh();
     assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
-    let (status, challenge) = dpop_call(&p, p.other.addr, &token, &proof).await;
-    assert!(status == 401 && challenge.contains("dpop_replayed"), "shared again: {status} {challenge}");
+    assert_replayed(&p, p.other.addr, &token, &proof).await;
 }
