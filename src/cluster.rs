@@ -427,20 +427,14 @@ async fn listen(
     }
 }
 
-/// `cluster.ca` and the client certificate as the TLS library takes them: PEM certificates, and
-/// the key in PKCS#8 whatever PEM form it was written in; the key must match the certificate.
+/// `cluster.ca` and the client certificate as the TLS library takes them (PEM, the key in
+/// PKCS#8); the key must match the certificate.
 fn tls_certificates(cfg: &ClusterConfig) -> Result<Option<redis::TlsCertificates>, Problem> {
     if cfg.ca.is_none() && cfg.client_identity.is_none() {
         return Ok(None);
     }
-    let pem = |key: &str, path: &std::path::Path| -> Result<Vec<u8>, Problem> {
-        let mut out = Vec::new();
-        for cert in crate::pki::read_certs(path).map_err(|e| Problem::new(key, e))? {
-            out.extend(cert.to_pem().map_err(|e| Problem::new(key, e))?);
-        }
-        Ok(out)
-    };
-    let root_cert = cfg.ca.as_deref().map(|p| pem("cluster.ca", p)).transpose()?;
+    let root_cert =
+        cfg.ca.as_deref().map(crate::pki::certs_pem).transpose().map_err(|e| Problem::new("cluster.ca", e))?;
     let client_tls = match &cfg.client_identity {
         None => None,
         Some((cert, key)) => {
@@ -450,8 +444,9 @@ fn tls_certificates(cfg: &ClusterConfig) -> Result<Option<redis::TlsCertificates
                 let why = format!("{} does not match the certificate {}", key.display(), cert.display());
                 return Err(Problem::new("cluster.client_key", why));
             }
-            let client_key = pkey.private_key_to_pem_pkcs8().map_err(|e| Problem::new("cluster.client_key", e))?;
-            Some(redis::ClientTlsConfig { client_cert: pem("cluster.client_certificate", cert)?, client_key })
+            let (client_cert, client_key) =
+                crate::pki::pem_identity(cert, key).map_err(|e| Problem::new("cluster.client_certificate", e))?;
+            Some(redis::ClientTlsConfig { client_cert, client_key })
         }
     };
     Ok(Some(redis::TlsCertificates { client_tls, root_cert }))

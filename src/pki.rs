@@ -20,6 +20,24 @@ pub fn read_key(path: &Path) -> Result<PKey<Private>, String> {
     PKey::private_key_from_pem(&pem).map_err(|e| format!("{} is not a PEM private key: {e}", path.display()))
 }
 
+/// A certificate file and its key as TLS libraries that take PEM bytes want them: the chain
+/// re-encoded, and the key in PKCS#8 whatever PEM form it was written in.
+pub fn pem_identity(certificate: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let chain = certs_pem(certificate)?;
+    let pkey = read_key(key)?;
+    let pkcs8 = pkey.private_key_to_pem_pkcs8().map_err(|e| format!("{}: {e}", key.display()))?;
+    Ok((chain, pkcs8))
+}
+
+/// Every certificate of a file, re-encoded as PEM.
+pub fn certs_pem(path: &Path) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for cert in read_certs(path)? {
+        out.extend(cert.to_pem().map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    Ok(out)
+}
+
 /// Every CRL of a PEM bundle (one per issuing CA), at least one.
 pub fn read_crls(path: &Path) -> Result<Vec<X509Crl>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;

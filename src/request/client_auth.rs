@@ -4,7 +4,7 @@
 //! read once, by the build step, so `-t` proves they can be read; none of them is ever logged.
 
 use crate::config::{ClientAuth, Problem, Secret};
-use crate::pki::{read_certs, read_key};
+use crate::pki::read_key;
 use crate::token::unix_now;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use openssl::pkey::Id;
@@ -120,13 +120,7 @@ fn assertion_key(path: &std::path::Path) -> Result<(EncodingKey, Algorithm), Str
 }
 
 fn identity(certificate: &std::path::Path, key: &std::path::Path) -> Result<reqwest::Identity, String> {
-    let certs = read_certs(certificate)?;
-    let mut chain = Vec::new();
-    for c in certs {
-        chain.extend(c.to_pem().map_err(|e| e.to_string())?);
-    }
-    let pkey = read_key(key)?;
-    let pem = pkey.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?;
+    let (chain, pem) = crate::pki::pem_identity(certificate, key)?;
     reqwest::Identity::from_pkcs8_pem(&chain, &pem)
         .map_err(|e| format!("{} with {}: {e}", certificate.display(), key.display()))
 }
