@@ -44,8 +44,6 @@ pub struct Health {
     /// How often the probes run, and how old a success may be for `/readyz`.
     every: Duration,
     window: Duration,
-    /// A cluster is configured: the body says whether purges reach this replica.
-    cluster: bool,
 }
 
 impl Health {
@@ -65,19 +63,12 @@ impl Health {
             targets.push(target(format!("introspection.{name}"), address, Probe::Connect));
         }
         // The process's own connection, which a reload never adds or replaces.
-        let has_cluster = cluster.is_some();
         if let Some(c) = cluster {
             let url = &c.config().url;
             let address = format!("{}:{}", url.host_str().unwrap_or_default(), url.port().unwrap_or(6379));
             targets.push(target("cluster".into(), address, Probe::Cluster(c)));
         }
-        Health {
-            targets: Mutex::new(targets),
-            drain,
-            every: ops.probe_interval,
-            window: ops.ready_window,
-            cluster: has_cluster,
-        }
+        Health { targets: Mutex::new(targets), drain, every: ops.probe_interval, window: ops.ready_window }
     }
 
     async fn probe(&self) {
@@ -115,6 +106,7 @@ impl Health {
         let Ok(targets) = self.targets.lock() else {
             return (false, json!({ "status": "unknown" }));
         };
+        let cluster = targets.iter().any(|t| matches!(t.probe, Probe::Cluster(_)));
         let mut ready = true;
         let mut checks = serde_json::Map::new();
         for t in targets.iter() {
@@ -139,7 +131,7 @@ impl Health {
             (false, false) => "not_ready",
         };
         let mut body = json!({ "status": status, "checks": checks, "client_crls": crls });
-        if self.cluster {
+        if cluster {
             // Without the subscription the token caches are bypassed: slower, never stale.
             body["cluster_purges"] =
                 json!(if crate::cluster::cache_trusted() { "subscribed" } else { "not_subscribed" });
