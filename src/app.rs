@@ -105,8 +105,12 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
     let parts =
         ChainParts { introspectors: introspectors.clone(), miss_limit, dpop: dpop.clone(), cluster: cluster.clone() };
     let routes = routes(&config, &parts, &mut problems);
-    let normalizer =
-        Normalizer { strip: StripList::new(&config.strip_headers), default_hosts: config.tls.hosts.clone() };
+    let normalizer = Normalizer {
+        strip: StripList::new(&config.strip_headers),
+        default_hosts: config.tls.hosts.clone(),
+        certificate_optional: config.tls.optional_client_certificate.clone(),
+        max_header_bytes: config.listener.max_request_header_bytes,
+    };
     let routing = Routing::new(routes, normalizer, config.refusals)
         .with_access_format(config.access_format)
         .with_partner_requests(config.limits.per_partner_requests)

@@ -62,10 +62,14 @@ pub fn jwt_payload(jwt: &str) -> Option<serde_json::Map<String, serde_json::Valu
     serde_json::from_slice(&bytes).ok()
 }
 
-/// What one TLS connection carries for the HTTP layer, set by the handshake callback: the client
-/// certificate if one was presented, and the count of exchanges the connection's watchdog reads.
+/// What one TLS connection carries for the HTTP layer, set by the handshake callback: the server
+/// name it was opened for, the client certificate if one was presented, and the count of
+/// exchanges the connection's watchdog reads.
 #[derive(Debug)]
 pub struct ConnectionFacts {
+    /// The server name (SNI) of this connection's handshake, lower case. Every request on the
+    /// connection must be for that host (421 otherwise), with or without a certificate.
+    pub sni: Option<String>,
     pub client: Option<std::sync::Arc<ClientCert>>,
     pub exchanges: std::sync::Arc<Exchanges>,
 }
@@ -113,9 +117,6 @@ pub struct ClientCert {
     /// Set when a reloaded CA or CRL no longer accepts this certificate: the connection is being
     /// ended, and no further request on it may pass.
     revoked: AtomicBool,
-    /// The server name (SNI) the client opened this connection for, lower case; every request on
-    /// the connection must be for that host (421 otherwise).
-    pub sni: Option<String>,
     /// The certificate's `notAfter`, seconds since the epoch (for the partner expiry gauge).
     pub not_after: Option<i64>,
 }
@@ -125,14 +126,7 @@ impl ClientCert {
         let b64 = base64::engine::general_purpose::STANDARD.encode(der);
         let client_cert_header = http::HeaderValue::from_str(&format!(":{b64}:")).ok()?;
         let revoked = AtomicBool::new(false);
-        Some(ClientCert {
-            subject,
-            thumbprint: thumbprint(der),
-            client_cert_header,
-            sni: None,
-            revoked,
-            not_after: None,
-        })
+        Some(ClientCert { subject, thumbprint: thumbprint(der), client_cert_header, revoked, not_after: None })
     }
 
     pub fn revoke(&self) {

@@ -158,6 +158,35 @@ fn a_connection_past_its_age_and_grace_is_closed_even_mid_request() {
     assert!(sys.log_shows("reason=max_connection_age_hard"), "{}", sys.gateway_log());
 }
 
+/// Round 4: a header over the cap written all at once is in before the watchdog looks (once a
+/// second); it is refused where it is read, 431, and never forwarded. HTTP/1.1 and HTTP/2.
+#[test]
+fn a_request_header_over_the_cap_sent_at_once_is_refused_with_431() {
+    let sys = start(strict());
+    let token = tokio::runtime::Runtime::new().unwrap().block_on(sys.token("example.client.p12", "partner-client"));
+    let mut conn = connect(&sys, None);
+    conn.get_ref().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut big = format!("GET /api/echo HTTP/1.1\r\nHost: {API}\r\nAuthorization: Bearer {token}\r\n");
+    // 40 KB, over the 16 KiB cap: in within milliseconds, long before the watchdog's next look
+    // (were it to look meanwhile, it would cut the connection: refused all the same).
+    for i in 0..100 {
+        big.push_str(&format!("X-Big-{i}: {}\r\n", "b".repeat(400)));
+    }
+    big.push_str("\r\n");
+    conn.write_all(big.as_bytes()).unwrap();
+    let answer = read_answer(&mut conn).unwrap_or_else(|| panic!("no answer: {}", sys.gateway_log()));
+    assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(300)]);
+    assert!(answer.contains("header_too_large"), "{answer}");
+    let header = format!("X-Big: {}", "b".repeat(20_000));
+    let auth = format!("Authorization: Bearer {token}");
+    let h2 = sys.curl(&["--http2", "-H", &auth, "-H", &header, &format!("https://{API}/api/echo")]);
+    assert!(h2.status != 200 && !h2.body.contains("\"headers\""), "HTTP/2: {h2:?}");
+    // Just under the cap, the same request passes.
+    let header = format!("X-Big: {}", "b".repeat(12_000));
+    let ok = sys.curl(&["--http2", "-H", &auth, "-H", &header, &format!("https://{API}/api/echo")]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+}
+
 /// The process-wide cap on TLS connections: past it, new connections are closed (and counted)
 /// before their handshake, whatever address they come from.
 #[test]

@@ -5,17 +5,16 @@
 
 use crate::config::TlsConfig;
 use crate::connection::live::LiveConnections;
-use crate::connection::tls::{build_acceptor, verify_store};
+use crate::connection::tls::{build_acceptor, verify_store, Acceptors};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use openssl::ssl::SslAcceptor;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// The acceptor every new TLS connection uses; replaced whole on reload.
-pub type SharedAcceptor = Arc<ArcSwap<SslAcceptor>>;
+/// The acceptors every new TLS connection chooses from; replaced whole on reload.
+pub type SharedAcceptor = Arc<ArcSwap<Acceptors>>;
 
 /// The TLS section in force; a configuration reload replaces it.
 pub type SharedTls = Arc<ArcSwap<TlsConfig>>;

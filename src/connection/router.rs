@@ -138,7 +138,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         app: &Arc<A>,
         cfg: &ListenerConfig,
         (stream, read): (L4Stream, ReadCount),
-        source: Option<IpAddr>,
+        (source, sni): (Option<IpAddr>, Option<&str>),
         handshake: Option<Slot>,
     ) {
         let Some(_slot) = self.slot(source, Kind::Connection) else { return };
@@ -147,8 +147,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         let Ok(_held) = self.connections.clone().try_acquire_owned() else {
             return self.parts.limits.cuts.cut(source, "max_connections");
         };
-        let acceptor = self.parts.acceptor.load_full();
-        let handshake_done = handshake_with_callback(&acceptor, stream, &KeepClientCert);
+        let acceptors = self.parts.acceptor.load_full();
+        let handshake_done = handshake_with_callback(acceptors.for_sni(sni), stream, &KeepClientCert);
         let tls = match tokio::time::timeout(cfg.handshake_timeout, handshake_done).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => return log::debug!("TLS handshake failed: {e}"),
@@ -328,7 +328,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                 drop(handshake);
                 self.pass(&cfg.passthrough, &mut stream, (&hello, i), source).await
             }
-            Decision::Terminate => self.terminate(app, &cfg.listener, (*stream, read_count), source, handshake).await,
+            Decision::Terminate => {
+                let sni = match &hello {
+                    Hello::Sni(name) => Some(name.as_str()),
+                    _ => None,
+                };
+                self.terminate(app, &cfg.listener, (*stream, read_count), (source, sni), handshake).await
+            }
             Decision::Close(why) => log::debug!("closing connection: {why}"),
         }
     }

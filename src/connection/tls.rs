@@ -1,5 +1,6 @@
-//! TLS for the terminated API host: the server acceptor that demands and verifies client
-//! certificates (FAPI 2.0 defaults), and what the handshake leaves behind for the HTTP layer.
+//! TLS for the terminated API hosts: the server acceptors that demand (or, for the optional hosts,
+//! ask for) and verify client certificates (FAPI 2.0 defaults), and what the handshake leaves
+//! behind for the HTTP layer.
 //!
 //! `build_acceptor` is called by the build step only, for `-t`, for serving and for every CRL or
 //! certificate reload, so a file that validates is a file that serves.
@@ -24,9 +25,59 @@ use std::any::Any;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The acceptors of the terminated hosts, one per client-certificate policy. They are separate
+/// TLS contexts on purpose: each has its own session cache, ticket keys and session id context,
+/// so a session made without a certificate on an optional host can never be resumed on a host
+/// that demands one (with one shared context it could: resumption skips the certificate demand).
+pub struct Acceptors {
+    /// Every host not listed in `tls.optional_client_certificate`, and connections without SNI.
+    pub required: SslAcceptor,
+    /// The `tls.optional_client_certificate` hosts; `None` when there are none.
+    pub optional: Option<SslAcceptor>,
+    optional_hosts: Vec<HostPattern>,
+}
+
+impl Acceptors {
+    /// The acceptor for a ClientHello with this server name. The router peeks the name before the
+    /// handshake; the optional acceptor checks it again (see [`Policy::Optional`]).
+    pub fn for_sni(&self, sni: Option<&str>) -> &SslAcceptor {
+        match (&self.optional, sni) {
+            (Some(optional), Some(name)) if self.optional_hosts.iter().any(|h| h.matches(name)) => optional,
+            _ => &self.required,
+        }
+    }
+}
+
+/// Whether a client certificate is demanded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// Demanded and verified: a handshake without one fails.
+    Required,
+    /// Asked for and, when sent, verified the same way; its absence is allowed. Only for the
+    /// optional hosts: a handshake for any other name fails, whatever the router decided.
+    Optional,
+}
+
+impl Policy {
+    /// Sessions of one policy never resume under the other.
+    fn session_id_context(self) -> &'static [u8] {
+        match self {
+            Policy::Required => b"mtls-gateway",
+            Policy::Optional => b"mtls-gateway-optional-cert",
+        }
+    }
+
+    fn verify_mode(self) -> SslVerifyMode {
+        match self {
+            Policy::Required => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+            Policy::Optional => SslVerifyMode::PEER,
+        }
+    }
+}
+
 /// Checks the files of a TLS section first, so that each problem names its key, then builds the
-/// acceptor. Every problem found is returned.
-pub fn build_acceptor(cfg: &TlsConfig) -> Result<SslAcceptor, Vec<Problem>> {
+/// acceptors. Every problem found is returned.
+pub fn build_acceptor(cfg: &TlsConfig) -> Result<Acceptors, Vec<Problem>> {
     let mut problems = Vec::new();
     let pairs = std::iter::once(("tls".to_string(), &cfg.certificate, &cfg.key)).chain(
         cfg.extra_certificates
@@ -50,7 +101,12 @@ pub fn build_acceptor(cfg: &TlsConfig) -> Result<SslAcceptor, Vec<Problem>> {
     if !problems.is_empty() {
         return Err(problems);
     }
-    acceptor(cfg).map_err(|p| vec![p])
+    let required = acceptor(cfg, Policy::Required).map_err(|p| vec![p])?;
+    let optional = match cfg.optional_client_certificate.is_empty() {
+        true => None,
+        false => Some(acceptor(cfg, Policy::Optional).map_err(|p| vec![p])?),
+    };
+    Ok(Acceptors { required, optional, optional_hosts: cfg.optional_client_certificate.clone() })
 }
 
 /// A certificate file and the private key that must match it; `key` names their config section.
@@ -70,40 +126,44 @@ fn keyed(key: &str) -> impl Fn(openssl::error::ErrorStack) -> Problem + '_ {
     move |e| Problem::new(key, e)
 }
 
-/// Builds the server acceptor: certificate chain and key, client certificates required and verified
-/// against the CA (and CRL), FAPI 2.0 protocol and cipher defaults, no renegotiation, ALPN, and
+/// Builds one policy's acceptor: certificate chain and key, client certificates verified against
+/// the CA (and CRL), FAPI 2.0 protocol and cipher defaults, no renegotiation, ALPN, and
 /// certificate selection by SNI for the extra certificates. On failure, names the key at fault.
-fn acceptor(cfg: &TlsConfig) -> Result<SslAcceptor, Problem> {
-    let mut b = server_builder(cfg, &cfg.certificate, &cfg.key, "tls")?;
+fn acceptor(cfg: &TlsConfig, policy: Policy) -> Result<SslAcceptor, Problem> {
+    let mut b = server_builder(cfg, (&cfg.certificate, &cfg.key, "tls"), policy)?;
     let mut by_name: Vec<(Vec<HostPattern>, SslContext)> = Vec::new();
     for (i, extra) in cfg.extra_certificates.iter().enumerate() {
         let key = format!("tls.certificates[{i}]");
-        let ctx = server_builder(cfg, &extra.certificate, &extra.key, &key)?.build().into_context();
+        let ctx = server_builder(cfg, (&extra.certificate, &extra.key, &key), policy)?.build().into_context();
         by_name.push((extra.hosts.clone(), ctx));
     }
     let optional = cfg.optional_client_certificate.clone();
-    if !by_name.is_empty() || !optional.is_empty() {
-        b.set_servername_callback(move |ssl, _alert| {
-            let name = ssl.servername(NameType::HOST_NAME).map(str::to_string);
-            let chosen =
-                name.as_ref().and_then(|n| by_name.iter().find(|(hosts, _)| hosts.iter().any(|h| h.matches(n))));
-            if let Some((_, ctx)) = chosen {
-                // Every context verifies clients the same way, so switching only changes the certificate.
-                ssl.set_ssl_context(ctx).map_err(|_| SniError::ALERT_FATAL)?;
-            }
-            if name.is_some_and(|n| optional.iter().any(|h| h.matches(&n))) {
-                // A certificate is still asked for and, when sent, verified by the same callback
-                // (CA, CRL); only its absence is allowed.
-                ssl.set_verify(SslVerifyMode::PEER);
-            }
-            Ok(())
-        });
+    if by_name.is_empty() && policy == Policy::Required {
+        return Ok(b.build());
     }
+    b.set_servername_callback(move |ssl, _alert| {
+        let name = ssl.servername(NameType::HOST_NAME).map(str::to_string);
+        if policy == Policy::Optional && !name.as_ref().is_some_and(|n| optional.iter().any(|h| h.matches(n))) {
+            // Only reached if the router's reading of the ClientHello and OpenSSL's disagree.
+            return Err(SniError::ALERT_FATAL);
+        }
+        let chosen = name.as_ref().and_then(|n| by_name.iter().find(|(hosts, _)| hosts.iter().any(|h| h.matches(n))));
+        if let Some((_, ctx)) = chosen {
+            // Every context of one policy verifies clients the same way and has the same session
+            // id context, so switching only changes the certificate.
+            ssl.set_ssl_context(ctx).map_err(|_| SniError::ALERT_FATAL)?;
+        }
+        Ok(())
+    });
     Ok(b.build())
 }
 
 /// One certificate's acceptor builder with every shared setting applied.
-fn server_builder(cfg: &TlsConfig, cert: &Path, key: &Path, name: &str) -> Result<SslAcceptorBuilder, Problem> {
+fn server_builder(
+    cfg: &TlsConfig,
+    (cert, key, name): (&Path, &Path, &str),
+    policy: Policy,
+) -> Result<SslAcceptorBuilder, Problem> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(keyed("tls"))?;
     // A record's header and body in one read: the connection's socket is not buffered below TLS
     // (connection::workers moves it to its loop as a plain stream).
@@ -119,23 +179,21 @@ fn server_builder(cfg: &TlsConfig, cert: &Path, key: &Path, name: &str) -> Resul
     b.set_cipher_list(&cfg.tls12_ciphers).map_err(keyed("tls.tls12_ciphers"))?;
     b.set_ciphersuites(&cfg.tls13_ciphersuites).map_err(keyed("tls.tls13_ciphersuites"))?;
     b.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE);
-    client_verification(&mut b, cfg)?;
+    client_verification(&mut b, cfg, policy)?;
     // Without a session id context, resumed sessions with client auth fail with a handshake alert.
-    b.set_session_id_context(b"mtls-gateway").map_err(keyed("tls"))?;
+    b.set_session_id_context(policy.session_id_context()).map_err(keyed("tls"))?;
     let protos: &'static [u8] = if cfg.http2 { b"\x02h2\x08http/1.1" } else { b"\x08http/1.1" };
     b.set_alpn_select_callback(move |_, client| select_next_proto(protos, client).ok_or(AlpnError::NOACK));
     Ok(b)
 }
 
-fn client_verification(b: &mut SslAcceptorBuilder, cfg: &TlsConfig) -> Result<(), Problem> {
+fn client_verification(b: &mut SslAcceptorBuilder, cfg: &TlsConfig, policy: Policy) -> Result<(), Problem> {
     b.set_ca_file(&cfg.client_ca).map_err(keyed("tls.client_ca"))?;
     let names = openssl::x509::X509Name::load_client_ca_file(&cfg.client_ca).map_err(keyed("tls.client_ca"))?;
     b.set_client_ca_list(names);
     // The callback names and counts every refusal, and applies the expired-CRL policy.
-    let policy = cfg.crl_expired;
-    b.set_verify_callback(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT, move |ok, ctx| {
-        crate::connection::verify::verify(ok, ctx, policy)
-    });
+    let crl_expired = cfg.crl_expired;
+    b.set_verify_callback(policy.verify_mode(), move |ok, ctx| crate::connection::verify::verify(ok, ctx, crl_expired));
     b.set_verify_depth(cfg.verify_depth);
     if let Some(crl) = &cfg.client_crl {
         let store = b.cert_store_mut();
@@ -193,7 +251,8 @@ pub struct KeepClientCert;
 #[async_trait]
 impl TlsAccept for KeepClientCert {
     async fn handshake_complete_callback(&self, ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
-        Some(Arc::new(ConnectionFacts { client: client_cert(ssl), exchanges: Arc::default() }))
+        let sni = ssl.servername(NameType::HOST_NAME).map(str::to_ascii_lowercase);
+        Some(Arc::new(ConnectionFacts { sni, client: client_cert(ssl), exchanges: Arc::default() }))
     }
 }
 
@@ -203,7 +262,6 @@ fn client_cert(ssl: &TlsRef) -> Option<Arc<ClientCert>> {
     let cert = ssl.peer_certificate()?;
     let der = cert.to_der().ok()?;
     let mut client = ClientCert::from_der(&der, subject_dn(&cert))?;
-    client.sni = ssl.servername(NameType::HOST_NAME).map(str::to_ascii_lowercase);
     client.not_after = crate::connection::expiry::unix(cert.not_after());
     Some(Arc::new(client))
 }

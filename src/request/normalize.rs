@@ -28,18 +28,34 @@ const OWN_HEADERS: &[&str] = &["host", "authorization", "content-length", "x-fap
 /// Pingora refuses a `Connection` header with this many nominations or more.
 const MAX_CONNECTION_TOKENS: usize = 10;
 
-/// What the normalisation step knows besides the request: the stripped headers and the names the
-/// default certificate serves (for connections that sent no SNI).
+/// What the normalisation step knows besides the request: the stripped headers, the names the
+/// default certificate serves (for connections that sent no SNI) and the hosts whose clients may
+/// come without a certificate.
 #[derive(Debug, Clone)]
 pub struct Normalizer {
     pub strip: StripList,
     pub default_hosts: Vec<HostPattern>,
+    pub certificate_optional: Vec<HostPattern>,
+    /// `listener.max_request_header_bytes`: the request line and header fields, as received.
+    pub max_header_bytes: usize,
+}
+
+/// What the TLS handshake established about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct OnConnection<'a> {
+    /// The server name the connection was opened for.
+    pub sni: Option<&'a str>,
+    /// Whether a verified client certificate was presented.
+    pub certificate: bool,
 }
 
 impl Normalizer {
-    /// Normalises `req` in place. `sni` is the server name this TLS connection was opened for.
+    /// Normalises `req` in place. `conn` is what the TLS handshake of its connection established.
     /// Returns the request's host (lower case, no port) for routing.
-    pub fn apply(&self, req: &mut RequestHeader, sni: Option<&str>) -> Result<String, Refusal> {
+    pub fn apply(&self, req: &mut RequestHeader, conn: OnConnection) -> Result<String, Refusal> {
+        if header_bytes(req) > self.max_header_bytes {
+            return Err(Refusal::HeaderTooLarge);
+        }
         method(&req.method)?;
         refuse_method_override(req)?;
         target(req.raw_path())?;
@@ -47,8 +63,13 @@ impl Normalizer {
         self.strip.apply(req);
         self.connection(req)?;
         let host = request_host(req).filter(|h| !h.is_empty()).ok_or(Refusal::BadRequest(BadRequest::Malformed))?;
-        if self.misdirected(&host, sni) {
+        if self.misdirected(&host, conn.sni) {
             return Err(Refusal::Misdirected);
+        }
+        // The host is the connection's own name now. Only the optional hosts' acceptor lets a
+        // handshake end without a certificate; this holds even if a connection got past it.
+        if !conn.certificate && !self.certificate_optional.iter().any(|h| h.matches(&host)) {
+            return Err(Refusal::InvalidToken("no_client_certificate"));
         }
         Ok(host)
     }
@@ -92,6 +113,15 @@ impl Normalizer {
         }
         Ok(())
     }
+}
+
+/// The size of the request line and header fields as a client sends them (HTTP/2 header list
+/// sizes are counted the same way, without the 32 bytes of per-field overhead). The connection's
+/// watchdog bounds a header that is still arriving; this bounds one that arrived whole.
+fn header_bytes(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.raw_path().len() + " HTTP/1.1\r\n".len();
+    let fields: usize = req.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    line + fields + 2
 }
 
 /// Methods are case-sensitive (RFC 9110 §9.1) but many servers upper-case them, so `delete` would
@@ -223,7 +253,14 @@ mod tests {
         Normalizer {
             strip: StripList::new(&[HeaderPattern::parse("x-acme-*").unwrap()]),
             default_hosts: vec![HostPattern::parse("api.example.com").unwrap()],
+            certificate_optional: vec![HostPattern::parse("dpop-api.example.com").unwrap()],
+            max_header_bytes: 4096,
         }
+    }
+
+    /// A connection opened for `sni` with a client certificate.
+    fn with_cert(sni: Option<&str>) -> OnConnection<'_> {
+        OnConnection { sni, certificate: true }
     }
 
     fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHeader {
@@ -313,7 +350,7 @@ mod tests {
         ];
         for (method, target, headers, sni, want) in table {
             let mut req = request(method, target, headers);
-            let got = normalizer().apply(&mut req, *sni).err().map(|r| r.reason());
+            let got = normalizer().apply(&mut req, with_cert(*sni)).err().map(|r| r.reason());
             assert_eq!(got, *want, "{method} {target} {headers:?} sni={sni:?}");
         }
     }
@@ -322,19 +359,51 @@ mod tests {
     fn without_sni_the_host_must_be_a_default_certificate_name() {
         let mut req = request("GET", "/api/x", &[]);
         req.insert_header("host", "login.example.com").unwrap();
-        assert_eq!(normalizer().apply(&mut req, None), Err(Refusal::Misdirected));
+        assert_eq!(normalizer().apply(&mut req, with_cert(None)), Err(Refusal::Misdirected));
         let mut req = request("GET", "/api/x", &[]);
         req.remove_header("host");
-        assert_eq!(normalizer().apply(&mut req, None), Err(Refusal::BadRequest(BadRequest::Malformed)));
+        assert_eq!(normalizer().apply(&mut req, with_cert(None)), Err(Refusal::BadRequest(BadRequest::Malformed)));
+    }
+
+    /// The host a request may reach is the connection's own name, and only the optional hosts
+    /// serve connections without a certificate: host × certificate presence.
+    #[test]
+    fn a_connection_without_a_certificate_serves_only_optional_hosts() {
+        let table: &[(Option<&str>, &str, bool, Option<&str>)] = &[
+            (Some("api.example.com"), "api.example.com", true, None),
+            (Some("api.example.com"), "api.example.com", false, Some("no_client_certificate")),
+            (Some("dpop-api.example.com"), "dpop-api.example.com", false, None),
+            (Some("dpop-api.example.com"), "dpop-api.example.com", true, None),
+            // Round 4: no certificate, SNI of the optional host, Host of the certificate-only one.
+            (Some("dpop-api.example.com"), "api.example.com", false, Some("misdirected_request")),
+            (Some("dpop-api.example.com"), "api.example.com", true, Some("misdirected_request")),
+            (Some("api.example.com"), "dpop-api.example.com", true, Some("misdirected_request")),
+            (None, "api.example.com", true, None),
+            (None, "api.example.com", false, Some("no_client_certificate")),
+        ];
+        for (sni, host, certificate, want) in table {
+            let mut req = request("GET", "/api/x", &[]);
+            req.insert_header("host", *host).unwrap();
+            let got = normalizer().apply(&mut req, OnConnection { sni: *sni, certificate: *certificate });
+            assert_eq!(got.err().map(|r| r.reason()), *want, "sni={sni:?} host={host} certificate={certificate}");
+        }
+    }
+
+    #[test]
+    fn a_header_over_the_cap_is_refused_whole() {
+        let mut req = request("GET", "/api/x", &[("x-big", &"a".repeat(4100))]);
+        assert_eq!(normalizer().apply(&mut req, with_cert(None)), Err(Refusal::HeaderTooLarge));
+        let mut req = request("GET", "/api/x", &[("x-big", &"a".repeat(3900))]);
+        assert!(normalizer().apply(&mut req, with_cert(None)).is_ok());
     }
 
     #[test]
     fn connection_keeps_only_what_is_not_the_gateways() {
         let mut req = request("GET", "/api/x", &[("connection", "close, X-Forwarded-For, x-acme-id, x-trace")]);
-        assert_eq!(normalizer().apply(&mut req, Some("api.example.com")).as_deref(), Ok("api.example.com"));
+        assert_eq!(normalizer().apply(&mut req, with_cert(Some("api.example.com"))).as_deref(), Ok("api.example.com"));
         assert_eq!(req.headers["connection"], "close, x-trace");
         let mut req = request("GET", "/api/x", &[("connection", "x-real-ip")]);
-        normalizer().apply(&mut req, Some("api.example.com")).unwrap();
+        normalizer().apply(&mut req, with_cert(Some("api.example.com"))).unwrap();
         assert!(req.headers.get("connection").is_none());
     }
 
@@ -367,7 +436,7 @@ mod tests {
         let headers: Vec<(&str, &str)> = spoofed.iter().map(|h| (*h, "forged")).collect();
         let mut req = request("GET", "/api/x", &headers);
         req.append_header("x-request-id", "kept").unwrap();
-        normalizer().apply(&mut req, Some("api.example.com")).unwrap();
+        normalizer().apply(&mut req, with_cert(Some("api.example.com"))).unwrap();
         for h in spoofed {
             assert!(req.headers.get(h).is_none(), "{h} survived");
         }

@@ -11,7 +11,7 @@ use crate::request::cors;
 use crate::request::filters::{FilterState, Outcome};
 use crate::request::headers::{forwarded, interaction_id};
 use crate::request::limit::{InFlight, InFlightSlot};
-use crate::request::normalize::Normalizer;
+use crate::request::normalize::{Normalizer, OnConnection};
 use crate::request::partners::Partners;
 use crate::request::respond::{self, BadRequest, Refusal};
 use crate::request::route::{self, Route};
@@ -133,6 +133,8 @@ pub struct RequestCtx {
     route: Option<usize>,
     /// The request's host (Host header or :authority), lower case, without the port.
     host: String,
+    /// The server name the connection's TLS handshake was for.
+    sni: Option<String>,
     interaction_id: String,
     filters: FilterState,
     refused_by: Option<(&'static str, &'static str)>,
@@ -287,6 +289,7 @@ impl Gateway {
     fn connection_facts(session: &Session, ctx: &mut RequestCtx) {
         let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
         if let Some(facts) = ssl.and_then(|s| s.extension.get::<ConnectionFacts>()) {
+            ctx.sni = facts.sni.clone();
             ctx.filters.client = facts.client.clone();
             ctx.exchanges = Some(facts.exchanges.clone());
         }
@@ -306,6 +309,7 @@ impl ProxyHttp for Gateway {
             state: self.current.load_full(),
             route: None,
             host: String::new(),
+            sni: None,
             interaction_id: String::new(),
             filters: FilterState::default(),
             refused_by: None,
@@ -348,11 +352,17 @@ impl ProxyHttp for Gateway {
             };
             ctx._inflight = Some(slot);
         }
-        let sni = client.as_ref().and_then(|c| c.sni.as_deref());
         let state = ctx.state.clone();
-        match state.normalizer.apply(session.req_header_mut(), sni) {
+        let conn = OnConnection { sni: ctx.sni.as_deref(), certificate: client.is_some() };
+        match state.normalizer.apply(session.req_header_mut(), conn) {
             Ok(host) => ctx.host = host,
-            Err(refusal) => return self.refuse(session, ctx, "normalize", refusal).await,
+            Err(refusal) => {
+                if matches!(refusal, Refusal::InvalidToken(_) | Refusal::HeaderTooLarge) {
+                    // Nothing else this connection sends can pass either.
+                    session.set_keepalive(None);
+                }
+                return self.refuse(session, ctx, "normalize", refusal).await;
+            }
         }
         let Some(index) = route::find(&state.routes, &ctx.host, session.req_header().uri.path()) else {
             return self.refuse(session, ctx, "router", Refusal::NoRoute).await;
@@ -614,6 +624,8 @@ mod tests {
         let normalizer = Normalizer {
             strip: StripList::new(&[HeaderPattern::parse("x-evil").unwrap()]),
             default_hosts: vec![HostPattern::parse("api.example.com").unwrap()],
+            certificate_optional: Vec::new(),
+            max_header_bytes: 64 * 1024,
         };
         let refusals = RefusalsConfig { drain_bytes: 1024, drain_timeout: Duration::from_secs(1) };
         Gateway::new(Routing::new(vec![Route::new(route, chain, peer)], normalizer, refusals))
@@ -635,7 +647,8 @@ mod tests {
             return None;
         }
         let mut ctx = gw.new_ctx();
-        ctx.filters.client = sni.map(|name| crate::request::filters::test_support::client_for("x5t", Some(name)));
+        ctx.sni = sni.map(str::to_string);
+        ctx.filters.client = Some(crate::request::filters::test_support::client("x5t"));
         let answered = gw.request_filter(&mut session, &mut ctx).await.unwrap();
         let header = session.req_header().clone();
         drop(session);
@@ -745,6 +758,7 @@ mod tests {
         client.write_all(post(1000).as_bytes()).await.unwrap();
         assert!(session.read_request().await.unwrap());
         let mut ctx = gw.new_ctx();
+        ctx.filters.client = Some(crate::request::filters::test_support::client("x5t"));
         assert!(gw.request_filter(&mut session, &mut ctx).await.unwrap());
         assert!(session.is_body_done(), "the 1000-byte body was read before the refusal");
         assert!(session.get_keepalive().is_some());

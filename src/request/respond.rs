@@ -47,6 +47,8 @@ pub enum Refusal {
     MethodDenied,
     /// The request's host is not the name this TLS connection was opened for (421).
     Misdirected,
+    /// The request line and header fields are over `listener.max_request_header_bytes` (431).
+    HeaderTooLarge,
 }
 
 /// The ways a request can be malformed, each with a stable reason and a message for the client.
@@ -111,6 +113,7 @@ impl Refusal {
             Refusal::NoRoute => 404,
             Refusal::MethodNotAllowed(_) => 405,
             Refusal::Misdirected => 421,
+            Refusal::HeaderTooLarge => 431,
             Refusal::MethodNotImplemented => 501,
             Refusal::IdentityBadAnswer(_) | Refusal::UpstreamUnavailable => 502,
             Refusal::IdentityUnavailable(_) | Refusal::SharedStateUnavailable(_) => 503,
@@ -138,6 +141,7 @@ impl Refusal {
             Refusal::MethodNotAllowed(_) => "method_not_allowed",
             Refusal::MethodDenied => "method_denied",
             Refusal::Misdirected => "misdirected_request",
+            Refusal::HeaderTooLarge => "header_too_large",
         }
     }
 
@@ -215,6 +219,7 @@ impl Refusal {
             Refusal::Misdirected => {
                 json("misdirected_request", "This connection does not serve this host: open a new connection")
             }
+            Refusal::HeaderTooLarge => json("header_too_large", "The request header is too large"),
         }
     }
 

@@ -158,13 +158,8 @@ pub(crate) mod test_support {
     }
 
     pub fn client(thumbprint: &str) -> Arc<ClientCert> {
-        client_for(thumbprint, Some("api.example.com"))
-    }
-
-    pub fn client_for(thumbprint: &str, sni: Option<&str>) -> Arc<ClientCert> {
         let mut c = ClientCert::from_der(b"test", "CN=t".into()).unwrap();
         c.thumbprint = thumbprint.into();
-        c.sni = sni.map(str::to_string);
         Arc::new(c)
     }
 }
