@@ -64,7 +64,7 @@ pub enum FixedSetting {
     /// Fixed into each worker loop's HTTP app when it starts.
     H2IdleTimeout,
     H2MaxConcurrentStreams,
-    /// The size of the process's connection count.
+    /// The sizes of the process's connection counts.
     ListenerMaxConnections,
     /// The OTLP exporter and its sampler start once.
     TracingExport,
@@ -98,7 +98,7 @@ impl FixedSetting {
             FixedSetting::Admin => "admin",
             FixedSetting::H2IdleTimeout => "listener.h2_idle_timeout",
             FixedSetting::H2MaxConcurrentStreams => "listener.h2_max_concurrent_streams",
-            FixedSetting::ListenerMaxConnections => "listener.max_connections",
+            FixedSetting::ListenerMaxConnections => "listener.max_connections and anonymous_max_connections",
             FixedSetting::TracingExport => "tracing.otlp_endpoint",
             FixedSetting::Cluster => "cluster",
         }
@@ -133,7 +133,8 @@ pub struct Fixed {
     admin: Option<AdminConfig>,
     h2_idle_timeout: Duration,
     h2_max_concurrent_streams: u32,
-    max_connections: usize,
+    /// `listener.max_connections` and `listener.anonymous_max_connections`.
+    max_connections: (usize, usize),
     /// The export settings and, when exporting, the sampler's ratio.
     tracing_export: Option<(OtlpConfig, u64)>,
     cluster: Option<config::ClusterConfig>,
@@ -150,7 +151,7 @@ impl Fixed {
             admin: cfg.admin.clone(),
             h2_idle_timeout: cfg.listener.h2_idle_timeout,
             h2_max_concurrent_streams: cfg.listener.h2_max_concurrent_streams,
-            max_connections: cfg.listener.max_connections,
+            max_connections: (cfg.listener.max_connections, cfg.listener.anonymous_max_connections),
             tracing_export: cfg.tracing.otlp.clone().map(|o| (o, cfg.tracing.sample_ratio.to_bits())),
             cluster: cfg.cluster.clone(),
         }

@@ -179,3 +179,89 @@ async fn a_session_without_a_certificate_does_not_resume_on_a_certificate_only_h
         assert!(matches!(none, Outcome::HandshakeFailed), "{version:?}: {none:?}");
     }
 }
+
+/// An HTTP/2 connection to `sni` from the loopback address `source`, with the certificate `p12`
+/// or none, held open doing nothing: the handle to keep it, and a task that ends when the gateway
+/// closes it. `None` when the gateway refused it.
+async fn idle_h2(
+    source: [u8; 4],
+    port: u16,
+    sni: &str,
+    p12: Option<&str>,
+) -> Option<(h2::client::SendRequest<bytes::Bytes>, tokio::task::JoinHandle<()>)> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((std::net::IpAddr::from(source), 0).into()).unwrap();
+    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.ok()?;
+    let mut cfg = tls_connector(p12, None).configure().unwrap();
+    cfg.set_alpn_protos(b"\x02h2").unwrap();
+    let mut tls = tokio_openssl::SslStream::new(cfg.into_ssl(sni).unwrap(), tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.ok()?;
+    let (send, conn) = h2::client::handshake(tls).await.ok()?;
+    let send = send.ready().await.ok()?;
+    Some((
+        send,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    ))
+}
+
+/// Round 4: 5 addresses × 4 idle HTTP/2 connections without a certificate filled
+/// `max_connections: 20`, and partners were refused for as long as they held them. Anonymous
+/// connections now have a share of their own (a quarter by default) and displace one another;
+/// a partner is served.
+#[tokio::test]
+async fn anonymous_connections_cannot_fill_the_listener() {
+    let patches = vec![("listener.max_connections", 20.into())];
+    let sys = System::start_with(Options { patches, ..Default::default() });
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let mut held = Vec::new();
+    for round in 0..4 {
+        for n in 2..7u8 {
+            if let Some(conn) = idle_h2([127, 0, 0, n], sys.gateway_port, DPOP_API, None).await {
+                held.push((round, n, conn));
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let open = held.iter().filter(|(_, _, (_, task))| !task.is_finished()).count();
+    assert!(open <= 5, "{open} anonymous connections still open, over the share of 5");
+    let partner = sys.call_api("example.client.p12", &token).await;
+    assert_eq!(partner.status(), 200, "a partner is served while anonymous clients hold connections");
+    // An anonymous newcomer still gets in (displacing the oldest anonymous connection).
+    assert!(idle_h2([127, 0, 0, 9], sys.gateway_port, DPOP_API, None).await.is_some());
+    let metrics = sys.metrics().await;
+    assert!(metrics.contains("connection_displaced") || metrics.contains("anonymous_connections"), "{metrics}");
+}
+
+/// A connection without a certificate that sends nothing is ended after
+/// `listener.anonymous_idle_timeout`; a partner's idle connection is kept.
+#[tokio::test]
+async fn idle_anonymous_connections_end_sooner_than_partners() {
+    let patches = vec![("listener.anonymous_idle_timeout", "2s".into())];
+    let sys = System::start_with(Options { patches, ..Default::default() });
+    let (_a, anonymous) = idle_h2([127, 0, 0, 1], sys.gateway_port, DPOP_API, None).await.expect("served");
+    let (_p, partner) =
+        idle_h2([127, 0, 0, 1], sys.gateway_port, API, Some("example.client.p12")).await.expect("served");
+    let mut anonymous = anonymous;
+    let ended = tokio::time::timeout(Duration::from_secs(6), &mut anonymous).await;
+    assert!(ended.is_ok(), "an idle anonymous connection was kept past its limit");
+    assert!(!partner.is_finished(), "the partner's idle connection is kept");
+    // HTTP/1.1: the anonymous keep-alive limit is the shorter one.
+    let port = sys.gateway_port;
+    let closed = tokio::task::spawn_blocking(move || {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        let mut tls = tls_connector(None, None).connect(DPOP_API, tcp).unwrap();
+        let req = format!("GET /api/echo HTTP/1.1\r\nHost: {DPOP_API}\r\n\r\n");
+        tls.write_all(req.as_bytes()).unwrap();
+        common::net::read_answer(&mut tls).expect("an answer");
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let _ = tls.read(&mut buf);
+        started.elapsed()
+    })
+    .await
+    .unwrap();
+    assert!(closed < Duration::from_secs(5), "kept {closed:?}");
+}

@@ -34,6 +34,8 @@ pub struct ListenerConfig {
     pub body_min_rate_bytes: u64,
     pub body_min_rate_window: Duration,
     pub max_connections: usize,
+    pub anonymous_max_connections: usize,
+    pub anonymous_idle_timeout: Duration,
     pub h2_max_concurrent_streams: u32,
 }
 

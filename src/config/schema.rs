@@ -206,6 +206,11 @@ pub struct Listener {
     pub body_min_rate: Option<MinRate>,
     /// TLS-terminated connections open at once, for the whole process.
     pub max_connections: Option<usize>,
+    /// How many of those may be without a client certificate (optional-certificate hosts).
+    pub anonymous_max_connections: Option<usize>,
+    /// A connection without a client certificate that sends nothing for this long is ended
+    /// gracefully (HTTP/1.1: also its keep-alive idle limit, when shorter).
+    pub anonymous_idle_timeout: Option<Dur>,
     /// HTTP/2 streams one connection may have open at once.
     pub h2_max_concurrent_streams: Option<u32>,
 }

@@ -21,6 +21,7 @@ const TOKEN_ISSUER_LIFETIME: Duration = Duration::from_secs(300);
 const LISTENER_CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const LISTENER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const LISTENER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+const LISTENER_ANONYMOUS_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 const LISTENER_H2_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 const LISTENER_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
 const LISTENER_REVOCATION_GRACE: Duration = Duration::from_secs(5);
@@ -293,6 +294,12 @@ fn listener(check: &mut Check, l: &schema::Listener) -> Option<ListenerConfig> {
     if l.max_connections == Some(0) {
         check.fail("listener.max_connections", "must be at least 1");
     }
+    let max_connections = l.max_connections.unwrap_or_else(|| crate::fdlimit::default_share(crate::fdlimit::hard()));
+    // A quarter by default: anonymous clients need nothing but a handshake to hold a slot.
+    let anonymous = l.anonymous_max_connections.unwrap_or((max_connections / 4).max(1));
+    if anonymous == 0 || anonymous > max_connections {
+        check.fail("listener.anonymous_max_connections", "must be between 1 and listener.max_connections");
+    }
     Some(ListenerConfig {
         address: l.address.clone(),
         client_hello_timeout: dur(l.client_hello_timeout, LISTENER_CLIENT_HELLO_TIMEOUT),
@@ -309,7 +316,13 @@ fn listener(check: &mut Check, l: &schema::Listener) -> Option<ListenerConfig> {
         body_timeout: nonzero(check, "listener.body_timeout", dur(l.body_timeout, LISTENER_BODY_TIMEOUT)),
         body_min_rate_bytes: body_rate.0,
         body_min_rate_window: nonzero(check, "listener.body_min_rate.window", body_rate.1),
-        max_connections: l.max_connections.unwrap_or_else(|| crate::fdlimit::default_share(crate::fdlimit::hard())),
+        max_connections,
+        anonymous_max_connections: anonymous,
+        anonymous_idle_timeout: nonzero(
+            check,
+            "listener.anonymous_idle_timeout",
+            dur(l.anonymous_idle_timeout, LISTENER_ANONYMOUS_IDLE_TIMEOUT),
+        ),
         h2_max_concurrent_streams: streams,
     })
 }

@@ -13,9 +13,9 @@ use crate::connection::drain;
 use crate::connection::limits::{Kind, Slot, SourceLimits};
 use crate::connection::live::{LiveConnections, Registration};
 use crate::connection::passthrough::{self, TunnelInfo};
+use crate::connection::shares::{Admission, ConnectionShares, Seat, Tunnels, UNKNOWN};
 use crate::connection::sni::{self, Hello};
 use crate::connection::tls::KeepClientCert;
-use crate::connection::tunnels::{Admission, Tunnels};
 use crate::connection::watchdog::{self, ExchangeMark, Watchdog};
 use crate::connection::workers::{self, Pool, ReadCount};
 use crate::host::HostPattern;
@@ -33,7 +33,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 /// What to do with a connection once its ClientHello is known.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,10 +50,12 @@ pub struct RouterConfig {
     pub passthrough: PassthroughConfig,
 }
 
-/// Both ends of a connection's end signal: set by the drain, the maximum age or a revocation.
+/// Both ends of a connection's end signal (set by the drain, the maximum age, a revocation, a
+/// displacement or an anonymous connection's idle limit), and the switch that closes it while idle.
 struct Ends {
     tx: Arc<watch::Sender<bool>>,
     rx: ShutdownWatch,
+    close: watch::Sender<bool>,
 }
 
 /// What the router shares with the rest of the process.
@@ -71,15 +73,17 @@ pub struct SniRouter<A> {
     pool: Arc<Pool<A>>,
     /// `passthrough.max_connections`: one count for the process, whichever loop a tunnel is on.
     tunnels: Arc<Tunnels>,
-    /// `listener.max_connections`: TLS-terminated connections, one count for the process.
-    connections: Arc<Semaphore>,
+    /// `listener.max_connections` and `listener.anonymous_max_connections`: TLS-terminated
+    /// connections, one count for the process, shared fairly between sources.
+    connections: ConnectionShares,
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     pub fn new(parts: RouterParts, pool: Arc<Pool<A>>) -> Self {
         let current = parts.current.load();
         let tunnels = Tunnels::new(current.passthrough.max_connections);
-        let connections = Arc::new(Semaphore::new(current.listener.max_connections));
+        let l = &current.listener;
+        let connections = ConnectionShares::new(l.max_connections, l.anonymous_max_connections);
         drop(current);
         SniRouter { parts, pool, tunnels, connections }
     }
@@ -142,11 +146,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         handshake: Option<Slot>,
     ) {
         let Some(_slot) = self.slot(source, Kind::Connection) else { return };
-        // One count for the process, below the file limit: past it the kernel would refuse every
-        // partner's connections, not just the flood's.
-        let Ok(_held) = self.connections.clone().try_acquire_owned() else {
+        let key = source.map(|ip| self.parts.limits.key(ip)).unwrap_or(UNKNOWN);
+        if !self.connections.may_admit(key) {
             return self.parts.limits.cuts.cut(source, "max_connections");
-        };
+        }
         let acceptors = self.parts.acceptor.load_full();
         let handshake_done = handshake_with_callback(acceptors.for_sni(sni), stream, &KeepClientCert);
         let tls = match tokio::time::timeout(cfg.handshake_timeout, handshake_done).await {
@@ -155,19 +158,44 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             Err(_) => return log::debug!("TLS handshake timed out"),
         };
         drop(handshake);
+        let facts = tls.ssl_digest().and_then(|d| d.extension.get::<ConnectionFacts>().map(Self::facts));
+        let (client, exchanges) = facts.unwrap_or_default();
+        // One count for the process, below the file limit (past it the kernel would refuse every
+        // partner's connections, not just the flood's), taken once the handshake says whether
+        // the client has a certificate.
+        let Some(seat) = self.seat((source, key), client.is_none()) else { return };
         // Starts false even while draining: the supervisor's switch to true is what makes
         // pingora's HTTP/2 loop send GOAWAY, and it only reacts to a change.
         let (end_tx, end_rx) = watch::channel(false);
         let end_tx = Arc::new(end_tx);
-        let facts = tls.ssl_digest().and_then(|d| d.extension.get::<ConnectionFacts>().map(Self::facts));
-        let (client, exchanges) = facts.unwrap_or_default();
         let _registration = self.register(&tls, client.clone(), &end_tx);
         let h2 = tls.selected_alpn_proto() == Some(ALPN::H2);
-        let closing = self.pool.drain.closing();
+        let (close_tx, close_rx) = watch::channel(false);
         let watchdog = Watchdog::new(cfg, read.clone(), exchanges, h2);
-        let serve = Self::serve(app, cfg, (Box::new(tls), read, watchdog.mark()), h2, end_rx.clone(), closing);
-        let ends = Ends { tx: end_tx, rx: end_rx };
-        self.supervise(cfg, serve, (client, source), ends, watchdog).await;
+        let keepalive = match client {
+            Some(_) => cfg.keepalive_timeout,
+            None => cfg.keepalive_timeout.min(cfg.anonymous_idle_timeout),
+        };
+        let serve = Self::serve(app, keepalive, (Box::new(tls), read, watchdog.mark()), h2, end_rx.clone(), close_rx);
+        let ends = Ends { tx: end_tx, rx: end_rx, close: close_tx };
+        self.supervise(cfg, serve, (client, source), (ends, seat), watchdog).await;
+    }
+
+    /// A place among the process's TLS connections, displacing the oldest connection of the
+    /// heaviest source if needed; `None` (and the cut counted) when this source has its share.
+    fn seat(&self, (source, key): (Option<IpAddr>, IpAddr), anonymous: bool) -> Option<Seat> {
+        match self.connections.admit(key, anonymous) {
+            Ok((seat, displaced)) => {
+                for victim in displaced {
+                    self.parts.limits.cuts.cut(Some(victim), "connection_displaced");
+                }
+                Some(seat)
+            }
+            Err(reason) => {
+                self.parts.limits.cuts.cut(source, reason);
+                None
+            }
+        }
     }
 
     fn facts(f: &ConnectionFacts) -> (Option<Arc<ClientCert>>, Arc<Exchanges>) {
@@ -191,10 +219,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     /// Once `end` is true, the next answer says `Connection: close` and the connection closes
     /// after it; an answer that already went out with keep-alive is never followed by a close,
     /// since the client may be sending its next request. When the drain period ends (`closing`),
-    /// a connection with no request under way is closed.
+    /// or the connection is displaced or idle too long without a certificate (`closing`), a
+    /// connection with no request under way is closed.
     async fn serve(
         app: &Arc<A>,
-        cfg: &ListenerConfig,
+        keepalive: std::time::Duration,
         (stream, read, mark): (Stream, ReadCount, Arc<ExchangeMark>),
         h2: bool,
         end: ShutdownWatch,
@@ -204,7 +233,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             ServerApp::process_new(app, stream, &end).await;
             return;
         }
-        let keepalive = cfg.keepalive_timeout.as_secs().max(1);
+        let keepalive = keepalive.as_secs().max(1);
         let mut next = Some((stream, None));
         let mut first = true;
         while let Some((stream, settings)) = next {
@@ -244,16 +273,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
     /// Runs `serve` to its end, relaying the reasons to end it early: the drain and maximum age
     /// end it gracefully (and `max_connection_age_grace` after the age, at once); a revoked
     /// certificate ends it after `revocation_grace` at the latest; the watchdog cuts a client
-    /// that holds it without sending what it owes (header, preface, body).
+    /// that holds it without sending what it owes (header, preface, body). A connection displaced
+    /// by another source's, or one without a certificate that sent nothing for
+    /// `anonymous_idle_timeout`, ends gracefully and closes at once if idle.
     async fn supervise(
         &self,
         cfg: &ListenerConfig,
         serve: impl Future<Output = ()>,
         (client, source): (Option<Arc<ClientCert>>, Option<IpAddr>),
-        Ends { tx: end_tx, rx: mut end_rx }: Ends,
+        (Ends { tx: end_tx, rx: mut end_rx, close }, mut seat): (Ends, Seat),
         mut watchdog: Watchdog,
     ) {
-        let mut draining = self.pool.drain.draining();
+        let (mut draining, mut closing) = (self.pool.drain.draining(), self.pool.drain.closing());
         tokio::pin!(serve);
         let age = tokio::time::sleep(cfg.max_connection_age);
         tokio::pin!(age);
@@ -261,7 +292,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         tokio::pin!(grace);
         let mut tick = tokio::time::interval(watchdog::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut drained, mut aged, mut revoked) = (false, false, false);
+        let (mut drained, mut aged, mut revoked, mut closed) = (false, false, false, false);
+        let idle_limit = client.is_none().then_some(cfg.anonymous_idle_timeout);
+        let end_now = |closed: &mut bool| {
+            let _ = end_tx.send(true);
+            let _ = close.send(true);
+            *closed = true;
+        };
         loop {
             tokio::select! {
                 _ = &mut serve => return,
@@ -269,6 +306,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                     drained = true;
                     let _ = end_tx.send(true);
                 }
+                _ = drain::until(&mut closing), if !closed => end_now(&mut closed),
+                _ = seat.displaced(), if !closed => end_now(&mut closed),
                 _ = &mut age, if !aged => {
                     aged = true;
                     crate::metrics::connection_cut("max_connection_age");
@@ -293,8 +332,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                     return;
                 }
                 now = tick.tick() => {
-                    if let Some(reason) = watchdog.check(now.into_std()) {
+                    let now = now.into_std();
+                    if let Some(reason) = watchdog.check(now) {
                         return self.parts.limits.cuts.cut(source, reason);
+                    }
+                    if idle_limit.is_some_and(|limit| watchdog.silent_for(now) >= limit) && !closed {
+                        end_now(&mut closed);
                     }
                 }
             }
@@ -382,7 +425,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             return;
         };
         let Some(_source_slot) = self.slot(source, Kind::Tunnel) else { return };
-        let ticket = match self.tunnels.admit(source.map(|ip| self.parts.limits.key(ip))) {
+        let ticket = match self.tunnels.admit(source.map(|ip| self.parts.limits.key(ip)).unwrap_or(UNKNOWN)) {
             Admission::Admitted(t) => t,
             Admission::Displaced(t, victim) => {
                 self.parts.limits.cuts.cut(Some(victim), "tunnel_displaced");

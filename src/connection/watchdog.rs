@@ -80,6 +80,8 @@ pub struct Watchdog {
     body_progress: Option<(Instant, u64)>,
     /// The start of the current rate window while bodies are pending.
     body_window: Option<(Instant, u64)>,
+    /// When the client last sent a byte (as of the last check), and the count then.
+    last_read: (Instant, u64),
 }
 
 impl Watchdog {
@@ -115,7 +117,14 @@ impl Watchdog {
             header_since: Some(now),
             body_progress: None,
             body_window: None,
+            last_read: (now, start_read),
         }
+    }
+
+    /// How long the client has sent nothing, as of the last [`Watchdog::check`] (a second late at
+    /// most).
+    pub fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_read.0)
     }
 
     /// The mark the serve loop moves at each HTTP/1.1 exchange.
@@ -126,6 +135,9 @@ impl Watchdog {
     /// What the connection breaks now, if anything: the reason it is cut for.
     pub fn check(&mut self, now: Instant) -> Option<&'static str> {
         let read = self.read.get();
+        if read != self.last_read.1 {
+            self.last_read = (now, read);
+        }
         let header = if self.h2 { self.preface(now, read) } else { self.header(now, read) };
         header.or_else(|| self.body(now, read))
     }
@@ -203,6 +215,8 @@ mod tests {
             body_timeout: 30 * S,
             body_min_rate_bytes: body_min_bytes,
             body_min_rate_window: 10 * S,
+            anonymous_max_connections: 1,
+            anonymous_idle_timeout: 15 * S,
             max_connections: 100,
             h2_max_concurrent_streams: 100,
         }
