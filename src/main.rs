@@ -153,8 +153,8 @@ fn serve(opt: Opt, app: App) -> ExitCode {
             live: running.live.clone(),
             cluster: running.cluster.clone(),
         };
-        let mut admin = Service::new("admin".to_string(), GuardedAdmin::new(admin_app));
-        admin.add_tls_with_settings(&parts.address.to_string(), None, parts.tls);
+        let mut admin = Service::new("admin".to_string(), GuardedAdmin::new(admin_app, parts.tls));
+        admin.add_tcp(&parts.address.to_string());
         server.add_service(admin);
         log::info!("admin listener on {}", parts.address);
     }

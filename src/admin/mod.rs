@@ -18,10 +18,12 @@ use crate::request::purge::PurgeTarget;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use auth::{Auth, Caller};
+use openssl::ssl::SslAcceptor;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::apps::ServerApp;
-use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::tls::server::handshake_with_callback;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use protocol::{AdminError, PurgeAnswer, PurgeRequest};
@@ -40,17 +42,44 @@ const CONNECTIONS_PER_SOURCE: usize = 4;
 /// pingora's read timeout is per read, so a client sending a byte now and then would hold it.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
-/// The admin app behind a per-source connection cap and a lifetime bound.
+/// The longest a TLS handshake may take: a connection that never finishes one would otherwise
+/// hold its slot and descriptor for good.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The admin app behind a per-source connection cap, a handshake timeout and a lifetime bound,
+/// on a plain TCP listener: it does the TLS handshake itself.
 pub struct GuardedAdmin {
     app: Arc<AdminApp>,
+    acceptor: SslAcceptor,
     limits: Arc<SourceLimits>,
 }
 
 impl GuardedAdmin {
-    pub fn new(app: AdminApp) -> Self {
+    pub fn new(app: AdminApp, acceptor: SslAcceptor) -> Self {
         let per_source =
             PerSourceLimits { tunnels: 1, connections: CONNECTIONS_PER_SOURCE, handshakes: 1, ipv6_prefix: 64 };
-        GuardedAdmin { app: Arc::new(app), limits: SourceLimits::new(per_source, Duration::from_secs(10)) }
+        GuardedAdmin { app: Arc::new(app), acceptor, limits: SourceLimits::new(per_source, Duration::from_secs(10)) }
+    }
+
+    /// The TLS handshake, within [`HANDSHAKE_TIMEOUT`]; the stream with what it proved.
+    async fn handshake(&self, io: Stream, source: Option<std::net::IpAddr>) -> Option<Stream> {
+        let Ok(tcp) = io.into_any().downcast::<L4Stream>() else {
+            log::error!("the admin listener needs a plain TCP listener");
+            return None;
+        };
+        let callback = crate::connection::tls::KeepClientCert;
+        let done = handshake_with_callback(&self.acceptor, *tcp, &callback);
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, done).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                log::debug!("admin: TLS handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                self.limits.cuts.cut(source, "admin_handshake_timeout");
+                None
+            }
+        }
     }
 }
 
@@ -62,7 +91,8 @@ impl ServerApp for GuardedAdmin {
             Some(ip) => Some(self.limits.acquire(ip, Kind::Connection)?),
             None => None,
         };
-        let served = ServerApp::process_new(&self.app, io, shutdown);
+        let tls = self.handshake(io, source).await?;
+        let served = ServerApp::process_new(&self.app, tls, shutdown);
         if tokio::time::timeout(CONNECTION_LIFETIME, served).await.is_err() {
             self.limits.cuts.cut(source, "admin_connection_lifetime");
         }
@@ -81,13 +111,13 @@ pub type SharedIntrospectors = Arc<ArcSwap<BTreeMap<String, Arc<Introspector>>>>
 /// What the build step makes of the `admin:` section.
 pub struct AdminParts {
     pub address: SocketAddr,
-    pub tls: TlsSettings,
+    pub tls: SslAcceptor,
     pub auth: Arc<Auth>,
 }
 
 /// Builds the listener's TLS and reads its secret; every problem, each under its key.
 pub fn build(cfg: &AdminConfig) -> Result<AdminParts, Vec<Problem>> {
-    let tls = crate::connection::tls::admin_settings(cfg);
+    let tls = crate::connection::tls::admin_acceptor(cfg);
     let auth = Auth::new(cfg);
     match (tls, auth) {
         (Ok(tls), Ok(auth)) => Ok(AdminParts { address: cfg.address, tls, auth: Arc::new(auth) }),

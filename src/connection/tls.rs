@@ -18,7 +18,6 @@ use openssl::ssl::{
 use openssl::x509::store::{X509Lookup, X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509NameRef, X509Ref};
-use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 use std::any::Any;
@@ -221,10 +220,11 @@ pub fn verify_store(cfg: &TlsConfig) -> Result<X509Store, Problem> {
 
 /// The admin listener's TLS: TLS 1.2 or later with the FAPI suites, no renegotiation, and, when
 /// `client_ca` is set, client certificates verified against it (demanded unless a bearer secret
-/// may authenticate instead). A certificate from another CA fails the handshake.
-pub fn admin_settings(cfg: &AdminConfig) -> Result<TlsSettings, Problem> {
+/// may authenticate instead). A certificate from another CA fails the handshake. The admin
+/// listener does its handshakes itself, with a timeout (pingora's TLS listener has none).
+pub fn admin_acceptor(cfg: &AdminConfig) -> Result<SslAcceptor, Problem> {
     check_pair("admin", &cfg.certificate, &cfg.key)?;
-    let mut s = TlsSettings::with_callbacks(Box::new(KeepClientCert)).map_err(|e| Problem::new("admin", e))?;
+    let mut s = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).map_err(keyed("admin"))?;
     s.set_certificate_chain_file(&cfg.certificate).map_err(keyed("admin.certificate"))?;
     s.set_private_key_file(&cfg.key, SslFiletype::PEM).map_err(keyed("admin.key"))?;
     s.check_private_key().map_err(keyed("admin.key"))?;
@@ -232,6 +232,7 @@ pub fn admin_settings(cfg: &AdminConfig) -> Result<TlsSettings, Problem> {
     s.set_cipher_list(FAPI_TLS12_CIPHERS).map_err(keyed("admin"))?;
     s.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::CIPHER_SERVER_PREFERENCE);
     s.set_session_id_context(b"mtls-gateway-admin").map_err(keyed("admin"))?;
+    s.set_alpn_select_callback(|_, client| select_next_proto(b"\x08http/1.1", client).ok_or(AlpnError::NOACK));
     if let Some(ca) = &cfg.client_ca {
         read_certs(ca).map_err(|e| Problem::new("admin.client_ca", e))?;
         s.set_ca_file(ca).map_err(keyed("admin.client_ca"))?;
@@ -241,7 +242,7 @@ pub fn admin_settings(cfg: &AdminConfig) -> Result<TlsSettings, Problem> {
             if cfg.secret_file.is_some() { SslVerifyMode::empty() } else { SslVerifyMode::FAIL_IF_NO_PEER_CERT };
         s.set_verify(SslVerifyMode::PEER | demand);
     }
-    Ok(s)
+    Ok(s.build())
 }
 
 /// Handshake callback that keeps the verified leaf certificate, and the SNI, for the HTTP layer,
