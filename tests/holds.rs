@@ -158,6 +158,44 @@ fn a_connection_past_its_age_and_grace_is_closed_even_mid_request() {
     assert!(sys.log_shows("reason=max_connection_age_hard"), "{}", sys.gateway_log());
 }
 
+/// Left open by round 3: an HTTP/2 client that opens no flow-control window (initial window 0)
+/// holds its stream's answer in the gateway forever; the connection is still ended by the hard
+/// close after its age and grace.
+#[tokio::test]
+async fn a_zero_window_http2_stream_is_ended_by_the_hard_close() {
+    let sys = start(strict());
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let mut cfg = tls_connector(Some("example.client.p12"), None).configure().unwrap();
+    cfg.set_alpn_protos(b"\x02h2").unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", sys.gateway_port)).await.unwrap();
+    let mut tls = tokio_openssl::SslStream::new(cfg.into_ssl(API).unwrap(), tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .initial_connection_window_size(65_535)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get(format!("https://{API}/api/echo"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    let (answer, _) = client.send_request(req, true).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), answer).await.expect("headers").unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut body = answer.into_body();
+    let got = tokio::time::timeout(Duration::from_millis(500), body.data()).await;
+    assert!(got.is_err(), "no byte of the body can come with a zero window: {got:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(12), conn).await;
+    assert!(ended.is_ok(), "the connection was held past its age and grace");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(9), "age 3 s + grace 2 s, took {took:?}");
+    assert!(sys.log_shows("reason=max_connection_age_hard"), "{}", sys.gateway_log());
+}
+
 /// Round 4: a header over the cap written all at once is in before the watchdog looks (once a
 /// second); it is refused where it is read, 431, and never forwarded. HTTP/1.1 and HTTP/2.
 #[test]
