@@ -376,7 +376,16 @@ impl AsyncRead for Buffered {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.tcp).poll_read(cx, buf))?;
-        self.read.0.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.0.fetch_add(n as u64, Ordering::Relaxed);
+            // Acknowledge what arrived now. Once the gateway has answered on a connection, Linux
+            // delays acknowledgements (up to 40 ms) hoping to send them with the next answer; a
+            // client with Nagle's algorithm on (most sockets' default) holds the rest of a request,
+            // such as a body written apart from its header, until that acknowledgement comes. The
+            // option is not sticky, so it is set again after each read.
+            let _ = socket2::SockRef::from(&self.tcp).set_tcp_quickack(true);
+        }
         Poll::Ready(Ok(()))
     }
 }
