@@ -494,6 +494,10 @@ impl ProxyHttp for Gateway {
             let state = ctx.state.clone();
             Self::drain(session, &state.refusals).await;
         }
+        // pingora closes the connection after a failed proxy attempt whatever this returns (its
+        // `finish` reuses it only after a clean exchange): the answer must say so first, or a
+        // keep-alive client loses the next request it sends on it.
+        session.set_keepalive(None);
         if let Err(err) = respond::send(session, &refusal, &ctx.response_headers()).await {
             log::debug!("could not send the error response: {err}");
         }
