@@ -18,7 +18,8 @@ use crate::request::issuer::TokenIssuer;
 use crate::request::limit::SharedLimit;
 use crate::request::normalize::Normalizer;
 use crate::request::proxy::Routing;
-use crate::request::route::{upstream_peer, Route};
+use crate::request::route::Route;
+use crate::request::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -178,13 +179,21 @@ fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Resul
 
 fn routes(config: &Config, parts: &ChainParts, problems: &mut Problems) -> Vec<Route> {
     let mut routes = Vec::new();
+    // One per upstream, whatever the number of routes to it: its health and balance are shared.
+    let mut upstreams: BTreeMap<String, Arc<Upstream>> = BTreeMap::new();
     for (n, r) in config.routes.iter().enumerate() {
         let label = format!("{}{}", r.host, r.path_prefix);
         let chain =
             build_chain(&r.filters, parts, &label).map_err(|e| problems.fail(&format!("routes[{n}].filters"), e));
-        let peer = upstream_peer(&r.upstream).map_err(|p| problems.add(p));
-        if let (Ok(chain), Ok(peer)) = (chain, peer) {
-            let route = Route::new(r.clone(), chain, peer);
+        let upstream = match upstreams.get(&r.upstream.name) {
+            Some(u) => Ok(u.clone()),
+            None => Upstream::new(r.upstream.clone()).map(Arc::new).map_err(|p| problems.add(p)),
+        };
+        if let Ok(u) = &upstream {
+            upstreams.insert(r.upstream.name.clone(), u.clone());
+        }
+        if let (Ok(chain), Ok(upstream)) = (chain, upstream) {
+            let route = Route::new(r.clone(), chain, upstream);
             routes.push(match (&parts.dpop, accepts_dpop(&r.filters)) {
                 (Some(verifier), true) => route.with_dpop(verifier.clone()),
                 _ => route,

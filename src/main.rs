@@ -143,9 +143,9 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     server.add_service(edge).add_dependency(&loops);
     let crl = CrlReloader::new(running.tls.clone(), running.acceptor.clone(), running.live.clone());
     server.add_service(background_service("crl-reload", crl));
-    let every = cfg.routes.iter().map(|r| r.upstream.resolve_interval).min().unwrap_or(Duration::from_secs(30));
-    server
-        .add_service(background_service("upstream-dns", UpstreamRefresher { routing: running.routing.clone(), every }));
+    // Each upstream looks its names up and runs its health checks when they are due.
+    let every = Duration::from_secs(1);
+    server.add_service(background_service("upstreams", UpstreamRefresher { routing: running.routing.clone(), every }));
     if let Some(parts) = admin_parts {
         let admin_app = AdminApp {
             auth: parts.auth,

@@ -37,6 +37,12 @@ struct Metrics {
     dpop_replay_evictions: prometheus::IntCounter,
     cluster_calls: IntCounterVec,
     cluster_seconds: HistogramVec,
+    upstream_attempts: IntCounterVec,
+    upstream_retries: IntCounterVec,
+    upstream_ejections: IntCounterVec,
+    upstream_backend_up: IntGaugeVec,
+    upstream_healthy: IntGaugeVec,
+    upstream_backends: IntGaugeVec,
 }
 
 /// Registration can only fail on a duplicate name, which would be a bug caught by the first test run.
@@ -202,6 +208,42 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]
     )
     .expect("register gateway_cluster_call_duration_seconds"),
+    upstream_attempts: register_int_counter_vec!(
+        "gateway_upstream_attempts_total",
+        "Attempts of requests on each backend by result: ok (an answer came), connect_failed, after_send",
+        &["upstream", "backend", "result"]
+    )
+    .expect("register gateway_upstream_attempts_total"),
+    upstream_retries: register_int_counter_vec!(
+        "gateway_upstream_retries_total",
+        "Requests sent again to another backend, by the failure of the attempt before",
+        &["upstream", "reason"]
+    )
+    .expect("register gateway_upstream_retries_total"),
+    upstream_ejections: register_int_counter_vec!(
+        "gateway_upstream_ejections_total",
+        "Backends taken out of rotation after consecutive failures",
+        &["upstream", "backend"]
+    )
+    .expect("register gateway_upstream_ejections_total"),
+    upstream_backend_up: register_int_gauge_vec!(
+        "gateway_upstream_backend_up",
+        "1 while a backend passes its active health check, 0 while it fails it",
+        &["upstream", "backend"]
+    )
+    .expect("register gateway_upstream_backend_up"),
+    upstream_healthy: register_int_gauge_vec!(
+        "gateway_upstream_healthy_backends",
+        "Backends of an upstream that can be chosen now (active and passive health)",
+        &["upstream"]
+    )
+    .expect("register gateway_upstream_healthy_backends"),
+    upstream_backends: register_int_gauge_vec!(
+        "gateway_upstream_backends",
+        "Backends of an upstream (every address its names resolve to)",
+        &["upstream"]
+    )
+    .expect("register gateway_upstream_backends"),
 });
 
 /// Registers every metric now, so that `/metrics` lists them before the first request.
@@ -348,6 +390,28 @@ pub fn certificate_not_after(key: &str, subject: &str, unix: i64) {
 }
 
 /// The default registry in Prometheus text format: (status, content type, body).
+/// One attempt of a request on a backend and how it ended.
+pub fn upstream_attempt(upstream: &str, backend: &str, result: &'static str) {
+    METRICS.upstream_attempts.with_label_values(&[upstream, backend, result]).inc();
+}
+
+pub fn upstream_retry(upstream: &str, reason: &'static str) {
+    METRICS.upstream_retries.with_label_values(&[upstream, reason]).inc();
+}
+
+pub fn upstream_ejection(upstream: &str, backend: &str) {
+    METRICS.upstream_ejections.with_label_values(&[upstream, backend]).inc();
+}
+
+pub fn upstream_backend_up(upstream: &str, backend: &str, up: bool) {
+    METRICS.upstream_backend_up.with_label_values(&[upstream, backend]).set(i64::from(up));
+}
+
+pub fn upstream_healthy_backends(upstream: &str, healthy: usize, total: usize) {
+    METRICS.upstream_healthy.with_label_values(&[upstream]).set(healthy as i64);
+    METRICS.upstream_backends.with_label_values(&[upstream]).set(total as i64);
+}
+
 pub fn encode() -> (u16, String, Vec<u8>) {
     use prometheus::Encoder;
     let encoder = prometheus::TextEncoder::new();

@@ -321,7 +321,8 @@ impl Reloader {
     }
 }
 
-/// Keeps upstream addresses fresh: a restarted API with a new address is found without a restart.
+/// Keeps upstreams' backends fresh: a restarted API with a new address is found without a
+/// restart, and active health checks run.
 pub struct UpstreamRefresher {
     pub routing: RoutingHandle,
     pub every: std::time::Duration,
@@ -335,7 +336,7 @@ impl BackgroundService for UpstreamRefresher {
                 _ = tokio::time::sleep(self.every) => {}
                 _ = shutdown.changed() => return,
             }
-            self.routing.load_full().refresh_upstreams().await;
+            self.routing.load_full().maintain_upstreams().await;
         }
     }
 }

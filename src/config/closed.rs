@@ -3,6 +3,29 @@
 
 use serde::Deserialize;
 
+/// How a request's backend is chosen among an upstream's healthy ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// Each backend in turn (by weight): the even spread most APIs want.
+    #[default]
+    RoundRobin,
+    /// The same partner (certificate or DPoP key) to the same backend while it is healthy: for
+    /// APIs that keep per-client state or caches.
+    ConsistentHash,
+}
+
+/// What an active health check does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// A TCP (and TLS) connection: cannot see a hung process, whose kernel still accepts.
+    Tcp,
+    /// An HTTP(S) request with an expected status: sees a process that no longer answers.
+    #[default]
+    Http,
+}
+
 /// What to do with a connection whose SNI names no configured host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -191,6 +214,11 @@ impl HttpMethod {
             HttpMethod::DELETE => "DELETE",
             HttpMethod::OPTIONS => "OPTIONS",
         }
+    }
+
+    /// RFC 9110 §9.2.2: sending it twice has the effect of sending it once.
+    pub fn is_idempotent(self) -> bool {
+        !matches!(self, HttpMethod::POST | HttpMethod::PATCH)
     }
 
     /// The implemented method spelled exactly `name`, if any.

@@ -10,8 +10,8 @@ mod validate;
 
 pub use crate::header_name::HeaderPattern;
 pub use closed::{
-    AccessFormat, ClientAuthMethod, CrlExpired, HttpMethod, JwsAlg, MissingAudience, RateKey, ResponseMode,
-    ScopeDefault, SigningAlg, TlsVersion, UnknownSni,
+    AccessFormat, ClientAuthMethod, CrlExpired, HealthCheckKind, HttpMethod, JwsAlg, MissingAudience, RateKey,
+    ResponseMode, ScopeDefault, Selection, SigningAlg, TlsVersion, UnknownSni,
 };
 pub use model::*;
 pub use problems::{Problem, Problems};

@@ -116,13 +116,56 @@ pub struct LimitsConfig {
     pub log_interval: Duration,
     pub introspection_misses: Option<RateConfig>,
     pub per_partner_requests: usize,
+    /// The request body limit of routes that set none.
+    pub max_body_bytes: u64,
+}
+
+/// One configured backend: `host:port` (a name counts every address it resolves to) and its
+/// weight among the upstream's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendAddress {
+    pub address: String,
+    pub weight: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub kind: HealthCheckKind,
+    /// HTTP checks: the path asked for and the status that means healthy.
+    pub path: String,
+    pub status: u16,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_after: usize,
+    pub unhealthy_after: usize,
+}
+
+/// Passive ejection: `failures` consecutive connect failures or timeouts take a backend out of
+/// rotation for `duration` (`failures` 0: never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EjectionConfig {
+    pub failures: u32,
+    pub duration: Duration,
+}
+
+/// The gateway's client certificate chain and key for mutual TLS to an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub name: String,
-    /// `host:port`, resolved when the service starts.
-    pub address: String,
+    /// The configured backends, resolved when the service starts and every `resolve_interval`.
+    pub backends: Vec<BackendAddress>,
+    pub selection: Selection,
+    pub health_check: Option<HealthCheckConfig>,
+    pub ejection: EjectionConfig,
+    /// Backends one request may be tried on.
+    pub max_attempts: usize,
+    pub client_identity: Option<ClientIdentity>,
     pub tls: bool,
     pub sni: String,
     /// CA certificates the upstream's certificate must chain to.
@@ -284,6 +327,10 @@ pub struct RouteConfig {
     /// `Upgrade` requests are refused unless this is set: after a 101 nothing more is checked.
     pub allow_upgrade: bool,
     pub cors: Option<CorsConfig>,
+    /// Methods retried on another backend after the request was sent.
+    pub retry_methods: Vec<HttpMethod>,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
 }
 
 /// CORS for trusted web origins, with the header values ready to send.

@@ -4,8 +4,8 @@
 //! Every struct denies unknown keys so that a typo is an error, not a silently ignored setting.
 
 pub use crate::config::closed::{
-    AccessFormat, ClientAuthMethod, CrlExpired, HttpMethod, JwsAlg, MissingAudience, RateKey, ResponseMode,
-    ScopeDefault, SigningAlg, TlsVersion, UnknownSni,
+    AccessFormat, ClientAuthMethod, CrlExpired, HealthCheckKind, HttpMethod, JwsAlg, MissingAudience, RateKey,
+    ResponseMode, ScopeDefault, Selection, SigningAlg, TlsVersion, UnknownSni,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -288,6 +288,8 @@ pub struct Limits {
     pub ipv6_prefix: Option<u8>,
     /// Requests one partner (client certificate) may have in flight at once, for the process.
     pub per_partner_requests: Option<usize>,
+    /// The request body limit of routes that set none (bytes).
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -314,10 +316,53 @@ pub struct PassthroughRoute {
     pub proxy_protocol: bool,
 }
 
+/// One backend of an upstream: `host:port`, or with a weight.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Backend {
+    Address(String),
+    Weighted { address: String, weight: usize },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<HealthCheckKind>,
+    /// HTTP checks: the path asked for, and the status that means healthy.
+    pub path: Option<String>,
+    pub status: Option<u16>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    /// Consecutive successes that bring a backend back, and failures that take it out.
+    pub healthy_after: Option<usize>,
+    pub unhealthy_after: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ejection {
+    /// Consecutive connect failures or timeouts that take a backend out of rotation (0: never).
+    pub failures: Option<u32>,
+    /// For how long; then it is tried again.
+    pub duration: Option<Dur>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    pub address: String,
+    /// One backend; or `backends`, several. A name counts every address it resolves to.
+    pub address: Option<String>,
+    pub backends: Option<Vec<Backend>>,
+    pub selection: Option<Selection>,
+    pub health_check: Option<HealthCheck>,
+    pub ejection: Option<Ejection>,
+    /// How many backends one request may be tried on (a failed connection, or a failure of a
+    /// method the route retries).
+    pub max_attempts: Option<usize>,
+    /// Mutual TLS to the API: the gateway's client certificate chain and key (PEM).
+    pub client_certificate: Option<String>,
+    pub client_key: Option<String>,
     pub tls: Option<bool>,
     pub sni: Option<String>,
     pub ca: Option<String>,
@@ -418,6 +463,11 @@ pub struct Route {
     /// Pass `Upgrade` requests (WebSocket) through; after a 101 the connection is a raw tunnel.
     #[serde(default)]
     pub allow_upgrade: bool,
+    /// Methods retried on another backend after the request was sent (the API may have acted on
+    /// it): idempotent ones only. Default GET, HEAD, OPTIONS; never POST unless listed.
+    pub retry_methods: Option<Vec<HttpMethod>>,
+    /// The largest request body, in bytes (default `limits.max_body_bytes`).
+    pub max_body_bytes: Option<u64>,
     /// CORS for trusted web origins; off when absent.
     pub cors: Option<Cors>,
 }

@@ -35,6 +35,14 @@ const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const UPSTREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const UPSTREAM_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+const UPSTREAM_MAX_ATTEMPTS: usize = 3;
+const EJECTION_FAILURES: u32 = 3;
+const EJECTION_DURATION: Duration = Duration::from_secs(10);
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// nginx's `client_max_body_size` default, which the users come from: an API call's JSON body
+/// is far below it, and a larger upload is a route's own decision.
+const MAX_BODY_BYTES: u64 = 1024 * 1024;
 const INTROSPECTION_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const INTROSPECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const INTROSPECTION_MAX_TTL: Duration = Duration::from_secs(300);
@@ -135,8 +143,13 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
         upstreams: raw.upstreams.keys().cloned().collect(),
         introspection: raw.introspection.keys().cloned().collect(),
     };
-    let routes =
-        raw.routes.iter().enumerate().filter_map(|(n, r)| route(check, n, r, &upstreams, &names)).collect::<Vec<_>>();
+    let limits = limits(check, &raw.limits, passthrough.max_connections);
+    let routes = raw
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(n, r)| route(check, n, r, (&upstreams, &names), limits.max_body_bytes))
+        .collect::<Vec<_>>();
     if raw.routes.is_empty() {
         check.fail("routes", "at least one route is needed");
     }
@@ -153,7 +166,6 @@ fn model(check: &mut Check, raw: schema::File, path: &Path) -> Option<Config> {
     });
     let strip_headers = header_patterns(check, &raw.strip_headers);
     let refusals = refusals(check, &raw.refusals);
-    let limits = limits(check, &raw.limits, passthrough.max_connections);
     let files = crate::fdlimit::hard();
     if let Some(l) = &listener {
         if !crate::fdlimit::fits(files, l.max_connections, passthrough.max_connections) {
@@ -593,6 +605,7 @@ fn limits(check: &mut Check, l: &schema::Limits, max_tunnels: usize) -> LimitsCo
             Some(r) => rate(check, "limits.introspection_misses", r.per_second, r.burst),
             None => INTROSPECTION_MISSES,
         }),
+        max_body_bytes: l.max_body_bytes.unwrap_or(MAX_BODY_BYTES),
     }
 }
 
@@ -622,18 +635,31 @@ fn host_port(text: &str) -> Result<String, String> {
 
 fn upstream(check: &mut Check, name: &str, u: &schema::Upstream) -> Option<UpstreamConfig> {
     let key = format!("upstreams.{name}");
-    let address = check.ok(&format!("{key}.address"), host_port(&u.address));
+    let backends = backends(check, &key, u);
     let tls = u.tls.unwrap_or(true);
-    let host = u.address.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
+    let host = backends.first().and_then(|b| b.address.rsplit_once(':')).map(|(h, _)| h.to_string());
     let ca = u.ca.as_ref().map(|p| check.file(&format!("{key}.ca"), p));
     if tls && ca.is_none() {
         check.fail(&format!("{key}.ca"), "a CA file is required to verify the upstream's TLS certificate");
     }
+    let client_identity = client_identity(check, &key, u, tls);
+    let max_attempts = u.max_attempts.unwrap_or(UPSTREAM_MAX_ATTEMPTS);
+    if max_attempts == 0 {
+        check.fail(&format!("{key}.max_attempts"), "must be at least 1");
+    }
     Some(UpstreamConfig {
         name: name.to_string(),
-        address: address?,
+        backends,
+        selection: u.selection.unwrap_or_default(),
+        health_check: u.health_check.as_ref().map(|h| health_check(check, &key, h)),
+        ejection: EjectionConfig {
+            failures: u.ejection.as_ref().and_then(|e| e.failures).unwrap_or(EJECTION_FAILURES),
+            duration: dur(u.ejection.as_ref().and_then(|e| e.duration), EJECTION_DURATION),
+        },
+        max_attempts: max_attempts.max(1),
+        client_identity,
         tls,
-        sni: u.sni.clone().unwrap_or(host),
+        sni: u.sni.clone().or(host).unwrap_or_default(),
         ca,
         host_header: u.host_header.clone(),
         connect_timeout: dur(u.connect_timeout, UPSTREAM_CONNECT_TIMEOUT),
@@ -642,6 +668,90 @@ fn upstream(check: &mut Check, name: &str, u: &schema::Upstream) -> Option<Upstr
         idle_timeout: dur(u.idle_timeout, UPSTREAM_IDLE_TIMEOUT),
         resolve_interval: dur(u.resolve_interval, UPSTREAM_RESOLVE_INTERVAL),
     })
+}
+
+/// `address` (one backend) or `backends` (several), exactly one of them.
+fn backends(check: &mut Check, key: &str, u: &schema::Upstream) -> Vec<BackendAddress> {
+    let listed: Vec<(String, usize)> = match (&u.address, &u.backends) {
+        (Some(a), None) => vec![(a.clone(), 1)],
+        (None, Some(list)) => list
+            .iter()
+            .map(|b| match b {
+                schema::Backend::Address(a) => (a.clone(), 1),
+                schema::Backend::Weighted { address, weight } => (address.clone(), *weight),
+            })
+            .collect(),
+        (Some(_), Some(_)) => {
+            check.fail(&format!("{key}.backends"), "write either address or backends, not both");
+            return Vec::new();
+        }
+        (None, None) => {
+            check.fail(&format!("{key}.address"), "an upstream needs an address or backends");
+            return Vec::new();
+        }
+    };
+    if listed.is_empty() {
+        check.fail(&format!("{key}.backends"), "lists no backend");
+    }
+    let mut out = Vec::new();
+    for (i, (address, weight)) in listed.into_iter().enumerate() {
+        let at = if u.address.is_some() { format!("{key}.address") } else { format!("{key}.backends[{i}]") };
+        if weight == 0 {
+            check.fail(&format!("{at}.weight"), "must be at least 1");
+        }
+        if let Some(address) = check.ok(&at, host_port(&address)) {
+            out.push(BackendAddress { address, weight: weight.max(1) });
+        }
+    }
+    out
+}
+
+fn health_check(check: &mut Check, key: &str, h: &schema::HealthCheck) -> HealthCheckConfig {
+    let key = format!("{key}.health_check");
+    let path = h.path.clone().unwrap_or_else(|| "/".to_string());
+    if !path.starts_with('/') {
+        check.fail(&format!("{key}.path"), "must start with /");
+    }
+    let status = h.status.unwrap_or(200);
+    if !(100..=599).contains(&status) {
+        check.fail(&format!("{key}.status"), "must be an HTTP status");
+    }
+    let (healthy_after, unhealthy_after) = (h.healthy_after.unwrap_or(1), h.unhealthy_after.unwrap_or(2));
+    if healthy_after == 0 || unhealthy_after == 0 {
+        check.fail(&key, "healthy_after and unhealthy_after must be at least 1");
+    }
+    HealthCheckConfig {
+        kind: h.kind.unwrap_or_default(),
+        path,
+        status,
+        interval: nonzero(check, &format!("{key}.interval"), dur(h.interval, HEALTH_CHECK_INTERVAL)),
+        timeout: nonzero(check, &format!("{key}.timeout"), dur(h.timeout, HEALTH_CHECK_TIMEOUT)),
+        healthy_after: healthy_after.max(1),
+        unhealthy_after: unhealthy_after.max(1),
+    }
+}
+
+/// Both files or neither; only over TLS.
+fn client_identity(check: &mut Check, key: &str, u: &schema::Upstream, tls: bool) -> Option<ClientIdentity> {
+    match (&u.client_certificate, &u.client_key) {
+        (None, None) => None,
+        (Some(cert), Some(k)) => {
+            if !tls {
+                check.fail(&format!("{key}.client_certificate"), "needs tls: a client certificate is sent over TLS");
+            }
+            let certificate = check.file(&format!("{key}.client_certificate"), cert);
+            let key_file = check.file(&format!("{key}.client_key"), k);
+            Some(ClientIdentity { certificate, key: key_file })
+        }
+        (Some(_), None) => {
+            check.fail(&format!("{key}.client_key"), "client_certificate needs its client_key");
+            None
+        }
+        (None, Some(_)) => {
+            check.fail(&format!("{key}.client_certificate"), "client_key needs its client_certificate");
+            None
+        }
+    }
 }
 
 fn https_url(text: &str) -> Result<url::Url, String> {
@@ -906,8 +1016,8 @@ fn route(
     check: &mut Check,
     n: usize,
     r: &schema::Route,
-    upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
-    names: &Names,
+    (upstreams, names): (&BTreeMap<String, Arc<UpstreamConfig>>, &Names),
+    default_body_bytes: u64,
 ) -> Option<RouteConfig> {
     let key = format!("routes[{n}]");
     let host = check.ok(&format!("{key}.host"), HostPattern::parse(&r.host));
@@ -938,7 +1048,23 @@ fn route(
         forward_client_cert: r.forward_client_cert,
         allow_upgrade: r.allow_upgrade,
         cors,
+        retry_methods: retry_methods(check, &key, r),
+        max_body_bytes: r.max_body_bytes.unwrap_or(default_body_bytes),
     })
+}
+
+/// RFC 9110 §9.2.2: only an idempotent method may be sent twice; the safe ones by default.
+fn retry_methods(check: &mut Check, key: &str, r: &schema::Route) -> Vec<HttpMethod> {
+    let Some(listed) = &r.retry_methods else { return vec![HttpMethod::GET, HttpMethod::HEAD, HttpMethod::OPTIONS] };
+    for m in listed {
+        if !m.is_idempotent() {
+            check.fail(
+                &format!("{key}.retry_methods"),
+                format!("{} is not idempotent: it is never retried", m.as_str()),
+            );
+        }
+    }
+    listed.clone()
 }
 
 fn cors(check: &mut Check, key: &str, c: &schema::Cors) -> CorsConfig {

@@ -1,6 +1,6 @@
 //! The request layer: everything that happens to one HTTP request on a terminated connection. The
 //! pingora `ProxyHttp` phases ([`proxy`]) use the normalisation step ([`normalize`]), route choice
-//! ([`route`]), header hygiene ([`headers`]), CORS ([`cors`]) and the filter chain ([`filters`]), which
+//! ([`route`]) and its upstream's backends ([`upstream`]), header hygiene ([`headers`]), CORS ([`cors`]) and the filter chain ([`filters`]), which
 //! rests on introspection ([`introspect`], with [`claims`] checks, [`client_auth`] and [`discovery`],
 //! and purges of its cache: [`purge`]), rate limits ([`limit`]), the gateway's own JWTs
 //! ([`issuer`]), remote key sets ([`jwks`]) and the gateway's answers ([`respond`]). Nothing here
@@ -24,3 +24,4 @@ pub mod proxy;
 pub mod purge;
 pub mod respond;
 pub mod route;
+pub mod upstream;

@@ -15,6 +15,7 @@ use crate::request::normalize::{Normalizer, OnConnection};
 use crate::request::partners::Partners;
 use crate::request::respond::{self, BadRequest, Refusal};
 use crate::request::route::{self, Route};
+use crate::request::upstream::{Failure, Upstream};
 use crate::token::{ClientCert, ConnectionFacts, Exchanges};
 use crate::trace::{ChildSpan, Tracing};
 use arc_swap::ArcSwap;
@@ -23,6 +24,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,15 +77,24 @@ impl Routing {
         self
     }
 
-    /// Resolves the upstream addresses; called when serving starts or a reload is applied, never
-    /// by `-t`.
+    /// Resolves the upstreams' backends; called when serving starts or a reload is applied,
+    /// never by `-t`.
     pub fn resolve_upstreams(&self) -> std::result::Result<(), crate::config::Problem> {
-        route::resolve(&self.routes)
+        self.upstreams().try_for_each(|u| u.resolve())
     }
 
-    /// Looks the upstream names up again; a name that no longer resolves keeps its last address.
-    pub async fn refresh_upstreams(&self) {
-        route::refresh(&self.routes).await;
+    /// Keeps the upstreams' backends current: names looked up again (a name that no longer
+    /// resolves keeps its last addresses) and active health checks, each when due.
+    pub async fn maintain_upstreams(&self) {
+        for u in self.upstreams() {
+            u.maintain().await;
+        }
+    }
+
+    /// Each upstream once, however many routes lead to it.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.routes.iter().map(|r| &r.upstream).filter(move |u| seen.insert(u.cfg.name.clone()))
     }
 }
 
@@ -149,13 +160,52 @@ pub struct RequestCtx {
     body_pending: bool,
     /// The span of the call to the API, from `upstream_peer` to its answer.
     upstream_span: Option<ChildSpan>,
+    /// The backend of the current attempt, and those an earlier attempt failed on.
+    backend: Option<SocketAddr>,
+    tried: Vec<SocketAddr>,
     /// The `DPoP-Nonce` this request's answer carries.
     dpop_nonce: Option<String>,
     /// This request's place in its partner's in-flight count, released with the context.
     _inflight: Option<InFlightSlot>,
 }
 
+/// Why `upstream_peer` found no backend, as its error says.
+const NO_HEALTHY_BACKEND: &str = "no healthy backend";
+
 impl RequestCtx {
+    fn route(&self) -> Option<&Route> {
+        self.route.and_then(|i| self.state.routes.get(i))
+    }
+
+    /// What keeps a partner on one backend under consistent hashing: its certificate, or its
+    /// address without one.
+    fn affinity(&self) -> &[u8] {
+        match (&self.filters.client, &self.filters.source) {
+            (Some(c), _) => c.thumbprint.as_bytes(),
+            (None, Some(source)) => source.as_bytes(),
+            (None, None) => b"",
+        }
+    }
+
+    /// Records that the attempt on the current backend failed; whether another attempt can be
+    /// made (the upstream allows one, and has a backend this request has not failed on).
+    fn attempt_failed(&mut self, why: Failure) -> bool {
+        let Some(backend) = self.backend.take() else { return false };
+        let Some(upstream) = self.route().map(|r| r.upstream.clone()) else { return false };
+        upstream.failed(backend, why);
+        self.tried.push(backend);
+        // With no other backend to try, the answer is this attempt's failure (502 or 504).
+        self.tried.len() < upstream.cfg.max_attempts && upstream.select(self.affinity(), &self.tried).is_some()
+    }
+
+    /// The request goes to another backend after `why`.
+    fn retrying(&self, why: Failure) -> bool {
+        if let Some(route) = self.route() {
+            metrics::upstream_retry(&route.upstream.cfg.name, why.label());
+        }
+        true
+    }
+
     /// The body is in (or the exchange is over): the watchdog stops timing it.
     fn body_ended(&mut self) {
         if std::mem::take(&mut self.body_pending) {
@@ -320,6 +370,8 @@ impl ProxyHttp for Gateway {
             exchanges: None,
             body_pending: false,
             upstream_span: None,
+            backend: None,
+            tried: Vec::new(),
             dpop_nonce: None,
             _inflight: None,
         }
@@ -388,18 +440,61 @@ impl ProxyHttp for Gateway {
         Ok(false)
     }
 
+    /// The backend for this attempt: a healthy one this request has not failed on yet. When
+    /// there is none, the request is answered 503 at once.
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let state = ctx.state.clone();
         let route =
-            ctx.route.and_then(|i| ctx.state.routes.get(i)).ok_or_else(|| Error::new(ErrorType::HTTPStatus(404)))?;
-        ctx.upstream_started = Some(Instant::now());
-        if let Some(trace) = &ctx.filters.trace {
-            let mut span = trace.child("upstream");
-            if span.recording() {
-                span.set(opentelemetry::KeyValue::new("server.address", route.label.clone()));
+            ctx.route.and_then(|i| state.routes.get(i)).ok_or_else(|| Error::new(ErrorType::HTTPStatus(404)))?;
+        if ctx.upstream_started.is_none() {
+            ctx.upstream_started = Some(Instant::now());
+            if let Some(trace) = &ctx.filters.trace {
+                let mut span = trace.child("upstream");
+                if span.recording() {
+                    span.set(opentelemetry::KeyValue::new("server.address", route.label.clone()));
+                }
+                ctx.upstream_span = Some(span);
             }
-            ctx.upstream_span = Some(span);
         }
-        Ok(Box::new(route.peer()))
+        let Some(backend) = route.upstream.select(ctx.affinity(), &ctx.tried) else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), NO_HEALTHY_BACKEND);
+        };
+        ctx.backend = Some(backend);
+        Ok(Box::new(route.upstream.peer(backend)))
+    }
+
+    /// A connection to the backend failed before anything was sent: counted against it, and
+    /// tried on another backend, up to the upstream's `max_attempts`.
+    fn fail_to_connect(&self, _s: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, e: Box<Error>) -> Box<Error> {
+        let mut e = e;
+        let retry = ctx.attempt_failed(Failure::Connect) && ctx.retrying(Failure::Connect);
+        e.set_retry(retry);
+        e
+    }
+
+    /// The exchange with the backend broke after the request was sent: counted against it, and
+    /// sent again to another backend only for a method the route retries, when no answer has
+    /// begun and the body can be sent again whole.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if *e.esource() != ErrorSource::Upstream || ctx.backend.is_none() {
+            e.set_retry(false);
+            return e;
+        }
+        let retries = ctx.route().is_some_and(|r| r.retries(&session.req_header().method));
+        let resendable = session.response_written().is_none() && !session.as_ref().retry_buffer_truncated();
+        // A pooled connection found closed by the backend before our request reached it.
+        let stale_pool = client_reused && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::WriteError);
+        let again = ctx.attempt_failed(Failure::AfterSend) && resendable && (retries || stale_pool);
+        e.set_retry(again && ctx.retrying(Failure::AfterSend));
+        e
     }
 
     async fn upstream_request_filter(
@@ -444,6 +539,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn response_filter(&self, _s: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        if let (Some(route), Some(backend)) = (ctx.route(), ctx.backend) {
+            route.upstream.succeeded(backend);
+        }
         if let Some(start) = ctx.upstream_started {
             ctx.upstream_elapsed = Some(start.elapsed());
         }
@@ -482,6 +580,7 @@ impl ProxyHttp for Gateway {
                 Refusal::UpstreamTimeout
             }
             (_, ErrorType::HTTPStatus(404)) => Refusal::NoRoute,
+            (_, ErrorType::HTTPStatus(503)) => Refusal::NoHealthyBackend,
             _ => Refusal::UpstreamUnavailable,
         };
         if party == Party::Client {
@@ -621,10 +720,13 @@ mod tests {
             forward_client_cert: false,
             allow_upgrade: false,
             cors,
+            retry_methods: vec![HttpMethod::GET],
+            max_body_bytes: 1 << 20,
         };
         let parts = ChainParts { introspectors: BTreeMap::new(), miss_limit: None, dpop: None, cluster: None };
         let chain = build_chain(&route.filters, &parts, "api").unwrap();
-        let peer = route::upstream_peer(&route.upstream).unwrap();
+        let upstream = Arc::new(Upstream::new(route.upstream.clone()).unwrap());
+        upstream.resolve().unwrap();
         let normalizer = Normalizer {
             strip: StripList::new(&[HeaderPattern::parse("x-evil").unwrap()]),
             default_hosts: vec![HostPattern::parse("api.example.com").unwrap()],
@@ -632,7 +734,7 @@ mod tests {
             max_header_bytes: 64 * 1024,
         };
         let refusals = RefusalsConfig { drain_bytes: 1024, drain_timeout: Duration::from_secs(1) };
-        Gateway::new(Routing::new(vec![Route::new(route, chain, peer)], normalizer, refusals))
+        Gateway::new(Routing::new(vec![Route::new(route, chain, upstream)], normalizer, refusals))
     }
 
     /// Feeds raw request bytes to a pingora session over in-memory IO, runs `request_filter`, and

@@ -29,6 +29,8 @@ pub enum Refusal {
     NoRoute,
     /// The API could not be reached or failed mid-request.
     UpstreamUnavailable,
+    /// Every backend of the route's upstream is unhealthy, ejected or already failed this request.
+    NoHealthyBackend,
     /// The shared-state server did not answer a check whose policy is `closed` (the check's name).
     SharedStateUnavailable(&'static str),
     /// The API did not answer in time.
@@ -116,7 +118,7 @@ impl Refusal {
             Refusal::HeaderTooLarge => 431,
             Refusal::MethodNotImplemented => 501,
             Refusal::IdentityBadAnswer(_) | Refusal::UpstreamUnavailable => 502,
-            Refusal::IdentityUnavailable(_) | Refusal::SharedStateUnavailable(_) => 503,
+            Refusal::IdentityUnavailable(_) | Refusal::SharedStateUnavailable(_) | Refusal::NoHealthyBackend => 503,
             Refusal::UpstreamTimeout => 504,
             Refusal::RateLimited { .. } => 429,
         }
@@ -132,6 +134,7 @@ impl Refusal {
             Refusal::IdentityUnavailable(r) | Refusal::IdentityBadAnswer(r) => r,
             Refusal::NoRoute => "no_route",
             Refusal::UpstreamUnavailable => "upstream_unavailable",
+            Refusal::NoHealthyBackend => "no_healthy_backend",
             Refusal::SharedStateUnavailable(_) => "cluster_unavailable",
             Refusal::UpstreamTimeout => "upstream_timeout",
             Refusal::OriginNotAllowed => "origin_not_allowed",
@@ -206,6 +209,7 @@ impl Refusal {
             Refusal::IdentityBadAnswer(_) => json("server_error", "The identity server gave an unusable answer"),
             Refusal::NoRoute => json("not_found", "No API is served at this address"),
             Refusal::UpstreamUnavailable => json("bad_gateway", "The API is unavailable"),
+            Refusal::NoHealthyBackend => json("service_unavailable", "The API is unavailable, please retry later"),
             Refusal::SharedStateUnavailable(_) => {
                 json("server_error", "The gateway cannot check this request right now, please retry later")
             }

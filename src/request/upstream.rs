@@ -1,0 +1,390 @@
+//! An upstream API and its backends: the configured `host:port` entries (a name counts every
+//! address it resolves to, looked up again every `resolve_interval`), how one backend is chosen
+//! per request (pingora-load-balancing's round robin or Ketama consistent hash, by weight), which
+//! backends may be chosen (active checks run by pingora-load-balancing; passive ejection after
+//! consecutive connect failures or timeouts, for a while), and the TLS settings of a connection
+//! to any of them (its CA, SNI, timeouts and, for mutual TLS, the gateway's client certificate).
+
+use crate::config::{HealthCheckKind, Problem, Selection, UpstreamConfig};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_load_balancing::discovery::ServiceDiscovery;
+use pingora_load_balancing::health_check::{HealthCheck, HealthObserve, HttpHealthCheck, TcpHealthCheck};
+use pingora_load_balancing::selection::{Consistent, RoundRobin};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// How many candidates one selection looks at, at most (the selector yields each backend once).
+const MAX_SELECTION_STEPS: usize = 256;
+
+pub struct Upstream {
+    pub cfg: Arc<UpstreamConfig>,
+    /// The connection settings every backend shares; each request's peer is a copy with the
+    /// backend's address.
+    template: HttpPeer,
+    /// What the configured names resolved to last, one list per entry.
+    resolved: Arc<Resolved>,
+    balancer: Balancer,
+    passive: Mutex<HashMap<SocketAddr, Passive>>,
+    /// When the next active check is due, and the next lookup of the names.
+    due: Mutex<(Instant, Instant)>,
+}
+
+/// Passive health of one backend.
+#[derive(Debug, Default, Clone, Copy)]
+struct Passive {
+    consecutive_failures: u32,
+    ejected_until: Option<Instant>,
+}
+
+/// Why a request's attempt on a backend failed, for passive health and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Refused, reset or timed out before anything was sent, or the TLS handshake failed.
+    Connect,
+    /// The backend did not answer in time, or the connection broke after the request was sent.
+    AfterSend,
+}
+
+impl Failure {
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::Connect => "connect_failed",
+            Failure::AfterSend => "after_send",
+        }
+    }
+}
+
+enum Balancer {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    Hash(LoadBalancer<Consistent>),
+}
+
+impl Balancer {
+    fn new(selection: Selection, backends: Backends) -> Self {
+        match selection {
+            Selection::RoundRobin => Balancer::RoundRobin(LoadBalancer::from_backends(backends)),
+            Selection::ConsistentHash => Balancer::Hash(LoadBalancer::from_backends(backends)),
+        }
+    }
+
+    fn select_with(&self, key: &[u8], accept: impl Fn(&Backend, bool) -> bool) -> Option<Backend> {
+        match self {
+            Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECTION_STEPS, accept),
+            Balancer::Hash(lb) => lb.select_with(key, MAX_SELECTION_STEPS, accept),
+        }
+    }
+
+    async fn update(&self) -> pingora_core::Result<()> {
+        match self {
+            Balancer::RoundRobin(lb) => lb.update().await,
+            Balancer::Hash(lb) => lb.update().await,
+        }
+    }
+
+    fn backends(&self) -> &Backends {
+        match self {
+            Balancer::RoundRobin(lb) => lb.backends(),
+            Balancer::Hash(lb) => lb.backends(),
+        }
+    }
+}
+
+/// The discovery the balancer reads: the last resolution, never a lookup of its own, so that an
+/// update can run without waiting (at start and on reload) or after an asynchronous lookup.
+struct Resolved {
+    weights: Vec<usize>,
+    per_entry: Mutex<Vec<Vec<SocketAddr>>>,
+    current: ArcSwap<BTreeSet<Backend>>,
+}
+
+impl Resolved {
+    /// Replaces the addresses of entry `i`; an empty list keeps the last ones (a name that stops
+    /// resolving must not become an outage of the API).
+    fn set(&self, i: usize, addrs: Vec<SocketAddr>) {
+        let mut per_entry = self.per_entry.lock().unwrap_or_else(|p| p.into_inner());
+        if addrs.is_empty() {
+            return;
+        }
+        if let Some(slot) = per_entry.get_mut(i) {
+            *slot = addrs;
+        }
+        let mut set = BTreeSet::new();
+        for (addrs, weight) in per_entry.iter().zip(&self.weights) {
+            for addr in addrs {
+                set.insert(Backend { addr: PeerAddr::Inet(*addr), weight: *weight, ext: Default::default() });
+            }
+        }
+        self.current.store(Arc::new(set));
+    }
+}
+
+struct Discovery(Arc<Resolved>);
+
+#[async_trait]
+impl ServiceDiscovery for Discovery {
+    async fn discover(&self) -> pingora_core::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        Ok((BTreeSet::clone(&self.0.current.load()), HashMap::new()))
+    }
+}
+
+/// Logs and counts a backend's active health when it changes.
+struct Observer(String);
+
+#[async_trait]
+impl HealthObserve for Observer {
+    async fn observe(&self, target: &Backend, healthy: bool) {
+        let backend = target.addr.to_string();
+        crate::metrics::upstream_backend_up(&self.0, &backend, healthy);
+        match healthy {
+            true => log::info!(target: "upstream", "upstreams.{}: backend {backend} passes its health check", self.0),
+            false => log::warn!(target: "upstream", "upstreams.{}: backend {backend} fails its health check", self.0),
+        }
+    }
+}
+
+impl Upstream {
+    /// The upstream's settings and balancer; its backends are filled in by [`Upstream::resolve`].
+    pub fn new(cfg: Arc<UpstreamConfig>) -> Result<Self, Problem> {
+        let template = peer_template(&cfg)?;
+        let resolved = Arc::new(Resolved {
+            weights: cfg.backends.iter().map(|b| b.weight).collect(),
+            per_entry: Mutex::new(vec![Vec::new(); cfg.backends.len()]),
+            current: ArcSwap::from_pointee(BTreeSet::new()),
+        });
+        let mut backends = Backends::new(Box::new(Discovery(resolved.clone())));
+        if let Some(check) = health_check(&cfg, &template) {
+            backends.set_health_check(check);
+        }
+        let balancer = Balancer::new(cfg.selection, backends);
+        let now = Instant::now();
+        Ok(Upstream { cfg, template, resolved, balancer, passive: Mutex::default(), due: Mutex::new((now, now)) })
+    }
+
+    /// Resolves every entry now (blocking lookups: called when serving starts or a reload is
+    /// applied, never by `-t`), or names the entry that does not resolve.
+    pub fn resolve(&self) -> Result<(), Problem> {
+        for (i, b) in self.cfg.backends.iter().enumerate() {
+            let key = || format!("upstreams.{}.backends[{i}]", self.cfg.name);
+            let addrs: Vec<SocketAddr> = b
+                .address
+                .to_socket_addrs()
+                .map_err(|e| Problem::new(key(), format!("cannot resolve {}: {e}", b.address)))?
+                .collect();
+            if addrs.is_empty() {
+                return Err(Problem::new(key(), format!("{} resolves to no address", b.address)));
+            }
+            self.resolved.set(i, dedup(addrs));
+        }
+        // The discovery answers from memory: the update completes without waiting.
+        match self.balancer.update().now_or_never() {
+            Some(Ok(())) => Ok(()),
+            _ => Err(Problem::new(format!("upstreams.{}", self.cfg.name), "could not set up its backends")),
+        }
+    }
+
+    /// What the background task does every second: looks the names up again when
+    /// `resolve_interval` is due, runs the active checks when their interval is due.
+    pub async fn maintain(&self) {
+        let now = Instant::now();
+        let (resolve, check) = {
+            let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
+            let resolve = now >= due.0;
+            if resolve {
+                due.0 = now + self.cfg.resolve_interval;
+            }
+            let interval = self.cfg.health_check.as_ref().map(|h| h.interval);
+            let check = interval.is_some() && now >= due.1;
+            if let Some(interval) = interval.filter(|_| check) {
+                due.1 = now + interval;
+            }
+            (resolve, check)
+        };
+        if resolve {
+            self.lookup().await;
+        }
+        if check {
+            self.balancer.backends().run_health_check(true).await;
+        }
+        self.publish_health();
+    }
+
+    async fn lookup(&self) {
+        for (i, b) in self.cfg.backends.iter().enumerate() {
+            match tokio::net::lookup_host(b.address.as_str()).await.map(|a| a.collect::<Vec<_>>()) {
+                Ok(addrs) if !addrs.is_empty() => self.resolved.set(i, dedup(addrs)),
+                Ok(_) => log::warn!(
+                    "upstreams.{}: {} resolves to no address; keeping the last ones",
+                    self.cfg.name,
+                    b.address
+                ),
+                Err(e) => {
+                    log::warn!("upstreams.{}: cannot resolve {}: {e}; keeping the last ones", self.cfg.name, b.address)
+                }
+            }
+        }
+        if let Err(e) = self.balancer.update().await {
+            log::warn!("upstreams.{}: backends not updated: {e}", self.cfg.name);
+        }
+    }
+
+    /// The healthy-backend gauge, from the active and the passive view.
+    fn publish_health(&self) {
+        let backends = self.balancer.backends().get_backend();
+        let healthy = backends.iter().filter(|b| self.usable(b, self.balancer.backends().ready(b))).count();
+        crate::metrics::upstream_healthy_backends(&self.cfg.name, healthy, backends.len());
+    }
+
+    /// Whether any backend can be chosen now.
+    pub fn has_healthy_backend(&self) -> bool {
+        let backends = self.balancer.backends().get_backend();
+        backends.iter().any(|b| self.usable(b, self.balancer.backends().ready(b)))
+    }
+
+    fn usable(&self, backend: &Backend, healthy: bool) -> bool {
+        let Some(addr) = backend.addr.as_inet() else { return false };
+        healthy && !self.ejected(addr)
+    }
+
+    fn ejected(&self, addr: &SocketAddr) -> bool {
+        let passive = self.passive.lock().unwrap_or_else(|p| p.into_inner());
+        passive.get(addr).and_then(|p| p.ejected_until).is_some_and(|until| Instant::now() < until)
+    }
+
+    /// A backend for one attempt of a request: healthy, not ejected and not tried already by
+    /// this request. `key` keeps a partner on one backend under consistent hashing.
+    pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let chosen = self.balancer.select_with(key, |b, healthy| {
+            b.addr.as_inet().is_some_and(|a| !tried.contains(a)) && self.usable(b, healthy)
+        })?;
+        chosen.addr.as_inet().copied()
+    }
+
+    /// The connection settings for a request to `backend`.
+    pub fn peer(&self, backend: SocketAddr) -> HttpPeer {
+        let mut peer = self.template.clone();
+        peer._address = PeerAddr::Inet(backend);
+        peer
+    }
+
+    /// A failed attempt: `ejection.failures` in a row take the backend out for `ejection.duration`.
+    pub fn failed(&self, backend: SocketAddr, why: Failure) {
+        let e = self.cfg.ejection;
+        crate::metrics::upstream_attempt(&self.cfg.name, &backend.to_string(), why.label());
+        if e.failures == 0 {
+            return;
+        }
+        let mut passive = self.passive.lock().unwrap_or_else(|p| p.into_inner());
+        let p = passive.entry(backend).or_default();
+        p.consecutive_failures += 1;
+        if p.consecutive_failures < e.failures {
+            return;
+        }
+        p.consecutive_failures = 0;
+        p.ejected_until = Some(Instant::now() + e.duration);
+        drop(passive);
+        crate::metrics::upstream_ejection(&self.cfg.name, &backend.to_string());
+        log::warn!(
+            target: "upstream",
+            "upstreams.{}: backend {backend} ejected for {:?} after {} failures in a row",
+            self.cfg.name,
+            e.duration,
+            e.failures
+        );
+        self.publish_health();
+    }
+
+    /// An answer came from `backend`: its run of failures ends.
+    pub fn succeeded(&self, backend: SocketAddr) {
+        crate::metrics::upstream_attempt(&self.cfg.name, &backend.to_string(), "ok");
+        let mut passive = self.passive.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = passive.get_mut(&backend) {
+            p.consecutive_failures = 0;
+        }
+    }
+
+    /// The configured entries, for logs.
+    pub fn describe(&self) -> String {
+        self.cfg.backends.iter().map(|b| b.address.as_str()).collect::<Vec<_>>().join(",")
+    }
+}
+
+fn dedup(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+/// The pooled, verified TLS connection settings every backend of an upstream shares.
+fn peer_template(u: &UpstreamConfig) -> Result<HttpPeer, Problem> {
+    let unresolved = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut peer = HttpPeer::new(unresolved, u.tls, u.sni.clone());
+    if let Some(ca) = &u.ca {
+        let certs = crate::pki::read_certs(ca).map_err(|e| Problem::new(format!("upstreams.{}.ca", u.name), e))?;
+        peer.options.ca = Some(Arc::new(certs.into_boxed_slice()));
+    }
+    peer.options.verify_cert = true;
+    peer.options.verify_hostname = true;
+    peer.options.connection_timeout = Some(u.connect_timeout);
+    peer.options.total_connection_timeout = Some(u.connect_timeout * 2);
+    peer.options.read_timeout = Some(u.read_timeout);
+    peer.options.write_timeout = Some(u.write_timeout);
+    peer.options.idle_timeout = Some(u.idle_timeout);
+    // The pool key does not include the CA: keep upstreams with different trust apart.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (u.name.as_str(), u.ca.as_ref()).hash(&mut h);
+    peer.group_key = h.finish();
+    Ok(peer)
+}
+
+/// The active check of an upstream, when configured: over the same TLS settings as requests.
+fn health_check(cfg: &UpstreamConfig, template: &HttpPeer) -> Option<Box<dyn HealthCheck + Send + Sync>> {
+    let h = cfg.health_check.as_ref()?;
+    let observer = Box::new(Observer(cfg.name.clone()));
+    let timeout = Some(h.timeout);
+    match h.kind {
+        HealthCheckKind::Tcp => {
+            let mut check = TcpHealthCheck::new();
+            check.consecutive_success = h.healthy_after;
+            check.consecutive_failure = h.unhealthy_after;
+            check.peer_template.options.connection_timeout = timeout;
+            check.health_changed_callback = Some(observer);
+            Some(check)
+        }
+        HealthCheckKind::Http => {
+            let host = cfg.host_header.clone().unwrap_or_else(|| cfg.sni.clone());
+            let mut check = HttpHealthCheck::new(&host, cfg.tls);
+            check.peer_template = template.clone();
+            check.peer_template.options.connection_timeout = timeout;
+            check.peer_template.options.total_connection_timeout = timeout;
+            check.peer_template.options.read_timeout = timeout;
+            check.peer_template.options.write_timeout = timeout;
+            check.consecutive_success = h.healthy_after;
+            check.consecutive_failure = h.unhealthy_after;
+            let path = h.path.clone();
+            if let Ok(req) = pingora_http::RequestHeader::build("GET", path.as_bytes(), None) {
+                let mut req = req;
+                let _ = req.insert_header("host", host.as_str());
+                let _ = req.insert_header("user-agent", "mtls-gateway-health-check");
+                check.req = req;
+            }
+            let status = h.status;
+            check.validator = Some(Box::new(move |resp| match resp.status.as_u16() == status {
+                true => Ok(()),
+                false => pingora_core::Error::e_explain(
+                    pingora_core::ErrorType::CustomCode("unexpected status", resp.status.as_u16()),
+                    "during the health check",
+                ),
+            }));
+            check.health_changed_callback = Some(observer);
+            Some(Box::new(check))
+        }
+    }
+}
