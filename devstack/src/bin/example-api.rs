@@ -6,7 +6,9 @@
 //!
 //! Two more routes exist for the tests: `/api/echo` answers, for any method, the method, target
 //! and headers it received (to prove what the gateway strips, adds and lets through), and
-//! `GET /api/slow?ms=N` answers after N ms.
+//! `GET /api/slow?ms=N` answers after N ms. `GET /healthz` answers 200 without a token (the
+//! gateway's health checks), and every answer names the instance that gave it
+//! (`x-example-api: <listen address>`), so that tests can see which backend served a request.
 
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, Validation};
@@ -93,7 +95,20 @@ impl Api {
 #[async_trait]
 impl ServeHttp for Api {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let mut answer = self.answer(session).await;
+        if let Ok(name) = http::HeaderValue::from_str(&self.cfg.listen) {
+            answer.headers_mut().insert("x-example-api", name);
+        }
+        answer
+    }
+}
+
+impl Api {
+    async fn answer(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let _ = devkit::read_body(session, 1 << 20).await;
+        if session.req_header().uri.path() == "/healthz" {
+            return json_response(200, &json!({ "status": "ok" }));
+        }
         let claims = match self.verify(session).await {
             Ok(c) => c,
             Err(why) => {
