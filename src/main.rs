@@ -160,7 +160,8 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     }
     if let Some(ops_cfg) = cfg.metrics {
         mtls_gateway::metrics::init();
-        let health = Arc::new(Health::new(&cfg, &ops_cfg, pool.drain.clone(), running.cluster.clone()));
+        let health = Health::new(&cfg, &ops_cfg, pool.drain.clone(), running.cluster.clone());
+        let health = Arc::new(health.with_routing(running.routing.clone()));
         let mut ops = Service::new("ops".to_string(), OpsApp(health.clone()));
         ops.add_tcp(&ops_cfg.address.to_string());
         server.add_service(ops);

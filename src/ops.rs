@@ -1,7 +1,7 @@
 //! The internal operations listener: `/metrics` (Prometheus), `/healthz` (the process is alive)
 //! and `/readyz` (the configuration is loaded, the public listener accepts connections and the
-//! process is not draining; the identity servers', the shared-state server's and the client CRLs'
-//! state is reported in the body, not required), as JSON. Readiness is probed
+//! process is not draining; the identity servers', the shared-state server's, the upstreams' and
+//! the client CRLs' state is reported in the body, not required), as JSON. Readiness is probed
 //! in the background, so a probe request never waits on the network.
 
 use crate::cluster::Cluster;
@@ -44,9 +44,33 @@ pub struct Health {
     /// How often the probes run, and how old a success may be for `/readyz`.
     every: Duration,
     window: Duration,
+    /// The routing in force, whose upstreams' backends are reported.
+    routing: Option<crate::request::proxy::RoutingHandle>,
 }
 
 impl Health {
+    /// Reports the upstreams of the routing in force as well.
+    pub fn with_routing(mut self, routing: crate::request::proxy::RoutingHandle) -> Self {
+        self.routing = Some(routing);
+        self
+    }
+
+    /// Each upstream's usable backends: an upstream with none answers 503 at once, but every
+    /// replica shares its backends, so it is reported, never a reason to be unready.
+    fn upstreams(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        let Some(routing) = &self.routing else { return out };
+        for u in routing.load().upstreams() {
+            let (healthy, total) = u.health();
+            let role = "dependency (reported, not required)";
+            out.insert(
+                u.cfg.name.clone(),
+                json!({ "ok": healthy > 0, "healthy_backends": healthy, "backends": total, "role": role }),
+            );
+        }
+        out
+    }
+
     /// The public listener, every introspection endpoint (at its `resolve` address if set) and
     /// the shared-state server of this process (`cluster`), if any.
     pub fn new(cfg: &Config, ops: &OpsConfig, drain: Arc<Drain>, cluster: Option<Arc<Cluster>>) -> Self {
@@ -68,7 +92,13 @@ impl Health {
             let address = format!("{}:{}", url.host_str().unwrap_or_default(), url.port().unwrap_or(6379));
             targets.push(target("cluster".into(), address, Probe::Cluster(c)));
         }
-        Health { targets: Mutex::new(targets), drain, every: ops.probe_interval, window: ops.ready_window }
+        Health {
+            targets: Mutex::new(targets),
+            drain,
+            every: ops.probe_interval,
+            window: ops.ready_window,
+            routing: None,
+        }
     }
 
     async fn probe(&self) {
@@ -130,7 +160,8 @@ impl Health {
             (false, true) => "ready",
             (false, false) => "not_ready",
         };
-        let mut body = json!({ "status": status, "checks": checks, "client_crls": crls });
+        let upstreams = self.upstreams();
+        let mut body = json!({ "status": status, "checks": checks, "upstreams": upstreams, "client_crls": crls });
         if cluster {
             // Without the subscription the token caches are bypassed: slower, never stale.
             body["cluster_purges"] =

@@ -237,15 +237,15 @@ impl Upstream {
 
     /// The healthy-backend gauge, from the active and the passive view.
     fn publish_health(&self) {
-        let backends = self.balancer.backends().get_backend();
-        let healthy = backends.iter().filter(|b| self.usable(b, self.balancer.backends().ready(b))).count();
-        crate::metrics::upstream_healthy_backends(&self.cfg.name, healthy, backends.len());
+        let (healthy, total) = self.health();
+        crate::metrics::upstream_healthy_backends(&self.cfg.name, healthy, total);
     }
 
-    /// Whether any backend can be chosen now.
-    pub fn has_healthy_backend(&self) -> bool {
+    /// How many backends can be chosen now, of how many.
+    pub fn health(&self) -> (usize, usize) {
         let backends = self.balancer.backends().get_backend();
-        backends.iter().any(|b| self.usable(b, self.balancer.backends().ready(b)))
+        let healthy = backends.iter().filter(|b| self.usable(b, self.balancer.backends().ready(b))).count();
+        (healthy, backends.len())
     }
 
     fn usable(&self, backend: &Backend, healthy: bool) -> bool {
