@@ -1,0 +1,112 @@
+//! What is read of a DPoP proof before any key is trusted: its three compact-JWS parts and their
+//! base64url JSON; and the comparison form of `htu` (RFC 3986 normalisation). Pure functions over
+//! text with no dependency on the rest of the gateway, so that they are fuzzed on their own
+//! (`fuzz/fuzz_targets/dpop_proof.rs`).
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+/// A proof longer than this is refused before it is decoded (an RSA-4096 proof is about 1.5 KiB).
+pub const MAX_PROOF_BYTES: usize = 8 * 1024;
+
+/// A JSON object: a JWS header or claims set.
+pub type Json = Map<String, Value>;
+
+/// The three base64url parts of a compact JWS, not yet decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compact<'a> {
+    pub header: &'a str,
+    pub claims: &'a str,
+    pub signature: &'a str,
+}
+
+/// A proof of bounded size in exactly three dot-separated parts.
+pub fn split(proof: &str) -> Option<Compact<'_>> {
+    if proof.len() > MAX_PROOF_BYTES {
+        return None;
+    }
+    let mut parts = proof.split('.');
+    let compact = Compact { header: parts.next()?, claims: parts.next()?, signature: parts.next()? };
+    parts.next().is_none().then_some(compact)
+}
+
+/// A header or claims part: unpadded base64url of a JSON object.
+pub fn decode_json(part: &str) -> Option<Json> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// RFC 3986 §6.2.2 syntax-based normalisation (case, percent-encoding, dot segments) and §6.2.3
+/// scheme-based (default port, empty path), without query and fragment (RFC 9449 §4.3).
+pub fn normalize_uri(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() {
+        return None;
+    }
+    let host = url.host_str()?;
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Some(format!("{}://{host}{port}{}", url.scheme(), normalize_percent(url.path())))
+}
+
+/// Decodes percent-encoded unreserved characters and upper-cases the hex of the others.
+fn normalize_percent(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
+                    out.push(v as char);
+                } else {
+                    out.push_str(&format!("%{v:02X}"));
+                }
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b as char);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proof_has_three_parts_and_a_bounded_size() {
+        let c = split("aa.bb.cc").unwrap();
+        assert_eq!((c.header, c.claims, c.signature), ("aa", "bb", "cc"));
+        assert!(split("aa..").is_some(), "empty parts are the decoder's to refuse");
+        for bad in ["", "a.b", "a.b.c.d", "abc"] {
+            assert_eq!(split(bad), None, "{bad}");
+        }
+        assert_eq!(split(&format!("{}.b.c", "a".repeat(MAX_PROOF_BYTES))), None);
+    }
+
+    #[test]
+    fn parts_are_unpadded_base64url_json_objects() {
+        assert_eq!(decode_json("eyJhIjoxfQ").unwrap()["a"], 1);
+        for bad in ["eyJhIjoxfQ==", "WzFd", "!!", "eyJhIjox"] {
+            assert_eq!(decode_json(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn htu_is_normalised() {
+        for (htu, want) in [
+            ("HTTPS://API.Example.com:443/api/%7Etransactions", "https://api.example.com/api/~transactions"),
+            ("https://api.example.com:8443/api/x?q=1#f", "https://api.example.com:8443/api/x"),
+            ("https://api.example.com/api/a%2fb", "https://api.example.com/api/a%2Fb"),
+            ("https://api.example.com", "https://api.example.com/"),
+            ("https://api.example.com/a/./b/../c", "https://api.example.com/a/c"),
+            ("http://[::1]:8080/x", "http://[::1]:8080/x"),
+        ] {
+            assert_eq!(normalize_uri(htu).as_deref(), Some(want), "{htu}");
+        }
+    }
+}
