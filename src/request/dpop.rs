@@ -27,7 +27,7 @@ use std::time::Duration;
 
 pub mod parse;
 
-use parse::{normalize_uri, Json};
+use parse::{normalize_htu, normalize_uri, Json};
 
 const MAX_JTI_BYTES: usize = 256;
 /// Members of a JWK that only a private key has (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037).
@@ -279,7 +279,7 @@ fn check_request(claims: &Map<String, Value>, req: &RequestHeader) -> Result<(),
     }
     let htu = claims.get("htu").and_then(Value::as_str).ok_or(ProofError::Htu)?;
     let expected = request_uri(req).ok_or(ProofError::Htu)?;
-    match normalize_uri(htu) {
+    match normalize_htu(htu) {
         Some(given) if given == expected => Ok(()),
         _ => Err(ProofError::Htu),
     }
@@ -587,6 +587,23 @@ mod tests {
         ] {
             let proof = key.proof("GET", htu, TOKEN, Value::Null);
             assert_eq!(check(&v, &req("GET", path, host, &[&proof])), Err(ProofError::Htu), "{htu}");
+        }
+    }
+
+    #[test]
+    fn htu_that_only_a_lenient_parser_reads_is_refused() {
+        let key = es256();
+        let v = DpopVerifier::local(cfg());
+        for htu in [
+            "https://u:p@api.example.com/api/x",
+            "https://api.example.com\\api/x",
+            "https://api.example.com/api/x\t",
+            "https://api.example.com/api/\r\nx",
+            "https://api.example.com/api/ x",
+            "https://api.example.com:/api/x",
+        ] {
+            let proof = key.proof("GET", htu, TOKEN, Value::Null);
+            assert_eq!(check(&v, &req("GET", "/api/x", "api.example.com", &[&proof])), Err(ProofError::Htu), "{htu:?}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! What is read of a DPoP proof before any key is trusted: its three compact-JWS parts and their
-//! base64url JSON; and the comparison form of `htu` (RFC 3986 normalisation). Pure functions over
-//! text with no dependency on the rest of the gateway, so that they are fuzzed on their own
-//! (`fuzz/fuzz_targets/dpop_proof.rs`).
+//! base64url JSON; and the comparison form of `htu` (RFC 3986 normalisation, refusing what only a
+//! lenient parser forgives). Pure functions over text with no dependency on the rest of the
+//! gateway, so that they are fuzzed on their own (`fuzz/fuzz_targets/dpop_proof.rs`).
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -34,6 +34,25 @@ pub fn split(proof: &str) -> Option<Compact<'_>> {
 pub fn decode_json(part: &str) -> Option<Json> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// `htu` in the form it is compared in, or `None` when it is not an absolute `http(s)` URI as RFC
+/// 3986 writes one. The WHATWG parser behind [`normalize_uri`] forgives white space and control
+/// characters (dropped), `\` (read as `/`), userinfo, an empty port and missing slashes; a proof
+/// that needs forgiving names its target ambiguously, so it names none.
+pub fn normalize_htu(htu: &str) -> Option<String> {
+    if htu.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\') {
+        return None;
+    }
+    let (scheme, rest) = htu.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') || authority.ends_with(':') {
+        return None;
+    }
+    normalize_uri(htu)
 }
 
 /// RFC 3986 §6.2.2 syntax-based normalisation (case, percent-encoding, dot segments) and §6.2.3
@@ -106,7 +125,68 @@ mod tests {
             ("https://api.example.com/a/./b/../c", "https://api.example.com/a/c"),
             ("http://[::1]:8080/x", "http://[::1]:8080/x"),
         ] {
-            assert_eq!(normalize_uri(htu).as_deref(), Some(want), "{htu}");
+            assert_eq!(normalize_htu(htu).as_deref(), Some(want), "{htu}");
+        }
+    }
+
+    #[test]
+    fn each_refused_htu_is_one_the_lenient_parser_reads_as_the_plain_uri() {
+        let plain = normalize_uri("https://api.example.com:8443/api/x");
+        for htu in [
+            "https://u:p@api.example.com:8443/api/x",
+            "https://api.example.com:8443\\api/x",
+            "https://api.example.com:8443/api/\tx",
+            " https://api.example.com:8443/api/x\r\n",
+            "https:api.example.com:8443/api/x",
+        ] {
+            assert_eq!(normalize_uri(htu), plain, "{htu:?}");
+            assert_eq!(normalize_htu(htu), None, "{htu:?}");
+        }
+    }
+
+    #[test]
+    fn htu_with_userinfo_is_refused() {
+        for htu in ["https://u:p@api.example.com/p", "https://u@api.example.com/p", "https://@api.example.com/p"] {
+            assert_eq!(normalize_htu(htu), None, "{htu}");
+        }
+    }
+
+    #[test]
+    fn htu_with_a_backslash_is_refused() {
+        for htu in ["https://api.example.com\\p", "https://api.example.com/a\\..\\p", "https:\\\\api.example.com/p"] {
+            assert_eq!(normalize_htu(htu), None, "{htu}");
+        }
+    }
+
+    #[test]
+    fn htu_with_white_space_or_a_control_character_is_refused() {
+        for htu in [
+            "https://api.example.com/a\tb",
+            "https://api.example.com/a\rb",
+            "https://api.example.com/a\nb",
+            "https://api.example.com/a b",
+            " https://api.example.com/p",
+            "https://api.example.com/p\t",
+            "https://api.example.com/a\u{0}b",
+            "https://api.example.com/a\u{7f}b",
+            "https://api.example.com/a\u{85}b",
+            "https://api.example.com/a\u{a0}b",
+        ] {
+            assert_eq!(normalize_htu(htu), None, "{htu:?}");
+        }
+    }
+
+    #[test]
+    fn htu_with_an_empty_port_is_refused() {
+        for htu in ["https://api.example.com:/p", "https://[::1]:/p", "https://api.example.com:"] {
+            assert_eq!(normalize_htu(htu), None, "{htu}");
+        }
+    }
+
+    #[test]
+    fn htu_without_an_authority_is_refused() {
+        for htu in ["https:api.example.com/p", "https:/api.example.com/p", "https:///api.example.com/p", "ftp://h/p"] {
+            assert_eq!(normalize_htu(htu), None, "{htu}");
         }
     }
 }
