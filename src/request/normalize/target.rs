@@ -30,6 +30,11 @@ pub fn check(raw: &[u8]) -> Result<(), TargetError> {
     let mut parts = raw.splitn(2, |&b| b == b'?');
     let (path, query) = (parts.next().unwrap_or_default(), parts.next());
     let decoded = decode_path(path).ok_or(TargetError::PathEncoding)?;
+    if decoded.chars().any(char::is_control) {
+        // C1 controls (U+0080-U+009F), raw or escaped as UTF-8: NEL ends a line for some readers
+        // of logs and paths.
+        return Err(TargetError::ControlCharacter);
+    }
     if has_dot_segments(&decoded) {
         // "/api/../admin" would match the /api/ route here and reach /admin at the API.
         return Err(TargetError::DotSegments);
@@ -120,6 +125,14 @@ mod tests {
         ] {
             assert_eq!(check(raw.as_bytes()), want, "{raw}");
         }
+    }
+
+    #[test]
+    fn c1_controls_raw_or_escaped_are_control_characters() {
+        for raw in ["/api/a\u{85}b", "/api/a%C2%85b", "/api/%c2%9f", "/:::q\u{8e}"] {
+            assert_eq!(check(raw.as_bytes()), Err(TargetError::ControlCharacter), "{raw:?}");
+        }
+        assert_eq!(check("/api/caf\u{e9}%C2%A0".as_bytes()), Ok(()), "U+00E9 and U+00A0 are no controls");
     }
 
     #[test]
