@@ -67,7 +67,9 @@ pub fn normalize_uri(text: &str) -> Option<String> {
     Some(format!("{}://{host}{port}{}", url.scheme(), normalize_percent(url.path())))
 }
 
-/// Decodes percent-encoded unreserved characters and upper-cases the hex of the others.
+/// Decodes percent-encoded unreserved characters, upper-cases the hex of the others and encodes a
+/// `%` that starts no escape (which the WHATWG parser keeps): otherwise `%c%39` would become `%c9`,
+/// an escape that normalises again to `%C9`.
 fn normalize_percent(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -82,6 +84,10 @@ fn normalize_percent(path: &str) -> String {
                     out.push_str(&format!("%{v:02X}"));
                 }
                 i += 3;
+            }
+            (b'%', None) => {
+                out.push_str("%25");
+                i += 1;
             }
             (b, _) => {
                 out.push(b as char);
@@ -126,6 +132,18 @@ mod tests {
             ("http://[::1]:8080/x", "http://[::1]:8080/x"),
         ] {
             assert_eq!(normalize_htu(htu).as_deref(), Some(want), "{htu}");
+        }
+    }
+
+    #[test]
+    fn a_percent_that_starts_no_escape_is_encoded_so_that_normalising_twice_changes_nothing() {
+        for (uri, want) in [
+            ("https://h/%c%39Ati", "https://h/%25c9Ati"),
+            ("https://h/50%", "https://h/50%25"),
+            ("https://h/%%41", "https://h/%25A"),
+        ] {
+            assert_eq!(normalize_uri(uri).as_deref(), Some(want), "{uri}");
+            assert_eq!(normalize_uri(want).as_deref(), Some(want), "{want}");
         }
     }
 
