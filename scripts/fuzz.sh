@@ -16,8 +16,9 @@ command -v cargo-fuzz >/dev/null || $cargo install cargo-fuzz --locked
 cd "$here/fuzz"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=($(ls fuzz_targets | sed 's/\.rs$//'))
+  mapfile -t targets < <(ls fuzz_targets | sed 's/\.rs$//')
 fi
+triple=$(rustc -vV | sed -n 's/^host: //p')
 
 # Inputs longer than the parser reads are wasted: a ClientHello fits 16 KiB of records, a proof 8 KiB.
 max_len() {
@@ -34,7 +35,7 @@ for target in "${targets[@]}"; do
   mkdir -p "corpus/$target" "artifacts/$target"
   cp seeds/"$target"/* "corpus/$target/"
   echo "fuzz.sh: $target for $seconds s"
-  nice -n "${NICE:-0}" "target/x86_64-unknown-linux-gnu/release/$target" "corpus/$target" \
+  nice -n "${NICE:-0}" "target/$triple/release/$target" "corpus/$target" \
     -artifact_prefix="artifacts/$target/" -max_total_time="$seconds" -max_len="$(max_len "$target")" \
     -print_final_stats=1
 done
