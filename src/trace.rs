@@ -13,18 +13,18 @@
 
 use crate::config::{OtlpConfig, TracingConfig};
 use async_trait::async_trait;
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::SystemTime;
+
+pub mod context;
 
 /// The process's exporter, set once when the export service starts.
 static EXPORT: OnceLock<(SdkTracerProvider, SdkTracer)> = OnceLock::new();
@@ -194,25 +194,21 @@ fn tracestate(sc: &SpanContext) -> Option<String> {
 
 /// The caller's span context, when it sent exactly one valid `traceparent`.
 fn remote_parent(headers: &http::HeaderMap) -> Option<SpanContext> {
-    if headers.get_all("traceparent").iter().count() != 1 {
-        return None;
-    }
-    let cx = TraceContextPropagator::new().extract(&Headers(headers));
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then_some(sc)
+    let mut values = headers.get_all("traceparent").iter();
+    let (Some(value), None) = (values.next(), values.next()) else { return None };
+    let parent = context::parse_traceparent(value.to_str().ok()?)?;
+    let flags = TraceFlags::new(parent.flags) & TraceFlags::SAMPLED;
+    let (trace_id, span_id) = (TraceId::from_bytes(parent.trace_id), SpanId::from_bytes(parent.parent_id));
+    Some(SpanContext::new(trace_id, span_id, flags, true, remote_state(headers)))
 }
 
-/// `tracestate` may come in several header lines, which W3C says to join with commas.
-struct Headers<'a>(&'a http::HeaderMap);
-
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
+/// The caller's `tracestate`, its header lines joined with commas as W3C says; empty when any
+/// line does not parse, since a state read in part must not be forwarded.
+fn remote_state(headers: &http::HeaderMap) -> TraceState {
+    let lines: Option<Vec<&str>> = headers.get_all("tracestate").iter().map(|v| v.to_str().ok()).collect();
+    let joined = lines.map(|l| l.join(","));
+    let members = joined.as_deref().and_then(context::parse_tracestate);
+    members.and_then(|m| TraceState::from_key_value(m).ok()).unwrap_or_default()
 }
 
 /// Every bit random: a UUID's fixed version and variant bits would skew ratio sampling.
@@ -322,6 +318,18 @@ mod tests {
         assert!(child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && child.ends_with("-01"), "{child}");
         assert!(!child.contains("00f067aa0ba902b7"), "the child has its own span id: {child}");
         assert_eq!(t.tracestate().as_deref(), Some("vendor=abc"));
+    }
+
+    #[test]
+    fn tracestate_lines_are_joined_and_a_broken_one_drops_the_state() {
+        let ip = Some("10.1.2.3".parse().unwrap());
+        let h = headers(&[("traceparent", PARENT), ("tracestate", "a=1, b=2"), ("tracestate", "c=3")]);
+        let t = trusting("10.0.0.0/8").start(&h, ip, "other", "GET");
+        assert_eq!(t.tracestate().as_deref(), Some("a=1,b=2,c=3"));
+        let h = headers(&[("traceparent", PARENT), ("tracestate", "a=1"), ("tracestate", "B=2")]);
+        let t = trusting("10.0.0.0/8").start(&h, ip, "other", "GET");
+        assert_eq!(t.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736", "the parent still counts");
+        assert_eq!(t.tracestate(), None);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! DPoP (RFC 9449) end to end, against node oidc-provider with its DPoP feature (a real,
 //! independent implementation) in `json` and `rfc9701` modes, and against dev-idsvr: a DPoP-bound
-//! token passes with a fresh proof on every request and fails with each broken proof; downgrades
-//! are refused both ways; nonces are asked for and accepted on retry; a certificate-bound token on
-//! the same gateway still works; a client without a certificate can connect only where the host
-//! allows it.
+//! token passes with a fresh proof on every request and fails with each broken proof (also one
+//! whose `htu` only a lenient parser reads as the request's URI); downgrades are refused both ways;
+//! nonces are asked for and accepted on retry; a certificate-bound token on the same gateway still
+//! works; a client without a certificate can connect only where the host allows it.
 
 mod common;
 
@@ -89,7 +89,7 @@ async fn broken_proofs_fail(sys: &System, key: &ProofKey, token: &str) {
         mtls_gateway::token::b64url(json!({ "typ": "dpop+jwt", "alg": "none", "jwk": key.jwk }).to_string().as_bytes()),
         mtls_gateway::token::b64url(claims.to_string().as_bytes())
     );
-    let cases: Vec<(&str, String)> = vec![
+    let mut cases: Vec<(&str, String)> = vec![
         ("dpop_htm_mismatch", key.proof("POST", &echo_url(sys), Some(token), &json!({}))),
         ("dpop_htu_mismatch", key.proof("GET", &format!("https://{DPOP_API}/api/echo"), Some(token), &json!({}))),
         (
@@ -107,6 +107,16 @@ async fn broken_proofs_fail(sys: &System, key: &ProofKey, token: &str) {
             format!("{}.{}", p.rsplit_once('.').unwrap().0, s.rsplit_once('.').unwrap().1)
         }),
     ];
+    // What only a lenient (WHATWG) parser reads as this request's URI: userinfo, `\` for `/`, a
+    // dropped tab or leading space.
+    let port = sys.gateway_port;
+    let lenient = [
+        format!("https://u:p@{DPOP_API}:{port}/api/echo"),
+        format!("https://{DPOP_API}:{port}\\api/echo"),
+        format!("https://{DPOP_API}:{port}/api/\techo"),
+        format!(" https://{DPOP_API}:{port}/api/echo"),
+    ];
+    cases.extend(lenient.iter().map(|htu| ("dpop_htu_mismatch", key.proof("GET", htu, Some(token), &json!({})))));
     for (reason, p) in cases {
         let a = call(sys, &client, "DPoP", token, &[p]).await;
         assert_eq!(a.status, 401, "{reason}");

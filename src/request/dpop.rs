@@ -5,7 +5,8 @@
 //! client addressed); `iat` inside the window; a `jti` not seen before within it; `ath` the hash of
 //! the access token; and, when nonces are on, a nonce this gateway (any replica) issued. The
 //! binding itself (the token's `cnf.jkt` is the RFC 7638 thumbprint of `jwk`) is checked by the
-//! binding filter with [`jwk_thumbprint`].
+//! binding filter with [`jwk_thumbprint`]. What is read before any key is trusted, and the form
+//! `htu` is compared in, are [`parse`]'s.
 //!
 //! The replay cache remembers `(key, jti)` for the length of the window, bounded in entries.
 //! Nonces are stateless: a time window and its HMAC under a configured secret, so that replicas
@@ -24,14 +25,13 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A proof longer than this is refused before it is decoded (an RSA-4096 proof is about 1.5 KiB).
-const MAX_PROOF_BYTES: usize = 8 * 1024;
+pub mod parse;
+
+use parse::{normalize_htu, normalize_uri, Json};
+
 const MAX_JTI_BYTES: usize = 256;
 /// Members of a JWK that only a private key has (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037).
 const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
-
-/// A JSON object: a JWS header or claims set.
-type Json = Map<String, Value>;
 
 /// Why a proof was refused: each is a refusal reason (a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,8 +200,8 @@ impl DpopVerifier {
 
     /// The header and the claims of a proof whose signature verifies with its own `jwk`.
     fn signed_parts(&self, proof: &str) -> Result<(Json, Json), ProofError> {
-        let header_b64 = proof.split('.').next().ok_or(ProofError::Malformed)?;
-        let header = decode_json(header_b64).ok_or(ProofError::Malformed)?;
+        let parts = parse::split(proof).ok_or(ProofError::Malformed)?;
+        let header = parse::decode_json(parts.header).ok_or(ProofError::Malformed)?;
         let typ = header.get("typ").and_then(Value::as_str).ok_or(ProofError::Typ)?;
         if !typ.eq_ignore_ascii_case("dpop+jwt") {
             return Err(ProofError::Typ);
@@ -267,9 +267,7 @@ fn single_proof(req: &RequestHeader) -> Result<&str, ProofError> {
         return Err(ProofError::Multiple);
     }
     let text = value.to_str().map_err(|_| ProofError::Malformed)?;
-    if text.len() > MAX_PROOF_BYTES || text.split('.').count() != 3 {
-        return Err(ProofError::Malformed);
-    }
+    parse::split(text).ok_or(ProofError::Malformed)?;
     Ok(text)
 }
 
@@ -281,7 +279,7 @@ fn check_request(claims: &Map<String, Value>, req: &RequestHeader) -> Result<(),
     }
     let htu = claims.get("htu").and_then(Value::as_str).ok_or(ProofError::Htu)?;
     let expected = request_uri(req).ok_or(ProofError::Htu)?;
-    match normalize_uri(htu) {
+    match normalize_htu(htu) {
         Some(given) if given == expected => Ok(()),
         _ => Err(ProofError::Htu),
     }
@@ -294,43 +292,6 @@ pub fn request_uri(req: &RequestHeader) -> Option<String> {
         None => req.uri.authority()?.as_str().to_string(),
     };
     normalize_uri(&format!("https://{authority}{}", req.uri.path()))
-}
-
-/// RFC 3986 §6.2.2 syntax-based normalisation (case, percent-encoding, dot segments) and §6.2.3
-/// scheme-based (default port, empty path), without query and fragment (RFC 9449 §4.3).
-pub fn normalize_uri(text: &str) -> Option<String> {
-    let url = url::Url::parse(text).ok()?;
-    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() {
-        return None;
-    }
-    let host = url.host_str()?;
-    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    Some(format!("{}://{host}{port}{}", url.scheme(), normalize_percent(url.path())))
-}
-
-/// Decodes percent-encoded unreserved characters and upper-cases the hex of the others.
-fn normalize_percent(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
-                    out.push(v as char);
-                } else {
-                    out.push_str(&format!("%{v:02X}"));
-                }
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b as char);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// RFC 7638: SHA-256 over the required members in lexicographic order, base64url.
@@ -382,11 +343,6 @@ pub fn alg_name(a: Algorithm) -> &'static str {
         Algorithm::HS384 => "HS384",
         Algorithm::HS512 => "HS512",
     }
-}
-
-fn decode_json(part: &str) -> Option<Map<String, Value>> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 fn window_of(now: i64, lifetime: Duration) -> u64 {
@@ -631,6 +587,23 @@ mod tests {
         ] {
             let proof = key.proof("GET", htu, TOKEN, Value::Null);
             assert_eq!(check(&v, &req("GET", path, host, &[&proof])), Err(ProofError::Htu), "{htu}");
+        }
+    }
+
+    #[test]
+    fn htu_that_only_a_lenient_parser_reads_is_refused() {
+        let key = es256();
+        let v = DpopVerifier::local(cfg());
+        for htu in [
+            "https://u:p@api.example.com/api/x",
+            "https://api.example.com\\api/x",
+            "https://api.example.com/api/x\t",
+            "https://api.example.com/api/\r\nx",
+            "https://api.example.com/api/ x",
+            "https://api.example.com:/api/x",
+        ] {
+            let proof = key.proof("GET", htu, TOKEN, Value::Null);
+            assert_eq!(check(&v, &req("GET", "/api/x", "api.example.com", &[&proof])), Err(ProofError::Htu), "{htu:?}");
         }
     }
 

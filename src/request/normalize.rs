@@ -11,14 +11,13 @@ use crate::host::HostPattern;
 use crate::request::headers::{request_host, StripList};
 use crate::request::respond::{BadRequest, Refusal};
 use pingora_http::RequestHeader;
+use target::TargetError;
+
+pub mod target;
 
 /// Headers that ask an application server to act as if another method had been sent. Many
 /// frameworks honour them, so a scope granted for `GET` could be used to `DELETE`.
 const METHOD_OVERRIDE_HEADERS: &[&str] = &["x-http-method-override", "x-http-method", "x-method-override"];
-
-/// The same as query parameters (Rails, Laravel and Symfony read `_method`), compared lower case.
-const METHOD_OVERRIDE_PARAMS: &[&str] =
-    &["_method", "x-http-method-override", "x-http-method", "x-method-override", "_httpmethod"];
 
 /// Headers the gateway reads or sets itself, besides the stripped ones: a client's `Connection`
 /// header must not make them hop-by-hop (pingora would drop them, or refuse the request as an
@@ -58,7 +57,7 @@ impl Normalizer {
         }
         method(&req.method)?;
         refuse_method_override(req)?;
-        target(req.raw_path())?;
+        target::check(req.raw_path()).map_err(|e| Refusal::BadRequest(bad_target(e)))?;
         content_length(req)?;
         self.strip.apply(req);
         self.connection(req)?;
@@ -151,84 +150,15 @@ fn refuse_method_override(req: &RequestHeader) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Control characters (raw, or as pingora's HTTP/1.1 parser escapes them: `%00`-`%1F`, `%7F`),
-/// path spellings that an application server resolves to another path than the one the route
-/// and scope were chosen for, and method overrides in the query.
-fn target(raw: &[u8]) -> Result<(), Refusal> {
-    let raw_control = raw.iter().any(|&b| b <= b' ' || b == 0x7f);
-    if raw_control || has_encoded_control(raw) {
-        return Err(Refusal::BadRequest(BadRequest::ControlCharacter));
+/// The refusal of each target a [`target::check`] refuses.
+fn bad_target(e: TargetError) -> BadRequest {
+    match e {
+        TargetError::ControlCharacter => BadRequest::ControlCharacter,
+        TargetError::PathEncoding => BadRequest::PathEncoding,
+        TargetError::DotSegments => BadRequest::DotSegments,
+        TargetError::PathParameters => BadRequest::PathParameters,
+        TargetError::MethodOverride => BadRequest::MethodOverride,
     }
-    let mut parts = raw.splitn(2, |&b| b == b'?');
-    let (path, query) = (parts.next().unwrap_or_default(), parts.next());
-    let decoded = decode_path(path).ok_or(Refusal::BadRequest(BadRequest::PathEncoding))?;
-    if has_dot_segments(&decoded) {
-        // "/api/../admin" would match the /api/ route here and reach /admin at the API.
-        return Err(Refusal::BadRequest(BadRequest::DotSegments));
-    }
-    if decoded.contains(';') {
-        // Tomcat and Jetty drop `;params` from each segment: "/api/x/..;/admin" and
-        // "/admin;x/users" reach /admin/ there, whatever route matched here.
-        return Err(Refusal::BadRequest(BadRequest::PathParameters));
-    }
-    if query.is_some_and(has_method_override_param) {
-        return Err(Refusal::BadRequest(BadRequest::MethodOverride));
-    }
-    Ok(())
-}
-
-/// The path with its escapes decoded once, or `None` when it holds an escape that servers read
-/// differently: a double-encoded one (`%252e`), a bare `%` or IIS's `%u002e`, an encoded slash or
-/// backslash (servers that allow them decode them into separators), or bytes that are not UTF-8
-/// once decoded (overlong forms such as `%c0%ae` are decoded to `.` by lenient servers).
-fn decode_path(path: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(path.len());
-    let mut i = 0;
-    while i < path.len() {
-        if path[i] != b'%' {
-            out.push(if path[i] == b'\\' { b'/' } else { path[i] });
-            i += 1;
-            continue;
-        }
-        let (hi, lo) = (hex(*path.get(i + 1)?)?, hex(*path.get(i + 2)?)?);
-        let byte = hi << 4 | lo;
-        if matches!(byte, b'%' | b'/' | b'\\') {
-            return None;
-        }
-        out.push(byte);
-        i += 3;
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Whether a decoded path has `.` or `..` segments, also with a trailing `;param` or surrounding
-/// white space (`..;`, `..%20`), which some servers ignore.
-fn has_dot_segments(decoded: &str) -> bool {
-    decoded.split('/').any(|seg| {
-        let seg = seg.split(';').next().unwrap_or_default().trim_matches(|c: char| c.is_whitespace());
-        seg == "." || seg == ".."
-    })
-}
-
-/// Whether the query names a method-override parameter (`_method=DELETE`).
-fn has_method_override_param(query: &[u8]) -> bool {
-    query.split(|&b| b == b'&' || b == b';').any(|pair| {
-        let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
-        let name = decode_path(name).unwrap_or_else(|| String::from_utf8_lossy(name).into_owned());
-        let name = name.trim().to_ascii_lowercase();
-        METHOD_OVERRIDE_PARAMS.contains(&name.as_str())
-            || METHOD_OVERRIDE_PARAMS.contains(&name.replace('_', "-").as_str())
-    })
-}
-
-fn has_encoded_control(raw: &[u8]) -> bool {
-    raw.windows(3).any(|w| {
-        w[0] == b'%' && matches!((hex(w[1]), hex(w[2])), (Some(hi), Some(lo)) if hi < 2 || (hi == 7 && lo == 0xf))
-    })
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// RFC 9110 §8.6: exactly one field holding one decimal integer. Pingora accepts `5,5` and repeated
