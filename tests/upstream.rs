@@ -127,3 +127,34 @@ async fn a_502_never_leaves_a_keep_alive_client_to_lose_its_next_request() {
     .unwrap();
     assert!(answers.iter().all(|a| a.starts_with("HTTP/1.1 502")), "{answers:?}");
 }
+
+/// An API that demands a client certificate (mutual TLS on the gateway's hop, as a zero-trust
+/// network asks): refused, 502 with the JSON body, through an upstream without one; served
+/// through an upstream with the gateway's certificate and key. `-t` names a key that is not the
+/// certificate's.
+#[tokio::test]
+async fn an_api_that_demands_a_client_certificate_is_served_through_an_upstream_with_one() {
+    let api_patches = vec![("client_ca", common::cert("root.pem").into())];
+    let without = System::start_with(common::Options { api_patches: api_patches.clone(), ..Default::default() });
+    let token = without.token("example.client.p12", "partner-client").await;
+    let r = without.call_api("example.client.p12", &token).await;
+    assert_eq!(r.status(), 502);
+    let body: serde_json::Value = r.json().await.expect("a JSON body");
+    assert_eq!(body["code"], "bad_gateway", "{body}");
+    drop(without);
+
+    let identity = vec![
+        ("upstreams.example-api.client_certificate", common::cert("introspection.client.pem").into()),
+        ("upstreams.example-api.client_key", common::cert("introspection.client.key").into()),
+    ];
+    let with = System::start_with(common::Options { api_patches, patches: identity, ..Default::default() });
+    let token = with.token("example.client.p12", "partner-client").await;
+    assert_eq!(with.call_api("example.client.p12", &token).await.status(), 200);
+
+    let mut doc = with.gateway_config();
+    common::yaml::set(&mut doc, "upstreams.example-api.client_key", common::cert("other.client.key"));
+    let bad = with.dir.path().join("bad-key.yaml");
+    common::yaml::write(&doc, &bad);
+    let (ok, out) = common::validate(&bad);
+    assert!(!ok && out.contains("upstreams.example-api.client_key") && out.contains("does not match"), "{out}");
+}

@@ -64,6 +64,9 @@ pub fn check(cfg: &Config) -> Findings {
         if let Some(ca) = &u.ca {
             files.push((format!("upstreams.{name}.ca"), ca));
         }
+        if let Some(identity) = &u.client_identity {
+            files.push((format!("upstreams.{name}.client_certificate"), &identity.certificate));
+        }
     }
     for (name, i) in &cfg.introspection {
         files.push((format!("introspection.{name}.ca"), &i.ca));

@@ -337,11 +337,30 @@ fn peer_template(u: &UpstreamConfig) -> Result<HttpPeer, Problem> {
     peer.options.read_timeout = Some(u.read_timeout);
     peer.options.write_timeout = Some(u.write_timeout);
     peer.options.idle_timeout = Some(u.idle_timeout);
+    if let Some(identity) = &u.client_identity {
+        peer.client_cert_key = Some(Arc::new(client_identity(&u.name, identity)?));
+    }
     // The pool key does not include the CA: keep upstreams with different trust apart.
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (u.name.as_str(), u.ca.as_ref()).hash(&mut h);
+    (u.name.as_str(), u.ca.as_ref(), u.client_identity.as_ref().map(|i| &i.certificate)).hash(&mut h);
     peer.group_key = h.finish();
     Ok(peer)
+}
+
+/// The gateway's certificate chain and key for mutual TLS to the API: read, and checked to
+/// belong together, so that `-t` names a key that is not the certificate's.
+fn client_identity(
+    name: &str,
+    id: &crate::config::ClientIdentity,
+) -> Result<pingora_core::utils::tls::CertKey, Problem> {
+    let at = |k: &str| format!("upstreams.{name}.{k}");
+    let certs = crate::pki::read_certs(&id.certificate).map_err(|e| Problem::new(at("client_certificate"), e))?;
+    let key = crate::pki::read_key(&id.key).map_err(|e| Problem::new(at("client_key"), e))?;
+    if !certs[0].public_key().is_ok_and(|p| p.public_eq(&key)) {
+        let message = format!("{} does not match the certificate {}", id.key.display(), id.certificate.display());
+        return Err(Problem::new(at("client_key"), message));
+    }
+    Ok(pingora_core::utils::tls::CertKey::new(certs, key))
 }
 
 /// The active check of an upstream, when configured: over the same TLS settings as requests.

@@ -40,6 +40,9 @@ struct Config {
     algorithm: Option<String>,
     #[serde(default = "default_threads")]
     threads: usize,
+    /// When set, callers must present a client certificate from this CA (mutual TLS on the hop
+    /// from the gateway, as a zero-trust network asks).
+    client_ca: Option<String>,
 }
 
 fn default_threads() -> usize {
@@ -145,7 +148,12 @@ fn main() {
     let path = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "conf/example-api.yaml".into()));
     let started = devkit::load_yaml::<Config>(&path).and_then(|cfg| {
         let p = |s: &str| devkit::relative(&path, s).display().to_string();
-        let settings = TlsSettings::intermediate(&p(&cfg.certificate), &p(&cfg.key)).map_err(|e| e.to_string())?;
+        let mut settings = TlsSettings::intermediate(&p(&cfg.certificate), &p(&cfg.key)).map_err(|e| e.to_string())?;
+        if let Some(ca) = &cfg.client_ca {
+            settings.set_ca_file(p(ca)).map_err(|e| format!("client_ca: {e}"))?;
+            let demand = openssl::ssl::SslVerifyMode::PEER | openssl::ssl::SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+            settings.set_verify(demand);
+        }
         let (addr, threads) = (cfg.listen.clone(), cfg.threads);
         Ok((Api::new(cfg, &path)?, settings, addr, threads))
     });
