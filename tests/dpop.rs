@@ -219,3 +219,56 @@ async fn the_dpop_client_script_calls_the_api() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("successfully created the API transaction using DPoP"), "{text}");
 }
+
+/// The `x5t#S256` of a client certificate: base64url SHA-256 of its DER.
+fn thumbprint(p12: &str) -> String {
+    let der = std::fs::read(common::cert(p12)).unwrap();
+    let parsed = openssl::pkcs12::Pkcs12::from_der(&der).unwrap().parse2("Password1").unwrap();
+    let cert = parsed.cert.unwrap().to_der().unwrap();
+    mtls_gateway::token::b64url(&openssl::sha::sha256(&cert))
+}
+
+/// Tokens from dev-idsvr's `/dev/mint`, bound to `x5t` and, when given, to `jkt` too.
+async fn minted(sys: &System, x5t: &str, jkt: Option<&str>) -> String {
+    let body = json!({ "count": 1, "client_id": "partner-client", "x5t": x5t, "jkt": jkt, "scope": "transactions" });
+    let url = format!("https://{LOGIN}:{}/dev/mint", sys.idsvr_port);
+    let root = reqwest::Certificate::from_pem(&std::fs::read(common::cert("root.pem")).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([root])
+        .resolve(LOGIN, ([127, 0, 0, 1], sys.idsvr_port).into())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let answer: Value = client.post(url).json(&body).send().await.unwrap().json().await.unwrap();
+    answer["tokens"][0].as_str().unwrap().to_string()
+}
+
+/// Issue 29: a token bound to the right certificate and to a key whose proof is never shown was
+/// served as `Bearer` on a `cert_binding` route. Every route that checks a binding checks every
+/// binding the token carries: the certificate-only route refuses it, the route that accepts both
+/// wants the proof of the key as well, and the same token without the key binding passes.
+#[tokio::test]
+async fn a_token_bound_to_a_certificate_and_a_key_must_prove_both() {
+    let sys = System::start();
+    let x5t = thumbprint("example.client.p12");
+    let key = ProofKey::generate().unwrap();
+    let both = minted(&sys, &x5t, Some(&key.jkt())).await;
+    let r = sys.call_api("example.client.p12", &both).await;
+    assert_eq!(r.status(), 401, "a cert_binding route served a token whose key binding it cannot check");
+    assert!(sys.log_shows("refused_by=cert_binding reason=dpop_binding_not_accepted"), "{}", sys.gateway_log());
+
+    let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
+    let with_cert = sys.client_builder(Some("example.client.p12")).resolve(DPOP_API, gw).build().unwrap();
+    let a = call(&sys, &with_cert, "Bearer", &both, &[]).await;
+    assert_eq!(a.status, 401, "as Bearer on the route that accepts both");
+    let other = ProofKey::generate().unwrap();
+    let a = call(&sys, &with_cert, "DPoP", &both, &[proof(&sys, &other, &both, json!({}))]).await;
+    assert_eq!(a.status, 401, "a proof by another key");
+    let a = call(&sys, &with_cert, "DPoP", &both, &[proof(&sys, &key, &both, json!({}))]).await;
+    assert_eq!(a.status, 200, "both bindings proven: {}", a.challenge);
+    let a = call(&sys, &no_cert_client(&sys), "DPoP", &both, &[proof(&sys, &key, &both, json!({}))]).await;
+    assert_eq!(a.status, 401, "the key proven, but no certificate");
+
+    let cert_only = minted(&sys, &x5t, None).await;
+    assert_eq!(sys.call_api("example.client.p12", &cert_only).await.status(), 200);
+}

@@ -116,7 +116,7 @@ pub fn build_chain(configs: &[FilterConfig], parts: &ChainParts, route: &str) ->
                         accept_dpop: dpop,
                     })
                 }
-                FilterConfig::CertBinding => Box::new(CertBinding),
+                FilterConfig::CertBinding => Box::new(CertBinding::new()),
                 FilterConfig::Binding { certificate, dpop } => {
                     let verifier = match dpop {
                         true => Some(parts.dpop.clone().ok_or("dpop is accepted but no DPoP checks were built")?),
