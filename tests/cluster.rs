@@ -7,7 +7,7 @@
 mod common;
 
 use common::replica::{Redis, Replica, Silencer};
-use common::{cert, yaml, Options, System, API};
+use common::{at_a_second_boundary, cert, until, yaml, Options, System, API};
 use mtls_gateway::request::dpop::client::ProofKey;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -462,4 +462,24 @@ async fn connections_that_go_silent_are_replaced() {
     let proof = fresh();
     assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
     assert_replayed(&p, p.other.addr, &token, &proof).await;
+}
+
+/// Issue 29: a proof id's entry on the server lived the window from its first use, while the
+/// proof's `iat` (whole seconds, up to the leeway ahead) lets it pass up to a second longer. The
+/// entry now lives until the proof's own `iat` leaves the window: with `max_age: 2s` and
+/// `leeway: 5s`, a proof dated 5 s ahead, used on one replica at once, is a replay on the other
+/// half a second before its window ends (the old entry was gone 7 s after first use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proof_dated_ahead_is_a_replay_on_every_replica_until_its_window_ends() {
+    let redis = Redis::start();
+    let p = pair(&redis, vec![("dpop.max_age", "2s".into()), ("dpop.leeway", "5s".into())]);
+    p.purges_become("subscribed").await;
+    let key = ProofKey::generate().unwrap();
+    let token = dpop_token(&p, &key).await;
+    until_a_proof_passes(&p, p.first(), &key, &token, Duration::from_secs(10)).await;
+    let second = at_a_second_boundary().await;
+    let ahead = key.proof("GET", &echo_url(&p), Some(&token), &json!({ "iat": second + 5 }));
+    assert_eq!(dpop_call(&p, p.first(), &token, &ahead).await.0, 200);
+    until(second as f64 + 7.5).await;
+    assert_replayed(&p, p.other.addr, &token, &ahead).await;
 }

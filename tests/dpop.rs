@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{yaml, Identity, Options, System, API, LOGIN};
+use common::{at_a_second_boundary, until, yaml, Identity, Options, System, API, LOGIN};
 use mtls_gateway::request::dpop::client::ProofKey;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -271,4 +271,63 @@ async fn a_token_bound_to_a_certificate_and_a_key_must_prove_both() {
 
     let cert_only = minted(&sys, &x5t, None).await;
     assert_eq!(sys.call_api("example.client.p12", &cert_only).await.status(), 200);
+}
+
+/// Issue 29: a proof's id was kept for the window counted from its first use, while its `iat`
+/// (read in whole seconds, up to the leeway ahead) lets it pass for up to a second longer, so a
+/// proof dated ahead could be replayed at the window's edge. With `max_age: 2s` and
+/// `leeway: 5s`, a proof dated 5 s ahead and used at once passes until `iat + 3 s`; the old entry
+/// lived 7 s from first use. Replayed half a second before the proof's window ends, it is refused.
+#[tokio::test]
+async fn a_proof_dated_ahead_cannot_be_replayed_at_the_edge_of_its_window() {
+    let sys = System::start_with(Options {
+        patches: vec![("dpop.max_age", "2s".into()), ("dpop.leeway", "5s".into())],
+        ..Default::default()
+    });
+    let key = ProofKey::generate().unwrap();
+    let token = dpop_token(&sys, &key).await;
+    let client = no_cert_client(&sys);
+    let second = at_a_second_boundary().await;
+    let ahead = proof(&sys, &key, &token, json!({ "iat": second + 5 }));
+    let first = call(&sys, &client, "DPoP", &token, std::slice::from_ref(&ahead)).await;
+    assert_eq!(first.status, 200, "{}", first.challenge);
+    until(second as f64 + 7.5).await;
+    let replay = call(&sys, &client, "DPoP", &token, std::slice::from_ref(&ahead)).await;
+    assert!(
+        replay.status == 401 && replay.challenge.contains("dpop_replayed"),
+        "{}: {}",
+        replay.status,
+        replay.challenge
+    );
+    until(second as f64 + 8.3).await;
+    let late = call(&sys, &client, "DPoP", &token, &[ahead]).await;
+    assert!(late.challenge.contains("dpop_iat_out_of_window"), "the window has closed: {}", late.challenge);
+}
+
+/// Issue 29: proofs whose key is not the token's took a place in the replay cache, so that enough
+/// of them pushed out the id of a captured proof, which was then accepted again. A proof takes a
+/// place only once it passed every check, the token's `cnf.jkt` included.
+#[tokio::test]
+async fn proofs_by_another_key_cannot_push_a_used_proof_out_of_the_replay_cache() {
+    let sys =
+        System::start_with(Options { patches: vec![("dpop.replay_cache_entries", 20.into())], ..Default::default() });
+    let (victim, attacker) = (ProofKey::generate().unwrap(), ProofKey::generate().unwrap());
+    let token = dpop_token(&sys, &victim).await;
+    let client = no_cert_client(&sys);
+    let captured = proof(&sys, &victim, &token, json!({}));
+    assert_eq!(call(&sys, &client, "DPoP", &token, std::slice::from_ref(&captured)).await.status, 200);
+    for _ in 0..200 {
+        let junk = call(&sys, &client, "DPoP", &token, &[proof(&sys, &attacker, &token, json!({}))]).await;
+        assert_eq!(junk.status, 401);
+    }
+    let replay = call(&sys, &client, "DPoP", &token, &[captured]).await;
+    assert!(
+        replay.status == 401 && replay.challenge.contains("dpop_replayed"),
+        "{}: {}",
+        replay.status,
+        replay.challenge
+    );
+    let text = sys.metrics().await;
+    let evicted = text.lines().find_map(|l| l.strip_prefix("gateway_dpop_replay_evictions_total "));
+    assert_eq!(evicted.map(str::trim), Some("0"), "no proof id was pushed out");
 }

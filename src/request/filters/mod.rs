@@ -61,6 +61,8 @@ pub struct FilterState {
     pub scheme: Option<Scheme>,
     /// SHA-256 of the presented token (the cache key; a DPoP proof's `ath`).
     pub token_hash: Option<[u8; 32]>,
+    /// The thumbprint of the key a valid DPoP proof of this request proved (the token's `cnf.jkt`).
+    pub proven_jkt: Option<String>,
 }
 
 impl FilterState {
