@@ -10,7 +10,7 @@ use crate::request::access_log::AccessLine;
 use crate::request::cors;
 use crate::request::filters::{FilterState, Outcome};
 use crate::request::headers::{forwarded, interaction_id};
-use crate::request::limit::{InFlight, InFlightSlot};
+use crate::request::limit::{InFlight, InFlightSlot, Partner};
 use crate::request::normalize::Normalizer;
 use crate::request::partners::Partners;
 use crate::request::respond::{self, BadRequest, Refusal};
@@ -255,6 +255,20 @@ impl Gateway {
         tokio::time::timeout(refusals.drain_timeout, read).await.unwrap_or(false)
     }
 
+    /// `limits.per_partner_requests` for a client without a certificate: it is known by its DPoP
+    /// key, which only the binding filter has proven, so it is counted after the chain.
+    fn hold_key_in_flight(&self, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let Some(jkt) = ctx.filters.proven_jkt.as_deref().filter(|_| ctx._inflight.is_none()) else {
+            return Ok(());
+        };
+        let Some(slot) = self.inflight.acquire(Partner::key(jkt), ctx.state.partner_requests) else {
+            metrics::rate_limited("partner_requests");
+            return Err(Refusal::RateLimited { limit: "partner_requests", retry_after: 1 });
+        };
+        ctx._inflight = Some(slot);
+        Ok(())
+    }
+
     /// CORS for a route that trusts web origins: remembers an allowed `Origin` for the response
     /// and answers pre-flights. `Ok(true)` means a response was sent.
     async fn cors(&self, session: &mut Session, ctx: &mut RequestCtx, index: usize) -> Result<bool> {
@@ -341,7 +355,7 @@ impl ProxyHttp for Gateway {
         }
         let client = ctx.filters.client.clone();
         if let Some(c) = &client {
-            let Some(slot) = self.inflight.acquire(c, ctx.state.partner_requests) else {
+            let Some(slot) = self.inflight.acquire(Partner::Certificate(c.clone()), ctx.state.partner_requests) else {
                 metrics::rate_limited("partner_requests");
                 let refusal = Refusal::RateLimited { limit: "partner_requests", retry_after: 1 };
                 return self.refuse(session, ctx, "limits", refusal).await;
@@ -374,6 +388,9 @@ impl ProxyHttp for Gateway {
             if let Outcome::Respond(refusal) = filter.run(session.req_header(), &mut ctx.filters).await {
                 return self.refuse(session, ctx, filter.name(), refusal).await;
             }
+        }
+        if let Err(refusal) = self.hold_key_in_flight(ctx) {
+            return self.refuse(session, ctx, "limits", refusal).await;
         }
         Ok(false)
     }
