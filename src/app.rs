@@ -22,6 +22,7 @@ use crate::request::route::{upstream_peer, Route};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Everything the services are made of.
 pub struct App {
@@ -71,8 +72,16 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
     };
     let mut introspectors = BTreeMap::new();
     let mut report = Vec::new();
+    // The running connection's setting: a change of the cluster section waits for a restart.
+    let outage_ttl = match &kept.cluster {
+        Some(running) => running.as_ref().map(|c| c.config().outage_cache_ttl),
+        None => config.cluster.as_ref().map(|c| c.outage_cache_ttl),
+    };
+    let outage_ttl = outage_ttl.unwrap_or(Duration::ZERO);
     for (name, i) in &config.introspection {
-        let built = discovered(i.clone(), &mut report).and_then(|i| Introspector::new(i, issuer.clone()));
+        let built = discovered(i.clone(), &mut report)
+            .and_then(|i| Introspector::new(i, issuer.clone()))
+            .map(|i| i.with_outage_ttl(outage_ttl));
         match built {
             Ok(mut intro) => {
                 let same_issuer = kept.token_issuer == config.token_issuer;
