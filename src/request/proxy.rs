@@ -433,6 +433,11 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("x-fapi-interaction-id", &ctx.interaction_id)?;
         // What the caller sent is replaced: it was continued only if trusted.
         upstream.remove_header("tracestate");
+        if !ctx.filters.trace.as_ref().is_some_and(|t| t.from_trusted_caller()) {
+            for name in crate::trace::caller_only_headers(&upstream.headers) {
+                upstream.remove_header(&name);
+            }
+        }
         if let Some(span) = &ctx.upstream_span {
             upstream.insert_header("traceparent", span.traceparent())?;
             if let Some(state) = span.tracestate() {
