@@ -119,6 +119,7 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
     let routing = Routing::new(routes, normalizer, config.refusals)
         .with_access_format(config.access_format)
         .with_partner_requests(config.limits.per_partner_requests)
+        .with_ipv6_prefix(config.limits.per_source.ipv6_prefix)
         .with_partners(crate::request::partners::Partners::new(&config.partners))
         .with_tracing(crate::trace::Tracing::new(config.tracing.clone()));
     let acceptor = problems.or(acceptor)?;

@@ -533,3 +533,38 @@ async fn a_dpop_client_without_a_certificate_meets_the_in_flight_limit_of_its_ke
     assert_eq!(other_status, 200, "another key has its own count");
     assert!(sys.log_shows("refused_by=limits reason=partner_requests"), "{}", sys.gateway_log());
 }
+
+/// Issue 29: the introspection-miss bucket of a client without a certificate was keyed by its
+/// full address, so each address of an IPv6 /64 had a bucket of its own. It is keyed as the
+/// per-source caps key sources (`limits.ipv6_prefix`): unit-tested in
+/// `proxy::tests::clients_without_a_certificate_are_limited_per_ipv6_prefix`, as loopback here has
+/// one IPv6 address only. Here, on IPv4: connections from one address share one bucket, and
+/// another address has its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_without_a_certificate_share_the_miss_bucket_of_their_source() {
+    let sys = tokio::task::block_in_place(|| {
+        System::start_with(Options {
+            patches: vec![("limits.introspection_misses", yaml::parse("{per_second: 1, burst: 3}"))],
+            ..Default::default()
+        })
+    });
+    let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
+    let from = |ip: [u8; 4]| {
+        let b = sys.client_builder(None).resolve(DPOP_API, gw).local_address(IpAddr::from(ip));
+        b.pool_max_idle_per_host(0).build().unwrap()
+    };
+    let url = format!("https://{DPOP_API}:{}/api/echo", sys.gateway_port);
+    let made_up = |c: &reqwest::Client, i: usize| c.get(&url).bearer_auth(format!("made-up-{i}")).send();
+    let (a, b, other) = (from([127, 0, 0, 2]), from([127, 0, 0, 2]), from([127, 0, 0, 3]));
+    let mut same_source = Vec::new();
+    for i in 0..8 {
+        let client = if i % 2 == 0 { &a } else { &b };
+        same_source.push(made_up(client, i).await.unwrap().status().as_u16());
+    }
+    let mut elsewhere = Vec::new();
+    for i in 0..3 {
+        elsewhere.push(made_up(&other, 100 + i).await.unwrap().status().as_u16());
+    }
+    assert!(same_source.iter().filter(|s| **s == 429).count() >= 4, "{same_source:?}");
+    assert_eq!(elsewhere, [401, 401, 401], "another source has its own bucket");
+}

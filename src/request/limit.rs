@@ -1,6 +1,7 @@
 //! Token buckets keyed by partner: a client certificate's thumbprint or subject, or the source
-//! address of a request without one. Backed by `governor`; idle keys are forgotten from time to
-//! time so that many distinct keys cannot grow the table without bound.
+//! (address, or IPv6 prefix) of a request without one. Backed by `governor`; idle keys are
+//! forgotten from time to time so that many distinct keys cannot grow the table without bound.
+//! And the count of requests in flight per partner ([`InFlight`]).
 
 use crate::cluster::Cluster;
 use crate::config::{FailPolicy, RateConfig};

@@ -5,6 +5,7 @@
 //! party; `logging` writes one access-log line and the metrics of every request.
 
 use crate::config::{AccessFormat, RefusalsConfig};
+use crate::connection::limits::source_key;
 use crate::metrics;
 use crate::request::access_log::AccessLine;
 use crate::request::cors;
@@ -39,6 +40,8 @@ pub struct Routing {
     partners: Partners,
     /// Whose trace context is continued.
     tracing: Tracing,
+    /// `limits.ipv6_prefix`: a client without a certificate is its address, or this prefix.
+    ipv6_prefix: u8,
 }
 
 impl Routing {
@@ -52,7 +55,13 @@ impl Routing {
             partner_requests: usize::MAX,
             partners: Partners::default(),
             tracing: Tracing::default(),
+            ipv6_prefix: 64,
         }
+    }
+
+    pub fn with_ipv6_prefix(mut self, prefix: u8) -> Self {
+        self.ipv6_prefix = prefix;
+        self
     }
 
     pub fn with_tracing(mut self, tracing: Tracing) -> Self {
@@ -297,7 +306,8 @@ impl Gateway {
     }
 
     /// Per-connection facts from the TLS handshake: the verified client certificate and the SNI;
-    /// and the client's address, which only a limit without a certificate needs.
+    /// and the client's source, which only a limit without a certificate needs: its address, or
+    /// its IPv6 prefix (a host holds a whole /64), as the per-source caps count it.
     fn connection_facts(session: &Session, ctx: &mut RequestCtx) {
         let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
         if let Some(facts) = ssl.and_then(|s| s.extension.get::<ConnectionFacts>()) {
@@ -305,9 +315,16 @@ impl Gateway {
             ctx.exchanges = Some(facts.exchanges.clone());
         }
         if ctx.filters.client.is_none() {
-            ctx.filters.source = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+            let ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            ctx.filters.source = ip.map(|ip| client_source(ip, ctx.state.ipv6_prefix));
         }
     }
+}
+
+/// The rate-limit key of a client without a certificate: its IPv4 address (also when written as
+/// an IPv4-mapped IPv6 address), or its IPv6 prefix of `ipv6_prefix` bits.
+fn client_source(ip: std::net::IpAddr, ipv6_prefix: u8) -> String {
+    source_key(ip, ipv6_prefix).to_string()
 }
 
 #[async_trait]
@@ -726,6 +743,17 @@ mod tests {
             assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{shown}: {out}");
             assert!(out.contains("content-type: application/json") && out.contains(text), "{shown}: {out}");
         }
+    }
+
+    #[test]
+    fn clients_without_a_certificate_are_limited_per_ipv6_prefix() {
+        let source = |ip: &str, prefix| client_source(ip.parse().unwrap(), prefix);
+        assert_eq!(source("2001:db8:1:2::1", 64), source("2001:db8:1:2:ffff:1:2:3", 64), "one /64, one bucket");
+        assert_ne!(source("2001:db8:1:2::1", 64), source("2001:db8:1:3::1", 64), "another /64");
+        assert_eq!(source("2001:db8:1:2::1", 48), source("2001:db8:1:3::1", 48));
+        assert_ne!(source("2001:db8::1", 128), source("2001:db8::2", 128));
+        assert_eq!(source("::ffff:192.0.2.7", 64), "192.0.2.7", "an IPv4 client is its address");
+        assert_ne!(source("192.0.2.7", 64), source("192.0.2.8", 64));
     }
 
     #[tokio::test]
