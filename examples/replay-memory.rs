@@ -4,7 +4,7 @@
 //!
 //!   cargo run --release --example replay-memory -- 100000 1000000
 
-use mtls_gateway::request::dpop::{LocalReplayCache, ReplayCache};
+use mtls_gateway::request::dpop::{LocalReplayCache, ReplayCache, ReplayEntry};
 use std::time::Duration;
 
 fn resident_bytes() -> u64 {
@@ -20,12 +20,12 @@ fn main() {
     println!("|---|---|---|---|");
     for n in sizes {
         let before = resident_bytes();
-        let cache = LocalReplayCache::new(n, Duration::from_secs(65));
+        let cache = LocalReplayCache::new(n);
         for i in 0..n {
             let mut key = [0u8; 32];
             key[..8].copy_from_slice(&i.to_be_bytes());
             key[8..16].copy_from_slice(&(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_be_bytes());
-            cache.first_use(key);
+            cache.first_use(ReplayEntry { key, ttl: Duration::from_secs(66) });
         }
         let held = cache.entries();
         let added = resident_bytes().saturating_sub(before);

@@ -23,6 +23,7 @@ use crate::request::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Everything the services are made of.
 pub struct App {
@@ -72,8 +73,16 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
     };
     let mut introspectors = BTreeMap::new();
     let mut report = Vec::new();
+    // The running connection's setting: a change of the cluster section waits for a restart.
+    let outage_ttl = match &kept.cluster {
+        Some(running) => running.as_ref().map(|c| c.config().outage_cache_ttl),
+        None => config.cluster.as_ref().map(|c| c.outage_cache_ttl),
+    };
+    let outage_ttl = outage_ttl.unwrap_or(Duration::ZERO);
     for (name, i) in &config.introspection {
-        let built = discovered(i.clone(), &mut report).and_then(|i| Introspector::new(i, issuer.clone()));
+        let built = discovered(i.clone(), &mut report)
+            .and_then(|i| Introspector::new(i, issuer.clone()))
+            .map(|i| i.with_outage_ttl(outage_ttl));
         match built {
             Ok(mut intro) => {
                 let same_issuer = kept.token_issuer == config.token_issuer;
@@ -115,6 +124,7 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
     let routing = Routing::new(routes, normalizer, config.refusals)
         .with_access_format(config.access_format)
         .with_partner_requests(config.limits.per_partner_requests)
+        .with_ipv6_prefix(config.limits.per_source.ipv6_prefix)
         .with_partners(crate::request::partners::Partners::new(&config.partners))
         .with_tracing(crate::trace::Tracing::new(config.tracing.clone()));
     let acceptor = problems.or(acceptor)?;

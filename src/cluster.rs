@@ -10,8 +10,11 @@
 //!
 //! Purges: a purge on one replica is published; every replica (itself included) applies what it
 //! receives. A replica whose subscription is down (closed, or silent: it must answer a `PING`
-//! every second) cannot know what it missed, so it stops answering from its token cache (every
-//! request is introspected) until it is subscribed again, and then drops every cached answer.
+//! every second) cannot know what it missed, so it stops answering from its token cache (answers
+//! are then shared for `outage_cache_ttl` only, see [`Introspector`]) until it is subscribed again,
+//! and then drops every cached answer.
+//!
+//! [`Introspector`]: crate::request::introspect::Introspector
 
 use crate::config::{ClusterConfig, Problem};
 use crate::connection::limits::Throttle;

@@ -437,6 +437,7 @@ mod tests {
                     connect_timeout: Duration::from_secs(1),
                     rate_limits: config::FailPolicy::Open,
                     replay: config::FailPolicy::Closed,
+                    outage_cache_ttl: Duration::from_secs(1),
                 })
             }
             FixedSetting::TracingExport => {

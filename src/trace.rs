@@ -4,7 +4,9 @@
 //! A caller's trace context is continued only when the caller is trusted (`tracing.trusted_sources`
 //! or `tracing.trusted_partners`): a partner could otherwise pick the trace ids of the gateway's
 //! own traces, or mark every request sampled and flood the collector. Everyone else starts a new
-//! trace, and what they sent is never forwarded.
+//! trace, and what they sent is never forwarded: neither W3C trace context nor the headers of
+//! other tracing systems and W3C baggage ([`caller_only_headers`]), which an API's own tracing
+//! would otherwise read the same way.
 //!
 //! Without export the gateway still propagates: it makes its own ids, so the API and the identity
 //! server can join their spans to the same trace. With export, spans come from the OpenTelemetry
@@ -53,7 +55,8 @@ impl Tracing {
     /// Starts the request's trace: continued from a trusted caller's `traceparent`, new otherwise.
     /// `name` is the span's first name (the method); it is copied only when spans are exported.
     pub fn start(&self, headers: &http::HeaderMap, source: Option<IpAddr>, partner: &str, name: &str) -> RequestTrace {
-        let parent = if self.trusts(source, partner) { remote_parent(headers) } else { None };
+        let trusted = self.trusts(source, partner);
+        let parent = if trusted { remote_parent(headers) } else { None };
         let started = SystemTime::now();
         if let Some(tracer) = tracer() {
             let parent_cx = parent.map_or_else(Context::new, |sc| Context::new().with_remote_span_context(sc));
@@ -64,7 +67,7 @@ impl Tracing {
                 .start_with_context(tracer, &parent_cx);
             let cx = parent_cx.with_span(span);
             let ids = cx.span().span_context().clone();
-            return RequestTrace { cx: Some(cx), ids };
+            return RequestTrace { cx: Some(cx), ids, trusted };
         }
         let (trace_id, flags, state) = match parent {
             Some(p) => (p.trace_id(), p.trace_flags(), p.trace_state().clone()),
@@ -73,7 +76,7 @@ impl Tracing {
                 (id, sampled_flag(id, self.cfg.sample_ratio), TraceState::default())
             }
         };
-        RequestTrace { cx: None, ids: SpanContext::new(trace_id, new_span_id(), flags, false, state) }
+        RequestTrace { cx: None, ids: SpanContext::new(trace_id, new_span_id(), flags, false, state), trusted }
     }
 
     /// The configured share of new traces to sample.
@@ -82,15 +85,37 @@ impl Tracing {
     }
 }
 
+/// Headers of other tracing systems than W3C trace context, and W3C baggage: B3 (single and
+/// multi-header), Jaeger, Sentry, Google Cloud, AWS X-Ray. Matched lower case, as `http` keeps them.
+const CALLER_ONLY_HEADERS: &[&str] =
+    &["baggage", "b3", "uber-trace-id", "sentry-trace", "x-cloud-trace-context", "x-amzn-trace-id"];
+/// Families of such headers: B3's `x-b3-traceid`, `x-b3-spanid`, ...; Jaeger's baggage `uberctx-<key>`.
+const CALLER_ONLY_PREFIXES: &[&str] = &["x-b3-", "uberctx-"];
+
+/// The trace and baggage headers of `headers` that only a trusted caller's request may carry on
+/// (`traceparent` and `tracestate` are always replaced by the gateway's own).
+pub fn caller_only_headers(headers: &http::HeaderMap) -> Vec<http::HeaderName> {
+    let foreign = |n: &str| CALLER_ONLY_HEADERS.contains(&n) || CALLER_ONLY_PREFIXES.iter().any(|p| n.starts_with(p));
+    headers.keys().filter(|name| foreign(name.as_str())).cloned().collect()
+}
+
 /// The trace of one request: the request span (exported, or only its ids) and its context.
 #[derive(Debug, Clone)]
 pub struct RequestTrace {
     /// The context holding the exported request span; `None` without export.
     cx: Option<Context>,
     ids: SpanContext,
+    /// The caller is trusted with trace context: what it sent goes on to the API.
+    trusted: bool,
 }
 
 impl RequestTrace {
+    /// Whether the caller is trusted with trace context (`tracing.trusted_sources` or
+    /// `trusted_partners`), so that its other trace and baggage headers go on to the API.
+    pub fn from_trusted_caller(&self) -> bool {
+        self.trusted
+    }
+
     pub fn trace_id(&self) -> TraceId {
         self.ids.trace_id()
     }
@@ -304,6 +329,44 @@ mod tests {
     }
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn other_tracing_systems_headers_are_only_a_trusted_callers() {
+        let h = headers(&[
+            ("baggage", "user=1"),
+            ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+            ("X-B3-TraceId", "80f198ee56343ba864fe8b2a57d3eff7"),
+            ("x-b3-sampled", "1"),
+            ("uber-trace-id", "a:b:0:1"),
+            ("uberctx-user", "x"),
+            ("sentry-trace", "771a43a4192642f0b136d5159a501700-b6b8a7f4a9e4b4e1-1"),
+            ("x-cloud-trace-context", "105445aa7843bc8bf206b12000100000/1;o=1"),
+            ("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793"),
+            ("traceparent", PARENT),
+            ("x-b3", "not a family member"),
+            ("authorization", "Bearer x"),
+        ]);
+        let mut names: Vec<String> = caller_only_headers(&h).iter().map(|n| n.to_string()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "b3",
+                "baggage",
+                "sentry-trace",
+                "uber-trace-id",
+                "uberctx-user",
+                "x-amzn-trace-id",
+                "x-b3-sampled",
+                "x-b3-traceid",
+                "x-cloud-trace-context"
+            ]
+        );
+        let trusted = TracingConfig { trusted_sources: vec!["127.0.0.2/32".parse().unwrap()], ..Default::default() };
+        let t = Tracing::new(trusted);
+        assert!(t.start(&h, "127.0.0.2".parse().ok(), "-", "GET").from_trusted_caller());
+        assert!(!t.start(&h, "127.0.0.1".parse().ok(), "-", "GET").from_trusted_caller());
+    }
 
     fn trusting(cidr: &str) -> Tracing {
         Tracing::new(TracingConfig { trusted_sources: vec![cidr.parse().unwrap()], ..Default::default() })

@@ -7,7 +7,7 @@
 mod common;
 
 use common::replica::{Redis, Replica, Silencer};
-use common::{cert, yaml, Options, System, API};
+use common::{at_a_second_boundary, cert, until, yaml, Options, System, API};
 use mtls_gateway::request::dpop::client::ProofKey;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -205,6 +205,54 @@ async fn revoke(p: &Pair, token: &str) {
     p.sys.revoke(token).await;
 }
 
+/// While its purge subscription is down, `gw` serves a token revoked a moment ago for at most
+/// `cluster.outage_cache_ttl` (1 s), and then refuses it.
+async fn revoked_within_the_outage_cache_ttl(p: &Pair, gw: SocketAddr, token: &str) {
+    let revoked = Instant::now();
+    while p.call(gw, token).await != 401 {
+        assert!(revoked.elapsed() < Duration::from_millis(1500), "{gw} served a revoked token past the outage cache");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(p.call(gw, token).await, 401);
+}
+
+/// What `hammer` counted.
+#[derive(Debug, Default)]
+struct Counts {
+    ok: u32,
+    limited: u32,
+    other: u32,
+}
+
+/// Four connections (two on each replica) calling the API with `token` for `run`.
+async fn hammer(p: &Pair, token: &str, run: Duration) -> Counts {
+    let started = Instant::now();
+    let url = format!("https://{API}:{}/api/transactions", p.sys.gateway_port);
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let client = p.client(p.addrs()[i % 2], Some("example.client.p12"));
+            let (url, token) = (url.clone(), token.to_string());
+            tokio::spawn(async move {
+                let mut c = Counts::default();
+                while started.elapsed() < run {
+                    match client.post(&url).bearer_auth(&token).body("{}").send().await.map(|r| r.status().as_u16()) {
+                        Ok(200) => c.ok += 1,
+                        Ok(429) => c.limited += 1,
+                        _ => c.other += 1,
+                    }
+                }
+                c
+            })
+        })
+        .collect();
+    let mut total = Counts::default();
+    for t in tasks {
+        let c = t.await.unwrap();
+        (total.ok, total.limited, total.other) = (total.ok + c.ok, total.limited + c.limited, total.other + c.other);
+    }
+    total
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partner_limit_holds_across_both_replicas() {
     let redis = Redis::start();
@@ -320,10 +368,11 @@ async fn with_the_server_down_requests_follow_the_policies_and_resume_when_it_is
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["cluster_purges"], "not_subscribed", "{body}");
     assert_eq!(body["checks"]["cluster"]["ok"], false, "{body}");
-    // A token revoked while purges cannot travel is not served from any cache.
+    // A token revoked while purges cannot travel is served no longer than the outage cache keeps
+    // an answer, and never from the cache of before the outage.
     revoke(&p, &token).await;
     for gw in p.addrs() {
-        assert_eq!(p.call(gw, &token).await, 401, "a replica without its subscription served a cached token");
+        revoked_within_the_outage_cache_ttl(&p, gw, &token).await;
     }
 
     redis.resume();
@@ -425,7 +474,7 @@ async fn a_hung_server_holds_no_request_and_its_silent_subscription_is_given_up(
     assert_eq!(dpop_call(&p, p.other.addr, &dpop, &proof).await.0, 503, "the replay check fails closed");
     revoke(&p, &token).await;
     for gw in p.addrs() {
-        assert_eq!(p.call(gw, &token).await, 401, "a cache that may have missed a purge answered");
+        revoked_within_the_outage_cache_ttl(&p, gw, &token).await;
     }
     p.no_call_waited_past_the_timeout().await;
     assert!(p.other.log().contains("purge subscription stopped answering"), "{}", p.other.log());
@@ -462,4 +511,58 @@ async fn connections_that_go_silent_are_replaced() {
     let proof = fresh();
     assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
     assert_replayed(&p, p.other.addr, &token, &proof).await;
+}
+
+/// Issue 29: a proof id's entry on the server lived the window from its first use, while the
+/// proof's `iat` (whole seconds, up to the leeway ahead) lets it pass up to a second longer. The
+/// entry now lives until the proof's own `iat` leaves the window: with `max_age: 2s` and
+/// `leeway: 5s`, a proof dated 5 s ahead, used on one replica at once, is a replay on the other
+/// half a second before its window ends (the old entry was gone 7 s after first use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_proof_dated_ahead_is_a_replay_on_every_replica_until_its_window_ends() {
+    let redis = Redis::start();
+    let p = pair(&redis, vec![("dpop.max_age", "2s".into()), ("dpop.leeway", "5s".into())]);
+    p.purges_become("subscribed").await;
+    let key = ProofKey::generate().unwrap();
+    let token = dpop_token(&p, &key).await;
+    until_a_proof_passes(&p, p.first(), &key, &token, Duration::from_secs(10)).await;
+    let second = at_a_second_boundary().await;
+    let ahead = key.proof("GET", &echo_url(&p), Some(&token), &json!({ "iat": second + 5 }));
+    assert_eq!(dpop_call(&p, p.first(), &token, &ahead).await.0, 200);
+    until(second as f64 + 7.5).await;
+    assert_replayed(&p, p.other.addr, &token, &ahead).await;
+}
+
+/// Issue 29: while the purge subscription was down every request was introspected and counted
+/// against `introspection_misses`, so partners whose tokens were cached got 429s during the
+/// outage and right after it, and the identity server took every request. A token the replica
+/// knows active is not a miss, and one call per token answers the requests of
+/// `cluster.outage_cache_ttl`; a made-up token is still a miss and still limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_outage_neither_limits_cached_partners_nor_floods_the_identity_server() {
+    let mut redis = Redis::start();
+    let p = pair(&redis, vec![("limits.introspection_misses", yaml::parse("{per_second: 1, burst: 5}"))]);
+    let (token, _, _) = serving(&p).await;
+
+    redis.stop();
+    p.purges_become("not_subscribed").await;
+    let before = p.sys.introspections().await;
+    let outage = hammer(&p, &token, Duration::from_secs(3)).await;
+    let calls = p.sys.introspections().await - before;
+    let mut garbage = Vec::new();
+    for i in 0..10 {
+        garbage.push(p.call(p.first(), &format!("made-up-{i}")).await);
+    }
+    redis.resume();
+    let back = hammer(&p, &token, Duration::from_secs(3)).await;
+    p.purges_become("subscribed").await;
+    let after = hammer(&p, &token, Duration::from_secs(1)).await;
+    eprintln!("outage: {outage:?}, {calls} introspection calls; coming back: {back:?}; after: {after:?}");
+    eprintln!("made-up tokens during the outage: {garbage:?}");
+    for (phase, c) in [("outage", &outage), ("coming back", &back), ("after", &after)] {
+        assert!(c.limited == 0 && c.other == 0 && c.ok > 0, "{phase}: {c:?}");
+    }
+    // Two replicas, one call per token per outage_cache_ttl (1 s) each, over 3 s.
+    assert!(calls <= 2 * 5, "{calls} introspection calls for {} requests in the outage", outage.ok);
+    assert!(garbage.iter().filter(|s| **s == 429).count() >= 3, "made-up tokens are still limited: {garbage:?}");
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{yaml, Identity, Options, System, API, LOGIN};
+use common::{at_a_second_boundary, until, yaml, Identity, Options, System, API, LOGIN};
 use mtls_gateway::request::dpop::client::ProofKey;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -228,4 +228,116 @@ async fn the_dpop_client_script_calls_the_api() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
     assert!(text.contains("successfully created the API transaction using DPoP"), "{text}");
+}
+
+/// The `x5t#S256` of a client certificate: base64url SHA-256 of its DER.
+fn thumbprint(p12: &str) -> String {
+    let der = std::fs::read(common::cert(p12)).unwrap();
+    let parsed = openssl::pkcs12::Pkcs12::from_der(&der).unwrap().parse2("Password1").unwrap();
+    let cert = parsed.cert.unwrap().to_der().unwrap();
+    mtls_gateway::token::b64url(&openssl::sha::sha256(&cert))
+}
+
+/// Tokens from dev-idsvr's `/dev/mint`, bound to `x5t` and, when given, to `jkt` too.
+async fn minted(sys: &System, x5t: &str, jkt: Option<&str>) -> String {
+    let body = json!({ "count": 1, "client_id": "partner-client", "x5t": x5t, "jkt": jkt, "scope": "transactions" });
+    let url = format!("https://{LOGIN}:{}/dev/mint", sys.idsvr_port);
+    let root = reqwest::Certificate::from_pem(&std::fs::read(common::cert("root.pem")).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([root])
+        .resolve(LOGIN, ([127, 0, 0, 1], sys.idsvr_port).into())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let answer: Value = client.post(url).json(&body).send().await.unwrap().json().await.unwrap();
+    answer["tokens"][0].as_str().unwrap().to_string()
+}
+
+/// Issue 29: a token bound to the right certificate and to a key whose proof is never shown was
+/// served as `Bearer` on a `cert_binding` route. Every route that checks a binding checks every
+/// binding the token carries: the certificate-only route refuses it, the route that accepts both
+/// wants the proof of the key as well, and the same token without the key binding passes.
+#[tokio::test]
+async fn a_token_bound_to_a_certificate_and_a_key_must_prove_both() {
+    let sys = System::start();
+    let x5t = thumbprint("example.client.p12");
+    let key = ProofKey::generate().unwrap();
+    let both = minted(&sys, &x5t, Some(&key.jkt())).await;
+    let r = sys.call_api("example.client.p12", &both).await;
+    assert_eq!(r.status(), 401, "a cert_binding route served a token whose key binding it cannot check");
+    assert!(sys.log_shows("refused_by=cert_binding reason=dpop_binding_not_accepted"), "{}", sys.gateway_log());
+
+    let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
+    let with_cert = sys.client_builder(Some("example.client.p12")).resolve(DPOP_API, gw).build().unwrap();
+    let a = call(&sys, &with_cert, "Bearer", &both, &[]).await;
+    assert_eq!(a.status, 401, "as Bearer on the route that accepts both");
+    let other = ProofKey::generate().unwrap();
+    let a = call(&sys, &with_cert, "DPoP", &both, &[proof(&sys, &other, &both, json!({}))]).await;
+    assert_eq!(a.status, 401, "a proof by another key");
+    let a = call(&sys, &with_cert, "DPoP", &both, &[proof(&sys, &key, &both, json!({}))]).await;
+    assert_eq!(a.status, 200, "both bindings proven: {}", a.challenge);
+    let a = call(&sys, &no_cert_client(&sys), "DPoP", &both, &[proof(&sys, &key, &both, json!({}))]).await;
+    assert_eq!(a.status, 401, "the key proven, but no certificate");
+
+    let cert_only = minted(&sys, &x5t, None).await;
+    assert_eq!(sys.call_api("example.client.p12", &cert_only).await.status(), 200);
+}
+
+/// Issue 29: a proof's id was kept for the window counted from its first use, while its `iat`
+/// (read in whole seconds, up to the leeway ahead) lets it pass for up to a second longer, so a
+/// proof dated ahead could be replayed at the window's edge. With `max_age: 2s` and
+/// `leeway: 5s`, a proof dated 5 s ahead and used at once passes until `iat + 3 s`; the old entry
+/// lived 7 s from first use. Replayed half a second before the proof's window ends, it is refused.
+#[tokio::test]
+async fn a_proof_dated_ahead_cannot_be_replayed_at_the_edge_of_its_window() {
+    let sys = System::start_with(Options {
+        patches: vec![("dpop.max_age", "2s".into()), ("dpop.leeway", "5s".into())],
+        ..Default::default()
+    });
+    let key = ProofKey::generate().unwrap();
+    let token = dpop_token(&sys, &key).await;
+    let client = no_cert_client(&sys);
+    let second = at_a_second_boundary().await;
+    let ahead = proof(&sys, &key, &token, json!({ "iat": second + 5 }));
+    let first = call(&sys, &client, "DPoP", &token, std::slice::from_ref(&ahead)).await;
+    assert_eq!(first.status, 200, "{}", first.challenge);
+    until(second as f64 + 7.5).await;
+    let replay = call(&sys, &client, "DPoP", &token, std::slice::from_ref(&ahead)).await;
+    assert!(
+        replay.status == 401 && replay.challenge.contains("dpop_replayed"),
+        "{}: {}",
+        replay.status,
+        replay.challenge
+    );
+    until(second as f64 + 8.3).await;
+    let late = call(&sys, &client, "DPoP", &token, &[ahead]).await;
+    assert!(late.challenge.contains("dpop_iat_out_of_window"), "the window has closed: {}", late.challenge);
+}
+
+/// Issue 29: proofs whose key is not the token's took a place in the replay cache, so that enough
+/// of them pushed out the id of a captured proof, which was then accepted again. A proof takes a
+/// place only once it passed every check, the token's `cnf.jkt` included.
+#[tokio::test]
+async fn proofs_by_another_key_cannot_push_a_used_proof_out_of_the_replay_cache() {
+    let sys =
+        System::start_with(Options { patches: vec![("dpop.replay_cache_entries", 20.into())], ..Default::default() });
+    let (victim, attacker) = (ProofKey::generate().unwrap(), ProofKey::generate().unwrap());
+    let token = dpop_token(&sys, &victim).await;
+    let client = no_cert_client(&sys);
+    let captured = proof(&sys, &victim, &token, json!({}));
+    assert_eq!(call(&sys, &client, "DPoP", &token, std::slice::from_ref(&captured)).await.status, 200);
+    for _ in 0..200 {
+        let junk = call(&sys, &client, "DPoP", &token, &[proof(&sys, &attacker, &token, json!({}))]).await;
+        assert_eq!(junk.status, 401);
+    }
+    let replay = call(&sys, &client, "DPoP", &token, &[captured]).await;
+    assert!(
+        replay.status == 401 && replay.challenge.contains("dpop_replayed"),
+        "{}: {}",
+        replay.status,
+        replay.challenge
+    );
+    let text = sys.metrics().await;
+    let evicted = text.lines().find_map(|l| l.strip_prefix("gateway_dpop_replay_evictions_total "));
+    assert_eq!(evicted.map(str::trim), Some("0"), "no proof id was pushed out");
 }

@@ -391,3 +391,31 @@ async fn a_token_for_another_audience_is_refused_at_the_gateway() {
     assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
     assert!(sys.log_shows("token refused"), "{}", sys.gateway_log());
 }
+
+/// Issue 29: the access log kept U+0085 (NEL), U+2028 and U+2029 of a path as they came, which
+/// some log readers take for line ends, so a client could start a forged line. Every field of
+/// the line escapes them. (HTTP/1.1 with raw UTF-8 in the request line: curl and HTTP/2 clients
+/// percent-encode such a path before sending it.)
+#[tokio::test]
+async fn line_separators_in_a_path_are_escaped_in_the_access_log() {
+    use common::net::{read_answer, tls_connector};
+    use std::io::Write;
+    let sys = System::start();
+    let port = sys.gateway_port;
+    let answer = tokio::task::spawn_blocking(move || {
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let mut tls = tls_connector(Some("example.client.p12"), None).connect(API, tcp).unwrap();
+        let line = "GET /nowhere/a\u{85}status=200\u{2028}b\u{2029}c HTTP/1.1\r\nHost: api.example.com\r\n\r\n";
+        tls.write_all(line.as_bytes()).unwrap();
+        read_answer(&mut tls)
+    })
+    .await
+    .unwrap();
+    assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 404")));
+    assert!(sys.log_shows("path=/nowhere/"), "{}", sys.gateway_log());
+    let log = sys.gateway_log();
+    let line = log.lines().find(|l| l.contains("path=/nowhere/")).unwrap_or_default();
+    assert!(!line.contains(['\u{85}', '\u{2028}', '\u{2029}']), "{line:?}");
+    assert!(line.contains(r"path=/nowhere/a\u{85}status=200\u{2028}b\u{2029}c status=404"), "{line:?}");
+}

@@ -7,10 +7,13 @@ mod common;
 
 use common::net::{api_request, client_hello, echo_server, read_answer, tls_connector};
 use common::{yaml, Options, System, API};
+use mtls_gateway::request::dpop::client::ProofKey;
 use serde_yaml::Value;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+const DPOP_API: &str = "dpop-api.example.com";
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn passthrough_to(port: u16) -> Vec<Value> {
@@ -479,4 +482,89 @@ async fn forty_addresses_holding_every_tunnel_do_not_lock_a_new_client_out_of_th
     }
     assert!(open <= 64, "{open} tunnels open past the cap of 64");
     assert!(sys.log_shows("reason=tunnel_displaced"), "{}", sys.gateway_log());
+}
+
+/// A DPoP-bound token of dev-idsvr's `dpop-client`, asked without a certificate.
+async fn dpop_token(sys: &System, client: &reqwest::Client, key: &ProofKey) -> String {
+    let htu = format!("https://{}:{}/oauth/v2/oauth-token-mutual-tls", common::LOGIN, sys.gateway_port);
+    let r = client
+        .post(&htu)
+        .basic_auth("dpop-client", Some("Password1"))
+        .header("dpop", key.proof("POST", &htu, None, &serde_json::json!({})))
+        .form(&[("grant_type", "client_credentials"), ("scope", "transactions")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+}
+
+/// Issue 29: `limits.per_partner_requests` counted only clients with a certificate, so a DPoP
+/// client without one had every request in flight it wanted. It is counted by its proven key:
+/// 30 concurrent slow requests with a limit of 8 get at most 8 answers, the rest 429, while a
+/// client with another key is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dpop_client_without_a_certificate_meets_the_in_flight_limit_of_its_key() {
+    let sys = tokio::task::block_in_place(|| {
+        System::start_with(Options { patches: vec![("limits.per_partner_requests", 8.into())], ..Default::default() })
+    });
+    let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
+    let client = sys.client_builder(None).resolve(DPOP_API, gw).build().unwrap();
+    let (key, other) = (ProofKey::generate().unwrap(), ProofKey::generate().unwrap());
+    let token = dpop_token(&sys, &client, &key).await;
+    let other_token = dpop_token(&sys, &client, &other).await;
+    let htu = format!("https://{DPOP_API}:{}/api/slow", sys.gateway_port);
+    let slow = |key: &ProofKey, token: &str| {
+        client
+            .get(format!("{htu}?ms=1500"))
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", key.proof("GET", &htu, Some(token), &serde_json::json!({})))
+            .send()
+    };
+    let calls: Vec<_> = (0..30).map(|_| slow(&key, &token)).collect();
+    let started = tokio::spawn(futures_util::future::join_all(calls));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other_status = slow(&other, &other_token).await.unwrap().status();
+    let statuses: Vec<u16> = started.await.unwrap().into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    eprintln!("one key, 30 concurrent slow requests, limit 8: {ok} x 200, {limited} x 429");
+    assert!((1..=8).contains(&ok) && ok + limited == 30, "{statuses:?}");
+    assert_eq!(other_status, 200, "another key has its own count");
+    assert!(sys.log_shows("refused_by=limits reason=partner_requests"), "{}", sys.gateway_log());
+}
+
+/// Issue 29: the introspection-miss bucket of a client without a certificate was keyed by its
+/// full address, so each address of an IPv6 /64 had a bucket of its own. It is keyed as the
+/// per-source caps key sources (`limits.ipv6_prefix`): unit-tested in
+/// `proxy::tests::clients_without_a_certificate_are_limited_per_ipv6_prefix`, as loopback here has
+/// one IPv6 address only. Here, on IPv4: connections from one address share one bucket, and
+/// another address has its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_without_a_certificate_share_the_miss_bucket_of_their_source() {
+    let sys = tokio::task::block_in_place(|| {
+        System::start_with(Options {
+            patches: vec![("limits.introspection_misses", yaml::parse("{per_second: 1, burst: 3}"))],
+            ..Default::default()
+        })
+    });
+    let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
+    let from = |ip: [u8; 4]| {
+        let b = sys.client_builder(None).resolve(DPOP_API, gw).local_address(IpAddr::from(ip));
+        b.pool_max_idle_per_host(0).build().unwrap()
+    };
+    let url = format!("https://{DPOP_API}:{}/api/echo", sys.gateway_port);
+    let made_up = |c: &reqwest::Client, i: usize| c.get(&url).bearer_auth(format!("made-up-{i}")).send();
+    let (a, b, other) = (from([127, 0, 0, 2]), from([127, 0, 0, 2]), from([127, 0, 0, 3]));
+    let mut same_source = Vec::new();
+    for i in 0..8 {
+        let client = if i % 2 == 0 { &a } else { &b };
+        same_source.push(made_up(client, i).await.unwrap().status().as_u16());
+    }
+    let mut elsewhere = Vec::new();
+    for i in 0..3 {
+        elsewhere.push(made_up(&other, 100 + i).await.unwrap().status().as_u16());
+    }
+    assert!(same_source.iter().filter(|s| **s == 429).count() >= 4, "{same_source:?}");
+    assert_eq!(elsewhere, [401, 401, 401], "another source has its own bucket");
 }

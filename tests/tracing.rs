@@ -118,3 +118,40 @@ async fn without_export_the_gateway_still_propagates_its_own_trace() {
     let stats = sys.idsvr_stats().await;
     assert_eq!(parts(stats["last_traceparent"].as_str().unwrap()).0, trace, "the same trace at the identity server");
 }
+
+/// Issue 29: the headers of other tracing systems and W3C baggage went on to the API from any
+/// caller. They are dropped like an untrusted `traceparent`, and a trusted caller's go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn other_trace_and_baggage_headers_reach_the_api_only_from_a_trusted_caller() {
+    let (sys, _receiver) = traced_system().await;
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let sent = [
+        ("baggage", "tenant=evil"),
+        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ("x-b3-sampled", "1"),
+        ("uber-trace-id", "80f198ee56343ba8:e457b5a2e4d86bd1:0:1"),
+        ("uberctx-tenant", "evil"),
+        ("sentry-trace", "771a43a4192642f0b136d5159a501700-b6b8a7f4a9e4b4e1-1"),
+        ("x-cloud-trace-context", "105445aa7843bc8bf206b12000100000/1;o=1"),
+        ("x-amzn-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793"),
+    ];
+    for (from, forwarded) in [("127.0.0.1", false), ("127.0.0.2", true)] {
+        let client = sys.client_builder(Some("example.client.p12")).local_address(from.parse::<IpAddr>().ok()).build();
+        let mut req = client.unwrap().get(format!("https://{API}/api/echo")).bearer_auth(&token);
+        for (name, value) in sent {
+            req = req.header(name, value);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        for (name, value) in sent {
+            let got = body["headers"].get(name).and_then(|v| v.as_str());
+            match forwarded {
+                false => assert!(got.is_none(), "{name} from an untrusted caller reached the API: {body}"),
+                true => assert_eq!(got, Some(value), "{name} from a trusted caller: {body}"),
+            }
+        }
+    }
+}

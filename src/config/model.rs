@@ -413,6 +413,8 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     pub rate_limits: FailPolicy,
     pub replay: FailPolicy,
+    /// How long an answer taken while the purge subscription is down may be served.
+    pub outage_cache_ttl: Duration,
 }
 
 /// RFC 9449 proof checks.

@@ -96,6 +96,9 @@ pub struct Cluster {
     /// What a DPoP replay check does when the server does not answer: `closed` (503, default) or
     /// `open` (the replica's own replay cache applies).
     pub replay: Option<FailPolicy>,
+    /// While the purge subscription is down, how long one introspection answer is shared by the
+    /// requests with the same token (0: only by concurrent ones).
+    pub outage_cache_ttl: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

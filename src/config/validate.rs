@@ -49,6 +49,9 @@ const INTROSPECTION_MAX_TTL: Duration = Duration::from_secs(300);
 const DPOP_NONCE_LIFETIME: Duration = Duration::from_secs(300);
 const CLUSTER_TIMEOUT: Duration = Duration::from_millis(50);
 const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A token revoked while a replica cannot hear purges is served by it for at most this long.
+const CLUSTER_OUTAGE_CACHE_TTL: Duration = Duration::from_secs(1);
+const CLUSTER_OUTAGE_CACHE_TTL_MAX: Duration = Duration::from_secs(60);
 const CLUSTER_KEY_PREFIX: &str = "mtls-gateway:";
 const TRACING_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 const TRACING_EXPORT_INTERVAL: Duration = Duration::from_secs(2);
@@ -443,6 +446,10 @@ fn cluster(check: &mut Check, c: &schema::Cluster) -> Option<ClusterConfig> {
             .warnings
             .push(format!("cluster.timeout {timeout:?}: every request may wait this long when the server is slow"));
     }
+    let outage_cache_ttl = dur(c.outage_cache_ttl, CLUSTER_OUTAGE_CACHE_TTL);
+    if outage_cache_ttl > CLUSTER_OUTAGE_CACHE_TTL_MAX {
+        check.fail("cluster.outage_cache_ttl", "at most 60s: a purged token may be served this long in an outage");
+    }
     Some(ClusterConfig {
         url: url?,
         password_file,
@@ -453,6 +460,7 @@ fn cluster(check: &mut Check, c: &schema::Cluster) -> Option<ClusterConfig> {
         connect_timeout: nonzero(check, "cluster.connect_timeout", dur(c.connect_timeout, CLUSTER_CONNECT_TIMEOUT)),
         rate_limits: c.rate_limits.unwrap_or(FailPolicy::Open),
         replay: c.replay.unwrap_or(FailPolicy::Closed),
+        outage_cache_ttl,
     })
 }
 
@@ -1339,6 +1347,20 @@ mod tests {
         let p = problems(|d| set(d, &["refusals", "drain_bytes"], 1_000_000_000.into()));
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("refusals.drain_bytes: must be at most"), "{p:?}");
+    }
+
+    #[test]
+    fn an_outage_cache_is_short_and_defaults_to_a_second() {
+        let cluster = |more: &str| {
+            serde_yaml::from_str::<serde_yaml::Value>(&format!("{{url: \"redis://127.0.0.1:6379\"{more}}}")).unwrap()
+        };
+        let (_dir, path) = local(|d| set(d, &["cluster"], cluster("")));
+        let cfg = load(&path).map(|c| c.cluster.map(|c| c.outage_cache_ttl)).ok().flatten();
+        assert_eq!(cfg, Some(Duration::from_secs(1)));
+        assert_eq!(problems(|d| set(d, &["cluster"], cluster(", outage_cache_ttl: 0s"))), Vec::<String>::new());
+        let p = problems(|d| set(d, &["cluster"], cluster(", outage_cache_ttl: 2m")));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("cluster.outage_cache_ttl: at most 60s"), "{p:?}");
     }
 
     #[test]

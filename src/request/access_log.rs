@@ -1,8 +1,13 @@
 //! The access log: one line per request, as `key=value` text or as one JSON object (for log
 //! pipelines). Never a token or a JWT: the token appears as its hash prefix, the client as its
 //! certificate subject and a thumbprint prefix.
+//!
+//! A line is one line to every reader: control characters (C0, DEL, C1 such as U+0085 NEL) and the
+//! Unicode line and paragraph separators U+2028 and U+2029 are escaped in every field, in both
+//! forms, whoever chose the text (a client chooses the path).
 
 use serde::Serialize;
+use std::borrow::Cow;
 
 /// One request's line. Built only when the `access` log target is enabled.
 #[derive(Debug, Serialize)]
@@ -25,15 +30,27 @@ pub struct AccessLine<'a> {
 
 impl AccessLine<'_> {
     pub fn json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        // serde_json escapes C0 controls, `"` and `\` only. What else breaks a line can appear only
+        // inside a string of the output, where a JSON escape means the same character.
+        let json = serde_json::to_string(self).unwrap_or_default();
+        match json.chars().any(breaks_a_line) {
+            false => json,
+            true => json.chars().fold(String::with_capacity(json.len() + 8), |mut out, c| {
+                match breaks_a_line(c) {
+                    true => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                    false => out.push(c),
+                }
+                out
+            }),
+        }
     }
 
     pub fn text(&self) -> String {
-        let or_dash = |v: Option<&str>| v.unwrap_or("-").to_string();
+        let or_dash = |v: Option<&str>| escaped(v.unwrap_or("-")).into_owned();
         format!(
             "method={} path={} status={} duration_ms={:.2} upstream_ms={} client=\"{}\" x5t={} token={} cache={} refused_by={} reason={} ended_by={} interaction_id={} error={}",
-            self.method,
-            self.path,
+            escaped(self.method),
+            escaped(self.path),
             self.status,
             self.duration_ms,
             self.upstream_ms.map(|d| format!("{d:.2}")).unwrap_or_else(|| "-".into()),
@@ -43,11 +60,24 @@ impl AccessLine<'_> {
             or_dash(self.cache),
             or_dash(self.refused_by),
             or_dash(self.reason),
-            self.ended_by,
-            self.interaction_id,
+            escaped(self.ended_by),
+            escaped(self.interaction_id),
             or_dash(self.error),
         )
     }
+}
+
+/// Characters that some reader takes for the end of a line, or that hide what follows.
+fn breaks_a_line(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// `text` with each such character as `\u{..}`; borrowed when there is none (nearly always).
+fn escaped(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(breaks_a_line) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.chars().map(|c| if breaks_a_line(c) { c.escape_unicode().to_string() } else { c.into() }).collect())
 }
 
 #[cfg(test)]
@@ -79,5 +109,41 @@ mod tests {
         assert_eq!(json["status"], 401);
         assert_eq!(json["reason"], "inactive_token");
         assert_eq!(json["upstream_ms"], serde_json::Value::Null);
+    }
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::*;
+
+    #[test]
+    fn nothing_breaks_a_line_in_either_form() {
+        let path = "/api/a\u{85}b\u{2028}c\u{2029}d\re\u{7f}f\u{9b}g";
+        let line = AccessLine {
+            method: "GET",
+            path,
+            status: 404,
+            duration_ms: 0.1,
+            upstream_ms: None,
+            client: Some("CN=x\u{2028}status=200"),
+            x5t: None,
+            token: None,
+            cache: None,
+            refused_by: Some("router"),
+            reason: Some("not_found"),
+            ended_by: "gateway",
+            interaction_id: "i",
+            error: None,
+        };
+        let text = line.text();
+        assert!(text.contains(r"path=/api/a\u{85}b\u{2028}c\u{2029}d\u{d}e\u{7f}f\u{9b}g "), "{text}");
+        assert!(text.contains(r#"client="CN=x\u{2028}status=200""#), "{text}");
+        let json = line.json();
+        for line in [&text, &json] {
+            assert!(!line.chars().any(breaks_a_line), "{line:?}");
+        }
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed["path"], path, "the JSON escapes read back as the characters");
+        assert_eq!(escaped("/api/plain"), Cow::Borrowed("/api/plain"));
     }
 }

@@ -8,9 +8,11 @@
 //! binding filter with [`jwk_thumbprint`]. What is read before any key is trusted, and the form
 //! `htu` is compared in, are [`parse`]'s.
 //!
-//! The replay cache remembers `(key, jti)` for the length of the window, bounded in entries.
-//! Nonces are stateless: a time window and its HMAC under a configured secret, so that replicas
-//! sharing the secret accept each other's nonces.
+//! The replay cache remembers `(key, jti)` until the proof's own `iat` can no longer pass the
+//! window, bounded in entries, and only for proofs that passed every other check, the binding to
+//! the token's key included: a proof that proves nothing takes no place. Nonces are stateless: a
+//! time window and its HMAC under a configured secret, so that replicas sharing the secret accept
+//! each other's nonces.
 
 use crate::cluster::Cluster;
 use crate::config::{DpopConfig, FailPolicy};
@@ -76,11 +78,13 @@ impl ProofError {
     }
 }
 
-/// Why a proof was not accepted: a check failed, or the shared replay store could not be asked
-/// and its policy is `closed`.
+/// Why a proof was not accepted: a check failed, the proof is valid but made with another key than
+/// the one the token is bound to, or the shared replay store could not be asked and its policy is
+/// `closed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProofFailure {
     Proof(ProofError),
+    KeyMismatch,
     ReplayStoreUnavailable,
 }
 
@@ -88,6 +92,14 @@ pub enum ProofFailure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proven {
     pub jkt: String,
+}
+
+/// A proof's place in the replay cache: its key and how long it must be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayEntry {
+    pub key: [u8; 32],
+    /// Until the proof's `iat` falls out of the window (see [`DpopVerifier::replay_entry`]).
+    pub ttl: Duration,
 }
 
 /// Checks proofs; one per process, shared by every route (the replay cache must be one).
@@ -113,16 +125,14 @@ impl DpopVerifier {
 
     /// An in-process replay cache sized by the configuration.
     pub fn local(cfg: DpopConfig) -> Self {
-        let window = cfg.max_age + cfg.leeway;
-        let replay = Arc::new(LocalReplayCache::new(cfg.replay_entries, window));
+        let replay = Arc::new(LocalReplayCache::new(cfg.replay_entries));
         Self::new(cfg, replay)
     }
 
-    /// This verifier's replay cache, for a new configuration with the same window and bound.
+    /// This verifier's replay cache, for a new configuration with the same bound and a window
+    /// no longer than this one's: its entries were kept for this one's `max_age`.
     pub fn replay_for(&self, cfg: &DpopConfig) -> Option<Arc<dyn ReplayCache>> {
-        let same = cfg.max_age == self.cfg.max_age
-            && cfg.leeway == self.cfg.leeway
-            && cfg.replay_entries == self.cfg.replay_entries;
+        let same = cfg.max_age <= self.cfg.max_age && cfg.replay_entries == self.cfg.replay_entries;
         same.then(|| self.replay.clone())
     }
 
@@ -141,10 +151,20 @@ impl DpopVerifier {
         Some(nonce_for(&n.secret, window_of(unix_now(), n.lifetime)))
     }
 
-    /// Checks the request's proof for an access token whose SHA-256 is `token_hash`.
-    pub async fn verify(&self, req: &RequestHeader, token_hash: &[u8; 32]) -> Result<Proven, ProofFailure> {
-        let (proven, key) = self.check(req, Some(token_hash)).map_err(ProofFailure::Proof)?;
-        self.first_use(key).await?;
+    /// Checks the request's proof for an access token whose SHA-256 is `token_hash` and that is
+    /// bound to the key thumbprint `bound_jkt`. The proof takes its place in the replay cache
+    /// last, once it passed every other check: a proof by another key is refused without one.
+    pub async fn verify(
+        &self,
+        req: &RequestHeader,
+        token_hash: &[u8; 32],
+        bound_jkt: &str,
+    ) -> Result<Proven, ProofFailure> {
+        let (proven, entry) = self.check(req, Some(token_hash)).map_err(ProofFailure::Proof)?;
+        if !same(proven.jkt.as_bytes(), bound_jkt.as_bytes()) {
+            return Err(ProofFailure::KeyMismatch);
+        }
+        self.first_use(entry).await?;
         Ok(proven)
     }
 
@@ -152,8 +172,8 @@ impl DpopVerifier {
     /// `ath`: what an authorization server does (the development identity server uses it). Its
     /// replay cache is this process's.
     pub fn verify_token_request(&self, req: &RequestHeader) -> Result<Proven, ProofError> {
-        let (proven, key) = self.check(req, None)?;
-        if !self.replay.first_use(key) {
+        let (proven, entry) = self.check(req, None)?;
+        if !self.replay.first_use(entry) {
             return Err(ProofError::Replayed);
         }
         Ok(proven)
@@ -161,13 +181,13 @@ impl DpopVerifier {
 
     /// The proof's id has not been used within the window: asked of the cluster when there is
     /// one, with the `cluster.replay` policy when it does not answer.
-    async fn first_use(&self, key: [u8; 32]) -> Result<(), ProofFailure> {
-        let local = || match self.replay.first_use(key) {
+    async fn first_use(&self, entry: ReplayEntry) -> Result<(), ProofFailure> {
+        let local = || match self.replay.first_use(entry) {
             true => Ok(()),
             false => Err(ProofFailure::Proof(ProofError::Replayed)),
         };
         let Some(cluster) = &self.cluster else { return local() };
-        match cluster.first_use(&key, self.cfg.max_age + self.cfg.leeway).await {
+        match cluster.first_use(&entry.key, entry.ttl).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(ProofFailure::Proof(ProofError::Replayed)),
             Err(_) if cluster.config().replay == FailPolicy::Open => local(),
@@ -175,8 +195,8 @@ impl DpopVerifier {
         }
     }
 
-    /// Every check but the replay one; the proof's replay-cache key with what it proves.
-    fn check(&self, req: &RequestHeader, token_hash: Option<&[u8; 32]>) -> Result<(Proven, [u8; 32]), ProofError> {
+    /// Every check but the replay one; what the proof proves, with its replay-cache entry.
+    fn check(&self, req: &RequestHeader, token_hash: Option<&[u8; 32]>) -> Result<(Proven, ReplayEntry), ProofError> {
         let proof = single_proof(req)?;
         let (header, claims) = self.signed_parts(proof)?;
         let jwk = header.get("jwk").and_then(Value::as_object).ok_or(ProofError::Jwk)?;
@@ -193,9 +213,19 @@ impl DpopVerifier {
         let jkt = jwk_thumbprint(jwk).ok_or(ProofError::Jwk)?;
         let jti = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty() && j.len() <= MAX_JTI_BYTES);
         let jti = jti.ok_or(ProofError::Jti)?;
-        // The replay check comes last: only a proof that passed every other check takes a place.
-        let key = replay_key(&jkt, jti);
-        Ok((Proven { jkt }, key))
+        let entry = self.replay_entry(replay_key(&jkt, jti), &claims);
+        Ok((Proven { jkt }, entry))
+    }
+
+    /// How long a proof's id must be kept: `check_time` compares `iat` with the clock in whole
+    /// seconds, so the proof passes until `iat + max_age + 1 s`. Counted from the proof's own
+    /// `iat`, not from its first use: a proof dated ahead (up to the leeway) lives that much longer.
+    fn replay_entry(&self, key: [u8; 32], claims: &Json) -> ReplayEntry {
+        let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or_default();
+        let last_ms = (iat.saturating_add(self.cfg.max_age.as_secs() as i64).saturating_add(1)).saturating_mul(1000);
+        let now_ms = unix_now_ms();
+        let ttl = Duration::from_millis(u64::try_from(last_ms.saturating_sub(now_ms)).unwrap_or(0).max(1));
+        ReplayEntry { key, ttl }
     }
 
     /// The header and the claims of a proof whose signature verifies with its own `jwk`.
@@ -376,24 +406,39 @@ fn replay_key(jkt: &str, jti: &str) -> [u8; 32] {
     Sha256::new().chain_update(jkt.as_bytes()).chain_update([0]).chain_update(jti.as_bytes()).finalize().into()
 }
 
-/// Remembers each `(key, jti)` for the proof window.
-pub trait ReplayCache: Send + Sync {
-    /// `true` the first time `key` is seen within the window.
-    fn first_use(&self, key: [u8; 32]) -> bool;
+/// The milliseconds since the Unix epoch (0 before it).
+fn unix_now_ms() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The process's own replay cache: bounded in entries; an entry lives as long as the window. When
-/// full, the least recently used entries go first and each is counted
+/// Remembers each `(key, jti)` for as long as its proof could pass.
+pub trait ReplayCache: Send + Sync {
+    /// `true` the first time `entry.key` is seen while an earlier use is still kept.
+    fn first_use(&self, entry: ReplayEntry) -> bool;
+}
+
+/// Each entry expires after the lifetime it was inserted with; reads never extend it.
+struct EntryLifetime;
+
+impl moka::Expiry<[u8; 32], Duration> for EntryLifetime {
+    fn expire_after_create(&self, _key: &[u8; 32], ttl: &Duration, _now: std::time::Instant) -> Option<Duration> {
+        Some(*ttl)
+    }
+}
+
+/// The process's own replay cache: bounded in entries; an entry lives until its proof's `iat`
+/// leaves the window. When full, the least recently used entries go first and each is counted
 /// (`gateway_dpop_replay_evictions_total`): an evicted `jti` could be replayed within its window.
 pub struct LocalReplayCache {
-    seen: moka::sync::Cache<[u8; 32], ()>,
+    seen: moka::sync::Cache<[u8; 32], Duration>,
 }
 
 impl LocalReplayCache {
-    pub fn new(max_entries: u64, window: Duration) -> Self {
+    pub fn new(max_entries: u64) -> Self {
         let seen = moka::sync::Cache::builder()
             .max_capacity(max_entries)
-            .time_to_live(window)
+            .expire_after(EntryLifetime)
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .eviction_listener(|_k, _v, cause| {
                 if cause == moka::notification::RemovalCause::Size {
@@ -411,8 +456,8 @@ impl LocalReplayCache {
 }
 
 impl ReplayCache for LocalReplayCache {
-    fn first_use(&self, key: [u8; 32]) -> bool {
-        self.seen.entry(key).or_insert(()).is_fresh()
+    fn first_use(&self, entry: ReplayEntry) -> bool {
+        self.seen.entry(entry.key).or_insert(entry.ttl).is_fresh()
     }
 }
 
@@ -548,12 +593,23 @@ mod tests {
         Sha256::digest(TOKEN.as_bytes()).into()
     }
 
+    /// The thumbprint of the key in the request's proof: these tests' token is bound to it.
+    fn proof_jkt(r: &RequestHeader) -> String {
+        let proof = r.headers.get("dpop").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let header = decode_json(proof.split('.').next().unwrap_or_default()).unwrap_or_default();
+        header.get("jwk").and_then(Value::as_object).and_then(jwk_thumbprint).unwrap_or_default()
+    }
+
     fn check(v: &DpopVerifier, r: &RequestHeader) -> Result<Proven, ProofError> {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(v.verify(r, &hash())).map_err(|f| match f {
+        check_bound(v, r, &proof_jkt(r)).map_err(|f| match f {
             ProofFailure::Proof(e) => e,
-            ProofFailure::ReplayStoreUnavailable => panic!("no store in these tests"),
+            f => panic!("{f:?}"),
         })
+    }
+
+    fn check_bound(v: &DpopVerifier, r: &RequestHeader, jkt: &str) -> Result<Proven, ProofFailure> {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(v.verify(r, &hash(), jkt))
     }
 
     #[test]
@@ -724,12 +780,52 @@ mod tests {
 
     #[test]
     fn the_replay_cache_is_bounded() {
-        let c = LocalReplayCache::new(1000, Duration::from_secs(60));
+        let c = LocalReplayCache::new(1000);
         for i in 0u32..5000 {
-            let mut k = [0u8; 32];
-            k[..4].copy_from_slice(&i.to_be_bytes());
-            assert!(c.first_use(k));
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            assert!(c.first_use(ReplayEntry { key, ttl: Duration::from_secs(60) }));
         }
         assert!(c.entries() <= 1000, "{}", c.entries());
+    }
+
+    /// `iat` is compared in whole seconds, so a proof passes until `iat + max_age + 1 s`; its id is
+    /// kept that long from its own `iat`, however early or late it was first used.
+    #[test]
+    fn a_proof_id_is_kept_until_its_iat_leaves_the_window() {
+        let key = es256();
+        let v = DpopVerifier::local(cfg());
+        let now = unix_now();
+        for (iat, at_least, at_most) in [(now + 5, 65_000, 66_000), (now, 60_000, 61_000), (now - 59, 1, 2_000)] {
+            let proof = key.proof("POST", HTU, TOKEN, serde_json::json!({ "iat": iat }));
+            let (_, entry) = v.check(&req("POST", "/api/transactions", "api.example.com", &[&proof]), None).unwrap();
+            let ms = entry.ttl.as_millis();
+            assert!((at_least..=at_most).contains(&ms), "iat {}: kept {ms} ms", iat - now);
+        }
+        let c = LocalReplayCache::new(10);
+        let entry = ReplayEntry { key: [7; 32], ttl: Duration::from_millis(50) };
+        assert!(c.first_use(entry));
+        assert!(!c.first_use(ReplayEntry { ttl: Duration::from_secs(60), ..entry }), "still kept");
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(c.first_use(entry), "the entry expired with the lifetime it was inserted with");
+    }
+
+    /// A proof made with another key than the token's takes no place in the replay cache, so that
+    /// such proofs cannot push out the id of a proof that was accepted.
+    #[test]
+    fn only_a_proof_of_the_tokens_key_is_remembered() {
+        let (victim, attacker) = (es256(), es256());
+        let replay = Arc::new(LocalReplayCache::new(5));
+        let v = DpopVerifier::new(cfg(), replay.clone());
+        let r = |key: &Key| {
+            req("POST", "/api/transactions", "api.example.com", &[&key.proof("POST", HTU, TOKEN, Value::Null)])
+        };
+        let captured = r(&victim);
+        assert!(check_bound(&v, &captured, &victim.jkt()).is_ok());
+        for _ in 0..50 {
+            assert_eq!(check_bound(&v, &r(&attacker), &victim.jkt()), Err(ProofFailure::KeyMismatch));
+        }
+        assert_eq!(replay.entries(), 1, "only the accepted proof is kept");
+        assert_eq!(check_bound(&v, &captured, &victim.jkt()), Err(ProofFailure::Proof(ProofError::Replayed)));
     }
 }

@@ -11,6 +11,11 @@
 //! answer is not kept unless `cache.ignore_no_store` says so. Errors are never cached: a
 //! dependency outage must not outlive the outage.
 //!
+//! While the purge subscription of a cluster is down, a cached answer may have missed a purge, so
+//! the cache is not read; answers then go to a second cache whose entries live at most
+//! `cluster.outage_cache_ttl`: one call per token answers the requests of that short while (the
+//! identity server stays shielded), and a token revoked meanwhile is served that long at most.
+//!
 //! [`client_auth`]: crate::request::client_auth
 
 use crate::config::{IntrospectionConfig, Problem, ResponseMode};
@@ -124,6 +129,12 @@ pub struct Introspector {
     client: reqwest::Client,
     auth: ClientAuthenticator,
     cache: Cache<[u8; 32], Arc<Entry>>,
+    /// The answers taken while the purge subscription is down, kept at most `outage_ttl`.
+    outage: Cache<[u8; 32], Arc<Entry>>,
+    outage_ttl: Duration,
+    /// Every active answer for its own lifetime, whatever purges or outages do to the caches: a
+    /// token with one is not an introspection miss of the partner's (see [`Introspector::knows`]).
+    seen: Cache<[u8; 32], Arc<Entry>>,
     /// Signs the JWT in `json` and `rfc9701` modes.
     issuer: Option<Arc<TokenIssuer>>,
     /// The identity server's keys: `rfc9701` answers, or verified JWTs in `jwt` mode.
@@ -145,6 +156,8 @@ impl Introspector {
         let (auth, identity) = ClientAuthenticator::build(&cfg.client_id, &cfg.client_auth, &key, &audience)?;
         let client = http_client(&cfg, &endpoint, identity).map_err(|e| Problem::new(format!("{key}.ca"), e))?;
         let cache = Cache::builder().max_capacity(cfg.max_entries).expire_after(FixedLifetime).build();
+        let outage = Cache::builder().max_capacity(cfg.max_entries).expire_after(FixedLifetime).build();
+        let seen = Cache::builder().max_capacity(cfg.max_entries).expire_after(FixedLifetime).build();
         let signed = cfg.mode == ResponseMode::Rfc9701 || cfg.verify_jwt;
         let remote_jwks = match (&cfg.jwks_url, signed) {
             (Some(url), true) => Some(RemoteJwks::new(url.to_string(), client.clone(), cfg.jwks)),
@@ -157,7 +170,14 @@ impl Introspector {
         // No entry lives longer than the longer of the two lifetimes; a second more for the
         // cache's own clock, which may read a little behind ours.
         let purges = Arc::new(PurgeLog::new(cfg.max_ttl.max(cfg.negative_ttl) + Duration::from_secs(1)));
-        Ok(Introspector { cfg, endpoint, client, auth, cache, issuer, remote_jwks, purges })
+        let outage_ttl = Duration::ZERO;
+        Ok(Introspector { cfg, endpoint, client, auth, cache, outage, outage_ttl, seen, issuer, remote_jwks, purges })
+    }
+
+    /// How long an answer taken while the purge subscription is down is shared (`cluster`'s
+    /// `outage_cache_ttl`; zero without a cluster, whose caches are always trusted).
+    pub fn with_outage_ttl(self, outage_ttl: Duration) -> Self {
+        Introspector { outage_ttl, ..self }
     }
 
     pub fn name(&self) -> &str {
@@ -172,6 +192,8 @@ impl Introspector {
             return false;
         }
         self.cache = previous.cache.clone();
+        self.outage = previous.outage.clone();
+        self.seen = previous.seen.clone();
         // The purges that guard those entries come along with them.
         self.purges = previous.purges.clone();
         true
@@ -181,9 +203,12 @@ impl Introspector {
         self.cache.entry_count()
     }
 
-    /// Whether a lookup of this key would be answered from the cache.
-    pub fn is_cached(&self, key: &[u8; 32]) -> bool {
-        self.cache.contains_key(key)
+    /// Whether a lookup of this token would be answered from the cache, or the token got an active
+    /// answer still within its lifetime: asking again for it because the cache is bypassed or was
+    /// emptied (an outage of the purge subscription, and the purge of everything once it is back)
+    /// is not a miss of the partner's. Made-up tokens are never active, so they stay misses.
+    pub fn knows(&self, key: &[u8; 32]) -> bool {
+        self.cache.contains_key(key) || self.seen.contains_key(key)
     }
 
     /// Looks a token up by its `cache_key`: from the cache, or by one introspection call shared by
@@ -194,25 +219,35 @@ impl Introspector {
         key: [u8; 32],
         trace: Option<&RequestTrace>,
     ) -> (Result<TokenState, IntrospectError>, CacheResult) {
-        if !crate::cluster::cache_trusted() {
-            // The purge subscription is down: a cached answer may have missed a purge. Ask again.
-            let result = self.introspect(token, trace).await.map(|e| e.state);
-            return (result, CacheResult::Miss);
-        }
-        if let Some(entry) = self.cache.get(&key).await {
+        // The purge subscription is down: a cached answer may have missed a purge. Ask again,
+        // and keep the answer only for the outage's short while.
+        let (cache, cap) = match crate::cluster::cache_trusted() {
+            true => (&self.cache, None),
+            false => (&self.outage, Some(self.outage_ttl)),
+        };
+        if let Some(entry) = cache.get(&key).await {
             if !self.purges.voids(entry.asked, &key, entry.thumbprint()) {
                 return (Ok(entry.state.clone()), CacheResult::Hit);
             }
             // Asked for before a purge and cached after it went through the entries: it goes.
-            self.cache.invalidate(&key).await;
+            cache.invalidate(&key).await;
         }
         // A miss: one caller runs the init future, every concurrent caller for this key waits for it.
         let ran = AtomicBool::new(false);
         let init = async {
             ran.store(true, Ordering::Relaxed);
-            self.introspect(token, trace).await.map(Arc::new)
+            let entry = Arc::new(self.introspect(token, trace).await?);
+            if matches!(entry.state, TokenState::Active(_)) {
+                self.seen.insert(key, entry.clone()).await;
+            }
+            Ok::<_, IntrospectError>(match cap {
+                Some(cap) => {
+                    Arc::new(Entry { state: entry.state.clone(), ttl: entry.ttl.min(cap), asked: entry.asked })
+                }
+                None => entry,
+            })
         };
-        let result = self.cache.entry(key).or_try_insert_with(init).await;
+        let result = cache.entry(key).or_try_insert_with(init).await;
         let how = if ran.load(Ordering::Relaxed) { CacheResult::Miss } else { CacheResult::Coalesced };
         let state = match result {
             Ok(entry) => Ok(entry.into_value().state.clone()),
@@ -225,17 +260,11 @@ impl Introspector {
     /// were removed. Requests that joined a call already in flight share its answer.
     pub async fn purge(&self, target: &PurgeTarget) -> u64 {
         self.purges.record(target.clone());
-        if *target == PurgeTarget::All {
-            let count = self.cache.iter().count() as u64;
-            self.cache.invalidate_all();
-            return count;
+        let mut count = 0;
+        for cache in [&self.cache, &self.outage] {
+            count += purge_from(cache, target).await;
         }
-        let keys: Vec<Arc<[u8; 32]>> =
-            self.cache.iter().filter(|(k, e)| target.matches(k, e.thumbprint())).map(|(k, _)| k).collect();
-        for key in &keys {
-            self.cache.invalidate(key.as_ref()).await;
-        }
-        keys.len() as u64
+        count
     }
 
     /// How many cached answers `target` matches now (to ask before an ambiguous purge).
@@ -437,6 +466,21 @@ impl Introspector {
         let token = ActiveToken::new(jwt, claims).ok_or(IntrospectError::BadAnswer("introspection_not_a_jwt"))?;
         Ok(Answer { state: TokenState::Active(Arc::new(token)), ttl })
     }
+}
+
+/// Removes what `target` matches from one cache; how many entries that was.
+async fn purge_from(cache: &Cache<[u8; 32], Arc<Entry>>, target: &PurgeTarget) -> u64 {
+    if *target == PurgeTarget::All {
+        let count = cache.iter().count() as u64;
+        cache.invalidate_all();
+        return count;
+    }
+    let keys: Vec<Arc<[u8; 32]>> =
+        cache.iter().filter(|(k, e)| target.matches(k, e.thumbprint())).map(|(k, _)| k).collect();
+    for key in &keys {
+        cache.invalidate(key.as_ref()).await;
+    }
+    keys.len() as u64
 }
 
 /// How long the identity server lets an answer be kept: `max-age`, and `no-store` unless the

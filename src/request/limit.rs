@@ -1,6 +1,7 @@
 //! Token buckets keyed by partner: a client certificate's thumbprint or subject, or the source
-//! address of a request without one. Backed by `governor`; idle keys are forgotten from time to
-//! time so that many distinct keys cannot grow the table without bound.
+//! (address, or IPv6 prefix) of a request without one. Backed by `governor`; idle keys are
+//! forgotten from time to time so that many distinct keys cannot grow the table without bound.
+//! And the count of requests in flight per partner ([`InFlight`]).
 
 use crate::cluster::Cluster;
 use crate::config::{FailPolicy, RateConfig};
@@ -13,32 +14,54 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Requests in flight per partner (client certificate thumbprint) for the whole process, so that
-/// one partner cannot take every upstream connection, whatever its HTTP/2 stream count or number
-/// of connections.
+/// Requests in flight per partner for the whole process, so that one partner cannot take every
+/// upstream connection, whatever its HTTP/2 stream count or number of connections. A partner is its
+/// client certificate (thumbprint) or, without one, the DPoP key its proofs prove.
 #[derive(Default)]
 pub struct InFlight {
     table: Mutex<HashMap<String, usize>>,
 }
 
+/// Whom a request in flight is counted for.
+#[derive(Clone)]
+pub enum Partner {
+    Certificate(Arc<ClientCert>),
+    /// The key's `jkt` under a prefix of its own: no certificate thumbprint can spell it.
+    Key(String),
+}
+
+impl Partner {
+    /// A client without a certificate, known by the thumbprint of its proven DPoP key.
+    pub fn key(jkt: &str) -> Self {
+        Partner::Key(format!("jkt:{jkt}"))
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Partner::Certificate(c) => &c.thumbprint,
+            Partner::Key(k) => k,
+        }
+    }
+}
+
 /// One request in flight; released when dropped (the request's context ends with it).
 pub struct InFlightSlot {
     table: Arc<InFlight>,
-    client: Arc<ClientCert>,
+    partner: Partner,
 }
 
 impl InFlight {
-    /// A slot for the partner of `client`, or `None` when it has `max` requests in flight already.
-    /// Only a partner's first request in flight allocates (its key).
-    pub fn acquire(self: &Arc<Self>, client: &Arc<ClientCert>, max: usize) -> Option<InFlightSlot> {
+    /// A slot for `partner`, or `None` when it has `max` requests in flight already. Only a
+    /// partner's first request in flight allocates (its key).
+    pub fn acquire(self: &Arc<Self>, partner: Partner, max: usize) -> Option<InFlightSlot> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        match table.get_mut(client.thumbprint.as_str()) {
+        match table.get_mut(partner.name()) {
             Some(n) if *n >= max => return None,
             Some(n) => *n += 1,
             None if max == 0 => return None,
-            None => drop(table.insert(client.thumbprint.clone(), 1)),
+            None => drop(table.insert(partner.name().to_string(), 1)),
         }
-        Some(InFlightSlot { table: self.clone(), client: client.clone() })
+        Some(InFlightSlot { table: self.clone(), partner })
     }
 
     /// Partners with a request in flight (bounded by the connections open).
@@ -50,7 +73,7 @@ impl InFlight {
 impl Drop for InFlightSlot {
     fn drop(&mut self) {
         let mut table = self.table.table.lock().unwrap_or_else(|p| p.into_inner());
-        let key = self.client.thumbprint.as_str();
+        let key = self.partner.name();
         if let Some(n) = table.get_mut(key) {
             *n -= 1;
             if *n == 0 {
@@ -136,17 +159,31 @@ mod tests {
 
     #[test]
     fn in_flight_requests_are_capped_per_partner_and_released() {
-        let client = |der: &[u8]| Arc::new(ClientCert::from_der(der, "CN=x".into()).unwrap());
+        let client = |der: &[u8]| Partner::Certificate(Arc::new(ClientCert::from_der(der, "CN=x".into()).unwrap()));
         let (a_cert, other) = (client(b"partner a"), client(b"partner b"));
         let inflight = Arc::new(InFlight::default());
-        let a = inflight.acquire(&a_cert, 2).unwrap();
-        let _b = inflight.acquire(&a_cert, 2).unwrap();
-        assert!(inflight.acquire(&a_cert, 2).is_none());
-        assert!(inflight.acquire(&other, 2).is_some(), "another partner is not affected");
+        let a = inflight.acquire(a_cert.clone(), 2).unwrap();
+        let _b = inflight.acquire(a_cert.clone(), 2).unwrap();
+        assert!(inflight.acquire(a_cert.clone(), 2).is_none());
+        assert!(inflight.acquire(other, 2).is_some(), "another partner is not affected");
         drop(a);
-        assert!(inflight.acquire(&a_cert, 2).is_some());
+        assert!(inflight.acquire(a_cert, 2).is_some());
         drop(_b);
         assert_eq!(inflight.partners(), 0, "idle partners are forgotten");
+    }
+
+    #[test]
+    fn a_client_without_a_certificate_is_counted_by_its_key() {
+        let inflight = Arc::new(InFlight::default());
+        let held: Vec<_> = (0..3).map(|_| inflight.acquire(Partner::key("key-a"), 3).unwrap()).collect();
+        assert!(inflight.acquire(Partner::key("key-a"), 3).is_none(), "the fourth request of one key");
+        assert!(inflight.acquire(Partner::key("key-b"), 3).is_some(), "another key is not affected");
+        // A certificate whose thumbprint is the key's thumbprint is another partner.
+        let mut cert = ClientCert::from_der(b"c", "CN=c".into()).unwrap();
+        cert.thumbprint = "key-a".into();
+        assert!(inflight.acquire(Partner::Certificate(Arc::new(cert)), 3).is_some());
+        drop(held);
+        assert_eq!(inflight.partners(), 0);
     }
 
     #[test]

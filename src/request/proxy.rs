@@ -5,12 +5,13 @@
 //! party; `logging` writes one access-log line and the metrics of every request.
 
 use crate::config::{AccessFormat, RefusalsConfig};
+use crate::connection::limits::source_key;
 use crate::metrics;
 use crate::request::access_log::AccessLine;
 use crate::request::cors;
 use crate::request::filters::{FilterState, Outcome};
 use crate::request::headers::{forwarded, interaction_id};
-use crate::request::limit::{InFlight, InFlightSlot};
+use crate::request::limit::{InFlight, InFlightSlot, Partner};
 use crate::request::normalize::{Normalizer, OnConnection};
 use crate::request::partners::Partners;
 use crate::request::respond::{self, BadRequest, Refusal};
@@ -41,6 +42,8 @@ pub struct Routing {
     partners: Partners,
     /// Whose trace context is continued.
     tracing: Tracing,
+    /// `limits.ipv6_prefix`: a client without a certificate is its address, or this prefix.
+    ipv6_prefix: u8,
 }
 
 impl Routing {
@@ -54,7 +57,13 @@ impl Routing {
             partner_requests: usize::MAX,
             partners: Partners::default(),
             tracing: Tracing::default(),
+            ipv6_prefix: 64,
         }
+    }
+
+    pub fn with_ipv6_prefix(mut self, prefix: u8) -> Self {
+        self.ipv6_prefix = prefix;
+        self
     }
 
     pub fn with_tracing(mut self, tracing: Tracing) -> Self {
@@ -307,6 +316,20 @@ impl Gateway {
         tokio::time::timeout(refusals.drain_timeout, read).await.unwrap_or(false)
     }
 
+    /// `limits.per_partner_requests` for a client without a certificate: it is known by its DPoP
+    /// key, which only the binding filter has proven, so it is counted after the chain.
+    fn hold_key_in_flight(&self, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let Some(jkt) = ctx.filters.proven_jkt.as_deref().filter(|_| ctx._inflight.is_none()) else {
+            return Ok(());
+        };
+        let Some(slot) = self.inflight.acquire(Partner::key(jkt), ctx.state.partner_requests) else {
+            metrics::rate_limited("partner_requests");
+            return Err(Refusal::RateLimited { limit: "partner_requests", retry_after: 1 });
+        };
+        ctx._inflight = Some(slot);
+        Ok(())
+    }
+
     /// CORS for a route that trusts web origins: remembers an allowed `Origin` for the response
     /// and answers pre-flights. `Ok(true)` means a response was sent.
     async fn cors(&self, session: &mut Session, ctx: &mut RequestCtx, index: usize) -> Result<bool> {
@@ -335,7 +358,8 @@ impl Gateway {
     }
 
     /// Per-connection facts from the TLS handshake: the verified client certificate and the SNI;
-    /// and the client's address, which only a limit without a certificate needs.
+    /// and the client's source, which only a limit without a certificate needs: its address, or
+    /// its IPv6 prefix (a host holds a whole /64), as the per-source caps count it.
     fn connection_facts(session: &Session, ctx: &mut RequestCtx) {
         let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
         if let Some(facts) = ssl.and_then(|s| s.extension.get::<ConnectionFacts>()) {
@@ -344,9 +368,16 @@ impl Gateway {
             ctx.exchanges = Some(facts.exchanges.clone());
         }
         if ctx.filters.client.is_none() {
-            ctx.filters.source = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+            let ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            ctx.filters.source = ip.map(|ip| client_source(ip, ctx.state.ipv6_prefix));
         }
     }
+}
+
+/// The rate-limit key of a client without a certificate: its IPv4 address (also when written as
+/// an IPv4-mapped IPv6 address), or its IPv6 prefix of `ipv6_prefix` bits.
+fn client_source(ip: std::net::IpAddr, ipv6_prefix: u8) -> String {
+    source_key(ip, ipv6_prefix).to_string()
 }
 
 #[async_trait]
@@ -397,7 +428,7 @@ impl ProxyHttp for Gateway {
         }
         let client = ctx.filters.client.clone();
         if let Some(c) = &client {
-            let Some(slot) = self.inflight.acquire(c, ctx.state.partner_requests) else {
+            let Some(slot) = self.inflight.acquire(Partner::Certificate(c.clone()), ctx.state.partner_requests) else {
                 metrics::rate_limited("partner_requests");
                 let refusal = Refusal::RateLimited { limit: "partner_requests", retry_after: 1 };
                 return self.refuse(session, ctx, "limits", refusal).await;
@@ -436,6 +467,9 @@ impl ProxyHttp for Gateway {
             if let Outcome::Respond(refusal) = filter.run(session.req_header(), &mut ctx.filters).await {
                 return self.refuse(session, ctx, filter.name(), refusal).await;
             }
+        }
+        if let Err(refusal) = self.hold_key_in_flight(ctx) {
+            return self.refuse(session, ctx, "limits", refusal).await;
         }
         Ok(false)
     }
@@ -521,6 +555,11 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("x-fapi-interaction-id", &ctx.interaction_id)?;
         // What the caller sent is replaced: it was continued only if trusted.
         upstream.remove_header("tracestate");
+        if !ctx.filters.trace.as_ref().is_some_and(|t| t.from_trusted_caller()) {
+            for name in crate::trace::caller_only_headers(&upstream.headers) {
+                upstream.remove_header(&name);
+            }
+        }
         if let Some(span) = &ctx.upstream_span {
             upstream.insert_header("traceparent", span.traceparent())?;
             if let Some(state) = span.tracestate() {
@@ -823,6 +862,17 @@ mod tests {
             assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{shown}: {out}");
             assert!(out.contains("content-type: application/json") && out.contains(text), "{shown}: {out}");
         }
+    }
+
+    #[test]
+    fn clients_without_a_certificate_are_limited_per_ipv6_prefix() {
+        let source = |ip: &str, prefix| client_source(ip.parse().unwrap(), prefix);
+        assert_eq!(source("2001:db8:1:2::1", 64), source("2001:db8:1:2:ffff:1:2:3", 64), "one /64, one bucket");
+        assert_ne!(source("2001:db8:1:2::1", 64), source("2001:db8:1:3::1", 64), "another /64");
+        assert_eq!(source("2001:db8:1:2::1", 48), source("2001:db8:1:3::1", 48));
+        assert_ne!(source("2001:db8::1", 128), source("2001:db8::2", 128));
+        assert_eq!(source("::ffff:192.0.2.7", 64), "192.0.2.7", "an IPv4 client is its address");
+        assert_ne!(source("192.0.2.7", 64), source("192.0.2.8", 64));
     }
 
     #[tokio::test]

@@ -638,3 +638,22 @@ impl System {
         }
     }
 }
+
+/// Waits until the clock is just past a whole second, so that a test can place a proof's
+/// first use and its replay precisely against `iat`, which the gateway reads in whole seconds;
+/// returns that second.
+pub async fn at_a_second_boundary() -> i64 {
+    loop {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        if since.subsec_millis() < 100 {
+            return since.as_secs() as i64;
+        }
+        tokio::time::sleep(Duration::from_millis(1000 - u64::from(since.subsec_millis()) + 5)).await;
+    }
+}
+
+/// Sleeps until `second` (Unix time, fractional) has come.
+pub async fn until(second: f64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64((second - now).max(0.0))).await;
+}

@@ -13,7 +13,8 @@
 //! - `GET /oauth/v2/oauth-anonymous/jwks`: the public signing key.
 //! - With `dev_endpoints: true`: `GET /dev/stats` (call counts), `POST /dev/faults` (delay or
 //!   fail introspection), used by the tests to simulate a bad day, and `POST /dev/mint` (many
-//!   tokens at once, for the cache benchmarks).
+//!   tokens at once, for the cache benchmarks; with `jkt`, bound to a key as well as the
+//!   certificate, which no real server issues and the gateway's tests attack with).
 //!
 //! Tokens live in memory. Never use this in production.
 
@@ -100,6 +101,8 @@ struct Token {
 enum Binding {
     Certificate(String),
     Dpop(String),
+    /// A certificate thumbprint and a key thumbprint: only minted, for the tests.
+    Both(String, String),
 }
 
 impl Binding {
@@ -107,13 +110,14 @@ impl Binding {
         match self {
             Binding::Certificate(x5t) => json!({ "x5t#S256": x5t }),
             Binding::Dpop(jkt) => json!({ "jkt": jkt }),
+            Binding::Both(x5t, jkt) => json!({ "x5t#S256": x5t, "jkt": jkt }),
         }
     }
 
     fn token_type(&self) -> &'static str {
         match self {
             Binding::Certificate(_) => "bearer",
-            Binding::Dpop(_) => "DPoP",
+            Binding::Dpop(_) | Binding::Both(..) => "DPoP",
         }
     }
 }
@@ -406,6 +410,7 @@ impl IdSvr {
             count: usize,
             client_id: String,
             x5t: String,
+            jkt: Option<String>,
             #[serde(default)]
             scope: String,
         }
@@ -424,7 +429,10 @@ impl IdSvr {
                 Token {
                     client_id: req.client_id.clone(),
                     scope: req.scope.clone(),
-                    binding: Binding::Certificate(req.x5t.clone()),
+                    binding: match &req.jkt {
+                        Some(jkt) => Binding::Both(req.x5t.clone(), jkt.clone()),
+                        None => Binding::Certificate(req.x5t.clone()),
+                    },
                     issued,
                     expires: issued + self.cfg.access_token_ttl_seconds,
                     jti: uuid::Uuid::new_v4().to_string(),

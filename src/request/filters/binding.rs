@@ -35,14 +35,14 @@ impl Filter for Binding {
 }
 
 impl Binding {
-    async fn check(&self, req: &RequestHeader, state: &FilterState) -> Result<(), Refusal> {
-        let token = state.token.as_ref().ok_or(Refusal::NoToken)?;
+    async fn check(&self, req: &RequestHeader, state: &mut FilterState) -> Result<(), Refusal> {
+        let token = state.token.clone().ok_or(Refusal::NoToken)?;
         let (x5t, jkt) = (token.claims.bound_thumbprint(), token.claims.bound_jkt());
         if x5t.is_none() && jkt.is_none() {
             return Err(Refusal::InvalidToken("token_not_bound"));
         }
         match jkt {
-            Some(jkt) => self.dpop_binding(req, state, jkt).await?,
+            Some(jkt) => state.proven_jkt = Some(self.dpop_binding(req, state, jkt).await?),
             None if state.scheme == Some(Scheme::Dpop) => return Err(Refusal::InvalidToken("bearer_token_as_dpop")),
             None => {}
         }
@@ -55,13 +55,14 @@ impl Binding {
         Ok(())
     }
 
-    async fn dpop_binding(&self, req: &RequestHeader, state: &FilterState, jkt: &str) -> Result<(), Refusal> {
+    /// The token's key binding, proven by the request's proof: the key's thumbprint.
+    async fn dpop_binding(&self, req: &RequestHeader, state: &FilterState, jkt: &str) -> Result<String, Refusal> {
         let verifier = self.dpop.as_ref().ok_or(Refusal::InvalidToken("dpop_binding_not_accepted"))?;
         if state.scheme != Some(Scheme::Dpop) {
             return Err(Refusal::InvalidToken("dpop_token_as_bearer"));
         }
         let hash = state.token_hash.as_ref().ok_or(Refusal::NoToken)?;
-        let proven = verifier.verify(req, hash).await.map_err(|f| match f {
+        let proven = verifier.verify(req, hash, jkt).await.map_err(|f| match f {
             ProofFailure::Proof(e) => {
                 metrics::dpop_proof(e.reason());
                 match e {
@@ -69,17 +70,17 @@ impl Binding {
                     e => Refusal::InvalidDpopProof(e.reason()),
                 }
             }
+            ProofFailure::KeyMismatch => {
+                metrics::dpop_proof("dpop_key_mismatch");
+                Refusal::InvalidToken("dpop_key_mismatch")
+            }
             ProofFailure::ReplayStoreUnavailable => {
                 metrics::dpop_proof("replay_store_unavailable");
                 Refusal::SharedStateUnavailable("dpop_replay")
             }
         })?;
-        if !same(proven.jkt.as_bytes(), jkt.as_bytes()) {
-            metrics::dpop_proof("dpop_key_mismatch");
-            return Err(Refusal::InvalidToken("dpop_key_mismatch"));
-        }
         metrics::dpop_proof("ok");
-        Ok(())
+        Ok(proven.jkt)
     }
 }
 

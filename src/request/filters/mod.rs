@@ -61,6 +61,8 @@ pub struct FilterState {
     pub scheme: Option<Scheme>,
     /// SHA-256 of the presented token (the cache key; a DPoP proof's `ath`).
     pub token_hash: Option<[u8; 32]>,
+    /// The thumbprint of the key a valid DPoP proof of this request proved (the token's `cnf.jkt`).
+    pub proven_jkt: Option<String>,
 }
 
 impl FilterState {
@@ -116,7 +118,7 @@ pub fn build_chain(configs: &[FilterConfig], parts: &ChainParts, route: &str) ->
                         accept_dpop: dpop,
                     })
                 }
-                FilterConfig::CertBinding => Box::new(CertBinding),
+                FilterConfig::CertBinding => Box::new(CertBinding::new()),
                 FilterConfig::Binding { certificate, dpop } => {
                     let verifier = match dpop {
                         true => Some(parts.dpop.clone().ok_or("dpop is accepted but no DPoP checks were built")?),

@@ -55,12 +55,13 @@ impl Filter for PhantomToken {
 }
 
 impl PhantomToken {
-    /// A 429 when this token is not cached and the partner has used up its introspection calls.
-    /// Cache hits are never limited.
+    /// A 429 when this token is a miss (see [`Introspector::knows`]) and the partner has used up
+    /// its introspection calls. Cache hits and tokens known active are never limited.
     async fn over_miss_limit(&self, key: &[u8; 32], state: &FilterState) -> Option<Refusal> {
         let limiter = self.miss_limit.as_ref()?;
-        // While the caches are bypassed (no purge subscription) every lookup is a call.
-        if crate::cluster::cache_trusted() && self.introspector.is_cached(key) {
+        // A token known active, even while the outage of the purge subscription keeps its answer
+        // from being served, is not a miss: asking again for it is the outage's cost.
+        if self.introspector.knows(key) {
             return None;
         }
         let partner = state.partner(RateKey::Thumbprint)?;
