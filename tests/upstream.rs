@@ -4,10 +4,12 @@
 mod common;
 
 use common::net::{read_answer, tls_connector};
-use common::{System, API, LOGIN};
+use common::{yaml, System, API, LOGIN};
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 
 /// `upstream_ms` of the access lines for `path`, in order.
 fn upstream_ms(sys: &System, path: &str) -> Vec<f64> {
@@ -157,4 +159,133 @@ async fn an_api_that_demands_a_client_certificate_is_served_through_an_upstream_
     common::yaml::write(&doc, &bad);
     let (ok, out) = common::validate(&bad);
     assert!(!ok && out.contains("upstreams.example-api.client_key") && out.contains("does not match"), "{out}");
+}
+
+/// A plain-TCP upstream that records the body payload of each request it receives (chunked
+/// framing decoded) and answers nothing: what the API would have had.
+async fn recorder() -> (u16, Arc<Mutex<Vec<usize>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+                    if n == 0 {
+                        break;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                }
+                record.lock().unwrap().push(payload(&raw));
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// The body payload of one raw HTTP/1.1 request: after the header, chunked framing removed.
+fn payload(raw: &[u8]) -> usize {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return 0 };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let mut body = &raw[end + 4..];
+    if !head.contains("transfer-encoding: chunked") {
+        return body.len();
+    }
+    let mut total = 0;
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&body[..line_end]).trim(), 16).unwrap_or(0);
+        let start = line_end + 2;
+        total += size.min(body.len().saturating_sub(start));
+        if size == 0 || body.len() < start + size + 2 {
+            break;
+        }
+        body = &body[start + size + 2..];
+    }
+    total
+}
+
+/// A route with a 1000-byte body limit to the recorder: a declared length over it is 413 before
+/// anything is forwarded; a chunked (HTTP/1.1) or streamed (HTTP/2) body that grows past it is
+/// cut before the upstream has more than the limit, and answered 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_route_limit_are_refused_and_the_api_never_has_more() {
+    let (port, seen) = recorder().await;
+    let upstream = format!("{{address: \"127.0.0.1:{port}\", tls: false, read_timeout: 2s}}");
+    let route = "{host: api.example.com, path_prefix: /upload/, upstream: recorder, max_body_bytes: 1000, filters: []}";
+    let patches = vec![("upstreams.recorder", yaml::parse(&upstream)), ("routes[0]", yaml::parse(route))];
+    let sys = System::start_with(common::Options { patches, ..Default::default() });
+    let gw = sys.gateway_port;
+
+    // HTTP/1.1, declared: refused before the header is forwarded.
+    let declared = tokio::task::spawn_blocking(move || {
+        let mut tls = connect(gw);
+        let head = format!("POST /upload/x HTTP/1.1\r\nHost: {API}\r\nContent-Length: 5000\r\n\r\n");
+        tls.write_all(head.as_bytes()).unwrap();
+        read_answer(&mut tls).expect("an answer")
+    })
+    .await
+    .unwrap();
+    assert!(declared.starts_with("HTTP/1.1 413") && declared.contains("payload_too_large"), "{declared}");
+
+    // HTTP/1.1, chunked: 600-byte chunks; the second crosses the limit.
+    let chunked = tokio::task::spawn_blocking(move || {
+        let mut tls = connect(gw);
+        let head = format!("POST /upload/x HTTP/1.1\r\nHost: {API}\r\nTransfer-Encoding: chunked\r\n\r\n");
+        tls.write_all(head.as_bytes()).unwrap();
+        for _ in 0..4 {
+            let chunk = format!("258\r\n{}\r\n", "c".repeat(600));
+            if tls.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = tls.write_all(b"0\r\n\r\n");
+        read_answer(&mut tls).unwrap_or_default()
+    })
+    .await
+    .unwrap();
+    assert!(chunked.starts_with("HTTP/1.1 413"), "chunked: {chunked}");
+
+    // HTTP/2 without a declared length: DATA frames of 600 bytes.
+    let status = h2_stream(gw, 4).await;
+    assert_eq!(status, Some(413), "HTTP/2 streamed body");
+    // HTTP/2 under the limit passes through to the recorder (which never answers: 504).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the streamed bodies reached the upstream up to the limit");
+    assert!(seen.iter().all(|n| *n <= 1000), "the upstream received more than the limit: {seen:?}");
+}
+
+fn connect(port: u16) -> openssl::ssl::SslStream<TcpStream> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tls_connector(Some("example.client.p12"), None).connect(API, tcp).unwrap()
+}
+
+/// POST /upload/x over HTTP/2 with `chunks` DATA frames of 600 bytes and no content-length; the
+/// status of the answer, if one came.
+async fn h2_stream(port: u16, chunks: usize) -> Option<u16> {
+    let mut cfg = tls_connector(Some("example.client.p12"), None).configure().unwrap();
+    cfg.set_alpn_protos(b"\x02h2").unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut tls = tokio_openssl::SslStream::new(cfg.into_ssl(API).unwrap(), tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::post(format!("https://{API}/upload/x")).body(()).unwrap();
+    let (answer, mut body) = client.send_request(req, false).unwrap();
+    for _ in 0..chunks {
+        if body.send_data(bytes::Bytes::from(vec![b'h'; 600]), false).is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = body.send_data(bytes::Bytes::new(), true);
+    let answer = tokio::time::timeout(Duration::from_secs(10), answer).await.ok()?.ok()?;
+    Some(answer.status().as_u16())
 }

@@ -26,6 +26,9 @@ pub struct AccessLine<'a> {
     pub ended_by: &'a str,
     pub interaction_id: &'a str,
     pub error: Option<&'a str>,
+    /// The backend of the last attempt, and how many attempts before it failed (retries).
+    pub backend: Option<String>,
+    pub retries: usize,
 }
 
 impl AccessLine<'_> {
@@ -48,7 +51,7 @@ impl AccessLine<'_> {
     pub fn text(&self) -> String {
         let or_dash = |v: Option<&str>| escaped(v.unwrap_or("-")).into_owned();
         format!(
-            "method={} path={} status={} duration_ms={:.2} upstream_ms={} client=\"{}\" x5t={} token={} cache={} refused_by={} reason={} ended_by={} interaction_id={} error={}",
+            "method={} path={} status={} duration_ms={:.2} upstream_ms={} client=\"{}\" x5t={} token={} cache={} refused_by={} reason={} ended_by={} interaction_id={} error={} backend={} retries={}",
             escaped(self.method),
             escaped(self.path),
             self.status,
@@ -63,6 +66,8 @@ impl AccessLine<'_> {
             escaped(self.ended_by),
             escaped(self.interaction_id),
             or_dash(self.error),
+            self.backend.as_deref().unwrap_or("-"),
+            self.retries,
         )
     }
 }
@@ -101,6 +106,8 @@ mod tests {
             ended_by: "gateway",
             interaction_id: "c770aef3-6784-41f7-8e0e-ff5f97bddb3a",
             error: None,
+            backend: None,
+            retries: 0,
         };
         let text = line.text();
         assert!(text.starts_with("method=POST path=/api/x status=401 duration_ms=1.50 upstream_ms=-"), "{text}");
@@ -134,6 +141,8 @@ mod escape_tests {
             ended_by: "gateway",
             interaction_id: "i",
             error: None,
+            backend: None,
+            retries: 0,
         };
         let text = line.text();
         assert!(text.contains(r"path=/api/a\u{85}b\u{2028}c\u{2029}d\u{d}e\u{7f}f\u{9b}g "), "{text}");

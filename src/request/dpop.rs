@@ -572,6 +572,7 @@ mod tests {
     use super::test_support::*;
     use super::*;
     use crate::config::NonceConfig;
+    use crate::request::dpop::parse::decode_json;
 
     const TOKEN: &str = "opaque-token";
     const HTU: &str = "https://api.example.com/api/transactions";

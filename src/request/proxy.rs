@@ -169,6 +169,8 @@ pub struct RequestCtx {
     body_pending: bool,
     /// The span of the call to the API, from `upstream_peer` to its answer.
     upstream_span: Option<ChildSpan>,
+    /// Request body bytes passed on so far, against the route's `max_body_bytes`.
+    body_bytes: u64,
     /// The backend of the current attempt, and those an earlier attempt failed on.
     backend: Option<SocketAddr>,
     tried: Vec<SocketAddr>,
@@ -176,6 +178,11 @@ pub struct RequestCtx {
     dpop_nonce: Option<String>,
     /// This request's place in its partner's in-flight count, released with the context.
     _inflight: Option<InFlightSlot>,
+}
+
+/// The body length a request declares (the normalisation step made sure it is one integer).
+fn declared_length(req: &RequestHeader) -> Option<u64> {
+    req.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// Why `upstream_peer` found no backend, as its error says.
@@ -401,6 +408,7 @@ impl ProxyHttp for Gateway {
             exchanges: None,
             body_pending: false,
             upstream_span: None,
+            body_bytes: 0,
             backend: None,
             tried: Vec::new(),
             dpop_nonce: None,
@@ -458,6 +466,11 @@ impl ProxyHttp for Gateway {
         }
         if let Some(refusal) = state.routes[index].method_refusal(&session.req_header().method) {
             return self.refuse(session, ctx, "router", refusal).await;
+        }
+        if declared_length(session.req_header()).is_some_and(|n| n > state.routes[index].cfg.max_body_bytes) {
+            // Refused before anything is read or forwarded; the body is not read either.
+            session.set_keepalive(None);
+            return self.refuse(session, ctx, "router", Refusal::BodyTooLarge).await;
         }
         // After a 101 every later byte on the connection would reach the API unchecked.
         if session.req_header().headers.contains_key(http::header::UPGRADE) && !state.routes[index].cfg.allow_upgrade {
@@ -620,12 +633,17 @@ impl ProxyHttp for Gateway {
             }
             (_, ErrorType::HTTPStatus(404)) => Refusal::NoRoute,
             (_, ErrorType::HTTPStatus(503)) => Refusal::NoHealthyBackend,
+            (_, ErrorType::HTTPStatus(413)) => Refusal::BodyTooLarge,
             _ => Refusal::UpstreamUnavailable,
         };
         if party == Party::Client {
             log::warn!("client error, answered {}: {e}", refusal.status());
         }
-        let who = if party == Party::Client { "client" } else { "upstream" };
+        let who = match (&refusal, party) {
+            (Refusal::BodyTooLarge, _) => "limits",
+            (_, Party::Client) => "client",
+            _ => "upstream",
+        };
         ctx.refused_by = Some((who, refusal.reason()));
         if party != Party::Client && session.response_written().is_none() {
             // The API failed before the body was forwarded: the 502 must arrive like a refusal.
@@ -648,13 +666,21 @@ impl ProxyHttp for Gateway {
         Party::of(e) == Party::Client
     }
 
+    /// Counts the body a chunk at a time: a chunked or HTTP/2 body that grows past the route's
+    /// limit ends the exchange before the chunk that crosses it is forwarded, so the API never
+    /// has more than the limit (`fail_to_proxy` answers 413 when no answer has begun).
     async fn request_body_filter(
         &self,
         _session: &mut Session,
-        _body: &mut Option<bytes::Bytes>,
+        body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.route().is_some_and(|r| ctx.body_bytes > r.cfg.max_body_bytes) {
+            *body = None;
+            return Error::e_explain(ErrorType::HTTPStatus(413), "the request body grew past the route's limit");
+        }
         if end_of_stream {
             ctx.body_ended();
         }
@@ -699,6 +725,8 @@ impl ProxyHttp for Gateway {
             ended_by: ended_by.as_str(),
             interaction_id: &ctx.interaction_id,
             error: e.map(|e| e.etype().as_str()),
+            backend: ctx.backend.or(ctx.tried.last().copied()).map(|b| b.to_string()),
+            retries: ctx.tried.len().saturating_sub(usize::from(ctx.backend.is_none())),
         };
         match ctx.state.access_format {
             AccessFormat::Text => log::info!(target: "access", "{}", line.text()),
@@ -785,6 +813,16 @@ mod tests {
     /// The same on a connection opened for `sni`; `None` when pingora itself refused the request
     /// before the gateway saw it.
     async fn run_on(gw: &Gateway, request: &[u8], sni: Option<&str>) -> Option<(bool, String, RequestHeader)> {
+        run_with(gw, request, sni, true).await
+    }
+
+    /// As [`run_on`], on a connection with a client certificate or without one.
+    async fn run_with(
+        gw: &Gateway,
+        request: &[u8],
+        sni: Option<&str>,
+        certificate: bool,
+    ) -> Option<(bool, String, RequestHeader)> {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let mut session = Session::new_h1(Box::new(server));
         client.write_all(request).await.unwrap();
@@ -793,7 +831,7 @@ mod tests {
         }
         let mut ctx = gw.new_ctx();
         ctx.sni = sni.map(str::to_string);
-        ctx.filters.client = Some(crate::request::filters::test_support::client("x5t"));
+        ctx.filters.client = certificate.then(|| crate::request::filters::test_support::client("x5t"));
         let answered = gw.request_filter(&mut session, &mut ctx).await.unwrap();
         let header = session.req_header().clone();
         drop(session);
@@ -928,7 +966,7 @@ mod tests {
         let req = "POST /api/transactions HTTP/1.1\r\nHost: api.example.com\r\nClient-Cert: :AAAA:\r\n\
                    X-Forwarded-Client-Cert: x\r\nX-Evil: 1\r\nx-fapi-interaction-id: c770aef3-6784-41f7-8e0e-ff5f97bddb3a\r\n\
                    Content-Length: 0\r\n\r\n";
-        let (answered, out, header) = run(&gateway(None), req).await;
+        let (answered, out, header) = run_with(&gateway(None), req.as_bytes(), None, false).await.unwrap();
         assert!(answered);
         for h in ["client-cert", "x-forwarded-client-cert", "x-evil"] {
             assert!(header.headers.get(h).is_none(), "{h} survived");

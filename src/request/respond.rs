@@ -51,6 +51,8 @@ pub enum Refusal {
     Misdirected,
     /// The request line and header fields are over `listener.max_request_header_bytes` (431).
     HeaderTooLarge,
+    /// The request body is over the route's `max_body_bytes` (413).
+    BodyTooLarge,
 }
 
 /// The ways a request can be malformed, each with a stable reason and a message for the client.
@@ -116,6 +118,7 @@ impl Refusal {
             Refusal::MethodNotAllowed(_) => 405,
             Refusal::Misdirected => 421,
             Refusal::HeaderTooLarge => 431,
+            Refusal::BodyTooLarge => 413,
             Refusal::MethodNotImplemented => 501,
             Refusal::IdentityBadAnswer(_) | Refusal::UpstreamUnavailable => 502,
             Refusal::IdentityUnavailable(_) | Refusal::SharedStateUnavailable(_) | Refusal::NoHealthyBackend => 503,
@@ -145,6 +148,7 @@ impl Refusal {
             Refusal::MethodDenied => "method_denied",
             Refusal::Misdirected => "misdirected_request",
             Refusal::HeaderTooLarge => "header_too_large",
+            Refusal::BodyTooLarge => "body_too_large",
         }
     }
 
@@ -224,6 +228,7 @@ impl Refusal {
                 json("misdirected_request", "This connection does not serve this host: open a new connection")
             }
             Refusal::HeaderTooLarge => json("header_too_large", "The request header is too large"),
+            Refusal::BodyTooLarge => json("payload_too_large", "The request body is larger than this API accepts"),
         }
     }
 
