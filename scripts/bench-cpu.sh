@@ -8,6 +8,8 @@
 #   nginx-lua      nginx + Lua doing the reference's checks, 1 worker
 # Every proxy runs one worker (GATEWAY_THREADS=2 to change the gateway's): the same shape as the
 # floor, and on two cores shared with oha and the upstream a second worker only adds wake-ups.
+#   gateway-3      the gateway with three backends (three echo servers) and HTTP health checks
+#                  every second, next to `gateway` (one backend): the cost of balancing and health
 # Scenarios: keep-alive HTTP/1.1 at c=1, 16, 256, and a new mTLS connection per request at c=16;
 # `dpop`: the same API call with a fresh DPoP proof checked on every request (gateway-dpop, a DPoP
 # token) next to the certificate-bound call (gateway), both sent by examples/tokenflood (oha cannot
@@ -50,10 +52,10 @@ bin=$here/target/release
 scripts/create-certs.sh >/dev/null
 
 IDSVR=26444 ECHO=26300 GW=26443 GW_OFF=27443 LUA=28443 BARE=29443 GW_P=30443 GW_B=31443 GW_D=32443
-GW_L=33443 GW_S=34443 REDIS=26379
+GW_L=33443 GW_S=34443 REDIS=26379 ECHO2=26301 ECHO3=26302 GW_3=35443
 pids=()
 cleanup() {
-  for n in lua bare echo; do RUN_DIR=$out/$n scripts/nginx-lua.sh stop >/dev/null 2>&1 || true; done
+  for n in lua bare echo echo2 echo3; do RUN_DIR=$out/$n scripts/nginx-lua.sh stop >/dev/null 2>&1 || true; done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
@@ -67,6 +69,10 @@ gw_conf() { # port out filters-yaml [more changes]
 }
 gw_conf $GW "$conf/gw.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
 gw_conf $GW_OFF "$conf/gw-off.yaml" '[]'
+gw_conf $GW_3 "$conf/gw-3.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]' \
+  -upstreams.example-api.address \
+  "upstreams.example-api.backends=[127.0.0.1:$ECHO, 127.0.0.1:$ECHO2, 127.0.0.1:$ECHO3]" \
+  'upstreams.example-api.health_check={type: http, path: /healthz, interval: 1s, timeout: 1s}'
 # A limit no request reaches: what is measured is the counting, in process or on the server.
 limit='{ rate_limit: { per_second: 100000, burst: 100000 } }'
 gw_conf $GW_L "$conf/gw-limit.yaml" "[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} }, $limit ]"
@@ -88,6 +94,12 @@ nginx_start() { # name port template workers
 }
 RUST_LOG=warn "$bin/dev-idsvr" "$conf/idsvr.yaml" >"$out/idsvr.log" 2>&1 & pids+=($!); wait_port $IDSVR
 nginx_start echo $ECHO bench/nginx-bare/echo.conf.template 2
+gw_3_pid=
+if [[ " ${BENCH_TARGETS:-} " == *" gateway-3 "* ]]; then
+  nginx_start echo2 $ECHO2 bench/nginx-bare/echo.conf.template 1
+  nginx_start echo3 $ECHO3 bench/nginx-bare/echo.conf.template 1
+  RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-3.yaml" >"$out/gw-3.log" 2>&1 & gw_3_pid=$!; pids+=($gw_3_pid); wait_port $GW_3
+fi
 RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw.yaml" >"$out/gw.log" 2>&1 & gw_pid=$!; pids+=($gw_pid); wait_port $GW
 RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-off.yaml" >"$out/gw-off.log" 2>&1 & gw_off_pid=$!; pids+=($gw_off_pid); wait_port $GW_OFF
 RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-dpop.yaml" >"$out/gw-dpop.log" 2>&1 & gw_d_pid=$!; pids+=($gw_d_pid); wait_port $GW_D
@@ -107,7 +119,7 @@ fi
 nginx_start lua $LUA bench/nginx-lua/nginx.conf.template 1
 nginx_start bare $BARE bench/nginx-bare/nginx.conf.template 1
 
-declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P [gateway-base]=$GW_B [gateway-dpop]=$GW_D [gateway-limit]=$GW_L [gateway-shared]=$GW_S)
+declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P [gateway-base]=$GW_B [gateway-dpop]=$GW_D [gateway-limit]=$GW_L [gateway-shared]=$GW_S [gateway-3]=$GW_3)
 read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua${PINGORA_PATCHED:+ gateway-patched}${BASELINE:+ gateway-base}}"
 read -ra scenarios <<<"${BENCH_SCENARIOS:-1 16 256 new dpop limit}"
 target_pids() {
@@ -119,6 +131,7 @@ target_pids() {
     gateway-dpop) echo "$gw_d_pid" ;;
     gateway-limit) echo "$gw_l_pid" ;;
     gateway-shared) echo "$gw_s_pid" ;;
+    gateway-3) echo "$gw_3_pid" ;;
     redis) echo "$redis_pid" ;;
     nginx-*) local m; m=$(cat "$out/${1#nginx-}/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')" ;;
   esac

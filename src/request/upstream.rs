@@ -407,3 +407,84 @@ fn health_check(cfg: &UpstreamConfig, template: &HttpPeer) -> Option<Box<dyn Hea
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackendAddress, EjectionConfig};
+    use std::time::Duration;
+
+    fn upstream(addresses: &[&str], failures: u32, ejection: Duration) -> Upstream {
+        let mut cfg = crate::request::route::test_upstream("127.0.0.1:1");
+        let c = Arc::make_mut(&mut cfg);
+        c.backends = addresses.iter().map(|a| BackendAddress { address: a.to_string(), weight: 1 }).collect();
+        c.ejection = EjectionConfig { failures, duration: ejection };
+        let u = Upstream::new(cfg).unwrap();
+        u.resolve().unwrap();
+        u
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn round_robin_spreads_and_skips_what_the_request_tried() {
+        let u = upstream(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"], 3, Duration::from_secs(10));
+        let mut seen = BTreeSet::new();
+        for _ in 0..6 {
+            seen.insert(u.select(b"", &[]).unwrap());
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        for _ in 0..6 {
+            let next = u.select(b"", &[addr(1), addr(2)]).unwrap();
+            assert_eq!(next, addr(3));
+        }
+        assert_eq!(u.select(b"", &[addr(1), addr(2), addr(3)]), None, "nothing left to try");
+    }
+
+    #[test]
+    fn consecutive_failures_eject_a_backend_for_a_while() {
+        let u = upstream(&["127.0.0.1:1", "127.0.0.1:2"], 2, Duration::from_millis(200));
+        u.failed(addr(1), Failure::Connect);
+        u.succeeded(addr(1));
+        u.failed(addr(1), Failure::Connect);
+        assert_eq!(u.health(), (2, 2), "a success in between resets the run");
+        u.failed(addr(1), Failure::AfterSend);
+        assert_eq!(u.health(), (1, 2), "two in a row eject it");
+        for _ in 0..4 {
+            assert_eq!(u.select(b"", &[]), Some(addr(2)));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(u.health(), (2, 2), "back after the ejection period");
+    }
+
+    #[test]
+    fn consistent_hashing_keeps_a_partner_on_one_backend() {
+        let mut cfg = crate::request::route::test_upstream("127.0.0.1:1");
+        let c = Arc::make_mut(&mut cfg);
+        c.selection = Selection::ConsistentHash;
+        c.backends = (1..=3).map(|p| BackendAddress { address: format!("127.0.0.1:{p}"), weight: 1 }).collect();
+        let u = Upstream::new(cfg).unwrap();
+        u.resolve().unwrap();
+        let first = u.select(b"partner-a", &[]).unwrap();
+        assert!((0..10).all(|_| u.select(b"partner-a", &[]) == Some(first)));
+        let other = u.select(b"partner-a", &[first]).unwrap();
+        assert_ne!(other, first, "its backend failed: another one");
+    }
+
+    #[tokio::test]
+    async fn a_name_counts_every_address_and_a_failed_lookup_keeps_the_last() {
+        let u = upstream(&["localhost:4000"], 3, Duration::from_secs(1));
+        assert!(u.health().1 >= 1);
+        assert!(u.select(b"", &[]).is_some_and(|a| a.ip().is_loopback() && a.port() == 4000));
+        let mut cfg = crate::request::route::test_upstream("no-such-host.invalid:4000");
+        Arc::make_mut(&mut cfg).backends[0].address = "no-such-host.invalid:4000".into();
+        let gone = Upstream::new(cfg).unwrap();
+        assert!(gone.resolve().is_err(), "a name that does not resolve at start is a problem");
+        // Resolved once before, then the name stops resolving: its last addresses stay.
+        gone.resolved.set(0, vec![SocketAddr::from(([127, 0, 0, 9], 4000))]);
+        gone.lookup().await;
+        assert_eq!(gone.select(b"", &[]), Some(SocketAddr::from(([127, 0, 0, 9], 4000))));
+    }
+}
