@@ -161,11 +161,11 @@ health_pid=$!
 log "docker-compose up -d --build (podman at $sock)"
 dc up -d --build >"$work/up.log" 2>&1 || { tail -40 "$work/up.log"; fail "docker-compose up (log: $work/up.log)"; }
 
-log "waiting for five healthy containers (two gateways, identity server, API, Redis)"
+log "waiting for six healthy containers (two gateways, identity server, two API instances, Redis)"
 while true; do
   states=$(podman ps -a --filter "label=com.docker.compose.project=$project" --format '{{.Names}} {{.Status}}')
   healthy=$(grep -c '(healthy)' <<<"$states" || true)
-  ((healthy == 5)) && break
+  ((healthy == 6)) && break
   if grep -q 'Exited' <<<"$states"; then echo "$states"; fail "a container exited"; fi
   ((SECONDS < deadline)) || { echo "$states"; fail "not healthy within ${timeout_s}s"; }
   sleep 2
@@ -215,6 +215,49 @@ log "check: a revoked certificate gets no TLS session with the API host (CRL)"
 if bounded "${C[@]}" --cert certs/revoked.client.p12:Password1 -o /dev/null https://api.example.com/api/transactions 2>/dev/null; then
   fail "revoked-partner was served"
 fi
+
+# The gateway's metrics, read inside its container (the ops listener is not published).
+metrics() {
+  bounded podman exec "$1" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9090 &&
+    printf "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" >&3 && timeout 5 cat <&3'
+}
+# "address count" of each backend of example-api that answered at least one request.
+served_by() {
+  metrics "$1" | grep '^gateway_upstream_attempts_total{' | grep 'upstream="example-api"' | grep 'result="ok"' \
+    | sed -E 's/.*backend="([^"]+)".*\} ([0-9]+)$/\1 \2/' | awk '$2 > 0'
+}
+api_2=$(podman ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=api-internal-2")
+transaction() {
+  bounded "${C[@]}" --cert certs/example.client.p12:Password1 -o /dev/null -w '%{http_code}' -X POST \
+    https://api.example.com/api/transactions -H "Authorization: Bearer $token"
+}
+
+log "check: both API instances serve requests through one gateway (round robin)"
+for _ in $(seq 8); do
+  code=$(transaction) || true
+  [[ "$code" == 200 ]] || fail "POST /api/transactions: $code (want 200)"
+done
+backends=$(bounded podman exec "$gateway" mtls-gateway health 127.0.0.1:9090 | jq -c '.upstreams["example-api"]')
+[[ $(jq -r '"\(.healthy_backends)/\(.backends)"' <<<"$backends") == 2/2 ]] || fail "/readyz upstreams.example-api: $backends"
+served=$(served_by "$gateway") || true
+[[ $(wc -l <<<"$served") == 2 ]] || fail "backends that answered: $(tr '\n' ';' <<<"$served") (want two)"
+log "served by: $(tr '\n' ';' <<<"$served")"
+
+log "check: with api-internal-2 stopped, every request is answered by the other instance"
+dc stop api-internal-2 >/dev/null 2>&1 || fail "docker-compose stop api-internal-2"
+for _ in $(seq 4); do
+  code=$(transaction) || true
+  [[ "$code" == 200 ]] || fail "POST /api/transactions with one instance stopped: $code (want 200)"
+done
+# The health check (every 5 s, out after two failures) says so too.
+for _ in $(seq 40); do
+  backends=$(bounded podman exec "$gateway" mtls-gateway health 127.0.0.1:9090 | jq -c '.upstreams["example-api"]') || true
+  [[ $(jq -r .healthy_backends <<<"$backends") == 1 ]] && break
+  sleep 0.5
+done
+[[ $(jq -r '"\(.healthy_backends)/\(.backends)"' <<<"$backends") == 1/2 ]] || fail "/readyz upstreams.example-api: $backends"
+podman inspect --format '{{.State.Status}}' "$api_2" | grep -q exited || fail "api-internal-2 did not stop"
+log "retries so far: $(metrics "$gateway" | grep '^gateway_upstream_retries_total{' | tr '\n' ';')" || true
 
 log "check: the ops listener is not published; only $publish is"
 ports=$(podman port "$gateway")

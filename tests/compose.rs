@@ -86,7 +86,7 @@ fn compose_agrees_with_the_configs_it_mounts() {
     // Every internal host:port the gateway uses is a service alias listening on that port.
     let mut targets = vec![str_at(&gw_conf["passthrough"]["routes"][0], &["upstream"]).to_string()];
     for (_, u) in gw_conf["upstreams"].as_mapping().unwrap() {
-        targets.push(str_at(u, &["address"]).to_string());
+        targets.extend(backends(u));
     }
     for (_, i) in gw_conf["introspection"].as_mapping().unwrap() {
         let url = url::Url::parse(str_at(i, &["endpoint"])).unwrap();
@@ -112,6 +112,21 @@ fn compose_agrees_with_the_configs_it_mounts() {
         let exposed: Vec<String> =
             services[name]["expose"].as_sequence().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
         assert!(exposed.contains(&port.to_string()), "{name} exposes {port}");
+    }
+    // The API runs as two services, one backend each, both checked on the path it answers.
+    let api = &gw_conf["upstreams"]["example-api"];
+    let instances: std::collections::BTreeSet<&str> =
+        backends(api).iter().map(|b| service_for(services, b.rsplit_once(':').unwrap().0).0).collect();
+    assert!(instances.len() >= 2, "example-api's backends are one service: {instances:?}");
+    assert_eq!(str_at(api, &["health_check", "path"]), "/healthz");
+}
+
+/// An upstream's `host:port` entries: `address`, or each of `backends` (`host:port` or
+/// `{address: host:port, weight: N}`).
+fn backends(upstream: &Value) -> Vec<String> {
+    match upstream["backends"].as_sequence() {
+        Some(list) => list.iter().map(|b| b.as_str().unwrap_or_else(|| str_at(b, &["address"])).to_string()).collect(),
+        None => vec![str_at(upstream, &["address"]).to_string()],
     }
 }
 
@@ -184,7 +199,7 @@ fn healthchecks_and_shutdown_fit_the_configs() {
     let stop = seconds(gw["stop_grace_period"].as_str().expect("the gateway sets stop_grace_period"));
     assert!(stop > graceful, "stop_grace_period {stop}s must exceed pingora's {graceful}s");
     // The gateway's dependencies are healthy before it starts (its readiness probes them).
-    for dep in ["login-internal", "api-internal"] {
+    for dep in ["login-internal", "api-internal", "api-internal-2"] {
         assert_eq!(gw["depends_on"][dep]["condition"].as_str(), Some("service_healthy"), "{dep}");
     }
 }
