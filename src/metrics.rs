@@ -395,6 +395,15 @@ pub fn upstream_attempt(upstream: &str, backend: &str, result: &'static str) {
     METRICS.upstream_attempts.with_label_values(&[upstream, backend, result]).inc();
 }
 
+/// A backend's series, made when it is first resolved: attempts at 0, up until a check fails.
+pub fn upstream_backend_new(upstream: &str, backend: &str) {
+    for result in ["ok", "connect_failed", "after_send"] {
+        METRICS.upstream_attempts.with_label_values(&[upstream, backend, result]);
+    }
+    METRICS.upstream_ejections.with_label_values(&[upstream, backend]);
+    METRICS.upstream_backend_up.with_label_values(&[upstream, backend]).set(1);
+}
+
 pub fn upstream_retry(upstream: &str, reason: &'static str) {
     METRICS.upstream_retries.with_label_values(&[upstream, reason]).inc();
 }

@@ -10,8 +10,8 @@ pub enum Selection {
     /// Each backend in turn (by weight): the even spread most APIs want.
     #[default]
     RoundRobin,
-    /// The same partner (certificate or DPoP key) to the same backend while it is healthy: for
-    /// APIs that keep per-client state or caches.
+    /// The same partner (its certificate, or its source address without one) to the same
+    /// backend while it is healthy: for APIs that keep per-client state or caches.
     ConsistentHash,
 }
 
@@ -19,7 +19,7 @@ pub enum Selection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthCheckKind {
-    /// A TCP (and TLS) connection: cannot see a hung process, whose kernel still accepts.
+    /// A TCP connection is accepted: cannot see a hung process, whose kernel still accepts.
     Tcp,
     /// An HTTP(S) request with an expected status: sees a process that no longer answers.
     #[default]

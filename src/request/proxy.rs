@@ -537,8 +537,12 @@ impl ProxyHttp for Gateway {
         }
         let retries = ctx.route().is_some_and(|r| r.retries(&session.req_header().method));
         let resendable = session.response_written().is_none() && !session.as_ref().retry_buffer_truncated();
-        // A pooled connection found closed by the backend before our request reached it.
-        let stale_pool = client_reused && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::WriteError);
+        // A pooled connection found closed, most likely by the backend while it was idle: sent
+        // again for an idempotent method (pingora's own rule), never for POST or PATCH, since the
+        // backend may also have closed it after acting on the request.
+        let idempotent = session.req_header().method.is_idempotent();
+        let stale_pool =
+            client_reused && idempotent && matches!(e.etype(), ErrorType::ConnectionClosed | ErrorType::WriteError);
         let again = ctx.attempt_failed(Failure::AfterSend) && resendable && (retries || stale_pool);
         e.set_retry(again && ctx.retrying(Failure::AfterSend));
         e

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How many candidates one selection looks at, at most (the selector yields each backend once).
 const MAX_SELECTION_STEPS: usize = 256;
@@ -35,6 +35,8 @@ pub struct Upstream {
     passive: Mutex<HashMap<SocketAddr, Passive>>,
     /// When the next active check is due, and the next lookup of the names.
     due: Mutex<(Instant, Instant)>,
+    /// Backends whose metric series exist.
+    known: Mutex<BTreeSet<SocketAddr>>,
 }
 
 /// Passive health of one backend.
@@ -165,29 +167,44 @@ impl Upstream {
         }
         let balancer = Balancer::new(cfg.selection, backends);
         let now = Instant::now();
-        Ok(Upstream { cfg, template, resolved, balancer, passive: Mutex::default(), due: Mutex::new((now, now)) })
+        let due = Mutex::new((now, now));
+        Ok(Upstream { cfg, template, resolved, balancer, passive: Mutex::default(), due, known: Mutex::default() })
     }
 
     /// Resolves every entry now (blocking lookups: called when serving starts or a reload is
-    /// applied, never by `-t`), or names the entry that does not resolve.
+    /// applied, never by `-t`). A name that does not resolve yet is said at WARN and looked up
+    /// again every second until it does: a Kubernetes headless Service has no address while no
+    /// pod of the API is ready, and the gateway must not restart in a loop over it (its requests
+    /// are answered 503 `no_healthy_backend` meanwhile).
     pub fn resolve(&self) -> Result<(), Problem> {
         for (i, b) in self.cfg.backends.iter().enumerate() {
-            let key = || format!("upstreams.{}.backends[{i}]", self.cfg.name);
-            let addrs: Vec<SocketAddr> = b
-                .address
-                .to_socket_addrs()
-                .map_err(|e| Problem::new(key(), format!("cannot resolve {}: {e}", b.address)))?
-                .collect();
-            if addrs.is_empty() {
-                return Err(Problem::new(key(), format!("{} resolves to no address", b.address)));
+            match b.address.to_socket_addrs().map(|a| a.collect::<Vec<_>>()) {
+                Ok(addrs) if !addrs.is_empty() => self.resolved.set(i, dedup(addrs)),
+                Ok(_) => log::warn!("upstreams.{}: {} resolves to no address yet", self.cfg.name, b.address),
+                Err(e) => log::warn!("upstreams.{}: cannot resolve {} yet: {e}", self.cfg.name, b.address),
             }
-            self.resolved.set(i, dedup(addrs));
         }
         // The discovery answers from memory: the update completes without waiting.
         match self.balancer.update().now_or_never() {
-            Some(Ok(())) => Ok(()),
+            Some(Ok(())) => {
+                self.count_backends();
+                Ok(())
+            }
             _ => Err(Problem::new(format!("upstreams.{}", self.cfg.name), "could not set up its backends")),
         }
+    }
+
+    /// Every backend's series exist from the start (0 attempts, up until a check says otherwise),
+    /// so that rates and alerts see their first event.
+    fn count_backends(&self) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        for b in self.balancer.backends().get_backend().iter() {
+            if let Some(addr) = b.addr.as_inet().filter(|a| known.insert(**a)) {
+                crate::metrics::upstream_backend_new(&self.cfg.name, &addr.to_string());
+            }
+        }
+        drop(known);
+        self.publish_health();
     }
 
     /// What the background task does every second: looks the names up again when
@@ -198,7 +215,9 @@ impl Upstream {
             let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
             let resolve = now >= due.0;
             if resolve {
-                due.0 = now + self.cfg.resolve_interval;
+                // Without any address yet, every second: the API's first instance is awaited.
+                let empty = self.balancer.backends().get_backend().is_empty();
+                due.0 = now + if empty { Duration::from_secs(1) } else { self.cfg.resolve_interval };
             }
             let interval = self.cfg.health_check.as_ref().map(|h| h.interval);
             let check = interval.is_some() && now >= due.1;
@@ -230,8 +249,9 @@ impl Upstream {
                 }
             }
         }
-        if let Err(e) = self.balancer.update().await {
-            log::warn!("upstreams.{}: backends not updated: {e}", self.cfg.name);
+        match self.balancer.update().await {
+            Ok(()) => self.count_backends(),
+            Err(e) => log::warn!("upstreams.{}: backends not updated: {e}", self.cfg.name),
         }
     }
 
@@ -412,7 +432,6 @@ fn health_check(cfg: &UpstreamConfig, template: &HttpPeer) -> Option<Box<dyn Hea
 mod tests {
     use super::*;
     use crate::config::{BackendAddress, EjectionConfig};
-    use std::time::Duration;
 
     fn upstream(addresses: &[&str], failures: u32, ejection: Duration) -> Upstream {
         let mut cfg = crate::request::route::test_upstream("127.0.0.1:1");
@@ -481,7 +500,8 @@ mod tests {
         let mut cfg = crate::request::route::test_upstream("no-such-host.invalid:4000");
         Arc::make_mut(&mut cfg).backends[0].address = "no-such-host.invalid:4000".into();
         let gone = Upstream::new(cfg).unwrap();
-        assert!(gone.resolve().is_err(), "a name that does not resolve at start is a problem");
+        gone.resolve().unwrap();
+        assert_eq!(gone.health(), (0, 0), "a name that does not resolve yet: no backend, no failure to start");
         // Resolved once before, then the name stops resolving: its last addresses stay.
         gone.resolved.set(0, vec![SocketAddr::from(([127, 0, 0, 9], 4000))]);
         gone.lookup().await;
