@@ -390,16 +390,15 @@ pub fn certificate_not_after(key: &str, subject: &str, unix: i64) {
 }
 
 /// The default registry in Prometheus text format: (status, content type, body).
-/// One attempt of a request on a backend and how it ended.
-pub fn upstream_attempt(upstream: &str, backend: &str, result: &'static str) {
-    METRICS.upstream_attempts.with_label_values(&[upstream, backend, result]).inc();
+/// The counter of one backend's attempts that ended with `result`, kept by the caller so that a
+/// request does not look its labels up.
+pub fn upstream_attempts(upstream: &str, backend: &str, result: &'static str) -> prometheus::IntCounter {
+    METRICS.upstream_attempts.with_label_values(&[upstream, backend, result])
 }
 
-/// A backend's series, made when it is first resolved: attempts at 0, up until a check fails.
+/// A backend's health and ejection series, made when it is first resolved: up until a check
+/// fails, no ejection.
 pub fn upstream_backend_new(upstream: &str, backend: &str) {
-    for result in ["ok", "connect_failed", "after_send"] {
-        METRICS.upstream_attempts.with_label_values(&[upstream, backend, result]);
-    }
     METRICS.upstream_ejections.with_label_values(&[upstream, backend]);
     METRICS.upstream_backend_up.with_label_values(&[upstream, backend]).set(1);
 }

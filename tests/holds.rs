@@ -165,11 +165,8 @@ fn a_connection_past_its_age_and_grace_is_closed_even_mid_request() {
 async fn a_zero_window_http2_stream_is_ended_by_the_hard_close() {
     let sys = start(strict());
     let token = sys.token("example.client.p12", "partner-client").await;
-    let mut cfg = tls_connector(Some("example.client.p12"), None).configure().unwrap();
-    cfg.set_alpn_protos(b"\x02h2").unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", sys.gateway_port)).await.unwrap();
-    let mut tls = tokio_openssl::SslStream::new(cfg.into_ssl(API).unwrap(), tcp).unwrap();
-    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    let client_cert = Some("example.client.p12");
+    let tls = common::net::h2_tls(([127, 0, 0, 1], sys.gateway_port), API, client_cert, (None, None)).await.unwrap();
     let (client, conn) = h2::client::Builder::new()
         .initial_window_size(0)
         .initial_connection_window_size(65_535)

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::net::tls_connector;
+use common::net::{h2_tls, tls_connector};
 use common::{yaml, Options, System, API};
 use openssl::ssl::{SslSession, SslVersion};
 use std::io::{Read, Write};
@@ -79,19 +79,9 @@ async fn h2(
     version: SslVersion,
     (token, session): (&str, Option<&SslSession>),
 ) -> Outcome {
-    let connector = tls_connector(p12, Some(version));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut cfg = connector.configure().unwrap();
-    cfg.set_alpn_protos(b"\x02h2").unwrap();
-    let mut ssl = cfg.into_ssl(sni).unwrap();
-    if let Some(s) = session {
-        // SAFETY: the session comes from a connector with the same settings.
-        unsafe { ssl.set_session(s).unwrap() };
-    }
-    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    if std::pin::Pin::new(&mut tls).connect().await.is_err() {
+    let Some(tls) = h2_tls(([127, 0, 0, 1], port), sni, p12, (Some(version), session)).await else {
         return Outcome::HandshakeFailed;
-    }
+    };
     let resumed = tls.ssl().session_reused();
     let Ok((mut client, conn)) = h2::client::handshake(tls).await else { return Outcome::HandshakeFailed };
     tokio::spawn(conn);
@@ -189,13 +179,7 @@ async fn idle_h2(
     sni: &str,
     p12: Option<&str>,
 ) -> Option<(h2::client::SendRequest<bytes::Bytes>, tokio::task::JoinHandle<()>)> {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind((std::net::IpAddr::from(source), 0).into()).unwrap();
-    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.ok()?;
-    let mut cfg = tls_connector(p12, None).configure().unwrap();
-    cfg.set_alpn_protos(b"\x02h2").unwrap();
-    let mut tls = tokio_openssl::SslStream::new(cfg.into_ssl(sni).unwrap(), tcp).unwrap();
-    std::pin::Pin::new(&mut tls).connect().await.ok()?;
+    let tls = h2_tls((source, port), sni, p12, (None, None)).await?;
     let (send, conn) = h2::client::handshake(tls).await.ok()?;
     let send = send.ready().await.ok()?;
     Some((

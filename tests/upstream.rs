@@ -269,11 +269,7 @@ fn connect(port: u16) -> openssl::ssl::SslStream<TcpStream> {
 /// POST /upload/x over HTTP/2 with `chunks` DATA frames of 600 bytes and no content-length; the
 /// status of the answer, if one came.
 async fn h2_stream(port: u16, chunks: usize) -> Option<u16> {
-    let mut cfg = tls_connector(Some("example.client.p12"), None).configure().unwrap();
-    cfg.set_alpn_protos(b"\x02h2").unwrap();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut tls = tokio_openssl::SslStream::new(cfg.into_ssl(API).unwrap(), tcp).unwrap();
-    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    let tls = common::net::h2_tls(([127, 0, 0, 1], port), API, Some("example.client.p12"), (None, None)).await?;
     let (client, conn) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();

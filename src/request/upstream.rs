@@ -18,6 +18,7 @@ use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,18 +33,23 @@ pub struct Upstream {
     /// What the configured names resolved to last, one list per entry.
     resolved: Arc<Resolved>,
     balancer: Balancer,
-    passive: Mutex<HashMap<SocketAddr, Passive>>,
+    /// Each resolved backend's passive health and counters, replaced whole when the set changes:
+    /// a request reads it without a lock.
+    backends: ArcSwap<HashMap<SocketAddr, Arc<BackendState>>>,
     /// When the next active check is due, and the next lookup of the names.
     due: Mutex<(Instant, Instant)>,
-    /// Backends whose metric series exist.
-    known: Mutex<BTreeSet<SocketAddr>>,
+    /// The instant ejection times are counted from.
+    epoch: Instant,
 }
 
-/// Passive health of one backend.
-#[derive(Debug, Default, Clone, Copy)]
-struct Passive {
-    consecutive_failures: u32,
-    ejected_until: Option<Instant>,
+/// One backend's passive health and its metric handles (made once, not per request).
+struct BackendState {
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since `epoch` until which it is ejected; 0 when it is not.
+    ejected_until_ms: AtomicU64,
+    ok: prometheus::IntCounter,
+    connect_failed: prometheus::IntCounter,
+    after_send: prometheus::IntCounter,
 }
 
 /// Why a request's attempt on a backend failed, for passive health and the metrics.
@@ -168,7 +174,8 @@ impl Upstream {
         let balancer = Balancer::new(cfg.selection, backends);
         let now = Instant::now();
         let due = Mutex::new((now, now));
-        Ok(Upstream { cfg, template, resolved, balancer, passive: Mutex::default(), due, known: Mutex::default() })
+        let backends = ArcSwap::default();
+        Ok(Upstream { cfg, template, resolved, balancer, backends, due, epoch: now })
     }
 
     /// Resolves every entry now (blocking lookups: called when serving starts or a reload is
@@ -197,14 +204,35 @@ impl Upstream {
     /// Every backend's series exist from the start (0 attempts, up until a check says otherwise),
     /// so that rates and alerts see their first event.
     fn count_backends(&self) {
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        for b in self.balancer.backends().get_backend().iter() {
-            if let Some(addr) = b.addr.as_inet().filter(|a| known.insert(**a)) {
-                crate::metrics::upstream_backend_new(&self.cfg.name, &addr.to_string());
-            }
+        let current = self.backends.load();
+        let mut next = HashMap::new();
+        for addr in self.balancer.backends().get_backend().iter().filter_map(|b| b.addr.as_inet()) {
+            let state = match current.get(addr) {
+                Some(state) => state.clone(),
+                None => Arc::new(self.new_backend(addr)),
+            };
+            next.insert(*addr, state);
         }
-        drop(known);
+        self.backends.store(Arc::new(next));
         self.publish_health();
+    }
+
+    fn new_backend(&self, addr: &SocketAddr) -> BackendState {
+        let backend = addr.to_string();
+        let counter = |result| crate::metrics::upstream_attempts(&self.cfg.name, &backend, result);
+        let state = BackendState {
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            ok: counter("ok"),
+            connect_failed: counter("connect_failed"),
+            after_send: counter("after_send"),
+        };
+        crate::metrics::upstream_backend_new(&self.cfg.name, &backend);
+        state
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     /// What the background task does every second: looks the names up again when
@@ -274,8 +302,9 @@ impl Upstream {
     }
 
     fn ejected(&self, addr: &SocketAddr) -> bool {
-        let passive = self.passive.lock().unwrap_or_else(|p| p.into_inner());
-        passive.get(addr).and_then(|p| p.ejected_until).is_some_and(|until| Instant::now() < until)
+        let backends = self.backends.load();
+        let until = backends.get(addr).map_or(0, |b| b.ejected_until_ms.load(Ordering::Relaxed));
+        until != 0 && self.now_ms() < until
     }
 
     /// A backend for one attempt of a request: healthy, not ejected and not tried already by
@@ -297,19 +326,19 @@ impl Upstream {
     /// A failed attempt: `ejection.failures` in a row take the backend out for `ejection.duration`.
     pub fn failed(&self, backend: SocketAddr, why: Failure) {
         let e = self.cfg.ejection;
-        crate::metrics::upstream_attempt(&self.cfg.name, &backend.to_string(), why.label());
-        if e.failures == 0 {
+        let backends = self.backends.load();
+        let Some(state) = backends.get(&backend) else { return };
+        match why {
+            Failure::Connect => state.connect_failed.inc(),
+            Failure::AfterSend => state.after_send.inc(),
+        }
+        if e.failures == 0 || state.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1 < e.failures {
             return;
         }
-        let mut passive = self.passive.lock().unwrap_or_else(|p| p.into_inner());
-        let p = passive.entry(backend).or_default();
-        p.consecutive_failures += 1;
-        if p.consecutive_failures < e.failures {
-            return;
-        }
-        p.consecutive_failures = 0;
-        p.ejected_until = Some(Instant::now() + e.duration);
-        drop(passive);
+        state.consecutive_failures.store(0, Ordering::Relaxed);
+        let until = self.now_ms() + e.duration.as_millis() as u64;
+        state.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
+        drop(backends);
         crate::metrics::upstream_ejection(&self.cfg.name, &backend.to_string());
         log::warn!(
             target: "upstream",
@@ -323,10 +352,11 @@ impl Upstream {
 
     /// An answer came from `backend`: its run of failures ends.
     pub fn succeeded(&self, backend: SocketAddr) {
-        crate::metrics::upstream_attempt(&self.cfg.name, &backend.to_string(), "ok");
-        let mut passive = self.passive.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = passive.get_mut(&backend) {
-            p.consecutive_failures = 0;
+        if let Some(state) = self.backends.load().get(&backend) {
+            state.ok.inc();
+            if state.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                state.consecutive_failures.store(0, Ordering::Relaxed);
+            }
         }
     }
 

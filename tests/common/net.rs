@@ -103,3 +103,27 @@ pub fn api_request(token: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// A TLS connection offering HTTP/2 (ALPN `h2`) to the gateway's `port` from the loopback address
+/// `source`, for `sni`, with the certificate `p12` (or none), at most TLS `version`, resuming
+/// `session` if given; `None` when the gateway refuses it or the handshake fails.
+pub async fn h2_tls(
+    (source, port): ([u8; 4], u16),
+    sni: &str,
+    p12: Option<&str>,
+    (version, session): (Option<SslVersion>, Option<&openssl::ssl::SslSession>),
+) -> Option<tokio_openssl::SslStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((std::net::IpAddr::from(source), 0).into()).unwrap();
+    let tcp = socket.connect(([127, 0, 0, 1], port).into()).await.ok()?;
+    let mut cfg = tls_connector(p12, version).configure().unwrap();
+    cfg.set_alpn_protos(b"\x02h2").unwrap();
+    let mut ssl = cfg.into_ssl(sni).unwrap();
+    if let Some(s) = session {
+        // SAFETY: the session comes from a connector with the same settings.
+        unsafe { ssl.set_session(s).unwrap() };
+    }
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.ok()?;
+    Some(tls)
+}
