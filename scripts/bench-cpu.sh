@@ -96,8 +96,9 @@ RUST_LOG=warn "$bin/dev-idsvr" "$conf/idsvr.yaml" >"$out/idsvr.log" 2>&1 & pids+
 nginx_start echo $ECHO bench/nginx-bare/echo.conf.template 2
 gw_3_pid=
 if [[ " ${BENCH_TARGETS:-} " == *" gateway-3 "* ]]; then
-  nginx_start echo2 $ECHO2 bench/nginx-bare/echo.conf.template 1
-  nginx_start echo3 $ECHO3 bench/nginx-bare/echo.conf.template 1
+  # As many workers each as the one-backend echo: the backends differ only in number.
+  nginx_start echo2 $ECHO2 bench/nginx-bare/echo.conf.template 2
+  nginx_start echo3 $ECHO3 bench/nginx-bare/echo.conf.template 2
   RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw-3.yaml" >"$out/gw-3.log" 2>&1 & gw_3_pid=$!; pids+=($gw_3_pid); wait_port $GW_3
 fi
 RUST_LOG=warn "$bin/mtls-gateway" -c "$conf/gw.yaml" >"$out/gw.log" 2>&1 & gw_pid=$!; pids+=($gw_pid); wait_port $GW
