@@ -81,6 +81,9 @@ pub struct ConnectionFacts {
 pub struct Exchanges {
     headers: std::sync::atomic::AtomicU64,
     bodies_pending: std::sync::atomic::AtomicU64,
+    /// The connection's switch for acknowledging the client's bytes at once, on while a body is
+    /// awaited (set by the connection layer after the handshake).
+    eager_ack: std::sync::OnceLock<std::sync::Arc<AtomicBool>>,
 }
 
 impl Exchanges {
@@ -92,12 +95,23 @@ impl Exchanges {
         self.headers.load(Ordering::Relaxed)
     }
 
+    /// The connection's acknowledgement switch (see `connection::workers::ReadCount::eager_ack`).
+    pub fn link_eager_ack(&self, switch: std::sync::Arc<AtomicBool>) {
+        let _ = self.eager_ack.set(switch);
+    }
+
     pub fn body_started(&self) {
         self.bodies_pending.fetch_add(1, Ordering::Relaxed);
+        if let Some(switch) = self.eager_ack.get() {
+            switch.store(true, Ordering::Relaxed);
+        }
     }
 
     pub fn body_ended(&self) {
-        let _ = self.bodies_pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let before = self.bodies_pending.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if let (Ok(1), Some(switch)) = (before, self.eager_ack.get()) {
+            switch.store(false, Ordering::Relaxed);
+        }
     }
 
     pub fn bodies_pending(&self) -> u64 {

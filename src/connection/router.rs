@@ -160,6 +160,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         drop(handshake);
         let facts = tls.ssl_digest().and_then(|d| d.extension.get::<ConnectionFacts>().map(Self::facts));
         let (client, exchanges) = facts.unwrap_or_default();
+        exchanges.link_eager_ack(read.eager_ack());
         // One count for the process, below the file limit (past it the kernel would refuse every
         // partner's connections, not just the flood's), taken once the handshake says whether
         // the client has a certificate.
@@ -369,6 +370,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         match self.decide(&cfg, &hello) {
             Decision::Passthrough(i) => {
                 drop(handshake);
+                // Nothing tells a tunnel's requests apart: every read is acknowledged at once.
+                read_count.eager_ack().store(true, std::sync::atomic::Ordering::Relaxed);
                 self.pass(&cfg.passthrough, &mut stream, (&hello, i), source).await
             }
             Decision::Terminate => {

@@ -23,7 +23,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_core::services::ServiceReadyNotifier;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -333,17 +333,33 @@ pub fn adopt(accepted: &L4Stream) -> std::io::Result<(L4Stream, ReadCount)> {
 
 /// Bytes read from a connection's socket so far. The drain closes an HTTP/1.1 connection only when
 /// nothing arrived since its last answer: then no request is under way on it.
+///
+/// It also carries whether the client's bytes are acknowledged at once ([`ReadCount::eager_ack`]).
 #[derive(Clone, Debug, Default)]
-pub struct ReadCount(Arc<AtomicU64>);
+pub struct ReadCount {
+    count: Arc<AtomicU64>,
+    eager_ack: Arc<AtomicBool>,
+}
 
 impl ReadCount {
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.count.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]
     pub fn add(&self, n: usize) {
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// The switch that makes every read acknowledge the client's bytes at once (`TCP_QUICKACK`).
+    /// Once the gateway has answered on a connection, Linux delays its acknowledgements (up to
+    /// 40 ms) hoping to send them with the next answer; a client with Nagle's algorithm on (most
+    /// sockets' default) holds the rest of a request, such as a body written apart from its header,
+    /// until that acknowledgement comes. It is on only while more of a request is awaited (a body
+    /// is pending) and for passthrough tunnels: an acknowledgement of its own is one more packet
+    /// per request, which the gateway's answer otherwise carries for free.
+    pub fn eager_ack(&self) -> Arc<AtomicBool> {
+        self.eager_ack.clone()
     }
 }
 
@@ -374,18 +390,16 @@ impl Buffered {
 
 impl AsyncRead for Buffered {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.read.eager_ack.load(Ordering::Relaxed) {
+            // Before the read: a delayed acknowledgement of what was read already goes out now,
+            // also when nothing new has arrived (the client may be waiting for it to send more).
+            // The option is not sticky, so it is set at each read while the switch is on.
+            let _ = socket2::SockRef::from(&self.tcp).set_tcp_quickack(true);
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.tcp).poll_read(cx, buf))?;
         let n = buf.filled().len() - before;
-        if n > 0 {
-            self.read.0.fetch_add(n as u64, Ordering::Relaxed);
-            // Acknowledge what arrived now. Once the gateway has answered on a connection, Linux
-            // delays acknowledgements (up to 40 ms) hoping to send them with the next answer; a
-            // client with Nagle's algorithm on (most sockets' default) holds the rest of a request,
-            // such as a body written apart from its header, until that acknowledgement comes. The
-            // option is not sticky, so it is set again after each read.
-            let _ = socket2::SockRef::from(&self.tcp).set_tcp_quickack(true);
-        }
+        self.read.count.fetch_add(n as u64, Ordering::Relaxed);
         Poll::Ready(Ok(()))
     }
 }
