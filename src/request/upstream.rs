@@ -359,11 +359,6 @@ impl Upstream {
             }
         }
     }
-
-    /// The configured entries, for logs.
-    pub fn describe(&self) -> String {
-        self.cfg.backends.iter().map(|b| b.address.as_str()).collect::<Vec<_>>().join(",")
-    }
 }
 
 fn dedup(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
