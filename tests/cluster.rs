@@ -8,7 +8,7 @@ mod common;
 
 use common::replica::{Redis, Replica, Silencer};
 use common::{at_a_second_boundary, cert, until, yaml, Options, System, API};
-use mtls_gateway::request::dpop::client::ProofKey;
+use mtls_dpop_client::ProofKey;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

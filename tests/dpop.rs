@@ -8,7 +8,7 @@
 mod common;
 
 use common::{at_a_second_boundary, until, yaml, Identity, Options, System, API, LOGIN};
-use mtls_gateway::request::dpop::client::ProofKey;
+use mtls_dpop_client::ProofKey;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 

@@ -7,7 +7,7 @@ mod common;
 
 use common::net::{api_request, client_hello, echo_server, read_answer, tls_connector};
 use common::{yaml, Options, System, API};
-use mtls_gateway::request::dpop::client::ProofKey;
+use mtls_dpop_client::ProofKey;
 use serde_yaml::Value;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
