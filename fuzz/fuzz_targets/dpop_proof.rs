@@ -5,6 +5,8 @@
 //! character, backslash or dot segment.
 #![no_main]
 
+#[path = "../../src/request/normalize/percent.rs"]
+mod percent;
 #[path = "../../src/request/dpop/parse.rs"]
 mod parse;
 

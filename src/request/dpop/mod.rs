@@ -31,6 +31,8 @@ mod replay;
 pub use jwk::{alg_name, jwk_thumbprint};
 pub use replay::{LocalReplayCache, ReplayCache, ReplayEntry};
 
+// For `parse`, which names it `super::percent` so that its fuzz target can include both files.
+use crate::request::normalize::percent;
 use jwk::{key_fits, PRIVATE_MEMBERS};
 use parse::{normalize_htu, normalize_uri, Json};
 
@@ -339,8 +341,8 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::*;
     use super::nonce::{nonce_for, window_of};
+    use super::test_support::*;
     use super::*;
     use crate::config::NonceConfig;
     use crate::request::dpop::parse::decode_json;

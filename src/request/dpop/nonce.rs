@@ -76,7 +76,8 @@ mod tests {
 
     #[test]
     fn a_nonce_lives_for_its_window_and_the_next() {
-        let cfg = NonceConfig { secret: b"0123456789abcdef0123456789abcdef".to_vec(), lifetime: Duration::from_secs(60) };
+        let cfg =
+            NonceConfig { secret: b"0123456789abcdef0123456789abcdef".to_vec(), lifetime: Duration::from_secs(60) };
         let issued = fresh(&cfg, 6_000).unwrap();
         assert!(is_valid(&cfg, &issued, 6_000));
         assert!(is_valid(&cfg, &issued, 6_119), "the next window");
