@@ -5,10 +5,10 @@
 //! character, backslash or dot segment.
 #![no_main]
 
-#[path = "../../src/request/normalize/percent.rs"]
-mod percent;
 #[path = "../../src/request/dpop/parse.rs"]
 mod parse;
+#[path = "../../src/request/normalize/percent.rs"]
+mod percent;
 
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
