@@ -13,6 +13,7 @@ use crate::request::respond::{BadRequest, Refusal};
 use pingora_http::RequestHeader;
 use target::TargetError;
 
+pub mod percent;
 pub mod target;
 
 /// Headers that ask an application server to act as if another method had been sent. Many
