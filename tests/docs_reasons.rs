@@ -17,9 +17,10 @@ struct Table {
     rows: Vec<Vec<String>>,
 }
 
+/// A row's cells; `\|` is a pipe inside a cell.
 fn cells(line: &str) -> Vec<String> {
-    let inner = line.trim().trim_start_matches('|').trim_end_matches('|');
-    inner.split('|').map(|c| c.trim().to_string()).collect()
+    let inner = line.trim().trim_start_matches('|').trim_end_matches('|').replace("\\|", "\u{0}");
+    inner.split('|').map(|c| c.trim().replace('\u{0}', "|")).collect()
 }
 
 fn tables(page: &str) -> Vec<Table> {
@@ -143,4 +144,29 @@ fn results_made_of_refusal_reasons_list_what_is_not_one() {
     }
     let limits: BTreeSet<String> = words(Limit::ALL.iter().map(|l| l.as_str()));
     assert!(limits.is_subset(&refusals), "each 429's reason is its limit's name");
+}
+
+/// The limits tables name the reason each limit is counted under: each must be one the code writes.
+#[test]
+fn the_limits_tables_name_existing_reasons() {
+    let cuts = words(Cut::ALL.iter().map(|c| c.as_str()));
+    let refusals: BTreeSet<String> = Reason::all().map(|r| r.as_str().to_string()).collect();
+    let limits = words(Limit::ALL.iter().map(|l| l.as_str()));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut seen = 0;
+    for page in ["docs/limits.md", "README.md"] {
+        let text = std::fs::read_to_string(root.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        for t in tables(&text) {
+            let Some(col) = column(&t, "metric reason") else { continue };
+            for word in t.rows.iter().flat_map(|r| ticked(&r[col])) {
+                seen += 1;
+                let known = match word.strip_prefix("gateway_rate_limited_total{limit=\"") {
+                    Some(rest) => limits.contains(rest.trim_end_matches("\"}")),
+                    None => cuts.contains(&word) || refusals.contains(&word),
+                };
+                assert!(known, "{page}: `{word}` in the `metric reason` column is no reason of src/reason.rs");
+            }
+        }
+    }
+    assert!(seen > 0, "no `metric reason` column found in docs/limits.md or README.md");
 }
