@@ -19,6 +19,7 @@
 use crate::config::{ClusterConfig, Problem};
 use crate::connection::limits::Throttle;
 use crate::metrics;
+use crate::reason::{ClusterOp, ClusterResult};
 use crate::request::purge::PurgeTarget;
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -121,7 +122,7 @@ impl Cluster {
     /// One `PING` on the calls' connection, for `/readyz` and the dependency gauge: it answers
     /// only when the server takes this gateway's TLS and password, which a TCP probe cannot tell.
     pub async fn ping(&self) -> Result<(), ClusterError> {
-        self.call("ping", Call::Ping).await.map(|_| ())
+        self.call(ClusterOp::Ping, Call::Ping).await.map(|_| ())
     }
 
     /// Takes one request from the shared GCRA bucket `name`/`key`: `Ok(Err(wait))` when over.
@@ -139,7 +140,7 @@ impl Cluster {
         // that no other route's bucket can spell.
         let digest = crate::token::cache_key(key);
         let key = format!("{}rl:{name}:{}", self.cfg.key_prefix, hex(&digest[..16]));
-        match self.call("gcra", Call::Gcra { key, interval_us, tolerance_us }).await? {
+        match self.call(ClusterOp::Gcra, Call::Gcra { key, interval_us, tolerance_us }).await? {
             Answer::Gcra(r) => Ok(r),
             _ => Err(ClusterError::Unavailable),
         }
@@ -149,7 +150,7 @@ impl Cluster {
     pub async fn first_use(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, ClusterError> {
         let key = format!("{}jti:{}", self.cfg.key_prefix, hex(key));
         let ttl_ms = ttl.as_millis().max(1) as u64;
-        match self.call("replay", Call::FirstUse { key, ttl_ms }).await? {
+        match self.call(ClusterOp::Replay, Call::FirstUse { key, ttl_ms }).await? {
             Answer::FirstUse(first) => Ok(first),
             _ => Err(ClusterError::Unavailable),
         }
@@ -158,10 +159,10 @@ impl Cluster {
     /// Sends a purge to every replica.
     pub async fn publish_purge(&self, target: &PurgeTarget) -> Result<(), ClusterError> {
         let payload = serde_json::to_string(target).map_err(|_| ClusterError::Unavailable)?;
-        self.call("publish", Call::Publish { channel: self.channel(), payload }).await.map(|_| ())
+        self.call(ClusterOp::Publish, Call::Publish { channel: self.channel(), payload }).await.map(|_| ())
     }
 
-    async fn call(&self, op: &'static str, call: Call) -> Result<Answer, ClusterError> {
+    async fn call(&self, op: ClusterOp, call: Call) -> Result<Answer, ClusterError> {
         let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         let result = match self.jobs.try_send(Job { call, reply }) {
@@ -173,9 +174,9 @@ impl Cluster {
             },
         };
         let label = match &result {
-            Ok(_) => "ok",
-            Err(ClusterError::Timeout) => "timeout",
-            Err(ClusterError::Unavailable) => "error",
+            Ok(_) => ClusterResult::Ok,
+            Err(ClusterError::Timeout) => ClusterResult::Timeout,
+            Err(ClusterError::Unavailable) => ClusterResult::Error,
         };
         metrics::cluster_call(op, label, started.elapsed());
         result

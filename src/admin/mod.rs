@@ -76,7 +76,7 @@ impl GuardedAdmin {
                 None
             }
             Err(_) => {
-                self.limits.cuts.cut(source, "admin_handshake_timeout");
+                self.limits.cuts.cut(source, crate::reason::Cut::AdminHandshakeTimeout);
                 None
             }
         }
@@ -94,7 +94,7 @@ impl ServerApp for GuardedAdmin {
         let tls = self.handshake(io, source).await?;
         let served = ServerApp::process_new(&self.app, tls, shutdown);
         if tokio::time::timeout(CONNECTION_LIFETIME, served).await.is_err() {
-            self.limits.cuts.cut(source, "admin_connection_lifetime");
+            self.limits.cuts.cut(source, crate::reason::Cut::AdminConnectionLifetime);
         }
         None
     }

@@ -248,7 +248,7 @@ impl IdSvr {
             }
             return match self.dpop.verify_token_request(session.req_header()) {
                 Ok(proven) => Ok(Binding::Dpop(proven.jkt)),
-                Err(e) => Err(Box::new(oauth_error(400, "invalid_dpop_proof", e.reason()))),
+                Err(e) => Err(Box::new(oauth_error(400, "invalid_dpop_proof", e.as_str()))),
             };
         }
         let (Some(cert), Some(dn)) = (cert, client.tls_client_auth_subject_dn.as_deref()) else {

@@ -39,47 +39,7 @@ use parse::{normalize_htu, normalize_uri, Json};
 const MAX_JTI_BYTES: usize = 256;
 
 /// Why a proof was refused: each is a refusal reason (a metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProofError {
-    Missing,
-    Multiple,
-    Malformed,
-    Typ,
-    Alg,
-    Jwk,
-    PrivateKey,
-    Signature,
-    Htm,
-    Htu,
-    Iat,
-    Jti,
-    Replayed,
-    Ath,
-    /// No nonce, or one this gateway did not issue or that expired: `use_dpop_nonce`.
-    Nonce,
-}
-
-impl ProofError {
-    pub fn reason(self) -> &'static str {
-        match self {
-            ProofError::Missing => "dpop_proof_missing",
-            ProofError::Multiple => "dpop_proof_multiple",
-            ProofError::Malformed => "dpop_proof_malformed",
-            ProofError::Typ => "dpop_bad_typ",
-            ProofError::Alg => "dpop_bad_alg",
-            ProofError::Jwk => "dpop_bad_jwk",
-            ProofError::PrivateKey => "dpop_private_key",
-            ProofError::Signature => "dpop_bad_signature",
-            ProofError::Htm => "dpop_htm_mismatch",
-            ProofError::Htu => "dpop_htu_mismatch",
-            ProofError::Iat => "dpop_iat_out_of_window",
-            ProofError::Jti => "dpop_jti_missing",
-            ProofError::Replayed => "dpop_replayed",
-            ProofError::Ath => "dpop_ath_mismatch",
-            ProofError::Nonce => "use_dpop_nonce",
-        }
-    }
-}
+pub use crate::reason::Proof as ProofError;
 
 /// Why a proof was not accepted: a check failed, the proof is valid but made with another key than
 /// the one the token is bound to, or the shared replay store could not be asked and its policy is
