@@ -19,7 +19,7 @@
 use crate::config::{ClusterConfig, Problem};
 use crate::connection::limits::Throttle;
 use crate::metrics;
-use crate::request::purge::PurgeTarget;
+use crate::token::PurgeTarget;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use pingora_core::server::ShutdownWatch;

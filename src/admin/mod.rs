@@ -14,7 +14,7 @@ use crate::config::{AdminConfig, Problem};
 use crate::connection::limits::{Kind, SourceLimits};
 use crate::connection::live::LiveConnections;
 use crate::request::introspect::Introspector;
-use crate::request::purge::PurgeTarget;
+use crate::token::PurgeTarget;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use auth::{Auth, Caller};

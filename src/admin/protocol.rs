@@ -1,7 +1,7 @@
 //! The admin listener's JSON, shared by the service and the `admin` command: what a purge asks
 //! for ([`PurgeRequest`]) and what it answers ([`PurgeAnswer`], or an [`AdminError`]).
 
-use crate::request::purge::{PurgeTarget, MIN_TOKEN_ID_CHARS};
+use crate::token::{PurgeTarget, MIN_TOKEN_ID_CHARS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
