@@ -4,47 +4,79 @@
 //! Used by the build step, the TLS layer, the dev stack and the tests alike.
 
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::error::ErrorStack;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509Crl, X509NameRef, X509Ref, X509};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why a certificate, key or CRL file cannot be used; every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} is not PEM certificates: {source}", path.display())]
+    NotCertificates { path: PathBuf, source: ErrorStack },
+    #[error("{} holds no certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{} is not a PEM private key: {source}", path.display())]
+    NotKey { path: PathBuf, source: ErrorStack },
+    #[error("{} holds a CRL that is not PEM: {source}", path.display())]
+    NotCrl { path: PathBuf, source: ErrorStack },
+    #[error("{} holds no PEM CRL", path.display())]
+    NoCrl { path: PathBuf },
+    /// OpenSSL could not re-encode what it read.
+    #[error("{}: {source}", path.display())]
+    Encode { path: PathBuf, source: ErrorStack },
+    /// The HTTP client refused a certificate of the CA bundle.
+    #[error("{}: {source}", path.display())]
+    Trust { path: PathBuf, source: reqwest::Error },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, PkiError> {
+    std::fs::read(path).map_err(|source| PkiError::Read { path: path.into(), source })
+}
+
+fn encode(path: &Path) -> impl Fn(ErrorStack) -> PkiError + '_ {
+    move |source| PkiError::Encode { path: path.into(), source }
+}
 
 /// Reads every PEM certificate in a file; an empty file is an error.
-pub fn read_certs(path: &Path) -> Result<Vec<X509>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = X509::stack_from_pem(&pem).map_err(|e| format!("{} is not PEM certificates: {e}", path.display()))?;
+pub fn read_certs(path: &Path) -> Result<Vec<X509>, PkiError> {
+    let pem = read(path)?;
+    let certs = X509::stack_from_pem(&pem).map_err(|source| PkiError::NotCertificates { path: path.into(), source })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no certificate", path.display()));
+        return Err(PkiError::NoCertificate { path: path.into() });
     }
     Ok(certs)
 }
 
-pub fn read_key(path: &Path) -> Result<PKey<Private>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    PKey::private_key_from_pem(&pem).map_err(|e| format!("{} is not a PEM private key: {e}", path.display()))
+pub fn read_key(path: &Path) -> Result<PKey<Private>, PkiError> {
+    let pem = read(path)?;
+    PKey::private_key_from_pem(&pem).map_err(|source| PkiError::NotKey { path: path.into(), source })
 }
 
 /// A certificate file and its key as TLS libraries that take PEM bytes want them: the chain
 /// re-encoded, and the key in PKCS#8 whatever PEM form it was written in.
-pub fn pem_identity(certificate: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
+pub fn pem_identity(certificate: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), PkiError> {
     let chain = certs_pem(certificate)?;
     let pkey = read_key(key)?;
-    let pkcs8 = pkey.private_key_to_pem_pkcs8().map_err(|e| format!("{}: {e}", key.display()))?;
+    let pkcs8 = pkey.private_key_to_pem_pkcs8().map_err(encode(key))?;
     Ok((chain, pkcs8))
 }
 
 /// Every certificate of a file, re-encoded as PEM.
-pub fn certs_pem(path: &Path) -> Result<Vec<u8>, String> {
+pub fn certs_pem(path: &Path) -> Result<Vec<u8>, PkiError> {
     let mut out = Vec::new();
     for cert in read_certs(path)? {
-        out.extend(cert.to_pem().map_err(|e| format!("{}: {e}", path.display()))?);
+        out.extend(cert.to_pem().map_err(encode(path))?);
     }
     Ok(out)
 }
 
 /// Every CRL of a PEM bundle (one per issuing CA), at least one.
-pub fn read_crls(path: &Path) -> Result<Vec<X509Crl>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_crls(path: &Path) -> Result<Vec<X509Crl>, PkiError> {
+    let pem = read(path)?;
     let text = String::from_utf8_lossy(&pem);
     const BEGIN: &str = "-----BEGIN X509 CRL-----";
     let crls: Vec<X509Crl> = text
@@ -52,21 +84,22 @@ pub fn read_crls(path: &Path) -> Result<Vec<X509Crl>, String> {
         .map(|(at, _)| &text[at..])
         .map(|block| X509Crl::from_pem(block.as_bytes()))
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{} holds a CRL that is not PEM: {e}", path.display()))?;
+        .map_err(|source| PkiError::NotCrl { path: path.into(), source })?;
     if crls.is_empty() {
-        return Err(format!("{} holds no PEM CRL", path.display()));
+        return Err(PkiError::NoCrl { path: path.into() });
     }
     Ok(crls)
 }
 
 /// A reqwest client builder that trusts only the certificates in `ca` (a PEM file), follows no
 /// redirects and ignores proxy settings from the environment.
-pub fn pinned_client(ca: &Path) -> Result<reqwest::ClientBuilder, String> {
+pub fn pinned_client(ca: &Path) -> Result<reqwest::ClientBuilder, PkiError> {
     let certs = read_certs(ca)?;
     let mut roots = Vec::with_capacity(certs.len());
     for cert in certs {
-        let der = cert.to_der().map_err(|e| format!("{}: {e}", ca.display()))?;
-        roots.push(reqwest::Certificate::from_der(&der).map_err(|e| format!("{}: {e}", ca.display()))?);
+        let der = cert.to_der().map_err(encode(ca))?;
+        let root = reqwest::Certificate::from_der(&der).map_err(|source| PkiError::Trust { path: ca.into(), source })?;
+        roots.push(root);
     }
     Ok(reqwest::Client::builder().tls_certs_only(roots).redirect(reqwest::redirect::Policy::none()).no_proxy())
 }

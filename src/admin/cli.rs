@@ -201,7 +201,7 @@ impl From<&Args> for CallArgs {
 /// `POST /purge` on one replica: its answer, or what went wrong.
 async fn call(replica: &Replica, args: &CallArgs, secret: Option<&str>) -> Result<PurgeAnswer, String> {
     let addr = replica.address.clone()?;
-    let mut builder = crate::pki::pinned_client(&args.ca)?
+    let mut builder = crate::pki::pinned_client(&args.ca).map_err(|e| e.to_string())?
         .resolve(&replica.server_name, addr)
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15));

@@ -20,7 +20,7 @@
 
 use crate::config::{IntrospectionConfig, Problem, ResponseMode};
 use crate::metrics;
-use crate::pki::{error_chain, pinned_client};
+use crate::pki::{error_chain, pinned_client, PkiError};
 use crate::request::claims::{self, ClaimError};
 use crate::request::client_auth::ClientAuthenticator;
 use crate::request::issuer::TokenIssuer;
@@ -521,11 +521,20 @@ fn answer_reason(e: &JwksError) -> &'static str {
     }
 }
 
+/// Why the HTTP client to the identity server cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpClientError {
+    #[error(transparent)]
+    Ca(#[from] PkiError),
+    #[error(transparent)]
+    Build(#[from] reqwest::Error),
+}
+
 fn http_client(
     cfg: &IntrospectionConfig,
     endpoint: &url::Url,
     identity: Option<reqwest::Identity>,
-) -> Result<reqwest::Client, String> {
+) -> Result<reqwest::Client, HttpClientError> {
     let mut builder = pinned_client(&cfg.ca)?
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.timeout)
@@ -542,7 +551,7 @@ fn http_client(
     if let Some(identity) = identity {
         builder = builder.identity(identity);
     }
-    builder.build().map_err(|e| e.to_string())
+    Ok(builder.build()?)
 }
 
 fn seconds_until(exp: i64) -> Option<Duration> {
