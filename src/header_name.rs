@@ -34,7 +34,7 @@ impl HeaderPattern {
         }
         let pattern = if prefix { HeaderPattern::Prefix(stem) } else { HeaderPattern::Exact(stem) };
         match NEEDED_HEADERS.iter().find(|n| pattern.matches(n)) {
-            Some(needed) => Err(HeaderPatternError::WouldStrip { text: text.to_string(), needed: *needed }),
+            Some(needed) => Err(HeaderPatternError::WouldStrip { text: text.to_string(), needed }),
             None => Ok(pattern),
         }
     }

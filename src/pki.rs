@@ -98,7 +98,8 @@ pub fn pinned_client(ca: &Path) -> Result<reqwest::ClientBuilder, PkiError> {
     let mut roots = Vec::with_capacity(certs.len());
     for cert in certs {
         let der = cert.to_der().map_err(encode(ca))?;
-        let root = reqwest::Certificate::from_der(&der).map_err(|source| PkiError::Trust { path: ca.into(), source })?;
+        let root =
+            reqwest::Certificate::from_der(&der).map_err(|source| PkiError::Trust { path: ca.into(), source })?;
         roots.push(root);
     }
     Ok(reqwest::Client::builder().tls_certs_only(roots).redirect(reqwest::redirect::Policy::none()).no_proxy())

@@ -13,11 +13,11 @@ pub enum DiscoveryError {
     #[error("no metadata found ({})", attempts(.0))]
     NotFound(Vec<(url::Url, FetchError)>),
     #[error("{document} names the issuer {named:?}, not {issuer}")]
-    OtherIssuer { document: url::Url, named: String, issuer: url::Url },
+    OtherIssuer { document: String, named: String, issuer: String },
     #[error("{document}: {field} {text:?}: {error}")]
-    BadUrl { document: url::Url, field: &'static str, text: String, error: url::ParseError },
+    BadUrl { document: String, field: &'static str, text: String, error: url::ParseError },
     #[error("{document}: {field} {text:?} is not https")]
-    NotHttps { document: url::Url, field: &'static str, text: String },
+    NotHttps { document: String, field: &'static str, text: String },
 }
 
 /// Why one metadata URL gave no document.
@@ -85,11 +85,12 @@ async fn fetch(client: &reqwest::Client, url: &url::Url) -> Result<Document, Fet
 fn metadata(issuer: &url::Url, source: url::Url, doc: Document) -> Result<Metadata, DiscoveryError> {
     let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
     if !same(&doc.issuer, issuer.as_str()) {
-        return Err(DiscoveryError::OtherIssuer { document: source, named: doc.issuer, issuer: issuer.clone() });
+        let (document, issuer) = (source.to_string(), issuer.to_string());
+        return Err(DiscoveryError::OtherIssuer { document, named: doc.issuer, issuer });
     }
     let https = |field: &'static str, v: Option<String>| -> Result<Option<url::Url>, DiscoveryError> {
         let Some(text) = v else { return Ok(None) };
-        let document = source.clone();
+        let document = source.to_string();
         let u = match url::Url::parse(&text) {
             Ok(u) => u,
             Err(error) => return Err(DiscoveryError::BadUrl { document, field, text, error }),

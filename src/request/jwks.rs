@@ -277,7 +277,8 @@ mod tests {
             let answer = script[n.min(script.len() - 1)].clone();
             Box::pin(async move {
                 tokio::task::yield_now().await;
-                let (keys, max_age) = answer.map_err(|_| FetchError::Status(reqwest::StatusCode::SERVICE_UNAVAILABLE))?;
+                let (keys, max_age) =
+                    answer.map_err(|_| FetchError::Status(reqwest::StatusCode::SERVICE_UNAVAILABLE))?;
                 Ok(Fetched { set: JwkSet { keys }, max_age: max_age.map(Duration::from_secs) })
             })
         });
