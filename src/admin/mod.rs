@@ -175,7 +175,7 @@ impl AdminApp {
         };
         let target = match request.target() {
             Ok(t) => t,
-            Err(e) => return error_reply(400, "bad_request", &e),
+            Err(e) => return error_reply(400, "bad_request", &e.to_string()),
         };
         self.purge(&request, &target, caller, peer).await
     }
