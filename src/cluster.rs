@@ -20,7 +20,7 @@ use crate::config::{ClusterConfig, Problem};
 use crate::connection::limits::Throttle;
 use crate::metrics;
 use crate::reason::{ClusterOp, ClusterResult};
-use crate::request::purge::PurgeTarget;
+use crate::token::PurgeTarget;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use pingora_core::server::ShutdownWatch;
@@ -71,6 +71,21 @@ pub enum ClusterError {
     Timeout,
     /// Not connected, or the server answered an error.
     Unavailable,
+}
+
+/// Why the connection to the server cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{}: {source}", path.display())]
+    PasswordFile { path: std::path::PathBuf, source: std::io::Error },
+    #[error("the URL cannot carry a password")]
+    Password,
+    #[error(transparent)]
+    Client(#[from] redis::RedisError),
+    #[error("no answer within {0:?}")]
+    SubscribeTimeout(Duration),
+    #[error("cannot subscribe to {channel}: {error}")]
+    Subscribe { channel: String, error: redis::RedisError },
 }
 
 enum Call {
@@ -187,23 +202,24 @@ impl Cluster {
     }
 
     /// The server's URL with the password from `password_file`, if any.
-    fn url(&self) -> Result<String, String> {
+    fn url(&self) -> Result<String, ConnectError> {
         let mut url = self.cfg.url.clone();
         if let Some(path) = &self.cfg.password_file {
-            let secret = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            url.set_password(Some(secret.trim())).map_err(|_| "the URL cannot carry a password".to_string())?;
+            let secret = std::fs::read_to_string(path)
+                .map_err(|source| ConnectError::PasswordFile { path: path.clone(), source })?;
+            url.set_password(Some(secret.trim())).map_err(|_| ConnectError::Password)?;
         }
         Ok(url.to_string())
     }
 
     /// The client, with the configured CA and client certificate if any.
-    fn client(&self) -> Result<redis::Client, String> {
+    fn client(&self) -> Result<redis::Client, ConnectError> {
         let url = self.url()?;
-        match &self.tls {
+        let client = match &self.tls {
             None => redis::Client::open(url),
             Some(tls) => redis::Client::build_with_tls(url, tls.clone()),
-        }
-        .map_err(|e| e.to_string())
+        };
+        Ok(client?)
     }
 }
 
@@ -391,15 +407,15 @@ async fn open_subscription(
     client: &redis::Client,
     channel: &str,
     within: Duration,
-) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), String> {
+) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), ConnectError> {
     let setup = async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
         Ok::<_, redis::RedisError>(pubsub.split())
     };
     match tokio::time::timeout(within, setup).await {
-        Err(_) => Err(format!("no answer within {within:?}")),
-        Ok(Err(e)) => Err(format!("cannot subscribe to {channel}: {e}")),
+        Err(_) => Err(ConnectError::SubscribeTimeout(within)),
+        Ok(Err(error)) => Err(ConnectError::Subscribe { channel: channel.to_string(), error }),
         Ok(Ok(parts)) => Ok(parts),
     }
 }

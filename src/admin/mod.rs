@@ -14,7 +14,7 @@ use crate::config::{AdminConfig, Problem};
 use crate::connection::limits::{Kind, SourceLimits};
 use crate::connection::live::LiveConnections;
 use crate::request::introspect::Introspector;
-use crate::request::purge::PurgeTarget;
+use crate::token::PurgeTarget;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use auth::{Auth, Caller};
@@ -175,7 +175,7 @@ impl AdminApp {
         };
         let target = match request.target() {
             Ok(t) => t,
-            Err(e) => return error_reply(400, "bad_request", &e),
+            Err(e) => return error_reply(400, "bad_request", &e.to_string()),
         };
         self.purge(&request, &target, caller, peer).await
     }

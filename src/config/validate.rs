@@ -89,7 +89,7 @@ impl Check {
         self.problems.fail(key, msg);
     }
 
-    fn ok<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+    fn ok<T, E: std::fmt::Display>(&mut self, key: &str, r: Result<T, E>) -> Option<T> {
         self.problems.ok(key, r)
     }
 

@@ -12,7 +12,7 @@
 
 use crate::config::CrlExpired;
 use crate::connection::limits::Throttle;
-use crate::connection::tls::subject_dn;
+use crate::pki::{issuer_dn, subject_dn};
 use crate::reason::HandshakeRefusal;
 use openssl::x509::{X509Ref, X509StoreContextRef};
 use std::sync::LazyLock;
@@ -80,7 +80,7 @@ fn report(refusal: Option<HandshakeRefusal>, cert: Option<&X509Ref>, what: &str)
     static THROTTLE: LazyLock<Throttle<&'static str>> = LazyLock::new(|| Throttle::new(LOG_INTERVAL));
     let Some(suppressed) = THROTTLE.admit(reason) else { return };
     let subject = cert.map(subject_dn).unwrap_or_else(|| "-".into());
-    let issuer = cert.map(crate::connection::tls::issuer_dn).unwrap_or_else(|| "-".into());
+    let issuer = cert.map(issuer_dn).unwrap_or_else(|| "-".into());
     let line = format!(
         "client certificate {what}: reason={reason} subject=\"{subject}\" issuer=\"{issuer}\" also_since_last_line={suppressed}"
     );

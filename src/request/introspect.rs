@@ -20,14 +20,14 @@
 
 use crate::config::{IntrospectionConfig, Problem, ResponseMode};
 use crate::metrics;
-use crate::pki::{error_chain, pinned_client};
+use crate::pki::{error_chain, pinned_client, PkiError};
 use crate::reason::{IdentityAnswer as Bad, IdentityDown, Introspection, Token};
 use crate::request::claims::{self, ClaimError};
 use crate::request::client_auth::ClientAuthenticator;
 use crate::request::issuer::TokenIssuer;
 use crate::request::jwks::{max_age, JwksError, RemoteJwks};
-use crate::request::purge::{PurgeLog, PurgeTarget};
-use crate::token::{jwt_payload, unix_now, Claims};
+use crate::request::purge::PurgeLog;
+use crate::token::{jwt_payload, unix_now, Claims, PurgeTarget};
 use crate::trace::{ChildSpan, RequestTrace};
 use jsonwebtoken::{Algorithm, Validation};
 use moka::future::Cache;
@@ -502,11 +502,20 @@ fn answer_reason(e: &JwksError) -> Bad {
     }
 }
 
+/// Why the HTTP client to the identity server cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpClientError {
+    #[error(transparent)]
+    Ca(#[from] PkiError),
+    #[error(transparent)]
+    Build(#[from] reqwest::Error),
+}
+
 fn http_client(
     cfg: &IntrospectionConfig,
     endpoint: &url::Url,
     identity: Option<reqwest::Identity>,
-) -> Result<reqwest::Client, String> {
+) -> Result<reqwest::Client, HttpClientError> {
     let mut builder = pinned_client(&cfg.ca)?
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.timeout)
@@ -523,7 +532,7 @@ fn http_client(
     if let Some(identity) = identity {
         builder = builder.identity(identity);
     }
-    builder.build().map_err(|e| e.to_string())
+    Ok(builder.build()?)
 }
 
 fn seconds_until(exp: i64) -> Option<Duration> {
