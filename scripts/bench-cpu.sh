@@ -20,7 +20,9 @@
 #
 #   scripts/bench-cpu.sh                  10 s per scenario
 #   BENCH_DURATION=30s scripts/bench-cpu.sh
-#   PERF_GATEWAY=1 scripts/bench-cpu.sh   also records perf at c=16 and writes a flamegraph SVG
+#   PERF_GATEWAY=1 scripts/bench-cpu.sh   also records perf at c=16 and writes a flat profile, and a
+#                                         flamegraph SVG if inferno is installed (cargo install inferno);
+#                                         PERF_GATEWAY="gateway gateway-base" profiles each of them
 #   PINGORA_PATCHED=1 scripts/bench-cpu.sh  adds gateway-patched: the gateway built against pingora-core
 #                                         with bench/pingora-patches/ applied (scripts/pingora-patched.sh)
 #   BASELINE=3a9952a scripts/bench-cpu.sh  adds gateway-base: the gateway as of that commit, same config,
@@ -39,13 +41,18 @@ mkdir -p "$conf"
 scripts/install-deps.sh --load
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
 [[ -n "${PINGORA_PATCHED:-}" ]] && scripts/pingora-patched.sh
+base_bin=
 if [[ -n "${BASELINE:-}" ]]; then
   # The baseline commit's tracked files, built with this target folder (dependencies are shared);
-  # the build below puts this tree's binary back.
-  rm -rf "$out/baseline" && mkdir -p "$out/baseline"
-  git archive "$BASELINE" | tar -x -C "$out/baseline"
-  (cd "$out/baseline" && CARGO_TARGET_DIR=$here/target cargo build --release --bin mtls-gateway)
-  cp "$here/target/release/mtls-gateway" "$out/mtls-gateway-base"
+  # the build below puts this tree's binary back. A commit's binary is kept and reused: the same
+  # commit builds the same binary, and a release build takes minutes.
+  base_bin=$out/mtls-gateway-base-$(git rev-parse --short=12 "$BASELINE^{commit}")
+  if [[ ! -x $base_bin ]]; then
+    rm -rf "$out/baseline" && mkdir -p "$out/baseline"
+    git archive "$BASELINE" | tar -x -C "$out/baseline"
+    (cd "$out/baseline" && CARGO_TARGET_DIR=$here/target cargo build --release --bin mtls-gateway)
+    cp "$here/target/release/mtls-gateway" "$base_bin.tmp" && mv "$base_bin.tmp" "$base_bin"
+  fi
 fi
 cargo build --release --workspace --bins --example tokenflood
 bin=$here/target/release
@@ -82,10 +89,11 @@ gw_conf $GW_S "$conf/gw-shared.yaml" "[ { phantom_token: { introspection: idsvr 
 gw_conf $GW_D "$conf/gw-dpop.yaml" '[ { phantom_token: { introspection: idsvr } }, { binding: { accept: [certificate, dpop] } } ]' \
   dpop.replay_cache_entries=4000000
 gw_conf $GW_P "$conf/gw-patched.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
-# The baseline reads its own version of the file: keys added since are taken out (audiences at the
-# section's top level came with the commit after 3a9952a).
+# The baseline reads its own version of the file: keys added since 3a9952a are taken out (audiences
+# at the section's top level, optional client certificates, the dpop section and the DPoP route,
+# routes[1]). The measured route, routes[0], is the same in both.
 gw_conf $GW_B "$conf/gw-base.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]' \
-  ${BASELINE_DROP:--introspection.idsvr.audiences}
+  ${BASELINE_DROP:--introspection.idsvr.audiences -tls.optional_client_certificate -dpop -routes[1]}
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 nginx_start() { # name port template workers
@@ -114,7 +122,7 @@ if [[ -n "${PINGORA_PATCHED:-}" ]]; then
 fi
 gw_b_pid=
 if [[ -n "${BASELINE:-}" ]]; then
-  RUST_LOG=warn "$out/mtls-gateway-base" -c "$conf/gw-base.yaml" >"$out/gw-base.log" 2>&1 & gw_b_pid=$!
+  RUST_LOG=warn "$base_bin" -c "$conf/gw-base.yaml" >"$out/gw-base.log" 2>&1 & gw_b_pid=$!
   pids+=($gw_b_pid); wait_port $GW_B
 fi
 nginx_start lua $LUA bench/nginx-lua/nginx.conf.template 1
@@ -249,14 +257,20 @@ if [[ " ${scenarios[*]} " == *" limit "* ]]; then
 fi
 
 if [[ -n "${PERF_GATEWAY:-}" ]]; then
-  command -v inferno-flamegraph >/dev/null || cargo install inferno --locked
-  oha_run gateway "$out/perf-load.json" -z 15s -c 16 &
-  load=$!
-  sleep 2
-  perf record -F 999 -g -p "$gw_pid" -o "$out/perf.data" -- sleep 10 >/dev/null 2>&1
-  wait "$load"
-  perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$out/gateway-c16.svg"
-  echo "flamegraph: $out/gateway-c16.svg"
+  read -ra perf_targets <<<"${PERF_GATEWAY/#1/gateway}"
+  for t in "${perf_targets[@]}"; do
+    oha_run "$t" "$out/perf-load-$t.json" -z 15s -c 16 &
+    load=$!
+    sleep 2
+    perf record -F 999 -g -p "$(target_pids "$t" | tr ' ' ',' | sed 's/,*$//')" -o "$out/perf-$t.data" -- sleep 10 >/dev/null 2>&1
+    wait "$load"
+    perf report -i "$out/perf-$t.data" --no-children --percent-limit 0.3 --stdio -g none 2>/dev/null >"$out/perf-$t.txt"
+    echo "flat profile: $out/perf-$t.txt"
+    if command -v inferno-flamegraph >/dev/null; then
+      perf script -i "$out/perf-$t.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$out/$t-c16.svg"
+      echo "flamegraph: $out/$t-c16.svg"
+    fi
+  done
 fi
 
 {
