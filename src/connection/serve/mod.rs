@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | [`workers`]: `Pool`, `LoopService` | `server/mod.rs` `Server::run_service` and `create_runtime` (a runtime per service), `services/listening.rs` `handle_event` (a task per connection on it) | one current-thread runtime per thread, its own upstream pool each: no second thread woken per request (measured); their start after the daemonizing fork and their drain are pingora's lifecycle, through a `BackgroundService` |
 //! | [`workers`]: `adopt`, `Buffered` | `protocols/l4/stream.rs` `Stream` (its `BufferedStream` write buffer and `poll_write`/`poll_flush`) | the accepted socket is moved to the loop's own reactor, and a `Stream` built from outside pingora gets no write buffer (`Stream::set_buffer` is crate-private); also counts the bytes read for the drain and the watchdog |
+//! | [`keepalive`]: the HTTP/1.1 loop | `apps/mod.rs` `impl<T: HttpServerApp> ServerApp for T`, `process_new` | the listener's keep-alive timeout (pingora's is 60 s), the gateway's end switch instead of `ShutdownWatch`, and each exchange marked for the watchdog: pingora has no hook for any |
 //! | [`drain`] | `server/mod.rs` `ShutdownWatch` and the `ExecutionPhase`s | obeying `ShutdownWatch` closes idle keep-alive connections at once, racing clients that send on them |
 //!
 //! When pingora-core changes version, re-read the code named above, compare, update the table and
@@ -15,6 +16,7 @@
 //! [`CHECKED_AGAINST`] names the version in `Cargo.lock`.
 
 pub mod drain;
+pub mod keepalive;
 pub mod workers;
 
 /// The pingora-core version whose code the parts of this module were last compared with.
