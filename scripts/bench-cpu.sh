@@ -27,6 +27,8 @@
 #                                         with bench/pingora-patches/ applied (scripts/pingora-patched.sh)
 #   BASELINE=3a9952a scripts/bench-cpu.sh  adds gateway-base: the gateway as of that commit, same config,
 #                                         to show a change's cost against the commit before it
+#   BENCH_ROUNDS=3 scripts/bench-cpu.sh    every scenario three times, targets alternating, and a table
+#                                         of medians (one run on this machine moves by ±10%)
 #   BENCH_TARGETS="nginx-bare gateway" BENCH_SCENARIOS="16" scripts/bench-cpu.sh
 #                                         a subset: targets, and concurrencies ("new" for new-connection)
 set -euo pipefail
@@ -180,8 +182,8 @@ flood_run() { # target out requests
     --p12 "$certs/example.client.p12" --ca "$certs/root.pem" --tokens "$tokens" --concurrency 16 "${more[@]}" >"$file"
 }
 
-declare -A floor
-rows=()
+declare -A floor samples medians
+rows=() order=()
 measure() { # scenario target oha-args...
   local s=$1 t=$2; shift 2
   local c0 x0 c1 x1 n rps us sw bad
@@ -194,6 +196,8 @@ measure() { # scenario target oha-args...
   us=$(awk -v u=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", (n > 0 ? u / hz / n * 1e6 : 0) }')
   sw=$(awk -v d=$((x1 - x0)) -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d / n : 0) }')
   [[ $t == nginx-bare ]] && floor[$s]=$us
+  [[ -n ${samples["$s|$t"]+set} ]] || order+=("$s|$t")
+  samples["$s|$t"]+=" $us"
   local ratio
   ratio=$(awk -v a="$us" -v b="${floor[$s]:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
   rows+=("| $s | $t | $rps | $us | $ratio | $sw | $bad |")
@@ -202,17 +206,37 @@ measure() { # scenario target oha-args...
 
 echo "| scenario | target | req/s | CPU µs/req | × nginx-bare | context switches/req | non-200 |"
 echo "|---|---|---|---|---|---|---|"
-for c in "${scenarios[@]}"; do
-  for t in "${targets[@]}"; do
-    if [[ $c == new ]]; then
-      measure "new-connection-c16" "$t" -z "$duration" -c 16 --disable-keepalive
-    elif [[ $c == dpop || $c == limit ]]; then
-      continue
-    else
-      measure "h1-keepalive-c$c" "$t" -z "$duration" -c "$c"
-    fi
+rounds=${BENCH_ROUNDS:-1}
+for _ in $(seq "$rounds"); do
+  for c in "${scenarios[@]}"; do
+    for t in "${targets[@]}"; do
+      if [[ $c == new ]]; then
+        measure "new-connection-c16" "$t" -z "$duration" -c 16 --disable-keepalive
+      elif [[ $c == dpop || $c == limit ]]; then
+        continue
+      else
+        measure "h1-keepalive-c$c" "$t" -z "$duration" -c "$c"
+      fi
+    done
   done
 done
+
+# With several rounds, each target's median per scenario, and its ratio to the floor's median.
+median_rows=()
+if ((rounds > 1)); then
+  for key in "${order[@]}"; do
+    s=${key%%|*} t=${key#*|}
+    m=$(tr ' ' '\n' <<<"${samples[$key]}" | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%.1f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }')
+    medians[$key]=$m
+    f=${medians["$s|nginx-bare"]:-0}
+    median_rows+=("| $s | $t | $m | $(awk -v a="$m" -v b="$f" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }') |${samples[$key]} |")
+  done
+  echo
+  echo "Medians of $rounds rounds:"
+  echo "| scenario | target | median CPU µs/req | × nginx-bare | each round |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "${median_rows[@]}"
+fi
 
 # DPoP: the cert-bound call and the DPoP call through the same loader, in this run.
 measure_flood() { # target
@@ -279,6 +303,14 @@ fi
   echo "| scenario | target | req/s | CPU µs/req | × nginx-bare | context switches/req | non-200 |"
   echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  if ((${#median_rows[@]})); then
+    echo
+    echo "Medians of $rounds rounds:"
+    echo
+    echo "| scenario | target | median CPU µs/req | × nginx-bare | each round |"
+    echo "|---|---|---|---|---|"
+    printf '%s\n' "${median_rows[@]}"
+  fi
   if ((${#limit_rows[@]})); then
     echo
     echo "| scenario | target | req/s | gateway CPU µs/req | redis-server CPU µs/req | p50 ms | p99 ms | non-200 |"
