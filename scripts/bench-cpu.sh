@@ -22,9 +22,13 @@
 #   BENCH_DURATION=30s scripts/bench-cpu.sh
 #   PERF_GATEWAY=1 scripts/bench-cpu.sh   also records perf at c=16 and writes a flat profile, and a
 #                                         flamegraph SVG if inferno is installed (cargo install inferno);
-#                                         PERF_GATEWAY="gateway gateway-base" profiles each of them
+#                                         PERF_GATEWAY="gateway gateway-base" profiles each of them;
+#                                         PERF_CALLGRAPH=dwarf PERF_FREQ=299 for inclusive costs per function
 #   PINGORA_PATCHED=1 scripts/bench-cpu.sh  adds gateway-patched: the gateway built against pingora-core
 #                                         with bench/pingora-patches/ applied (scripts/pingora-patched.sh)
+#   PINGORA_SERVE=1 scripts/bench-cpu.sh  adds gateway-pingora: the gateway served by pingora's own
+#                                         runtime, accepted stream and keep-alive loop instead of
+#                                         src/connection/serve's (scripts/pingora-serve.sh)
 #   BASELINE=3a9952a scripts/bench-cpu.sh  adds gateway-base: the gateway as of that commit, same config,
 #                                         to show a change's cost against the commit before it
 #   BENCH_ROUNDS=3 scripts/bench-cpu.sh    every scenario three times, targets alternating, and a table
@@ -43,6 +47,7 @@ mkdir -p "$conf"
 scripts/install-deps.sh --load
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
 [[ -n "${PINGORA_PATCHED:-}" ]] && scripts/pingora-patched.sh
+[[ -n "${PINGORA_SERVE:-}" ]] && scripts/pingora-serve.sh
 base_bin=
 if [[ -n "${BASELINE:-}" ]]; then
   # The baseline commit's tracked files, built with this target folder (dependencies are shared);
@@ -61,7 +66,7 @@ bin=$here/target/release
 scripts/create-certs.sh >/dev/null
 
 IDSVR=26444 ECHO=26300 GW=26443 GW_OFF=27443 LUA=28443 BARE=29443 GW_P=30443 GW_B=31443 GW_D=32443
-GW_L=33443 GW_S=34443 REDIS=26379 ECHO2=26301 ECHO3=26302 GW_3=35443
+GW_L=33443 GW_S=34443 REDIS=26379 ECHO2=26301 ECHO3=26302 GW_3=35443 GW_PS=36443
 pids=()
 cleanup() {
   for n in lua bare echo echo2 echo3; do RUN_DIR=$out/$n scripts/nginx-lua.sh stop >/dev/null 2>&1 || true; done
@@ -91,6 +96,7 @@ gw_conf $GW_S "$conf/gw-shared.yaml" "[ { phantom_token: { introspection: idsvr 
 gw_conf $GW_D "$conf/gw-dpop.yaml" '[ { phantom_token: { introspection: idsvr } }, { binding: { accept: [certificate, dpop] } } ]' \
   dpop.replay_cache_entries=4000000
 gw_conf $GW_P "$conf/gw-patched.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
+gw_conf $GW_PS "$conf/gw-pingora.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
 # The baseline reads its own version of the file: keys added since 3a9952a are taken out (audiences
 # at the section's top level, optional client certificates, the dpop section and the DPoP route,
 # routes[1]). The measured route, routes[0], is the same in both.
@@ -122,6 +128,11 @@ if [[ -n "${PINGORA_PATCHED:-}" ]]; then
   RUST_LOG=warn target/pingora-patched/mtls-gateway -c "$conf/gw-patched.yaml" >"$out/gw-patched.log" 2>&1 & gw_p_pid=$!
   pids+=($gw_p_pid); wait_port $GW_P
 fi
+gw_ps_pid=
+if [[ -n "${PINGORA_SERVE:-}" ]]; then
+  RUST_LOG=warn target/pingora-serve/mtls-gateway -c "$conf/gw-pingora.yaml" >"$out/gw-pingora.log" 2>&1 & gw_ps_pid=$!
+  pids+=($gw_ps_pid); wait_port $GW_PS
+fi
 gw_b_pid=
 if [[ -n "${BASELINE:-}" ]]; then
   RUST_LOG=warn "$base_bin" -c "$conf/gw-base.yaml" >"$out/gw-base.log" 2>&1 & gw_b_pid=$!
@@ -130,8 +141,8 @@ fi
 nginx_start lua $LUA bench/nginx-lua/nginx.conf.template 1
 nginx_start bare $BARE bench/nginx-bare/nginx.conf.template 1
 
-declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P [gateway-base]=$GW_B [gateway-dpop]=$GW_D [gateway-limit]=$GW_L [gateway-shared]=$GW_S [gateway-3]=$GW_3)
-read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua${PINGORA_PATCHED:+ gateway-patched}${BASELINE:+ gateway-base}}"
+declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P [gateway-base]=$GW_B [gateway-dpop]=$GW_D [gateway-limit]=$GW_L [gateway-shared]=$GW_S [gateway-3]=$GW_3 [gateway-pingora]=$GW_PS)
+read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua${PINGORA_PATCHED:+ gateway-patched}${PINGORA_SERVE:+ gateway-pingora}${BASELINE:+ gateway-base}}"
 read -ra scenarios <<<"${BENCH_SCENARIOS:-1 16 256 new dpop limit}"
 target_pids() {
   case $1 in
@@ -143,6 +154,7 @@ target_pids() {
     gateway-limit) echo "$gw_l_pid" ;;
     gateway-shared) echo "$gw_s_pid" ;;
     gateway-3) echo "$gw_3_pid" ;;
+    gateway-pingora) echo "$gw_ps_pid" ;;
     redis) echo "$redis_pid" ;;
     nginx-*) local m; m=$(cat "$out/${1#nginx-}/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')" ;;
   esac
@@ -286,9 +298,11 @@ if [[ -n "${PERF_GATEWAY:-}" ]]; then
     oha_run "$t" "$out/perf-load-$t.json" -z 15s -c 16 &
     load=$!
     sleep 2
-    perf record -F 999 -g -p "$(target_pids "$t" | tr ' ' ',' | sed 's/,*$//')" -o "$out/perf-$t.data" -- sleep 10 >/dev/null 2>&1
+    perf record -F "${PERF_FREQ:-999}" --call-graph "${PERF_CALLGRAPH:-fp}" -p "$(target_pids "$t" | tr ' ' ',' | sed 's/,*$//')" -o "$out/perf-$t.data" -- sleep 10 >/dev/null 2>&1
     wait "$load"
     perf report -i "$out/perf-$t.data" --no-children --percent-limit 0.3 --stdio -g none 2>/dev/null >"$out/perf-$t.txt"
+    # Inclusive cost per function: meaningful with PERF_CALLGRAPH=dwarf (release builds keep no frame pointers).
+    perf report -i "$out/perf-$t.data" --children --percent-limit 0.5 --stdio -g none --sort sym 2>/dev/null >"$out/perf-$t-children.txt"
     echo "flat profile: $out/perf-$t.txt"
     if command -v inferno-flamegraph >/dev/null; then
       perf script -i "$out/perf-$t.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$out/$t-c16.svg"
