@@ -23,7 +23,8 @@
 #   PERF_GATEWAY=1 scripts/bench-cpu.sh   also records perf at c=16 and writes a flat profile, and a
 #                                         flamegraph SVG if inferno is installed (cargo install inferno);
 #                                         PERF_GATEWAY="gateway gateway-base" profiles each of them;
-#                                         PERF_CALLGRAPH=dwarf PERF_FREQ=299 for inclusive costs per function
+#                                         PERF_CALLGRAPH=dwarf PERF_FREQ=299 for inclusive costs per function;
+#                                         PERF_CONCURRENCY=1 profiles another load than c=16
 #   PINGORA_PATCHED=1 scripts/bench-cpu.sh  adds gateway-patched: the gateway built against pingora-core
 #                                         with bench/pingora-patches/ applied (scripts/pingora-patched.sh)
 #   PINGORA_SERVE=1 scripts/bench-cpu.sh  adds gateway-pingora: the gateway served by pingora's own
@@ -295,7 +296,7 @@ fi
 if [[ -n "${PERF_GATEWAY:-}" ]]; then
   read -ra perf_targets <<<"${PERF_GATEWAY/#1/gateway}"
   for t in "${perf_targets[@]}"; do
-    oha_run "$t" "$out/perf-load-$t.json" -z 15s -c 16 &
+    oha_run "$t" "$out/perf-load-$t.json" -z 15s -c "${PERF_CONCURRENCY:-16}" &
     load=$!
     sleep 2
     perf record -F "${PERF_FREQ:-999}" --call-graph "${PERF_CALLGRAPH:-fp}" -p "$(target_pids "$t" | tr ' ' ',' | sed 's/,*$//')" -o "$out/perf-$t.data" -- sleep 10 >/dev/null 2>&1
