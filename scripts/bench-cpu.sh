@@ -20,11 +20,20 @@
 #
 #   scripts/bench-cpu.sh                  10 s per scenario
 #   BENCH_DURATION=30s scripts/bench-cpu.sh
-#   PERF_GATEWAY=1 scripts/bench-cpu.sh   also records perf at c=16 and writes a flamegraph SVG
+#   PERF_GATEWAY=1 scripts/bench-cpu.sh   also records perf at c=16 and writes a flat profile, and a
+#                                         flamegraph SVG if inferno is installed (cargo install inferno);
+#                                         PERF_GATEWAY="gateway gateway-base" profiles each of them;
+#                                         PERF_CALLGRAPH=dwarf PERF_FREQ=299 for inclusive costs per function;
+#                                         PERF_CONCURRENCY=1 profiles another load than c=16
 #   PINGORA_PATCHED=1 scripts/bench-cpu.sh  adds gateway-patched: the gateway built against pingora-core
 #                                         with bench/pingora-patches/ applied (scripts/pingora-patched.sh)
+#   PINGORA_SERVE=1 scripts/bench-cpu.sh  adds gateway-pingora: the gateway served by pingora's own
+#                                         runtime, accepted stream and keep-alive loop instead of
+#                                         src/connection/serve's (scripts/pingora-serve.sh)
 #   BASELINE=3a9952a scripts/bench-cpu.sh  adds gateway-base: the gateway as of that commit, same config,
 #                                         to show a change's cost against the commit before it
+#   BENCH_ROUNDS=3 scripts/bench-cpu.sh    every scenario three times, targets alternating, and a table
+#                                         of medians (one run on this machine moves by ±10%)
 #   BENCH_TARGETS="nginx-bare gateway" BENCH_SCENARIOS="16" scripts/bench-cpu.sh
 #                                         a subset: targets, and concurrencies ("new" for new-connection)
 set -euo pipefail
@@ -39,20 +48,26 @@ mkdir -p "$conf"
 scripts/install-deps.sh --load
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
 [[ -n "${PINGORA_PATCHED:-}" ]] && scripts/pingora-patched.sh
+[[ -n "${PINGORA_SERVE:-}" ]] && scripts/pingora-serve.sh
+base_bin=
 if [[ -n "${BASELINE:-}" ]]; then
   # The baseline commit's tracked files, built with this target folder (dependencies are shared);
-  # the build below puts this tree's binary back.
-  rm -rf "$out/baseline" && mkdir -p "$out/baseline"
-  git archive "$BASELINE" | tar -x -C "$out/baseline"
-  (cd "$out/baseline" && CARGO_TARGET_DIR=$here/target cargo build --release --bin mtls-gateway)
-  cp "$here/target/release/mtls-gateway" "$out/mtls-gateway-base"
+  # the build below puts this tree's binary back. A commit's binary is kept and reused: the same
+  # commit builds the same binary, and a release build takes minutes.
+  base_bin=$out/mtls-gateway-base-$(git rev-parse --short=12 "$BASELINE^{commit}")
+  if [[ ! -x $base_bin ]]; then
+    rm -rf "$out/baseline" && mkdir -p "$out/baseline"
+    git archive "$BASELINE" | tar -x -C "$out/baseline"
+    (cd "$out/baseline" && CARGO_TARGET_DIR=$here/target cargo build --release --bin mtls-gateway)
+    cp "$here/target/release/mtls-gateway" "$base_bin.tmp" && mv "$base_bin.tmp" "$base_bin"
+  fi
 fi
 cargo build --release --workspace --bins --example tokenflood
 bin=$here/target/release
 scripts/create-certs.sh >/dev/null
 
 IDSVR=26444 ECHO=26300 GW=26443 GW_OFF=27443 LUA=28443 BARE=29443 GW_P=30443 GW_B=31443 GW_D=32443
-GW_L=33443 GW_S=34443 REDIS=26379 ECHO2=26301 ECHO3=26302 GW_3=35443
+GW_L=33443 GW_S=34443 REDIS=26379 ECHO2=26301 ECHO3=26302 GW_3=35443 GW_PS=36443
 pids=()
 cleanup() {
   for n in lua bare echo echo2 echo3; do RUN_DIR=$out/$n scripts/nginx-lua.sh stop >/dev/null 2>&1 || true; done
@@ -82,10 +97,12 @@ gw_conf $GW_S "$conf/gw-shared.yaml" "[ { phantom_token: { introspection: idsvr 
 gw_conf $GW_D "$conf/gw-dpop.yaml" '[ { phantom_token: { introspection: idsvr } }, { binding: { accept: [certificate, dpop] } } ]' \
   dpop.replay_cache_entries=4000000
 gw_conf $GW_P "$conf/gw-patched.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
-# The baseline reads its own version of the file: keys added since are taken out (audiences at the
-# section's top level came with the commit after 3a9952a).
+gw_conf $GW_PS "$conf/gw-pingora.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]'
+# The baseline reads its own version of the file: keys added since 3a9952a are taken out (audiences
+# at the section's top level, optional client certificates, the dpop section and the DPoP route,
+# routes[1]). The measured route, routes[0], is the same in both.
 gw_conf $GW_B "$conf/gw-base.yaml" '[ { phantom_token: { introspection: idsvr } }, { cert_binding: {} } ]' \
-  ${BASELINE_DROP:--introspection.idsvr.audiences}
+  ${BASELINE_DROP:--introspection.idsvr.audiences -tls.optional_client_certificate -dpop -routes[1]}
 
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 nginx_start() { # name port template workers
@@ -112,16 +129,21 @@ if [[ -n "${PINGORA_PATCHED:-}" ]]; then
   RUST_LOG=warn target/pingora-patched/mtls-gateway -c "$conf/gw-patched.yaml" >"$out/gw-patched.log" 2>&1 & gw_p_pid=$!
   pids+=($gw_p_pid); wait_port $GW_P
 fi
+gw_ps_pid=
+if [[ -n "${PINGORA_SERVE:-}" ]]; then
+  RUST_LOG=warn target/pingora-serve/mtls-gateway -c "$conf/gw-pingora.yaml" >"$out/gw-pingora.log" 2>&1 & gw_ps_pid=$!
+  pids+=($gw_ps_pid); wait_port $GW_PS
+fi
 gw_b_pid=
 if [[ -n "${BASELINE:-}" ]]; then
-  RUST_LOG=warn "$out/mtls-gateway-base" -c "$conf/gw-base.yaml" >"$out/gw-base.log" 2>&1 & gw_b_pid=$!
+  RUST_LOG=warn "$base_bin" -c "$conf/gw-base.yaml" >"$out/gw-base.log" 2>&1 & gw_b_pid=$!
   pids+=($gw_b_pid); wait_port $GW_B
 fi
 nginx_start lua $LUA bench/nginx-lua/nginx.conf.template 1
 nginx_start bare $BARE bench/nginx-bare/nginx.conf.template 1
 
-declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P [gateway-base]=$GW_B [gateway-dpop]=$GW_D [gateway-limit]=$GW_L [gateway-shared]=$GW_S [gateway-3]=$GW_3)
-read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua${PINGORA_PATCHED:+ gateway-patched}${BASELINE:+ gateway-base}}"
+declare -A port=([nginx-bare]=$BARE [gateway]=$GW [gateway-off]=$GW_OFF [nginx-lua]=$LUA [gateway-patched]=$GW_P [gateway-base]=$GW_B [gateway-dpop]=$GW_D [gateway-limit]=$GW_L [gateway-shared]=$GW_S [gateway-3]=$GW_3 [gateway-pingora]=$GW_PS)
+read -ra targets <<<"${BENCH_TARGETS:-nginx-bare gateway gateway-off nginx-lua${PINGORA_PATCHED:+ gateway-patched}${PINGORA_SERVE:+ gateway-pingora}${BASELINE:+ gateway-base}}"
 read -ra scenarios <<<"${BENCH_SCENARIOS:-1 16 256 new dpop limit}"
 target_pids() {
   case $1 in
@@ -133,6 +155,7 @@ target_pids() {
     gateway-limit) echo "$gw_l_pid" ;;
     gateway-shared) echo "$gw_s_pid" ;;
     gateway-3) echo "$gw_3_pid" ;;
+    gateway-pingora) echo "$gw_ps_pid" ;;
     redis) echo "$redis_pid" ;;
     nginx-*) local m; m=$(cat "$out/${1#nginx-}/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')" ;;
   esac
@@ -172,8 +195,8 @@ flood_run() { # target out requests
     --p12 "$certs/example.client.p12" --ca "$certs/root.pem" --tokens "$tokens" --concurrency 16 "${more[@]}" >"$file"
 }
 
-declare -A floor
-rows=()
+declare -A floor samples medians
+rows=() order=()
 measure() { # scenario target oha-args...
   local s=$1 t=$2; shift 2
   local c0 x0 c1 x1 n rps us sw bad
@@ -186,6 +209,8 @@ measure() { # scenario target oha-args...
   us=$(awk -v u=$((c1 - c0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.1f", (n > 0 ? u / hz / n * 1e6 : 0) }')
   sw=$(awk -v d=$((x1 - x0)) -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d / n : 0) }')
   [[ $t == nginx-bare ]] && floor[$s]=$us
+  [[ -n ${samples["$s|$t"]+set} ]] || order+=("$s|$t")
+  samples["$s|$t"]+=" $us"
   local ratio
   ratio=$(awk -v a="$us" -v b="${floor[$s]:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
   rows+=("| $s | $t | $rps | $us | $ratio | $sw | $bad |")
@@ -194,17 +219,37 @@ measure() { # scenario target oha-args...
 
 echo "| scenario | target | req/s | CPU µs/req | × nginx-bare | context switches/req | non-200 |"
 echo "|---|---|---|---|---|---|---|"
-for c in "${scenarios[@]}"; do
-  for t in "${targets[@]}"; do
-    if [[ $c == new ]]; then
-      measure "new-connection-c16" "$t" -z "$duration" -c 16 --disable-keepalive
-    elif [[ $c == dpop || $c == limit ]]; then
-      continue
-    else
-      measure "h1-keepalive-c$c" "$t" -z "$duration" -c "$c"
-    fi
+rounds=${BENCH_ROUNDS:-1}
+for _ in $(seq "$rounds"); do
+  for c in "${scenarios[@]}"; do
+    for t in "${targets[@]}"; do
+      if [[ $c == new ]]; then
+        measure "new-connection-c16" "$t" -z "$duration" -c 16 --disable-keepalive
+      elif [[ $c == dpop || $c == limit ]]; then
+        continue
+      else
+        measure "h1-keepalive-c$c" "$t" -z "$duration" -c "$c"
+      fi
+    done
   done
 done
+
+# With several rounds, each target's median per scenario, and its ratio to the floor's median.
+median_rows=()
+if ((rounds > 1)); then
+  for key in "${order[@]}"; do
+    s=${key%%|*} t=${key#*|}
+    m=$(tr ' ' '\n' <<<"${samples[$key]}" | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%.1f", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }')
+    medians[$key]=$m
+    f=${medians["$s|nginx-bare"]:-0}
+    median_rows+=("| $s | $t | $m | $(awk -v a="$m" -v b="$f" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }') |${samples[$key]} |")
+  done
+  echo
+  echo "Medians of $rounds rounds:"
+  echo "| scenario | target | median CPU µs/req | × nginx-bare | each round |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "${median_rows[@]}"
+fi
 
 # DPoP: the cert-bound call and the DPoP call through the same loader, in this run.
 measure_flood() { # target
@@ -249,14 +294,22 @@ if [[ " ${scenarios[*]} " == *" limit "* ]]; then
 fi
 
 if [[ -n "${PERF_GATEWAY:-}" ]]; then
-  command -v inferno-flamegraph >/dev/null || cargo install inferno --locked
-  oha_run gateway "$out/perf-load.json" -z 15s -c 16 &
-  load=$!
-  sleep 2
-  perf record -F 999 -g -p "$gw_pid" -o "$out/perf.data" -- sleep 10 >/dev/null 2>&1
-  wait "$load"
-  perf script -i "$out/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$out/gateway-c16.svg"
-  echo "flamegraph: $out/gateway-c16.svg"
+  read -ra perf_targets <<<"${PERF_GATEWAY/#1/gateway}"
+  for t in "${perf_targets[@]}"; do
+    oha_run "$t" "$out/perf-load-$t.json" -z 15s -c "${PERF_CONCURRENCY:-16}" &
+    load=$!
+    sleep 2
+    perf record -F "${PERF_FREQ:-999}" --call-graph "${PERF_CALLGRAPH:-fp}" -p "$(target_pids "$t" | tr ' ' ',' | sed 's/,*$//')" -o "$out/perf-$t.data" -- sleep 10 >/dev/null 2>&1
+    wait "$load"
+    perf report -i "$out/perf-$t.data" --no-children --percent-limit 0.3 --stdio -g none 2>/dev/null >"$out/perf-$t.txt"
+    # Inclusive cost per function: meaningful with PERF_CALLGRAPH=dwarf (release builds keep no frame pointers).
+    perf report -i "$out/perf-$t.data" --children --percent-limit 0.5 --stdio -g none --sort sym 2>/dev/null >"$out/perf-$t-children.txt"
+    echo "flat profile: $out/perf-$t.txt"
+    if command -v inferno-flamegraph >/dev/null; then
+      perf script -i "$out/perf-$t.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$out/$t-c16.svg"
+      echo "flamegraph: $out/$t-c16.svg"
+    fi
+  done
 fi
 
 {
@@ -265,6 +318,14 @@ fi
   echo "| scenario | target | req/s | CPU µs/req | × nginx-bare | context switches/req | non-200 |"
   echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  if ((${#median_rows[@]})); then
+    echo
+    echo "Medians of $rounds rounds:"
+    echo
+    echo "| scenario | target | median CPU µs/req | × nginx-bare | each round |"
+    echo "|---|---|---|---|---|"
+    printf '%s\n' "${median_rows[@]}"
+  fi
   if ((${#limit_rows[@]})); then
     echo
     echo "| scenario | target | req/s | gateway CPU µs/req | redis-server CPU µs/req | p50 ms | p99 ms | non-200 |"

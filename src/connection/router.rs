@@ -13,10 +13,11 @@ use crate::connection::drain;
 use crate::connection::limits::{Kind, Slot, SourceLimits};
 use crate::connection::live::{LiveConnections, Registration};
 use crate::connection::passthrough::{self, TunnelInfo};
+use crate::connection::serve::keepalive::{Connection, Served};
 use crate::connection::shares::{Admission, ConnectionShares, Seat, Tunnels, UNKNOWN};
 use crate::connection::sni::{self, Hello};
 use crate::connection::tls::KeepClientCert;
-use crate::connection::watchdog::{self, ExchangeMark, Watchdog};
+use crate::connection::watchdog::{self, Watchdog};
 use crate::connection::workers::{self, Pool, ReadCount};
 use crate::host::HostPattern;
 use crate::reason::{Cut, TunnelEnd};
@@ -24,13 +25,11 @@ use crate::token::{ClientCert, ConnectionFacts, Exchanges};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, ServerApp};
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::tls::server::handshake_with_callback;
 use pingora_core::protocols::tls::ALPN;
 use pingora_core::protocols::{GetSocketDigest, Ssl, Stream};
 use pingora_core::server::ShutdownWatch;
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
@@ -178,9 +177,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             Some(_) => cfg.keepalive_timeout,
             None => cfg.keepalive_timeout.min(cfg.anonymous_idle_timeout),
         };
-        let serve = Self::serve(app, keepalive, (Box::new(tls), read, watchdog.mark()), h2, end_rx.clone(), close_rx);
+        let conn = Connection {
+            stream: Box::new(tls),
+            h2,
+            keepalive,
+            read,
+            mark: watchdog.mark(),
+            end: end_rx.clone(),
+            closing: close_rx,
+        };
+        let served = Served::spawn(app.clone(), conn);
         let ends = Ends { tx: end_tx, rx: end_rx, close: close_tx };
-        self.supervise(cfg, serve, (client, source), (ends, seat), watchdog).await;
+        self.supervise(cfg, served, (client, source), (ends, seat), (watchdog, h2)).await;
     }
 
     /// A place among the process's TLS connections, displacing the oldest connection of the
@@ -216,78 +224,24 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         Some(self.parts.live.register(leaf, chain, client?, end.clone()))
     }
 
-    /// HTTP on a terminated stream. HTTP/2 goes through pingora's own connection handling (GOAWAY
-    /// when `end` turns true); HTTP/1.1 is looped here so that the keep-alive idle timeout is ours.
-    /// Once `end` is true, the next answer says `Connection: close` and the connection closes
-    /// after it; an answer that already went out with keep-alive is never followed by a close,
-    /// since the client may be sending its next request. When the drain period ends (`closing`),
-    /// or the connection is displaced or idle too long without a certificate (`closing`), a
-    /// connection with no request under way is closed.
-    async fn serve(
-        app: &Arc<A>,
-        keepalive: std::time::Duration,
-        (stream, read, mark): (Stream, ReadCount, Arc<ExchangeMark>),
-        h2: bool,
-        end: ShutdownWatch,
-        mut closing: watch::Receiver<bool>,
-    ) {
-        if h2 {
-            ServerApp::process_new(app, stream, &end).await;
-            return;
-        }
-        let keepalive = keepalive.as_secs().max(1);
-        let mut next = Some((stream, None));
-        let mut first = true;
-        while let Some((stream, settings)) = next {
-            // The first exchange's mark is the watchdog's own, set at the handshake.
-            if !std::mem::take(&mut first) {
-                mark.start();
-            }
-            let mut session = ServerSession::new_http1(stream);
-            session.set_keepalive(if *end.borrow() { None } else { Some(keepalive) });
-            if let Some(settings) = settings {
-                pingora_core::apps::HttpPersistentSettings::apply_to_session(settings, &mut session);
-            }
-            let exchange = app.process_new_http(session, &end);
-            next = Self::unless_idle_at_close(exchange, &read, &mut closing).await.map(|r| r.consume());
-        }
-    }
-
-    /// Runs one request's exchange. If the drain period ends before a byte of the request has
-    /// arrived, the connection is idle: the exchange is dropped, which closes it.
-    async fn unless_idle_at_close<T>(
-        exchange: impl Future<Output = Option<T>>,
-        read: &ReadCount,
-        closing: &mut watch::Receiver<bool>,
-    ) -> Option<T> {
-        let mark = read.get();
-        tokio::pin!(exchange);
-        tokio::select! {
-            done = &mut exchange => return done,
-            _ = drain::until(closing) => {}
-        }
-        if read.get() == mark {
-            return None;
-        }
-        exchange.await
-    }
-
-    /// Runs `serve` to its end, relaying the reasons to end it early: the drain and maximum age
-    /// end it gracefully (and `max_connection_age_grace` after the age, at once); a revoked
-    /// certificate ends it after `revocation_grace` at the latest; the watchdog cuts a client
-    /// that holds it without sending what it owes (header, preface, body). A connection displaced
-    /// by another source's, or one without a certificate that sent nothing for
-    /// `anonymous_idle_timeout`, ends gracefully and closes at once if idle.
+    /// Waits for the connection's serving to end, and relays the reasons to end it early: the
+    /// drain and maximum age end it gracefully (and `max_connection_age_grace` after the age, at
+    /// once); a revoked certificate ends it after `revocation_grace` at the latest; the watchdog
+    /// cuts a client that holds it without sending what it owes (header, preface, body). A
+    /// connection displaced by another source's, or one without a certificate that sent nothing
+    /// for `anonymous_idle_timeout`, ends gracefully and closes at once if idle. Returning drops
+    /// `served`, which stops its task and closes the socket, whatever is under way.
+    ///
+    /// This task waits on the signals; the serve task is woken by its sockets only.
     async fn supervise(
         &self,
         cfg: &ListenerConfig,
-        serve: impl Future<Output = ()>,
+        mut served: Served,
         (client, source): (Option<Arc<ClientCert>>, Option<IpAddr>),
         (Ends { tx: end_tx, rx: mut end_rx, close }, mut seat): (Ends, Seat),
-        mut watchdog: Watchdog,
+        (mut watchdog, h2): (Watchdog, bool),
     ) {
         let (mut draining, mut closing) = (self.pool.drain.draining(), self.pool.drain.closing());
-        tokio::pin!(serve);
         let age = tokio::time::sleep(cfg.max_connection_age);
         tokio::pin!(age);
         let grace = tokio::time::sleep(std::time::Duration::MAX / 4);
@@ -296,20 +250,24 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut drained, mut aged, mut revoked, mut closed) = (false, false, false, false);
         let idle_limit = client.is_none().then_some(cfg.anonymous_idle_timeout);
+        let mark = watchdog.mark();
+        // Ends the connection gracefully and closes it while idle; true if it is idle now (an
+        // HTTP/1.1 exchange with no byte of its request yet), and so to be closed at once.
         let end_now = |closed: &mut bool| {
             let _ = end_tx.send(true);
             let _ = close.send(true);
             *closed = true;
+            !h2 && mark.idle()
         };
         loop {
             tokio::select! {
-                _ = &mut serve => return,
+                _ = served.finished() => return,
                 _ = drain::until(&mut draining), if !drained => {
                     drained = true;
                     let _ = end_tx.send(true);
                 }
-                _ = drain::until(&mut closing), if !closed => end_now(&mut closed),
-                _ = seat.displaced(), if !closed => end_now(&mut closed),
+                _ = drain::until(&mut closing), if !closed => if end_now(&mut closed) { return },
+                _ = seat.displaced(), if !closed => if end_now(&mut closed) { return },
                 _ = &mut age, if !aged => {
                     aged = true;
                     crate::metrics::connection_cut(Cut::MaxConnectionAge);
@@ -326,8 +284,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                     }
                 }
                 _ = &mut grace, if revoked || aged => {
-                    // Dropping `serve` closes the socket, whatever is under way: a revoked
-                    // certificate, or a connection that outlived its age and the grace after it.
+                    // A revoked certificate, or a connection that outlived its age and the grace
+                    // after it: closed whatever is under way.
                     if !revoked {
                         self.parts.limits.cuts.cut(source, Cut::MaxConnectionAgeHard);
                     }
@@ -338,8 +296,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                     if let Some(reason) = watchdog.check(now) {
                         return self.parts.limits.cuts.cut(source, reason);
                     }
-                    if idle_limit.is_some_and(|limit| watchdog.silent_for(now) >= limit) && !closed {
-                        end_now(&mut closed);
+                    if idle_limit.is_some_and(|limit| watchdog.silent_for(now) >= limit) && !closed && end_now(&mut closed) {
+                        return;
                     }
                 }
             }

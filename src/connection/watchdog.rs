@@ -53,6 +53,11 @@ impl ExchangeMark {
         self.headers_at.store(self.exchanges.headers(), Ordering::Relaxed);
         self.seq.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Whether no byte has arrived since the current exchange started: no request is under way.
+    pub fn idle(&self) -> bool {
+        self.read.get() == self.read_at.load(Ordering::Relaxed)
+    }
 }
 
 /// The limits the watchdog holds a connection to.

@@ -6,7 +6,8 @@
 //! to any of them (its CA, SNI, timeouts and, for mutual TLS, the gateway's client certificate).
 
 use crate::config::{HealthCheckKind, Problem, Selection, UpstreamConfig};
-use arc_swap::ArcSwap;
+use crate::reason::Attempt;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
@@ -36,6 +37,9 @@ pub struct Upstream {
     /// Each resolved backend's passive health and counters, replaced whole when the set changes:
     /// a request reads it without a lock.
     backends: ArcSwap<HashMap<SocketAddr, Arc<BackendState>>>,
+    /// The backend, when there is exactly one (the usual case): a request checks it directly,
+    /// without the selector's per-request iterator and set of backends seen, or a map lookup.
+    only: ArcSwapOption<Only>,
     /// When the next active check is due, and the next lookup of the names.
     due: Mutex<(Instant, Instant)>,
     /// The instant ejection times are counted from.
@@ -52,7 +56,13 @@ struct BackendState {
     after_send: prometheus::IntCounter,
 }
 
-use crate::reason::Attempt;
+/// The one backend of an upstream that has one.
+struct Only {
+    backend: Backend,
+    addr: SocketAddr,
+    state: Arc<BackendState>,
+}
+
 /// Why a request's attempt on a backend failed, for passive health and the metrics.
 pub use crate::reason::Failure;
 
@@ -160,8 +170,8 @@ impl Upstream {
         let balancer = Balancer::new(cfg.selection, backends);
         let now = Instant::now();
         let due = Mutex::new((now, now));
-        let backends = ArcSwap::default();
-        Ok(Upstream { cfg, template, resolved, balancer, backends, due, epoch: now })
+        let (backends, only) = (ArcSwap::default(), ArcSwapOption::empty());
+        Ok(Upstream { cfg, template, resolved, balancer, backends, only, due, epoch: now })
     }
 
     /// Resolves every entry now (blocking lookups: called when serving starts or a reload is
@@ -192,14 +202,23 @@ impl Upstream {
     fn count_backends(&self) {
         let current = self.backends.load();
         let mut next = HashMap::new();
-        for addr in self.balancer.backends().get_backend().iter().filter_map(|b| b.addr.as_inet()) {
+        let all = self.balancer.backends().get_backend();
+        for addr in all.iter().filter_map(|b| b.addr.as_inet()) {
             let state = match current.get(addr) {
                 Some(state) => state.clone(),
                 None => Arc::new(self.new_backend(addr)),
             };
             next.insert(*addr, state);
         }
+        let only = match (all.len(), all.first()) {
+            (1, Some(backend)) => backend.addr.as_inet().and_then(|addr| {
+                let state = next.get(addr)?.clone();
+                Some(Arc::new(Only { backend: backend.clone(), addr: *addr, state }))
+            }),
+            _ => None,
+        };
         self.backends.store(Arc::new(next));
+        self.only.store(only);
         self.publish_health();
     }
 
@@ -288,14 +307,23 @@ impl Upstream {
     }
 
     fn ejected(&self, addr: &SocketAddr) -> bool {
-        let backends = self.backends.load();
-        let until = backends.get(addr).map_or(0, |b| b.ejected_until_ms.load(Ordering::Relaxed));
+        self.backends.load().get(addr).is_some_and(|b| self.is_ejected(b))
+    }
+
+    fn is_ejected(&self, state: &BackendState) -> bool {
+        let until = state.ejected_until_ms.load(Ordering::Relaxed);
         until != 0 && self.now_ms() < until
     }
 
     /// A backend for one attempt of a request: healthy, not ejected and not tried already by
     /// this request. `key` keeps a partner on one backend under consistent hashing.
     pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<SocketAddr> {
+        if let Some(only) = &*self.only.load() {
+            // What the selector would answer with one backend: it, if it may be chosen.
+            let healthy = self.balancer.backends().ready(&only.backend);
+            let usable = !tried.contains(&only.addr) && healthy && !self.is_ejected(&only.state);
+            return usable.then_some(only.addr);
+        }
         let chosen = self.balancer.select_with(key, |b, healthy| {
             b.addr.as_inet().is_some_and(|a| !tried.contains(a)) && self.usable(b, healthy)
         })?;
@@ -338,11 +366,19 @@ impl Upstream {
 
     /// An answer came from `backend`: its run of failures ends.
     pub fn succeeded(&self, backend: SocketAddr) {
+        if let Some(only) = self.only.load().as_ref().filter(|o| o.addr == backend) {
+            return Self::reset(&only.state);
+        }
         if let Some(state) = self.backends.load().get(&backend) {
-            state.ok.inc();
-            if state.consecutive_failures.load(Ordering::Relaxed) != 0 {
-                state.consecutive_failures.store(0, Ordering::Relaxed);
-            }
+            Self::reset(state);
+        }
+    }
+
+    /// An answer from the backend: counted, and its run of failures ends.
+    fn reset(state: &BackendState) {
+        state.ok.inc();
+        if state.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            state.consecutive_failures.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -487,6 +523,27 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(u.health(), (2, 2), "back after the ejection period");
+    }
+
+    /// One backend is checked directly: the same answers as the selector's.
+    #[test]
+    fn a_single_backend_is_chosen_unless_tried_or_ejected() {
+        let u = upstream(&["127.0.0.1:1"], 2, Duration::from_millis(200));
+        assert!(u.only.load().is_some());
+        assert_eq!(u.select(b"", &[]), Some(addr(1)));
+        assert_eq!(u.select(b"key", &[]), Some(addr(1)));
+        assert_eq!(u.select(b"", &[addr(1)]), None, "already tried");
+        u.failed(addr(1), Failure::Connect);
+        u.succeeded(addr(1));
+        u.failed(addr(1), Failure::Connect);
+        assert_eq!(u.select(b"", &[]), Some(addr(1)), "a success in between resets the run");
+        u.failed(addr(1), Failure::Connect);
+        assert_eq!(u.select(b"", &[]), None, "ejected");
+        assert_eq!(u.health(), (0, 1));
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(u.select(b"", &[]), Some(addr(1)), "back after the ejection period");
+        let two = upstream(&["127.0.0.1:1", "127.0.0.1:2"], 2, Duration::from_millis(200));
+        assert!(two.only.load().is_none(), "two backends go through the selector");
     }
 
     #[test]
