@@ -9,7 +9,7 @@
 
 use crate::admin::AdminParts;
 use crate::app::{self, App, Kept};
-use crate::config::{self, Config, Problems};
+use crate::config::{Config, Problems};
 use crate::connection::crl::{SharedAcceptor, SharedTls};
 use crate::connection::limits::SourceLimits;
 use crate::connection::live::LiveConnections;
@@ -155,7 +155,7 @@ impl Running {
     /// Reads, builds and applies the file. The notes are logged at INFO, the warnings (fixed
     /// settings that changed) at WARN. Blocking: it reads files and may run discovery.
     pub fn reload(&self) -> Result<Reloaded, Problems> {
-        let config = config::load(&self.path)?;
+        let config = app::load(&self.path)?;
         let app = {
             let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
             app::build_keeping(config, &kept)?
@@ -294,7 +294,7 @@ pub fn reload_command(args: &[String]) -> std::process::ExitCode {
         eprintln!("mtls-gateway reload: -c FILE is required");
         return std::process::ExitCode::from(2);
     };
-    let built = config::load(&path).and_then(app::build);
+    let built = app::load(&path).and_then(app::build);
     let app = match built {
         Ok(app) => app,
         Err(problems) => {
@@ -330,7 +330,7 @@ pub fn reload_command(args: &[String]) -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AdminConfig;
+    use crate::config::{self, AdminConfig};
     use std::time::Duration;
 
     /// `conf/local.yaml` loaded from a temporary folder whose `../certs` holds empty files of the
@@ -344,7 +344,7 @@ mod tests {
         }
         let path = dir.path().join("conf/local.yaml");
         std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/local.yaml"), &path).unwrap();
-        config::load(&path).unwrap()
+        app::load(&path).unwrap()
     }
 
     fn change(setting: &FixedSetting, cfg: &mut Config) {

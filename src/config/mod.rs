@@ -17,5 +17,8 @@ pub use closed::{
     ResponseMode, ScopeDefault, Selection, SigningAlg, TlsVersion, UnknownSni,
 };
 pub use load::load;
+#[cfg(test)]
+pub(crate) use load::test_files;
 pub use model::*;
 pub use problems::{Problem, Problems};
+pub use sections::route::{FilterRules, RouteFilters};

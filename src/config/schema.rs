@@ -20,7 +20,7 @@ pub use crate::config::sections::{
     metrics::Metrics,
     passthrough::{Passthrough, PassthroughRouteSection},
     refusals::Refusals,
-    route::{Binding, BindingKind, CertBinding, Cors, Filter, PhantomToken, RateLimit, Route, Scope},
+    route::{Cors, Route},
     tls::{ExtraCertificateSection, Tls},
     token_issuer::{SigningKey, TokenIssuer},
     tracing::Tracing,

@@ -67,6 +67,41 @@ pub struct RateConfig {
     pub burst: u32,
 }
 
+/// A token bucket's value that cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    #[error("must be at least 1")]
+    PerSecond,
+    #[error("must be at least 1")]
+    Burst,
+}
+
+impl RateError {
+    /// The key it is about, below the bucket's own.
+    pub fn key(self) -> &'static str {
+        match self {
+            RateError::PerSecond => "per_second",
+            RateError::Burst => "burst",
+        }
+    }
+}
+
+impl RateConfig {
+    /// The bucket written as `per_second` and `burst` (`per_second` when absent), with every
+    /// problem found; the bucket returned is usable either way (each value at least 1).
+    pub fn checked(per_second: u32, burst: Option<u32>) -> (RateConfig, Vec<RateError>) {
+        let mut problems = Vec::new();
+        if per_second == 0 {
+            problems.push(RateError::PerSecond);
+        }
+        let burst = burst.unwrap_or(per_second.max(1));
+        if burst == 0 {
+            problems.push(RateError::Burst);
+        }
+        (RateConfig { per_second: per_second.max(1), burst: burst.max(1) }, problems)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
     pub per_source: PerSourceLimits,
@@ -117,13 +152,11 @@ pub(in crate::config) fn validate(check: &mut Check, l: &Limits, max_tunnels: us
     }
 }
 
-pub(in crate::config) fn rate(check: &mut Check, key: &str, per_second: u32, burst: Option<u32>) -> RateConfig {
-    if per_second == 0 {
-        check.fail(&format!("{key}.per_second"), "must be at least 1");
+/// The bucket, each problem reported under `key`.
+fn rate(check: &mut Check, key: &str, per_second: u32, burst: Option<u32>) -> RateConfig {
+    let (rate, problems) = RateConfig::checked(per_second, burst);
+    for p in problems {
+        check.fail(&format!("{key}.{}", p.key()), p);
     }
-    let burst = burst.unwrap_or(per_second.max(1));
-    if burst == 0 {
-        check.fail(&format!("{key}.burst"), "must be at least 1");
-    }
-    RateConfig { per_second: per_second.max(1), burst: burst.max(1) }
+    rate
 }

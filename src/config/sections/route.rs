@@ -1,19 +1,43 @@
 //! The `routes` section: host and path prefix, the upstream, methods, CORS, body limit, and the
 //! filter chain.
+//!
+//! The filters are not known here. Each filter owns its section's type, its checks and its
+//! constructor in `request::filters`, a higher layer that this one must not name. So a route keeps
+//! its `filters` as the YAML written, and the loader is handed the filters' checks as a
+//! [`FilterRules`] by its caller: `-t` still reports every problem of the file in one run, and no
+//! import runs from `config` up to `request`.
 
-use super::limits::{rate, RateConfig};
 use super::upstream::UpstreamConfig;
-use crate::config::closed::{HttpMethod, RateKey, ScopeDefault};
+use crate::config::closed::HttpMethod;
 use crate::config::load::dur;
 use crate::config::load::{Check, Names};
+use crate::config::problems::Problem;
 use crate::config::schema::Dur;
 use crate::host::HostPattern;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// The checks of the routes' filters, which belong to the filters (`request::filters`
+/// implements this and its caller hands it to `config::load`).
+pub trait FilterRules {
+    /// Reads the `filters` of every route from the file's text, so that a mistake in one is a
+    /// parse error with its path, line and column like any other, and checks each against the
+    /// introspection sections written in the file. One entry per route, in the file's order.
+    fn check(&self, text: &str, introspection: &BTreeSet<String>) -> Result<Vec<RouteFilters>, serde_yaml::Error>;
+}
+
+/// What the rest of the configuration needs to know of one route's filters.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RouteFilters {
+    /// Problems, each with its key below the route (`filters[1].scope`).
+    pub problems: Vec<Problem>,
+    /// A filter accepts DPoP-bound tokens: the `dpop` section's defaults apply when it is absent.
+    pub accepts_dpop: bool,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,9 +47,10 @@ pub struct Route {
     pub upstream: String,
     /// The methods this route accepts; others are answered 405 with `Allow`. All when absent.
     pub methods: Option<Vec<HttpMethod>>,
-    /// serde_yaml reads enums from `!tags` only: `singleton_map` lets users write the usual one-key maps.
-    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
-    pub filters: Vec<Filter>,
+    /// Each filter as written (a one-key map, `- scope: {required: [a]}`): read and checked by the
+    /// [`FilterRules`] that `load` is given.
+    #[serde(default)]
+    pub filters: Vec<serde_yaml::Value>,
     #[serde(default)]
     pub forward_client_cert: bool,
     /// Pass `Upgrade` requests (WebSocket) through; after a 101 the connection is a raw tunnel.
@@ -50,88 +75,6 @@ pub struct Cors {
     pub max_age: Option<Dur>,
 }
 
-/// One filter of a route's chain, written as a one-key map: `- phantom_token: { introspection: idsvr }`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Filter {
-    PhantomToken(PhantomToken),
-    CertBinding(CertBinding),
-    Binding(Binding),
-    Scope(Scope),
-    RateLimit(RateLimit),
-}
-
-/// A token bucket per partner on every request of the route.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    pub per_second: u32,
-    pub burst: Option<u32>,
-    #[serde(default)]
-    pub key: RateKey,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PhantomToken {
-    pub introspection: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertBinding {}
-
-/// Which sender constraints a route accepts; a token is checked the way it is bound.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Binding {
-    pub accept: Vec<BindingKind>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BindingKind {
-    /// RFC 8705: `cnf."x5t#S256"` and the connection's client certificate.
-    Certificate,
-    /// RFC 9449: `cnf.jkt` and a DPoP proof.
-    Dpop,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Scope {
-    #[serde(default)]
-    pub required: Vec<String>,
-    /// Per HTTP method, scopes required on top of `required`.
-    #[serde(default)]
-    pub methods: BTreeMap<HttpMethod, Vec<String>>,
-    /// For a method not in `methods`: `required` (the route's scopes suffice) or `deny`.
-    #[serde(default)]
-    pub default: ScopeDefault,
-}
-
-#[derive(Debug, Clone)]
-pub enum FilterConfig {
-    PhantomToken {
-        introspection: String,
-    },
-    CertBinding,
-    /// `accept` of the `binding` filter.
-    Binding {
-        certificate: bool,
-        dpop: bool,
-    },
-    Scope {
-        required: Vec<String>,
-        methods: BTreeMap<HttpMethod, Vec<String>>,
-        default: ScopeDefault,
-    },
-    RateLimit {
-        rate: RateConfig,
-        key: RateKey,
-    },
-}
-
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub host: HostPattern,
@@ -139,7 +82,8 @@ pub struct RouteConfig {
     pub upstream: Arc<UpstreamConfig>,
     /// The methods this route accepts (`HEAD` comes with `GET`); `None` for all implemented ones.
     pub methods: Option<Vec<HttpMethod>>,
-    pub filters: Vec<FilterConfig>,
+    /// The filter sections as written, checked at load: `request::filters` builds the chain from them.
+    pub filters: Vec<serde_yaml::Value>,
     pub forward_client_cert: bool,
     /// `Upgrade` requests are refused unless this is set: after a 101 nothing more is checked.
     pub allow_upgrade: bool,
@@ -168,7 +112,7 @@ impl CorsConfig {
 pub(in crate::config) fn validate(
     check: &mut Check,
     n: usize,
-    r: &Route,
+    (r, filters): (&Route, &RouteFilters),
     (upstreams, names): (&BTreeMap<String, Arc<UpstreamConfig>>, &Names),
     default_body_bytes: u64,
 ) -> Option<RouteConfig> {
@@ -181,13 +125,9 @@ pub(in crate::config) fn validate(
     if !names.upstreams.contains(&r.upstream) {
         check.fail(&format!("{key}.upstream"), format!("no upstream named {:?}", r.upstream));
     }
-    let filters = r
-        .filters
-        .iter()
-        .enumerate()
-        .map(|(i, f)| filter(check, &format!("{key}.filters[{i}]"), f, names))
-        .collect::<Vec<_>>();
-    check_filter_order(check, &key, &filters);
+    for p in &filters.problems {
+        check.fail(&format!("{key}.{}", p.key), &p.message);
+    }
     let cors = r.cors.as_ref().map(|c| cors(check, &key, c));
     if r.methods.as_ref().is_some_and(Vec::is_empty) {
         check.fail(&format!("{key}.methods"), "lists no method: remove the key to accept every method");
@@ -197,7 +137,7 @@ pub(in crate::config) fn validate(
         path_prefix,
         upstream: upstreams.get(&r.upstream).cloned()?,
         methods: r.methods.clone(),
-        filters,
+        filters: r.filters.clone(),
         forward_client_cert: r.forward_client_cert,
         allow_upgrade: r.allow_upgrade,
         cors,
@@ -240,48 +180,5 @@ fn cors(check: &mut Check, key: &str, c: &Cors) -> CorsConfig {
         methods: methods.join(", "),
         headers: headers.join(", "),
         max_age: dur(c.max_age, CORS_MAX_AGE).as_secs().to_string(),
-    }
-}
-
-fn filter(check: &mut Check, key: &str, f: &Filter, names: &Names) -> FilterConfig {
-    match f {
-        Filter::PhantomToken(p) => {
-            if !names.introspection.contains(&p.introspection) {
-                check.fail(
-                    &format!("{key}.phantom_token.introspection"),
-                    format!("no introspection named {:?}", p.introspection),
-                );
-            }
-            FilterConfig::PhantomToken { introspection: p.introspection.clone() }
-        }
-        Filter::CertBinding(_) => FilterConfig::CertBinding,
-        Filter::Binding(b) => {
-            if b.accept.is_empty() {
-                check.fail(&format!("{key}.binding.accept"), "names certificate, dpop or both");
-            }
-            FilterConfig::Binding {
-                certificate: b.accept.contains(&BindingKind::Certificate),
-                dpop: b.accept.contains(&BindingKind::Dpop),
-            }
-        }
-        Filter::Scope(s) => {
-            FilterConfig::Scope { required: s.required.clone(), methods: s.methods.clone(), default: s.default }
-        }
-        Filter::RateLimit(r) => FilterConfig::RateLimit {
-            rate: rate(check, &format!("{key}.rate_limit"), r.per_second, r.burst),
-            key: r.key,
-        },
-    }
-}
-
-/// `cert_binding` and `scope` read the claims that `phantom_token` produces, so it must come first.
-fn check_filter_order(check: &mut Check, key: &str, filters: &[FilterConfig]) {
-    let first_token = filters.iter().position(|f| matches!(f, FilterConfig::PhantomToken { .. }));
-    for (i, f) in filters.iter().enumerate() {
-        let needs_token =
-            matches!(f, FilterConfig::CertBinding | FilterConfig::Binding { .. } | FilterConfig::Scope { .. });
-        if needs_token && first_token.is_none_or(|t| t > i) {
-            check.fail(&format!("{key}.filters[{i}]"), "needs a phantom_token filter before it");
-        }
     }
 }
