@@ -29,7 +29,7 @@ impl Check {
         self.problems.fail(key, msg);
     }
 
-    pub(super) fn ok<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+    pub(super) fn ok<T, E: std::fmt::Display>(&mut self, key: &str, r: Result<T, E>) -> Option<T> {
         self.problems.ok(key, r)
     }
 
@@ -172,10 +172,24 @@ pub(super) fn hosts(check: &mut Check, key: &str, list: &[String]) -> Vec<HostPa
     list.iter().enumerate().filter_map(|(i, h)| check.ok(&format!("{key}[{i}]"), HostPattern::parse(h))).collect()
 }
 
+/// A value that several sections write the same way and that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    #[error("{text:?}: {source}")]
+    Address { text: String, source: std::net::AddrParseError },
+    #[error("{0:?} is not host:port")]
+    HostPort(String),
+}
+
+/// An IP address and port, as the gateway's own listeners are written.
+pub(super) fn socket_addr(text: &str) -> Result<std::net::SocketAddr, ValueError> {
+    text.parse().map_err(|source| ValueError::Address { text: text.to_string(), source })
+}
+
 /// Checks `host:port` syntax only: names are resolved when the services start (a compose network's
 /// names do not resolve where `-t` runs).
-pub(super) fn host_port(text: &str) -> Result<String, String> {
-    let bad = || format!("{text:?} is not host:port");
+pub(super) fn host_port(text: &str) -> Result<String, ValueError> {
+    let bad = || ValueError::HostPort(text.to_string());
     let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
     port.parse::<u16>().map_err(|_| bad())?;
     let host = host.trim_start_matches('[').trim_end_matches(']');

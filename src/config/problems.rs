@@ -49,7 +49,7 @@ impl Problems {
         &self.lines
     }
 
-    pub(super) fn ok<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+    pub(super) fn ok<T, E: std::fmt::Display>(&mut self, key: &str, r: Result<T, E>) -> Option<T> {
         r.map_err(|e| self.fail(key, e)).ok()
     }
 

@@ -1,7 +1,7 @@
 //! The `admin` section: the internal TLS listener for cache purges and ending connections, and who
 //! may call it.
 
-use crate::config::load::Check;
+use crate::config::load::{socket_addr, Check};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,7 +40,7 @@ pub struct AdminConfig {
 /// Fails closed: no way to authenticate, or subjects without the CA that vouches for them, is an
 /// error, never an open listener.
 pub(in crate::config) fn validate(check: &mut Check, a: &Admin) -> Option<AdminConfig> {
-    let address = check.ok("admin.address", a.address.parse().map_err(|e| format!("{:?}: {e}", a.address)));
+    let address = check.ok("admin.address", socket_addr(&a.address));
     let client_ca = a.client_ca.as_ref().map(|p| check.file("admin.client_ca", p));
     let secret_file = a.secret_file.as_ref().map(|p| check.file("admin.secret_file", p));
     match (a.client_subjects.is_empty(), &client_ca, &secret_file) {

@@ -68,20 +68,33 @@ pub struct ClusterConfig {
     pub outage_cache_ttl: Duration,
 }
 
+/// What is wrong with the server's URL. It is never echoed: it may hold the password that it must
+/// not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("not a URL: {0}")]
+    Parse(#[from] url::ParseError),
+    #[error("a redis://host:port or rediss://host:port URL")]
+    NotRedis,
+    #[error("put the password in password_file, not in the URL")]
+    Password,
+}
+
+fn server_url(text: &str) -> Result<url::Url, UrlError> {
+    let u = url::Url::parse(text)?;
+    match u.scheme() {
+        "redis" | "rediss" if u.host_str().is_some() => {}
+        _ => return Err(UrlError::NotRedis),
+    }
+    if u.password().is_some() {
+        return Err(UrlError::Password);
+    }
+    Ok(u)
+}
+
 /// A password goes in a file, never in the URL written in the configuration.
 pub(in crate::config) fn validate(check: &mut Check, c: &Cluster) -> Option<ClusterConfig> {
-    // The URL is not echoed: it may hold the password that it must not hold.
-    let url = url::Url::parse(&c.url).map_err(|e| format!("not a URL: {e}")).and_then(|u| {
-        match u.scheme() {
-            "redis" | "rediss" if u.host_str().is_some() => {}
-            _ => return Err("a redis://host:port or rediss://host:port URL".to_string()),
-        }
-        if u.password().is_some() {
-            return Err("put the password in password_file, not in the URL".to_string());
-        }
-        Ok(u)
-    });
-    let url = check.ok("cluster.url", url);
+    let url = check.ok("cluster.url", server_url(&c.url));
     let password_file = c.password_file.as_ref().map(|p| check.file("cluster.password_file", p));
     let ca = c.ca.as_ref().map(|p| check.file("cluster.ca", p));
     let client_identity = match (&c.client_certificate, &c.client_key) {

@@ -2,7 +2,7 @@
 //! it, the answer's format and what is checked on it, and the token cache.
 
 use crate::config::closed::{ClientAuthMethod, JwsAlg, MissingAudience, ResponseMode};
-use crate::config::load::{dur, Check};
+use crate::config::load::{dur, socket_addr, Check};
 use crate::config::schema::Dur;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -256,10 +256,18 @@ pub(in crate::config) fn validate(check: &mut Check, name: &str, i: &Introspecti
     })
 }
 
-fn https_url(text: &str) -> Result<url::Url, String> {
-    let u = url::Url::parse(text).map_err(|e| format!("{text:?}: {e}"))?;
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("{text:?}: {source}")]
+    Parse { text: String, source: url::ParseError },
+    #[error("{0:?}: must be an https URL")]
+    NotHttps(String),
+}
+
+fn https_url(text: &str) -> Result<url::Url, UrlError> {
+    let u = url::Url::parse(text).map_err(|source| UrlError::Parse { text: text.to_string(), source })?;
     if u.scheme() != "https" {
-        return Err(format!("{text:?}: must be an https URL"));
+        return Err(UrlError::NotHttps(text.to_string()));
     }
     Ok(u)
 }
@@ -348,7 +356,7 @@ fn required_trust(check: &mut Check, key: &str, mode: ResponseMode, i: &Introspe
 /// does not: a `resolve` port that differs from a written port would be silently ignored.
 fn resolve(check: &mut Check, key: &str, i: &Introspection, urls: [&Option<url::Url>; 3]) -> Option<SocketAddr> {
     let text = i.resolve.as_ref()?;
-    let addr: SocketAddr = check.ok(&format!("{key}.resolve"), text.parse().map_err(|e| format!("{text:?}: {e}")))?;
+    let addr: SocketAddr = check.ok(&format!("{key}.resolve"), socket_addr(text))?;
     for u in urls.into_iter().flatten() {
         if let Some(port) = u.port().filter(|p| *p != addr.port()) {
             check.fail(

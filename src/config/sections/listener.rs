@@ -2,10 +2,9 @@
 //! HTTP connection limits and timeouts.
 
 use crate::config::closed::UnknownSni;
-use crate::config::load::{dur, nonzero, Check};
+use crate::config::load::{dur, nonzero, socket_addr, Check};
 use crate::config::schema::{Dur, MinRate};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 const LISTENER_CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -86,7 +85,7 @@ pub struct ListenerConfig {
 }
 
 pub(in crate::config) fn validate(check: &mut Check, l: &Listener) -> Option<ListenerConfig> {
-    check.ok("listener.address", l.address.parse::<SocketAddr>().map_err(|e| format!("{:?}: {e}", l.address)));
+    check.ok("listener.address", socket_addr(&l.address));
     let max_hello = l.max_client_hello_bytes.unwrap_or(MAX_CLIENT_HELLO_BYTES);
     if !(512..=256 * 1024).contains(&max_hello) {
         check.fail("listener.max_client_hello_bytes", "must be between 512 and 262144");

@@ -1,7 +1,7 @@
 //! The `metrics` section: the internal listener for metrics and health, and how readiness is
 //! probed.
 
-use crate::config::load::{dur, Check};
+use crate::config::load::{dur, socket_addr, Check};
 use crate::config::schema::Dur;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ pub struct OpsConfig {
 }
 
 pub(in crate::config) fn validate(check: &mut Check, m: &Metrics) -> Option<OpsConfig> {
-    let address = check.ok("metrics.address", m.address.parse().map_err(|e| format!("{:?}: {e}", m.address)))?;
+    let address = check.ok("metrics.address", socket_addr(&m.address))?;
     Some(OpsConfig {
         address,
         probe_interval: dur(m.probe_interval, METRICS_PROBE_INTERVAL),

@@ -2,7 +2,7 @@
 //! `rfc9701` introspection modes, and where their JWKS is served.
 
 use crate::config::closed::SigningAlg;
-use crate::config::load::{dur, Check};
+use crate::config::load::{dur, socket_addr, Check};
 use crate::config::schema::Dur;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -61,7 +61,7 @@ pub(in crate::config) fn validate(check: &mut Check, t: &TokenIssuer) -> Option<
         })
         .collect::<Vec<_>>();
     let jwks_address = match &t.jwks_address {
-        Some(a) => Some(check.ok("token_issuer.jwks_address", a.parse().map_err(|e| format!("{a:?}: {e}")))?),
+        Some(a) => Some(check.ok("token_issuer.jwks_address", socket_addr(a))?),
         None => None,
     };
     Some(TokenIssuerConfig {

@@ -56,6 +56,30 @@ pub struct OtlpConfig {
     pub interval: Duration,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum TracingError {
+    #[error("{text:?}: {source}")]
+    Url { text: String, source: url::ParseError },
+    #[error("{text:?}: the OTLP/HTTP endpoint needs http or https, not {scheme}")]
+    Scheme { text: String, scheme: String },
+    #[error("{text:?}: {source}")]
+    Source { text: String, source: std::net::AddrParseError },
+}
+
+fn endpoint(text: &str) -> Result<url::Url, TracingError> {
+    let u = url::Url::parse(text).map_err(|source| TracingError::Url { text: text.to_string(), source })?;
+    match u.scheme() {
+        "http" | "https" => Ok(u),
+        other => Err(TracingError::Scheme { text: text.to_string(), scheme: other.to_string() }),
+    }
+}
+
+/// An address or a network (`10.0.0.0/8`).
+fn source(text: &str) -> Result<ipnet::IpNet, TracingError> {
+    let net = text.parse::<ipnet::IpNet>().or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+    net.map_err(|source| TracingError::Source { text: text.to_string(), source })
+}
+
 /// Trust is named explicitly: addresses and networks, or partner names that `partners` defines.
 pub(in crate::config) fn validate(
     check: &mut Check,
@@ -63,12 +87,7 @@ pub(in crate::config) fn validate(
     partners: &BTreeMap<String, String>,
 ) -> TracingConfig {
     let otlp = t.otlp_endpoint.as_ref().and_then(|e| {
-        let url = url::Url::parse(e).map_err(|err| format!("{e:?}: {err}"));
-        let url = url.and_then(|u| match u.scheme() {
-            "http" | "https" => Ok(u),
-            other => Err(format!("{e:?}: the OTLP/HTTP endpoint needs http or https, not {other}")),
-        });
-        let endpoint = check.ok("tracing.otlp_endpoint", url)?;
+        let endpoint = check.ok("tracing.otlp_endpoint", endpoint(e))?;
         Some(OtlpConfig {
             endpoint,
             service_name: t.service_name.clone().unwrap_or_else(|| TRACING_SERVICE_NAME.to_string()),
@@ -81,8 +100,7 @@ pub(in crate::config) fn validate(
     }
     let mut trusted_sources = Vec::new();
     for (i, s) in t.trusted_sources.iter().enumerate() {
-        let net = s.parse::<ipnet::IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-        if let Some(net) = check.ok(&format!("tracing.trusted_sources[{i}]"), net.map_err(|e| format!("{s:?}: {e}"))) {
+        if let Some(net) = check.ok(&format!("tracing.trusted_sources[{i}]"), source(s)) {
             trusted_sources.push(net);
         }
     }
