@@ -9,39 +9,11 @@ use super::sections::{
     access_log, admin, cluster, dpop, introspection, limits, listener, metrics, partners, passthrough, pingora,
     refusals, route, strip_headers, tls, token_issuer, tracing, upstream,
 };
+use super::shared::{Check, Names};
 use crate::config::closed::ResponseMode;
-use crate::host::HostPattern;
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// Collects problems while the model is built, and resolves paths relative to the file.
-pub(super) struct Check {
-    dir: PathBuf,
-    problems: Problems,
-    /// What is allowed but probably a mistake: printed by `-t`, logged at WARN on start and reload.
-    pub(super) warnings: Vec<String>,
-}
-
-impl Check {
-    pub(super) fn fail(&mut self, key: &str, msg: impl std::fmt::Display) {
-        self.problems.fail(key, msg);
-    }
-
-    pub(super) fn ok<T, E: std::fmt::Display>(&mut self, key: &str, r: Result<T, E>) -> Option<T> {
-        self.problems.ok(key, r)
-    }
-
-    /// Resolves a path relative to the configuration file's folder and checks it can be read.
-    pub(super) fn file(&mut self, key: &str, path: &str) -> PathBuf {
-        let p = self.dir.join(path);
-        if let Err(e) = std::fs::metadata(&p) {
-            self.fail(key, format!("cannot read {}: {e}", p.display()));
-        }
-        p
-    }
-}
 
 /// Reads and validates one configuration file; `filters` checks the routes' filters (the request
 /// layer's filter list, see [`FilterRules`]).
@@ -152,53 +124,6 @@ fn model(check: &mut Check, raw: schema::File, filters: &[RouteFilters], path: &
     })
 }
 
-/// The names written in the sections that others refer to.
-pub(super) struct Names {
-    pub(super) upstreams: BTreeSet<String>,
-}
-
-pub(super) fn nonzero(check: &mut Check, key: &str, d: Duration) -> Duration {
-    if d.is_zero() {
-        check.fail(key, "must be longer than zero");
-    }
-    d
-}
-
-pub(super) fn dur(d: Option<schema::Dur>, default: Duration) -> Duration {
-    d.map(|d| d.0).unwrap_or(default)
-}
-
-pub(super) fn hosts(check: &mut Check, key: &str, list: &[String]) -> Vec<HostPattern> {
-    list.iter().enumerate().filter_map(|(i, h)| check.ok(&format!("{key}[{i}]"), HostPattern::parse(h))).collect()
-}
-
-/// A value that several sections write the same way and that does not parse.
-#[derive(Debug, thiserror::Error)]
-pub enum ValueError {
-    #[error("{text:?}: {source}")]
-    Address { text: String, source: std::net::AddrParseError },
-    #[error("{0:?} is not host:port")]
-    HostPort(String),
-}
-
-/// An IP address and port, as the gateway's own listeners are written.
-pub(super) fn socket_addr(text: &str) -> Result<std::net::SocketAddr, ValueError> {
-    text.parse().map_err(|source| ValueError::Address { text: text.to_string(), source })
-}
-
-/// Checks `host:port` syntax only: names are resolved when the services start (a compose network's
-/// names do not resolve where `-t` runs).
-pub(super) fn host_port(text: &str) -> Result<String, ValueError> {
-    let bad = || ValueError::HostPort(text.to_string());
-    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    port.parse::<u16>().map_err(|_| bad())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(bad());
-    }
-    Ok(text.to_string())
-}
-
 /// A copy of the shipped `conf/local.yaml` to change and load, for the tests of every layer that
 /// loads a configuration.
 #[cfg(test)]
@@ -239,6 +164,8 @@ mod tests {
     use super::test_files::{local, set};
     use super::*;
     use crate::header_name::HeaderPattern;
+    use std::collections::BTreeSet;
+    use std::time::Duration;
 
     /// The filters are checked by a higher layer (`app::load` hands them over, and its tests
     /// cover them): here they are taken as written.

@@ -10,6 +10,7 @@ pub mod model;
 pub mod problems;
 pub mod schema;
 pub mod sections;
+mod shared;
 
 pub use crate::header_name::HeaderPattern;
 pub use closed::{

@@ -26,22 +26,9 @@ pub use crate::config::sections::{
     tracing::Tracing,
     upstream::{Backend, Ejection, HealthCheck, Upstream},
 };
+pub use crate::config::shared::{Dur, MinRate};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-/// A duration written the human way: `250ms`, `5s`, `2m`.
-#[derive(Debug, Clone, Copy)]
-pub struct Dur(pub Duration);
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map(Dur)
-            .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?}: {e}")))
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,11 +76,4 @@ pub struct File {
     /// Shared state for several replicas on a Redis-protocol server; in process when absent.
     #[serde(default)]
     pub cluster: Option<Cluster>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MinRate {
-    pub bytes: u64,
-    pub window: Dur,
 }

@@ -1,7 +1,7 @@
 //! The `admin` section: the internal TLS listener for cache purges and ending connections, and who
 //! may call it.
 
-use crate::config::load::{socket_addr, Check};
+use crate::config::shared::{socket_addr, Check};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;

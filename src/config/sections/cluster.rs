@@ -1,8 +1,8 @@
 //! The `cluster` section: the Redis-protocol server that several replicas share, and what each
 //! use of it does when it does not answer.
 
-use crate::config::load::{dur, nonzero, Check};
-use crate::config::schema::Dur;
+use crate::config::shared::Dur;
+use crate::config::shared::{dur, nonzero, Check};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;

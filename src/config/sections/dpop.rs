@@ -1,7 +1,7 @@
 //! The `dpop` section: RFC 9449 proof checks for the routes whose `binding` accepts `dpop`.
 
-use crate::config::load::{dur, nonzero, Check};
-use crate::config::schema::Dur;
+use crate::config::shared::Dur;
+use crate::config::shared::{dur, nonzero, Check};
 use serde::Deserialize;
 use std::time::Duration;
 

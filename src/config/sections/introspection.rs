@@ -2,8 +2,8 @@
 //! it, the answer's format and what is checked on it, and the token cache.
 
 use crate::config::closed::{ClientAuthMethod, JwsAlg, MissingAudience, ResponseMode};
-use crate::config::load::{dur, socket_addr, Check};
-use crate::config::schema::Dur;
+use crate::config::shared::Dur;
+use crate::config::shared::{dur, socket_addr, Check};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,8 +1,8 @@
 //! The `limits` section: what one client may hold or ask for, and the token-bucket rates that
 //! other sections (a route's `rate_limit`) share.
 
-use crate::config::load::{dur, Check};
-use crate::config::schema::Dur;
+use crate::config::shared::Dur;
+use crate::config::shared::{dur, Check};
 use serde::Deserialize;
 use std::time::Duration;
 

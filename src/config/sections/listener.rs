@@ -2,8 +2,8 @@
 //! HTTP connection limits and timeouts.
 
 use crate::config::closed::UnknownSni;
-use crate::config::load::{dur, nonzero, socket_addr, Check};
-use crate::config::schema::{Dur, MinRate};
+use crate::config::shared::{dur, nonzero, socket_addr, Check};
+use crate::config::shared::{Dur, MinRate};
 use serde::Deserialize;
 use std::time::Duration;
 

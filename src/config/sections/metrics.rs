@@ -1,8 +1,8 @@
 //! The `metrics` section: the internal listener for metrics and health, and how readiness is
 //! probed.
 
-use crate::config::load::{dur, socket_addr, Check};
-use crate::config::schema::Dur;
+use crate::config::shared::Dur;
+use crate::config::shared::{dur, socket_addr, Check};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;

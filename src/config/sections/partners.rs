@@ -1,6 +1,6 @@
 //! The `partners` section: partner names for the per-partner metrics, by certificate subject.
 
-use crate::config::load::Check;
+use crate::config::shared::Check;
 use std::collections::BTreeMap;
 
 /// Partner names become metric labels: short, plain, and none of the names the gateway uses for

@@ -1,8 +1,8 @@
 //! The `passthrough` section: the SNI names whose TLS is spliced to another server untouched, and
 //! the limits of those tunnels.
 
-use crate::config::load::{dur, host_port, Check};
-use crate::config::schema::{Dur, MinRate};
+use crate::config::shared::{dur, host_port, Check};
+use crate::config::shared::{Dur, MinRate};
 use crate::host::HostPattern;
 use serde::Deserialize;
 use std::time::Duration;

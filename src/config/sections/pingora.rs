@@ -1,6 +1,6 @@
 //! The `pingora` section: pingora's own `ServerConf` keys, with the unknown ones found.
 
-use crate::config::load::Check;
+use crate::config::shared::Check;
 use pingora_core::server::configuration::ServerConf;
 
 /// pingora's `ServerConf` ignores unknown keys; find them by comparing with what it serializes back.

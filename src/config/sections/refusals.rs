@@ -1,7 +1,7 @@
 //! The `refusals` section: how much of a request body is read before a refusal is sent.
 
-use crate::config::load::Check;
-use crate::config::schema::Dur;
+use crate::config::shared::Check;
+use crate::config::shared::Dur;
 use serde::Deserialize;
 use std::time::Duration;
 

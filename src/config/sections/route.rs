@@ -9,10 +9,10 @@
 
 use super::upstream::UpstreamConfig;
 use crate::config::closed::HttpMethod;
-use crate::config::load::dur;
-use crate::config::load::{Check, Names};
 use crate::config::problems::Problem;
-use crate::config::schema::Dur;
+use crate::config::shared::dur;
+use crate::config::shared::Dur;
+use crate::config::shared::{Check, Names};
 use crate::host::HostPattern;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,6 @@
 //! The `strip_headers` key: request headers stripped on top of the built-in families.
 
-use crate::config::load::Check;
+use crate::config::shared::Check;
 use crate::header_name::HeaderPattern;
 
 pub(in crate::config) fn validate(check: &mut Check, names: &[String]) -> Vec<HeaderPattern> {

@@ -2,8 +2,8 @@
 //! and cipher suites (FAPI 2.0 by default).
 
 use crate::config::closed::{CrlExpired, TlsVersion};
-use crate::config::load::{dur, hosts, Check};
-use crate::config::schema::Dur;
+use crate::config::shared::Dur;
+use crate::config::shared::{dur, hosts, Check};
 use crate::host::HostPattern;
 use serde::Deserialize;
 use std::path::PathBuf;

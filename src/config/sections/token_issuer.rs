@@ -2,8 +2,8 @@
 //! `rfc9701` introspection modes, and where their JWKS is served.
 
 use crate::config::closed::SigningAlg;
-use crate::config::load::{dur, socket_addr, Check};
-use crate::config::schema::Dur;
+use crate::config::shared::Dur;
+use crate::config::shared::{dur, socket_addr, Check};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;

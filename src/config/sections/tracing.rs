@@ -1,8 +1,8 @@
 //! The `tracing` section: whose W3C trace context is continued, the sampling ratio and the OTLP
 //! export.
 
-use crate::config::load::{dur, nonzero, Check};
-use crate::config::schema::Dur;
+use crate::config::shared::Dur;
+use crate::config::shared::{dur, nonzero, Check};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

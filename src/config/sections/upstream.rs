@@ -2,8 +2,8 @@
 //! timeouts of the connections to it.
 
 use crate::config::closed::{HealthCheckKind, Selection};
-use crate::config::load::{dur, host_port, nonzero, Check};
-use crate::config::schema::Dur;
+use crate::config::shared::Dur;
+use crate::config::shared::{dur, host_port, nonzero, Check};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
