@@ -16,6 +16,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
 COPY devstack ./devstack
+COPY dpop-client ./dpop-client
 RUN cargo build --release --locked --workspace --bins
 
 # What every image has: CA certificates and the non-root user the binaries run as. Nothing else

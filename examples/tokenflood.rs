@@ -57,7 +57,7 @@ fn credentials(a: &Args, tokens: &[String]) -> Result<Vec<(String, Option<String
         return Ok(tokens.iter().map(|t| (format!("Bearer {t}"), None)).collect());
     };
     let pem = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-    let key = mtls_gateway::request::dpop::client::ProofKey::from_pem(&pem).map_err(|e| format!("{path}: {e}"))?;
+    let key = mtls_dpop_client::ProofKey::from_pem(&pem).map_err(|e| format!("{path}: {e}"))?;
     let none = serde_json::json!({});
     Ok(tokens.iter().map(|t| (format!("DPoP {t}"), Some(key.proof("POST", &a.url, Some(t), &none)))).collect())
 }

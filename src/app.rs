@@ -179,17 +179,31 @@ fn discovered(mut cfg: IntrospectionConfig, report: &mut Vec<String>) -> Result<
 
 /// A client of its own for discovery: it runs on a short-lived runtime of its own, before the
 /// servers' runtimes exist, and must not leave pooled connections bound to it.
-async fn discover(cfg: &IntrospectionConfig, issuer: &url::Url) -> Result<discovery::Metadata, String> {
+async fn discover(cfg: &IntrospectionConfig, issuer: &url::Url) -> Result<discovery::Metadata, DiscoverError> {
     let mut builder = crate::pki::pinned_client(&cfg.ca)?.connect_timeout(cfg.connect_timeout).timeout(cfg.timeout);
     if let (Some(addr), Some(host)) = (cfg.resolve, issuer.host_str()) {
         builder = builder.resolve(host, addr);
     }
-    let client = builder.build().map_err(|e| e.to_string())?;
-    discovery::discover(&client, issuer).await
+    let client = builder.build()?;
+    Ok(discovery::discover(&client, issuer).await?)
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+/// Why an identity server's metadata could not be discovered at start.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error(transparent)]
+    Ca(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Client(#[from] reqwest::Error),
+    /// No runtime to run the discovery on.
+    #[error(transparent)]
+    Runtime(#[from] std::io::Error),
+    #[error(transparent)]
+    Metadata(#[from] discovery::DiscoveryError),
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T, DiscoverError>>) -> Result<T, DiscoverError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(f)
 }
 

@@ -19,7 +19,8 @@
 use crate::config::{ClusterConfig, Problem};
 use crate::connection::limits::Throttle;
 use crate::metrics;
-use crate::request::purge::PurgeTarget;
+use crate::reason::{ClusterOp, ClusterResult};
+use crate::token::PurgeTarget;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use pingora_core::server::ShutdownWatch;
@@ -72,6 +73,21 @@ pub enum ClusterError {
     Unavailable,
 }
 
+/// Why the connection to the server cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{}: {source}", path.display())]
+    PasswordFile { path: std::path::PathBuf, source: std::io::Error },
+    #[error("the URL cannot carry a password")]
+    Password,
+    #[error(transparent)]
+    Client(#[from] redis::RedisError),
+    #[error("no answer within {0:?}")]
+    SubscribeTimeout(Duration),
+    #[error("cannot subscribe to {channel}: {error}")]
+    Subscribe { channel: String, error: redis::RedisError },
+}
+
 enum Call {
     Gcra { key: String, interval_us: u64, tolerance_us: u64 },
     FirstUse { key: String, ttl_ms: u64 },
@@ -121,7 +137,7 @@ impl Cluster {
     /// One `PING` on the calls' connection, for `/readyz` and the dependency gauge: it answers
     /// only when the server takes this gateway's TLS and password, which a TCP probe cannot tell.
     pub async fn ping(&self) -> Result<(), ClusterError> {
-        self.call("ping", Call::Ping).await.map(|_| ())
+        self.call(ClusterOp::Ping, Call::Ping).await.map(|_| ())
     }
 
     /// Takes one request from the shared GCRA bucket `name`/`key`: `Ok(Err(wait))` when over.
@@ -139,7 +155,7 @@ impl Cluster {
         // that no other route's bucket can spell.
         let digest = crate::token::cache_key(key);
         let key = format!("{}rl:{name}:{}", self.cfg.key_prefix, hex(&digest[..16]));
-        match self.call("gcra", Call::Gcra { key, interval_us, tolerance_us }).await? {
+        match self.call(ClusterOp::Gcra, Call::Gcra { key, interval_us, tolerance_us }).await? {
             Answer::Gcra(r) => Ok(r),
             _ => Err(ClusterError::Unavailable),
         }
@@ -149,7 +165,7 @@ impl Cluster {
     pub async fn first_use(&self, key: &[u8; 32], ttl: Duration) -> Result<bool, ClusterError> {
         let key = format!("{}jti:{}", self.cfg.key_prefix, hex(key));
         let ttl_ms = ttl.as_millis().max(1) as u64;
-        match self.call("replay", Call::FirstUse { key, ttl_ms }).await? {
+        match self.call(ClusterOp::Replay, Call::FirstUse { key, ttl_ms }).await? {
             Answer::FirstUse(first) => Ok(first),
             _ => Err(ClusterError::Unavailable),
         }
@@ -158,10 +174,10 @@ impl Cluster {
     /// Sends a purge to every replica.
     pub async fn publish_purge(&self, target: &PurgeTarget) -> Result<(), ClusterError> {
         let payload = serde_json::to_string(target).map_err(|_| ClusterError::Unavailable)?;
-        self.call("publish", Call::Publish { channel: self.channel(), payload }).await.map(|_| ())
+        self.call(ClusterOp::Publish, Call::Publish { channel: self.channel(), payload }).await.map(|_| ())
     }
 
-    async fn call(&self, op: &'static str, call: Call) -> Result<Answer, ClusterError> {
+    async fn call(&self, op: ClusterOp, call: Call) -> Result<Answer, ClusterError> {
         let started = Instant::now();
         let (reply, answer) = oneshot::channel();
         let result = match self.jobs.try_send(Job { call, reply }) {
@@ -173,9 +189,9 @@ impl Cluster {
             },
         };
         let label = match &result {
-            Ok(_) => "ok",
-            Err(ClusterError::Timeout) => "timeout",
-            Err(ClusterError::Unavailable) => "error",
+            Ok(_) => ClusterResult::Ok,
+            Err(ClusterError::Timeout) => ClusterResult::Timeout,
+            Err(ClusterError::Unavailable) => ClusterResult::Error,
         };
         metrics::cluster_call(op, label, started.elapsed());
         result
@@ -186,23 +202,24 @@ impl Cluster {
     }
 
     /// The server's URL with the password from `password_file`, if any.
-    fn url(&self) -> Result<String, String> {
+    fn url(&self) -> Result<String, ConnectError> {
         let mut url = self.cfg.url.clone();
         if let Some(path) = &self.cfg.password_file {
-            let secret = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            url.set_password(Some(secret.trim())).map_err(|_| "the URL cannot carry a password".to_string())?;
+            let secret = std::fs::read_to_string(path)
+                .map_err(|source| ConnectError::PasswordFile { path: path.clone(), source })?;
+            url.set_password(Some(secret.trim())).map_err(|_| ConnectError::Password)?;
         }
         Ok(url.to_string())
     }
 
     /// The client, with the configured CA and client certificate if any.
-    fn client(&self) -> Result<redis::Client, String> {
+    fn client(&self) -> Result<redis::Client, ConnectError> {
         let url = self.url()?;
-        match &self.tls {
+        let client = match &self.tls {
             None => redis::Client::open(url),
             Some(tls) => redis::Client::build_with_tls(url, tls.clone()),
-        }
-        .map_err(|e| e.to_string())
+        };
+        Ok(client?)
     }
 }
 
@@ -390,15 +407,15 @@ async fn open_subscription(
     client: &redis::Client,
     channel: &str,
     within: Duration,
-) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), String> {
+) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), ConnectError> {
     let setup = async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(channel).await?;
         Ok::<_, redis::RedisError>(pubsub.split())
     };
     match tokio::time::timeout(within, setup).await {
-        Err(_) => Err(format!("no answer within {within:?}")),
-        Ok(Err(e)) => Err(format!("cannot subscribe to {channel}: {e}")),
+        Err(_) => Err(ConnectError::SubscribeTimeout(within)),
+        Ok(Err(error)) => Err(ConnectError::Subscribe { channel: channel.to_string(), error }),
         Ok(Ok(parts)) => Ok(parts),
     }
 }

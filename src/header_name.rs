@@ -13,19 +13,28 @@ pub enum HeaderPattern {
 /// Headers the gateway needs to frame, route or authorize a request: no pattern may strip them.
 const NEEDED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "authorization", "connection"];
 
+/// Why a `strip_headers` entry is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderPatternError {
+    #[error("{0:?} is not a header name or a prefix like x-acme-*")]
+    NotAName(String),
+    #[error("{text:?} would strip {needed}, which every request needs")]
+    WouldStrip { text: String, needed: &'static str },
+}
+
 impl HeaderPattern {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, HeaderPatternError> {
         let name = canonical_header_name(text.trim()).into_owned();
         let (stem, prefix) = match name.strip_suffix('*') {
             Some(stem) => (stem.to_string(), true),
             None => (name, false),
         };
         if stem.is_empty() || !stem.bytes().all(is_tchar) || stem.contains('*') {
-            return Err(format!("{text:?} is not a header name or a prefix like x-acme-*"));
+            return Err(HeaderPatternError::NotAName(text.to_string()));
         }
         let pattern = if prefix { HeaderPattern::Prefix(stem) } else { HeaderPattern::Exact(stem) };
         match NEEDED_HEADERS.iter().find(|n| pattern.matches(n)) {
-            Some(needed) => Err(format!("{text:?} would strip {needed}, which every request needs")),
+            Some(needed) => Err(HeaderPatternError::WouldStrip { text: text.to_string(), needed }),
             None => Ok(pattern),
         }
     }

@@ -20,8 +20,13 @@ impl std::fmt::Display for HostPattern {
     }
 }
 
+/// Text that is neither a host name nor a `*.domain` wildcard.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a host name or *.domain wildcard")]
+pub struct BadHost(pub String);
+
 impl HostPattern {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, BadHost> {
         let lower = text.trim().to_ascii_lowercase();
         if lower == "*" {
             return Ok(HostPattern::Any);
@@ -33,7 +38,7 @@ impl HostPattern {
         let ok = !rest.is_empty()
             && rest.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
         if !ok {
-            return Err(format!("{text:?} is not a host name or *.domain wildcard"));
+            return Err(BadHost(text.to_string()));
         }
         Ok(if wild { HostPattern::Wildcard(format!(".{rest}")) } else { HostPattern::Exact(rest) })
     }

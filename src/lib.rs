@@ -22,6 +22,7 @@ pub mod host;
 pub mod metrics;
 pub mod ops;
 pub mod pki;
+pub mod reason;
 pub mod reload;
 pub mod request;
 pub mod token;

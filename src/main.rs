@@ -1,7 +1,9 @@
-//! `mtls-gateway`: loads one YAML file, builds it (the same step as `-t`), then turns the parts into
-//! pingora services: the SNI router with the HTTP proxy, the CRL reload, metrics, the JWKS and
-//! the admin listener.
+//! `mtls-gateway`: the command line (clap), then for serving: loads one YAML file, builds it (the
+//! same step as `-t`), and turns the parts into pingora services: the SNI router with the HTTP
+//! proxy, the CRL reload, metrics, the JWKS and the admin listener.
 
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use mtls_gateway::admin::cli::AdminCommand;
 use mtls_gateway::admin::{AdminApp, GuardedAdmin};
 use mtls_gateway::app::{self, App};
 use mtls_gateway::cluster::ClusterService;
@@ -20,9 +22,9 @@ use pingora_core::apps::HttpServerOptions;
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 /// jemalloc: a request allocates and frees many short buffers across threads (header maps, the
@@ -31,17 +33,105 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// An API gateway on Pingora for mutual TLS and certificate-bound access tokens (RFC 8705).
+///
+/// With no command it serves the configuration that -c names, or checks it with -t. The serving
+/// flags are pingora's, described here in the gateway's words and handed to pingora as they are.
+#[derive(Debug, Parser)]
+#[command(name = "mtls-gateway", args_conflicts_with_subcommands = true)]
+#[command(override_usage = "mtls-gateway -c FILE [-t] [-d] [-u]\n       mtls-gateway <COMMAND>")]
+struct Cli {
+    #[command(flatten)]
+    serve: Serve,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Serving, or checking what would be served.
+#[derive(Debug, clap::Args)]
+struct Serve {
+    /// The configuration file (YAML)
+    ///
+    /// One file holds everything; pingora's own settings are its `pingora:` section.
+    #[arg(short, long, value_name = "FILE")]
+    conf: Option<String>,
+    /// Check the configuration and exit: 0 when it is valid
+    ///
+    /// Builds everything serving would (every file, key and certificate is read) and says what
+    /// expires soon, without binding a port.
+    #[arg(short, long)]
+    test: bool,
+    /// Serve in the background
+    ///
+    /// pingora's daemon mode: the pid goes to `pingora.pid_file`.
+    #[arg(short, long)]
+    daemon: bool,
+    /// Take the listening sockets over from a running gateway
+    ///
+    /// An upgrade without a refused connection: start the new gateway with -u, then send SIGQUIT
+    /// to the old one, which hands its sockets over on `pingora.upgrade_sock` and drains.
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Accepted and ignored, as pingora does: `cargo test` passes it
+    #[arg(long, hide = true)]
+    nocapture: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask a running gateway whether it is ready (container health checks)
+    ///
+    /// Asks the operations listener, prints its answer and exits 0 when it is 200.
+    Health {
+        /// The operations listener (`metrics.address`)
+        #[arg(value_name = "HOST:PORT", default_value = "127.0.0.1:9090")]
+        address: String,
+        /// Ask whether it is alive (/healthz) rather than ready (/readyz)
+        #[arg(long)]
+        live: bool,
+    },
+    /// Check a configuration as -t does, then make the running gateway reload it
+    ///
+    /// Sends SIGHUP to the process whose pid is in the configuration's `pingora.pid_file`.
+    Reload {
+        /// The configuration file the running gateway serves
+        #[arg(short, long, value_name = "FILE", required = true)]
+        conf: PathBuf,
+    },
+    /// Call a running gateway's admin listener (purge cached tokens)
+    Admin {
+        #[command(subcommand)]
+        command: Box<AdminCommand>,
+    },
+}
+
+/// `--version`: the gateway's, and what it is built on.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}\npingora {}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        env!("MTLS_GATEWAY_PINGORA_VERSION"),
+        openssl::version::version()
+    )
+});
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args: Vec<String> = std::env::args().collect();
-    match args.get(1).map(String::as_str) {
-        Some("health") => return mtls_gateway::ops::health_command(&args[2..]),
-        Some("reload") => return mtls_gateway::reload::reload_command(&args[2..]),
-        Some("admin") => return mtls_gateway::admin::cli::command(&args[2..]),
-        _ => {}
+    let matches = Cli::command().version(VERSION.as_str()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match cli.command {
+        Some(Command::Health { address, live }) => mtls_gateway::ops::health_command(&address, live),
+        Some(Command::Reload { conf }) => mtls_gateway::reload::reload_command(&conf),
+        Some(Command::Admin { command }) => mtls_gateway::admin::cli::command(*command),
+        None => run(cli.serve),
     }
-    let mut opt = Opt::parse_args();
-    let Some(path) = opt.conf.take() else {
+}
+
+/// `-c FILE` with or without `-t`, `-d`, `-u`: exactly pingora's flags, which it gets as given.
+fn run(args: Serve) -> ExitCode {
+    let opt =
+        Opt { upgrade: args.upgrade, daemon: args.daemon, nocapture: args.nocapture, test: args.test, conf: None };
+    let Some(path) = args.conf else {
         eprintln!("mtls-gateway: -c FILE is required");
         return ExitCode::from(2);
     };

@@ -1,6 +1,11 @@
 //! Prometheus metrics, registered once in the default registry, served by the operations listener
-//! (`ops`).
+//! (`ops`). Every label that is not a configured name or an address is a typed word of
+//! [`crate::reason`].
 
+use crate::reason::{
+    Attempt, Cache, ClusterOp, ClusterResult, Cut, Failure, HandshakeRefusal, Introspection, Limit, ProofResult,
+    Reason, RefusedBy, StatusClass, TunnelEnd,
+};
 use prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec, IntCounterVec, IntGaugeVec,
 };
@@ -258,46 +263,46 @@ pub fn request(route: &str, status: u16, elapsed: Duration) {
     loop_request();
 }
 
-pub fn refusal(filter: &str, reason: &str) {
-    METRICS.refusals.with_label_values(&[filter, reason]).inc();
+pub fn refusal(filter: RefusedBy, reason: Reason) {
+    METRICS.refusals.with_label_values(&[filter.as_str(), reason.as_str()]).inc();
 }
 
-pub fn introspection(name: &str, result: &str, elapsed: Duration) {
+pub fn introspection(name: &str, result: Introspection, elapsed: Duration) {
     let m = &*METRICS;
-    m.introspections.with_label_values(&[name, result]).inc();
+    m.introspections.with_label_values(&[name, result.as_str()]).inc();
     m.introspection_seconds.with_label_values(&[name]).observe(elapsed.as_secs_f64());
 }
 
-pub fn cache_lookup(name: &str, result: &str, entries: u64) {
+pub fn cache_lookup(name: &str, result: Cache, entries: u64) {
     let m = &*METRICS;
-    m.cache_lookups.with_label_values(&[name, result]).inc();
+    m.cache_lookups.with_label_values(&[name, result.as_str()]).inc();
     m.cache_entries.with_label_values(&[name]).set(entries as i64);
 }
 
 /// `route` is the configured SNI pattern, never the name a client sent.
-pub fn passthrough(route: &str, end: &str) {
-    METRICS.passthrough.with_label_values(&[route, end]).inc();
+pub fn passthrough(route: &str, end: TunnelEnd) {
+    METRICS.passthrough.with_label_values(&[route, end.as_str()]).inc();
 }
 
-pub fn connection_cut(reason: &'static str) {
-    METRICS.cuts.with_label_values(&[reason]).inc();
+pub fn connection_cut(reason: Cut) {
+    METRICS.cuts.with_label_values(&[reason.as_str()]).inc();
 }
 
-pub fn cluster_call(op: &str, result: &str, elapsed: Duration) {
-    METRICS.cluster_calls.with_label_values(&[op, result]).inc();
-    METRICS.cluster_seconds.with_label_values(&[op]).observe(elapsed.as_secs_f64());
+pub fn cluster_call(op: ClusterOp, result: ClusterResult, elapsed: Duration) {
+    METRICS.cluster_calls.with_label_values(&[op.as_str(), result.as_str()]).inc();
+    METRICS.cluster_seconds.with_label_values(&[op.as_str()]).observe(elapsed.as_secs_f64());
 }
 
-pub fn dpop_proof(result: &'static str) {
-    METRICS.dpop_proofs.with_label_values(&[result]).inc();
+pub fn dpop_proof(result: ProofResult) {
+    METRICS.dpop_proofs.with_label_values(&[result.as_str()]).inc();
 }
 
 pub fn dpop_replay_eviction() {
     METRICS.dpop_replay_evictions.inc();
 }
 
-pub fn rate_limited(limit: &'static str) {
-    METRICS.rate_limited.with_label_values(&[limit]).inc();
+pub fn rate_limited(limit: Limit) {
+    METRICS.rate_limited.with_label_values(&[limit.as_str()]).inc();
 }
 
 /// `index` is a worker loop's number: at most `pingora.threads` label values.
@@ -329,9 +334,8 @@ pub fn loop_restart(index: usize) {
     METRICS.loop_restarts.with_label_values(&[&index.to_string()]).inc();
 }
 
-/// `reason` is one of `connection::verify`'s fixed names.
-pub fn handshake_refusal(reason: &'static str) {
-    METRICS.handshake_refusals.with_label_values(&[reason]).inc();
+pub fn handshake_refusal(reason: HandshakeRefusal) {
+    METRICS.handshake_refusals.with_label_values(&[reason.as_str()]).inc();
 }
 
 pub fn crl_expired_accepted() {
@@ -364,20 +368,13 @@ pub fn dependency_up(dependency: &str, up: bool) {
     METRICS.dependency_up.with_label_values(&[dependency]).set(i64::from(up));
 }
 
-/// `partner` is a configured name, `other` or `none`; `reason` one of the gateway's refusal reasons.
-pub fn partner_request(partner: &str, status: u16, elapsed: Duration, refused: Option<&str>) {
+/// `partner` is a configured name, `other` or `none`.
+pub fn partner_request(partner: &str, status: u16, elapsed: Duration, refused: Option<Reason>) {
     let m = &*METRICS;
-    let class = match status {
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
-    };
-    m.partner_requests.with_label_values(&[partner, class]).inc();
+    m.partner_requests.with_label_values(&[partner, StatusClass::of(status).as_str()]).inc();
     m.partner_seconds.with_label_values(&[partner]).observe(elapsed.as_secs_f64());
     if let Some(reason) = refused {
-        m.partner_refusals.with_label_values(&[partner, reason]).inc();
+        m.partner_refusals.with_label_values(&[partner, reason.as_str()]).inc();
     }
 }
 
@@ -389,11 +386,10 @@ pub fn certificate_not_after(key: &str, subject: &str, unix: i64) {
     METRICS.not_after.with_label_values(&[key, subject]).set(unix);
 }
 
-/// The default registry in Prometheus text format: (status, content type, body).
 /// The counter of one backend's attempts that ended with `result`, kept by the caller so that a
 /// request does not look its labels up.
-pub fn upstream_attempts(upstream: &str, backend: &str, result: &'static str) -> prometheus::IntCounter {
-    METRICS.upstream_attempts.with_label_values(&[upstream, backend, result])
+pub fn upstream_attempts(upstream: &str, backend: &str, result: Attempt) -> prometheus::IntCounter {
+    METRICS.upstream_attempts.with_label_values(&[upstream, backend, result.as_str()])
 }
 
 /// A backend's health and ejection series, made when it is first resolved: up until a check
@@ -403,8 +399,8 @@ pub fn upstream_backend_new(upstream: &str, backend: &str) {
     METRICS.upstream_backend_up.with_label_values(&[upstream, backend]).set(1);
 }
 
-pub fn upstream_retry(upstream: &str, reason: &'static str) {
-    METRICS.upstream_retries.with_label_values(&[upstream, reason]).inc();
+pub fn upstream_retry(upstream: &str, reason: Failure) {
+    METRICS.upstream_retries.with_label_values(&[upstream, reason.as_str()]).inc();
 }
 
 pub fn upstream_ejection(upstream: &str, backend: &str) {
@@ -420,6 +416,7 @@ pub fn upstream_healthy_backends(upstream: &str, healthy: usize, total: usize) {
     METRICS.upstream_backends.with_label_values(&[upstream]).set(total as i64);
 }
 
+/// The default registry in Prometheus text format: (status, content type, body).
 pub fn encode() -> (u16, String, Vec<u8>) {
     use prometheus::Encoder;
     let encoder = prometheus::TextEncoder::new();

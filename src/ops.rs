@@ -219,9 +219,7 @@ fn answer(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<
 
 /// `mtls-gateway health [ADDRESS] [--live]`: asks a running gateway's operations listener, for
 /// container health checks. Exit status 0 when it answers 200.
-pub fn health_command(args: &[String]) -> std::process::ExitCode {
-    let live = args.iter().any(|a| a == "--live");
-    let address = args.iter().find(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("127.0.0.1:9090");
+pub fn health_command(address: &str, live: bool) -> std::process::ExitCode {
     let path = if live { "/healthz" } else { "/readyz" };
     match get(address, path) {
         Ok((status, body)) => {

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Everything the running services share that a reload replaces.
@@ -289,12 +289,8 @@ impl BackgroundService for UpstreamRefresher {
 
 /// `mtls-gateway reload -c FILE`: validates the file like `-t`, then sends `SIGHUP` to the process
 /// whose pid is in the file's `pingora.pid_file`.
-pub fn reload_command(args: &[String]) -> std::process::ExitCode {
-    let Some(path) = args.windows(2).find(|w| w[0] == "-c" || w[0] == "--conf").map(|w| PathBuf::from(&w[1])) else {
-        eprintln!("mtls-gateway reload: -c FILE is required");
-        return std::process::ExitCode::from(2);
-    };
-    let built = app::load(&path).and_then(app::build);
+pub fn reload_command(path: &Path) -> std::process::ExitCode {
+    let built = app::load(path).and_then(app::build);
     let app = match built {
         Ok(app) => app,
         Err(problems) => {

@@ -1,7 +1,8 @@
 //! Token and certificate facts that both layers share: the claims the gateway reads, what a TLS
 //! handshake proved about the client (its `x5t#S256` thumbprint and RFC 9440 `Client-Cert` value,
-//! computed once per connection), cache keys and log ids of tokens, base64url, and a
-//! constant-time comparison.
+//! computed once per connection), cache keys and log ids of tokens, what a purge names by them
+//! ([`PurgeTarget`], also the message replicas exchange), base64url, and a constant-time
+//! comparison.
 
 use base64::Engine;
 use serde::Deserialize;
@@ -171,6 +172,45 @@ pub fn token_id(key: &[u8; 32]) -> String {
     b64url(&key[..6])
 }
 
+/// The shortest token id accepted: the access log's `token=` (6 bytes of the cache key). A
+/// shorter prefix would purge by accident what it happens to match.
+pub const MIN_TOKEN_ID_CHARS: usize = 8;
+
+/// What one purge removes; also what a purge message between replicas carries (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeTarget {
+    /// One token, by its cache key (SHA-256 of the token).
+    Key([u8; 32]),
+    /// Tokens whose cache key, in base64url, starts with this: the access log's `token=`.
+    IdPrefix(String),
+    /// Active tokens bound (`cnf."x5t#S256"`) to this certificate thumbprint.
+    Thumbprint(String),
+    All,
+}
+
+impl PurgeTarget {
+    /// Whether an entry with this cache key and bound thumbprint is purged.
+    pub fn matches(&self, key: &[u8; 32], thumbprint: Option<&str>) -> bool {
+        match self {
+            PurgeTarget::Key(k) => k == key,
+            PurgeTarget::IdPrefix(p) => b64url(key).starts_with(p.as_str()),
+            PurgeTarget::Thumbprint(t) => thumbprint == Some(t.as_str()),
+            PurgeTarget::All => true,
+        }
+    }
+
+    /// How the target is named in logs: never the token itself.
+    pub fn describe(&self) -> String {
+        match self {
+            PurgeTarget::Key(k) => format!("token_id={}", crate::token::token_id(k)),
+            PurgeTarget::IdPrefix(p) => format!("token_id={p}"),
+            PurgeTarget::Thumbprint(t) => format!("thumbprint={t}"),
+            PurgeTarget::All => "all".to_string(),
+        }
+    }
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -212,5 +252,20 @@ mod tests {
         assert_eq!(c.client_cert_header.to_str().unwrap(), ":YWJj:");
         assert_eq!(c.thumbprint, thumbprint(b"abc"));
         assert!(!same(b"a", b"ab") && same(b"ab", b"ab"));
+    }
+
+    #[test]
+    fn targets_match_what_they_name() {
+        let key = crate::token::cache_key("a-token");
+        let id = crate::token::token_id(&key);
+        assert!(PurgeTarget::Key(key).matches(&key, None));
+        assert!(!PurgeTarget::Key([0; 32]).matches(&key, None));
+        assert!(PurgeTarget::IdPrefix(id.clone()).matches(&key, None));
+        assert!(PurgeTarget::IdPrefix(b64url(&key)).matches(&key, None), "the whole key is a prefix too");
+        assert!(!PurgeTarget::IdPrefix("AAAAAAAA".into()).matches(&[1; 32], None));
+        assert!(PurgeTarget::Thumbprint("x".into()).matches(&key, Some("x")));
+        assert!(!PurgeTarget::Thumbprint("x".into()).matches(&key, None));
+        assert!(PurgeTarget::All.matches(&key, None));
+        assert_eq!(PurgeTarget::Key(key).describe(), format!("token_id={id}"));
     }
 }

@@ -257,6 +257,15 @@ fn sampled_flag(id: TraceId, ratio: f64) -> TraceFlags {
     }
 }
 
+/// Why the OTLP exporter did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("the exporter was already started")]
+    AlreadyStarted,
+}
+
 /// Starts the OTLP exporter once pingora runs (after it daemonized: the batch processor's thread
 /// would not survive the fork), and flushes what is left when the process stops.
 pub struct ExportService {
@@ -269,14 +278,13 @@ impl ExportService {
         ExportService { cfg, sample_ratio }
     }
 
-    fn install(&self) -> Result<(), String> {
+    fn install(&self) -> Result<(), ExportError> {
         use opentelemetry_otlp::WithExportConfig;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_endpoint(self.cfg.endpoint.as_str())
             .with_timeout(self.cfg.timeout)
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         let batch = BatchConfigBuilder::default().with_scheduled_delay(self.cfg.interval).build();
         let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
         let sampler = opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
@@ -289,7 +297,7 @@ impl ExportService {
             .with_resource(resource)
             .build();
         let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "mtls-gateway");
-        EXPORT.set((provider, tracer)).map_err(|_| "the exporter was already started".to_string())
+        EXPORT.set((provider, tracer)).map_err(|_| ExportError::AlreadyStarted)
     }
 }
 

@@ -101,10 +101,6 @@ fn last_token_id(log: &str) -> String {
     line.split(' ').find_map(|f| f.strip_prefix("token=")).unwrap().to_string()
 }
 
-async fn revoke_at_idsvr(sys: &System, token: &str) {
-    sys.revoke(token).await;
-}
-
 #[tokio::test]
 async fn a_purged_token_goes_back_to_the_identity_server_and_is_refused_once_revoked_there() {
     let admin = Admin::new();
@@ -115,7 +111,7 @@ async fn a_purged_token_goes_back_to_the_identity_server_and_is_refused_once_rev
     assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
     assert_eq!(sys.introspections().await, asked, "the second call is answered from the cache");
 
-    revoke_at_idsvr(&sys, &token).await;
+    sys.revoke(&token).await;
     assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200, "the delay a purge removes");
     let id = last_token_id(&sys.gateway_log());
     let address = format!("127.0.0.1:{}", admin.port);

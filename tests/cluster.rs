@@ -8,7 +8,7 @@ mod common;
 
 use common::replica::{Redis, Replica, Silencer};
 use common::{at_a_second_boundary, cert, until, yaml, Options, System, API};
-use mtls_gateway::request::dpop::client::ProofKey;
+use mtls_dpop_client::ProofKey;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -118,25 +118,6 @@ fn echo_url(p: &Pair) -> String {
     format!("https://{DPOP_API}:{}/api/echo", p.sys.gateway_port)
 }
 
-async fn dpop_token(p: &Pair, key: &ProofKey) -> String {
-    dpop_token_with(&p.client(p.first(), None), p.sys.gateway_port, key).await
-}
-
-/// A DPoP-bound token of dev-idsvr's dpop-client, asked through the gateway on `port`.
-async fn dpop_token_with(client: &reqwest::Client, port: u16, key: &ProofKey) -> String {
-    let htu = format!("https://{}:{port}/oauth/v2/oauth-token-mutual-tls", common::LOGIN);
-    let r = client
-        .post(&htu)
-        .basic_auth("dpop-client", Some("Password1"))
-        .header("dpop", key.proof("POST", &htu, None, &json!({})))
-        .form(&[("grant_type", "client_credentials"), ("scope", "transactions")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
-}
-
 async fn dpop_call(p: &Pair, gw: SocketAddr, token: &str, proof: &str) -> (u16, String) {
     let r = p
         .client(gw, None)
@@ -156,7 +137,7 @@ async fn serving(p: &Pair) -> (String, ProofKey, String) {
     p.purges_become("subscribed").await;
     let token = p.sys.token("example.client.p12", "partner-client").await;
     let key = ProofKey::generate().unwrap();
-    let dpop = dpop_token(p, &key).await;
+    let dpop = p.sys.dpop_token(&p.client(p.first(), None), &key).await;
     for gw in p.addrs() {
         assert_eq!(p.call(gw, &token).await, 200);
     }
@@ -199,10 +180,6 @@ async fn admin_purge(p: &Pair, token: &str) -> Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_str(stdout.lines().next().unwrap_or("{}")).unwrap()
-}
-
-async fn revoke(p: &Pair, token: &str) {
-    p.sys.revoke(token).await;
 }
 
 /// While its purge subscription is down, `gw` serves a token revoked a moment ago for at most
@@ -315,7 +292,7 @@ async fn a_dpop_proof_used_on_one_replica_is_a_replay_on_the_other() {
     let redis = Redis::start();
     let p = pair(&redis, vec![]);
     let key = ProofKey::generate().unwrap();
-    let token = dpop_token(&p, &key).await;
+    let token = p.sys.dpop_token(&p.client(p.first(), None), &key).await;
     let proof = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
     assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
     assert_replayed(&p, p.other.addr, &token, &proof).await;
@@ -332,7 +309,7 @@ async fn a_purge_on_one_replica_empties_both_caches() {
     for gw in p.addrs() {
         assert_eq!(p.call(gw, &token).await, 200);
     }
-    revoke(&p, &token).await;
+    p.sys.revoke(&token).await;
     assert_eq!(p.call(p.other.addr, &token).await, 200, "still cached on the replica");
     let answer = admin_purge(&p, &token).await;
     assert_eq!(answer["answer"]["replicas"], "published", "{answer}");
@@ -370,7 +347,7 @@ async fn with_the_server_down_requests_follow_the_policies_and_resume_when_it_is
     assert_eq!(body["checks"]["cluster"]["ok"], false, "{body}");
     // A token revoked while purges cannot travel is served no longer than the outage cache keeps
     // an answer, and never from the cache of before the outage.
-    revoke(&p, &token).await;
+    p.sys.revoke(&token).await;
     for gw in p.addrs() {
         revoked_within_the_outage_cache_ttl(&p, gw, &token).await;
     }
@@ -395,7 +372,7 @@ async fn a_reload_does_not_add_a_cluster_to_a_running_process() {
     let key = ProofKey::generate().unwrap();
     let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
     let client = sys.client_builder(None).resolve(DPOP_API, gw).build().unwrap();
-    let token = dpop_token_with(&client, sys.gateway_port, &key).await;
+    let token = sys.dpop_token(&client, &key).await;
     let url = format!("https://{DPOP_API}:{}/api/echo", sys.gateway_port);
     let r = client
         .get(&url)
@@ -416,7 +393,7 @@ async fn a_tls_server_with_client_certificates_and_a_password_is_shared() {
     let p = pair(&redis, vec![]);
     p.purges_become("subscribed").await;
     let key = ProofKey::generate().unwrap();
-    let token = dpop_token(&p, &key).await;
+    let token = p.sys.dpop_token(&p.client(p.first(), None), &key).await;
     let proof = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
     assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
     assert_replayed(&p, p.other.addr, &token, &proof).await;
@@ -472,7 +449,7 @@ async fn a_hung_server_holds_no_request_and_its_silent_subscription_is_given_up(
     }
     let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
     assert_eq!(dpop_call(&p, p.other.addr, &dpop, &proof).await.0, 503, "the replay check fails closed");
-    revoke(&p, &token).await;
+    p.sys.revoke(&token).await;
     for gw in p.addrs() {
         revoked_within_the_outage_cache_ttl(&p, gw, &token).await;
     }
@@ -495,7 +472,7 @@ async fn connections_that_go_silent_are_replaced() {
     let p = pair_at(&redis, proxy.port, vec![]);
     p.purges_become("subscribed").await;
     let key = ProofKey::generate().unwrap();
-    let token = dpop_token(&p, &key).await;
+    let token = p.sys.dpop_token(&p.client(p.first(), None), &key).await;
     let fresh = || key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
     assert_eq!(dpop_call(&p, p.other.addr, &token, &fresh()).await.0, 200);
 
@@ -524,7 +501,7 @@ async fn a_proof_dated_ahead_is_a_replay_on_every_replica_until_its_window_ends(
     let p = pair(&redis, vec![("dpop.max_age", "2s".into()), ("dpop.leeway", "5s".into())]);
     p.purges_become("subscribed").await;
     let key = ProofKey::generate().unwrap();
-    let token = dpop_token(&p, &key).await;
+    let token = p.sys.dpop_token(&p.client(p.first(), None), &key).await;
     until_a_proof_passes(&p, p.first(), &key, &token, Duration::from_secs(10)).await;
     let second = at_a_second_boundary().await;
     let ahead = key.proof("GET", &echo_url(&p), Some(&token), &json!({ "iat": second + 5 }));

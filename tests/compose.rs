@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::port_of;
 use serde_yaml::Value;
 use std::path::Path;
 use std::process::Command;
@@ -48,10 +49,6 @@ fn service_for<'a>(services: &'a Value, host: &str) -> (&'a str, Value) {
     let command = svc["command"].as_sequence().unwrap();
     let config = command.last().unwrap().as_str().unwrap();
     (name.as_str().unwrap(), yaml(&host_path(config)))
-}
-
-fn port_of(addr: &str) -> u16 {
-    addr.rsplit_once(':').unwrap().1.parse().unwrap()
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{cert, validate, Options, System};
+use common::{cert, metric, validate, Options, System};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -58,13 +58,6 @@ const DAY: Duration = Duration::from_secs(86_400);
 fn expired_crl(dir: &std::path::Path) -> PathBuf {
     let now = SystemTime::now();
     crl(dir, now - 40 * DAY, now - 10 * DAY)
-}
-
-fn metric(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]

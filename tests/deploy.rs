@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::port_of;
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
@@ -34,10 +35,6 @@ fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
     });
     assert!(!found.is_null(), "{path} missing");
     found
-}
-
-fn port_of(addr: &str) -> u64 {
-    addr.rsplit_once(':').unwrap().1.parse().unwrap()
 }
 
 fn gateway_yaml() -> String {
@@ -133,8 +130,8 @@ fn the_deployment_agrees_with_the_gateway_config() {
             .as_u64()
             .unwrap()
     };
-    assert_eq!(port("https"), port_of(s(&cfg, "listener.address")));
-    assert_eq!(port("ops"), port_of(s(&cfg, "metrics.address")));
+    assert_eq!(port("https"), u64::from(port_of(s(&cfg, "listener.address"))));
+    assert_eq!(port("ops"), u64::from(port_of(s(&cfg, "metrics.address"))));
     assert!(s(&cfg, "metrics.address").starts_with("0.0.0.0:"), "the kubelet probes the pod's address");
     // Probes: live on /healthz, ready on /readyz, both on the operations listener.
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")] {

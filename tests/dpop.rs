@@ -8,7 +8,7 @@
 mod common;
 
 use common::{at_a_second_boundary, until, yaml, Identity, Options, System, API, LOGIN};
-use mtls_gateway::request::dpop::client::ProofKey;
+use mtls_dpop_client::ProofKey;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
@@ -22,28 +22,6 @@ fn oidc(response: &'static str) -> Options {
 fn no_cert_client(sys: &System) -> reqwest::Client {
     let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
     sys.client_builder(None).resolve(DPOP_API, gw).build().unwrap()
-}
-
-/// The token endpoint as the identity server names it in `htu`: both take the host (and port)
-/// of the Host header the client sent.
-fn token_htu(sys: &System) -> String {
-    format!("https://{LOGIN}:{}/oauth/v2/oauth-token-mutual-tls", sys.gateway_port)
-}
-
-async fn dpop_token(sys: &System, key: &ProofKey) -> String {
-    let r = no_cert_client(sys)
-        .post(format!("https://{LOGIN}:{}/oauth/v2/oauth-token-mutual-tls", sys.gateway_port))
-        .basic_auth("dpop-client", Some("Password1"))
-        .header("dpop", key.proof("POST", &token_htu(sys), None, &json!({})))
-        .form(&[("grant_type", "client_credentials"), ("scope", "transactions")])
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(status, 200, "token endpoint: {body}");
-    assert_eq!(body["token_type"], "DPoP", "{body}");
-    body["access_token"].as_str().unwrap().to_string()
 }
 
 fn echo_url(sys: &System) -> String {
@@ -146,7 +124,7 @@ async fn broken_proofs_fail(sys: &System, key: &ProofKey, token: &str) {
 /// The whole DPoP flow against one identity server.
 async fn dpop_flow(sys: &System) {
     let key = ProofKey::generate().unwrap();
-    let token = dpop_token(sys, &key).await;
+    let token = sys.dpop_token(&no_cert_client(sys), &key).await;
     let client = no_cert_client(sys);
     for _ in 0..2 {
         let a = call(sys, &client, "DPoP", &token, &[proof(sys, &key, &token, json!({}))]).await;
@@ -200,7 +178,7 @@ async fn a_nonce_is_asked_for_and_accepted_on_retry_by_any_replica_with_the_secr
     let nonce = yaml::parse(&format!("{{secret_file: {}, lifetime: 60s}}", secret.display()));
     let sys = System::start_with(Options { patches: vec![("dpop.nonce", nonce)], ..Default::default() });
     let key = ProofKey::generate().unwrap();
-    let token = dpop_token(&sys, &key).await;
+    let token = sys.dpop_token(&no_cert_client(&sys), &key).await;
     let client = no_cert_client(&sys);
     let first = call(&sys, &client, "DPoP", &token, &[proof(&sys, &key, &token, json!({}))]).await;
     assert_eq!(first.status, 401);
@@ -295,7 +273,7 @@ async fn a_proof_dated_ahead_cannot_be_replayed_at_the_edge_of_its_window() {
         ..Default::default()
     });
     let key = ProofKey::generate().unwrap();
-    let token = dpop_token(&sys, &key).await;
+    let token = sys.dpop_token(&no_cert_client(&sys), &key).await;
     let client = no_cert_client(&sys);
     let second = at_a_second_boundary().await;
     let ahead = proof(&sys, &key, &token, json!({ "iat": second + 5 }));
@@ -322,7 +300,7 @@ async fn proofs_by_another_key_cannot_push_a_used_proof_out_of_the_replay_cache(
     let sys =
         System::start_with(Options { patches: vec![("dpop.replay_cache_entries", 20.into())], ..Default::default() });
     let (victim, attacker) = (ProofKey::generate().unwrap(), ProofKey::generate().unwrap());
-    let token = dpop_token(&sys, &victim).await;
+    let token = sys.dpop_token(&no_cert_client(&sys), &victim).await;
     let client = no_cert_client(&sys);
     let captured = proof(&sys, &victim, &token, json!({}));
     assert_eq!(call(&sys, &client, "DPoP", &token, std::slice::from_ref(&captured)).await.status, 200);

@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::net::{api_request, read_answer, tls_connector};
+use common::net::{api_request, closed_within, read_answer, tls_connector};
 use common::{yaml, Options, System, API};
 use openssl::ssl::{SslConnector, SslStream};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -45,26 +45,6 @@ fn connect(sys: &System, alpn: Option<&[u8]>) -> SslStream<TcpStream> {
     let tcp = TcpStream::connect(("127.0.0.1", sys.gateway_port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     connector.connect(API, tcp).unwrap()
-}
-
-/// Whether the gateway closed the connection within `limit`, feeding it `trickle` every step.
-fn closed_within(
-    conn: &mut SslStream<TcpStream>,
-    limit: Duration,
-    mut trickle: impl FnMut(&mut SslStream<TcpStream>),
-) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    while started.elapsed() < limit {
-        trickle(conn);
-        match conn.read(&mut buf) {
-            Ok(0) => return Some(started.elapsed()),
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => return Some(started.elapsed()),
-        }
-    }
-    None
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{yaml, Identity, Options, System, API, LOGIN};
+use common::{yaml, Identity, Options, System, API};
 use std::time::Duration;
 
 fn oidc(response: &'static str) -> Options {
@@ -16,17 +16,6 @@ async fn echo(sys: &System, p12: &str, token: &str) -> (u16, serde_json::Value) 
     let r = sys.client(p12).get(format!("https://{API}/api/echo")).bearer_auth(token).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or_default())
-}
-
-async fn revoke(sys: &System, p12: &str, token: &str) {
-    let r = sys
-        .client(p12)
-        .post(format!("https://{LOGIN}/oauth/v2/oauth-revoke"))
-        .form(&[("client_id", "partner-client"), ("token", token), ("token_type_hint", "access_token")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "revocation");
 }
 
 /// The flow every mode must pass: bound token accepted with a gateway-issued JWT, refused with
@@ -50,7 +39,7 @@ async fn full_flow(sys: &System) {
     let stolen = sys.call_api("other.client.p12", &token).await;
     assert_eq!(stolen.status(), 401);
 
-    revoke(sys, "example.client.p12", &token).await;
+    sys.revoke(&token).await;
     tokio::time::sleep(Duration::from_millis(1300)).await; // the cache's max_ttl in these tests
     assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 401);
 }

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::net::{api_request, client_hello, echo_server, read_answer, tls_connector};
-use common::{yaml, Options, System, API};
-use mtls_gateway::request::dpop::client::ProofKey;
+use common::net::{api_request, client_hello, closed_within_async, echo_server, read_answer, tls_connector};
+use common::{metric, yaml, Options, System, API};
+use mtls_dpop_client::ProofKey;
 use serde_yaml::Value;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -37,26 +37,6 @@ async fn tunnel(source: [u8; 4], port: u16, name: &str) -> Option<tokio::net::Tc
         Ok(Ok(_)) => Some(s),
         _ => None,
     }
-}
-
-/// Waits until the peer closes; how long that took, or `None` if it stayed open past `limit`.
-async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at((started + limit).into(), s.read(&mut buf)).await {
-            Err(_) => return None,
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => {}
-        }
-    }
-}
-
-fn metric(text: &str, name: &str, label: &str) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 #[tokio::test]
@@ -91,7 +71,7 @@ async fn a_trickling_tunnel_is_cut_by_the_rate_rule_and_an_idle_one_by_the_idle_
     });
     let ended = tokio::time::timeout(Duration::from_secs(10), writer).await.expect("bounded").unwrap();
     assert!(ended.is_some(), "a trickling tunnel outlived 12 s");
-    assert!(metric(&sys.metrics().await, "gateway_connection_cuts_total", "reason=\"too_slow\"") >= 1);
+    assert!(metric(&sys.metrics().await, "gateway_connection_cuts_total", "reason=\"too_slow\"") >= 1.0);
 
     let sys = System::start_with(Options {
         extra_passthrough: passthrough_to(echo),
@@ -102,11 +82,11 @@ async fn a_trickling_tunnel_is_cut_by_the_rate_rule_and_an_idle_one_by_the_idle_
         ..Default::default()
     });
     let mut idle = tunnel([127, 0, 0, 1], sys.gateway_port, "b.echo.test").await.expect("tunnel up");
-    let took = closed_within(&mut idle, Duration::from_secs(10)).await.expect("an idle tunnel is closed");
+    let took = closed_within_async(&mut idle, Duration::from_secs(10)).await.expect("an idle tunnel is closed");
     assert!(took >= Duration::from_millis(500), "closed too early: {took:?}");
     let text = sys.metrics().await;
-    assert!(metric(&text, "gateway_connection_cuts_total", "reason=\"idle\"") >= 1, "{text}");
-    assert!(metric(&text, "gateway_passthrough_connections_total", "end=\"idle\"") >= 1, "{text}");
+    assert!(metric(&text, "gateway_connection_cuts_total", "reason=\"idle\"") >= 1.0, "{text}");
+    assert!(metric(&text, "gateway_passthrough_connections_total", "end=\"idle\"") >= 1.0, "{text}");
     let log = sys.gateway_log();
     assert!(log.contains("cut source=127.0.0.1 reason=idle"), "{log}");
 }
@@ -129,7 +109,7 @@ async fn per_source_caps_hold_while_a_second_address_is_served() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut third = connect_from([127, 0, 0, 3], port).await;
     assert!(
-        closed_within(&mut third, Duration::from_secs(3)).await.is_some(),
+        closed_within_async(&mut third, Duration::from_secs(3)).await.is_some(),
         "a third silent socket is closed at once"
     );
     assert!(tunnel([127, 0, 0, 2], port, "d.echo.test").await.is_some(), "others are still served");
@@ -148,7 +128,7 @@ async fn per_source_caps_hold_while_a_second_address_is_served() {
     let text = sys.metrics().await;
     for reason in ["source_tunnels", "source_handshakes", "source_connections"] {
         assert!(
-            metric(&text, "gateway_connection_cuts_total", &format!("reason=\"{reason}\"")) >= 1,
+            metric(&text, "gateway_connection_cuts_total", &format!("reason=\"{reason}\"")) >= 1.0,
             "{reason}: {text}"
         );
     }
@@ -333,7 +313,7 @@ async fn random_names_under_a_wildcard_route_add_no_metric_series() {
     let series: Vec<&str> = text.lines().filter(|l| l.starts_with("gateway_passthrough_connections_total")).collect();
     assert!(series.len() <= 3, "{series:?}");
     assert!(series.iter().all(|l| l.contains("route=\"*.echo.test\"") || l.contains("route=\"login.example.com\"")));
-    assert!(metric(&text, "gateway_passthrough_connections_total", "route=\"*.echo.test\"") >= 1000);
+    assert!(metric(&text, "gateway_passthrough_connections_total", "route=\"*.echo.test\"") >= 1000.0);
     assert!(text.len() < before + 2048, "metrics grew from {before} to {} bytes", text.len());
 }
 
@@ -469,34 +449,19 @@ async fn forty_addresses_holding_every_tunnel_do_not_lock_a_new_client_out_of_th
     }
     assert_eq!(held.len(), 72, "32 addresses with 2 each filled the 64 slots, then 8 newcomers got 1 each");
     let text = sys.metrics().await;
-    assert_eq!(metric(&text, "gateway_connection_cuts_total", "reason=\"tunnel_displaced\""), 8, "{text}");
+    assert_eq!(metric(&text, "gateway_connection_cuts_total", "reason=\"tunnel_displaced\""), 8.0, "{text}");
     // 64 slots held by attackers: a partner from a fresh address logs in and calls the API.
     let token = sys.token("example.client.p12", "partner-client").await;
     assert_eq!(sys.call_api("example.client.p12", &token).await.status(), 200);
     // The tunnels still open are at most the cap, and the displaced ones were closed.
     let mut open = 0;
     for s in held.iter_mut() {
-        if closed_within(s, Duration::from_millis(20)).await.is_none() {
+        if closed_within_async(s, Duration::from_millis(20)).await.is_none() {
             open += 1;
         }
     }
     assert!(open <= 64, "{open} tunnels open past the cap of 64");
     assert!(sys.log_shows("reason=tunnel_displaced"), "{}", sys.gateway_log());
-}
-
-/// A DPoP-bound token of dev-idsvr's `dpop-client`, asked without a certificate.
-async fn dpop_token(sys: &System, client: &reqwest::Client, key: &ProofKey) -> String {
-    let htu = format!("https://{}:{}/oauth/v2/oauth-token-mutual-tls", common::LOGIN, sys.gateway_port);
-    let r = client
-        .post(&htu)
-        .basic_auth("dpop-client", Some("Password1"))
-        .header("dpop", key.proof("POST", &htu, None, &serde_json::json!({})))
-        .form(&[("grant_type", "client_credentials"), ("scope", "transactions")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
 }
 
 /// Issue 29: `limits.per_partner_requests` counted only clients with a certificate, so a DPoP
@@ -511,8 +476,8 @@ async fn a_dpop_client_without_a_certificate_meets_the_in_flight_limit_of_its_ke
     let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
     let client = sys.client_builder(None).resolve(DPOP_API, gw).build().unwrap();
     let (key, other) = (ProofKey::generate().unwrap(), ProofKey::generate().unwrap());
-    let token = dpop_token(&sys, &client, &key).await;
-    let other_token = dpop_token(&sys, &client, &other).await;
+    let token = sys.dpop_token(&client, &key).await;
+    let other_token = sys.dpop_token(&client, &other).await;
     let htu = format!("https://{DPOP_API}:{}/api/slow", sys.gateway_port);
     let slow = |key: &ProofKey, token: &str| {
         client

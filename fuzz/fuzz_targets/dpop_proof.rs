@@ -7,6 +7,8 @@
 
 #[path = "../../src/request/dpop/parse.rs"]
 mod parse;
+#[path = "../../src/request/normalize/percent.rs"]
+mod percent;
 
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;

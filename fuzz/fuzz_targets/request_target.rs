@@ -4,6 +4,8 @@
 //! a WHATWG parser (which reads `%2e` as a dot and `\` as `/`) keeps every one of its segments.
 #![no_main]
 
+#[path = "../../src/request/normalize/percent.rs"]
+mod percent;
 #[path = "../../src/request/normalize/target.rs"]
 mod target;
 
@@ -25,21 +27,12 @@ fuzz_target!(|raw: &[u8]| {
     whatwg_keeps_every_segment(path);
 });
 
-/// Every `%XX` decoded, `None` at a `%` without two hex digits.
+/// Every `%XX` decoded, `None` at a `%` without two hex digits. Decoded by the `percent-encoding`
+/// crate, not by the gateway's own reader of escapes, which is part of what is checked.
 fn percent_decode(path: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut rest = path;
-    while let Some((&b, tail)) = rest.split_first() {
-        if b != b'%' {
-            out.push(b);
-            rest = tail;
-            continue;
-        }
-        let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
-        out.push(u8::from_str_radix(hex, 16).ok().filter(|_| hex.bytes().all(|h| h.is_ascii_hexdigit()))?);
-        rest = &tail[2..];
-    }
-    Some(out)
+    let whole = |i: usize| path.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+    let every_escape_whole = path.iter().enumerate().all(|(i, &b)| b != b'%' || whole(i));
+    every_escape_whole.then(|| percent_encoding::percent_decode(path).collect())
 }
 
 fn whatwg_keeps_every_segment(path: &[u8]) {

@@ -14,7 +14,7 @@ use crate::config::{AdminConfig, Problem};
 use crate::connection::limits::{Kind, SourceLimits};
 use crate::connection::live::LiveConnections;
 use crate::request::introspect::Introspector;
-use crate::request::purge::PurgeTarget;
+use crate::token::PurgeTarget;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use auth::{Auth, Caller};
@@ -76,7 +76,7 @@ impl GuardedAdmin {
                 None
             }
             Err(_) => {
-                self.limits.cuts.cut(source, "admin_handshake_timeout");
+                self.limits.cuts.cut(source, crate::reason::Cut::AdminHandshakeTimeout);
                 None
             }
         }
@@ -94,7 +94,7 @@ impl ServerApp for GuardedAdmin {
         let tls = self.handshake(io, source).await?;
         let served = ServerApp::process_new(&self.app, tls, shutdown);
         if tokio::time::timeout(CONNECTION_LIFETIME, served).await.is_err() {
-            self.limits.cuts.cut(source, "admin_connection_lifetime");
+            self.limits.cuts.cut(source, crate::reason::Cut::AdminConnectionLifetime);
         }
         None
     }
@@ -175,7 +175,7 @@ impl AdminApp {
         };
         let target = match request.target() {
             Ok(t) => t,
-            Err(e) => return error_reply(400, "bad_request", &e),
+            Err(e) => return error_reply(400, "bad_request", &e.to_string()),
         };
         self.purge(&request, &target, caller, peer).await
     }

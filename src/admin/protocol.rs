@@ -1,7 +1,7 @@
 //! The admin listener's JSON, shared by the service and the `admin` command: what a purge asks
 //! for ([`PurgeRequest`]) and what it answers ([`PurgeAnswer`], or an [`AdminError`]).
 
-use crate::request::purge::{PurgeTarget, MIN_TOKEN_ID_CHARS};
+use crate::token::{PurgeTarget, MIN_TOKEN_ID_CHARS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -33,22 +33,40 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// Why a purge request names no valid target: the listener answers it as `bad_request`, the
+/// command refuses it before calling.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("name exactly one of token, token_id, thumbprint or all")]
+    NotOne,
+    #[error("end_connections goes with thumbprint")]
+    EndConnectionsWithoutThumbprint,
+    #[error("several goes with token_id")]
+    SeveralWithoutTokenId,
+    #[error("token is empty")]
+    EmptyToken,
+    #[error("token_id is {MIN_TOKEN_ID_CHARS} to 43 base64url characters, as the access log's token=")]
+    TokenId,
+    #[error("thumbprint is an x5t#S256: 43 base64url characters")]
+    Thumbprint,
+}
+
 impl PurgeRequest {
     /// The one target named, or why the request does not name exactly one.
-    pub fn target(&self) -> Result<PurgeTarget, String> {
+    pub fn target(&self) -> Result<PurgeTarget, TargetError> {
         let named = [self.token.is_some(), self.token_id.is_some(), self.thumbprint.is_some(), self.all];
         if named.iter().filter(|n| **n).count() != 1 {
-            return Err("name exactly one of token, token_id, thumbprint or all".into());
+            return Err(TargetError::NotOne);
         }
         if self.end_connections && self.thumbprint.is_none() {
-            return Err("end_connections goes with thumbprint".into());
+            return Err(TargetError::EndConnectionsWithoutThumbprint);
         }
         if self.several && self.token_id.is_none() {
-            return Err("several goes with token_id".into());
+            return Err(TargetError::SeveralWithoutTokenId);
         }
         if let Some(token) = &self.token {
             if token.is_empty() {
-                return Err("token is empty".into());
+                return Err(TargetError::EmptyToken);
             }
             return Ok(PurgeTarget::Key(crate::token::cache_key(token)));
         }
@@ -67,17 +85,17 @@ fn base64url(text: &str) -> bool {
 }
 
 /// A prefix of the base64url SHA-256 (43 characters) at least as long as the access log's.
-fn token_id(id: &str) -> Result<String, String> {
+pub fn token_id(id: &str) -> Result<String, TargetError> {
     if !(MIN_TOKEN_ID_CHARS..=43).contains(&id.len()) || !base64url(id) {
-        return Err(format!("token_id is {MIN_TOKEN_ID_CHARS} to 43 base64url characters, as the access log's token="));
+        return Err(TargetError::TokenId);
     }
     Ok(id.to_string())
 }
 
 /// RFC 8705 `x5t#S256`: base64url of a SHA-256, 43 characters without padding.
-fn thumbprint(x5t: &str) -> Result<String, String> {
+pub fn thumbprint(x5t: &str) -> Result<String, TargetError> {
     if x5t.len() != 43 || !base64url(x5t) {
-        return Err("thumbprint is an x5t#S256: 43 base64url characters".into());
+        return Err(TargetError::Thumbprint);
     }
     Ok(x5t.to_string())
 }
@@ -112,18 +130,18 @@ pub struct AdminError {
 mod tests {
     use super::*;
 
-    fn parse(json: &str) -> Result<PurgeTarget, String> {
-        serde_json::from_str::<PurgeRequest>(json).map_err(|e| e.to_string())?.target()
+    fn parse(json: &str) -> Option<PurgeTarget> {
+        serde_json::from_str::<PurgeRequest>(json).ok()?.target().ok()
     }
 
     #[test]
     fn a_request_names_exactly_one_target() {
-        assert_eq!(parse(r#"{"all": true}"#), Ok(PurgeTarget::All));
-        assert_eq!(parse(r#"{"token": "abc"}"#), Ok(PurgeTarget::Key(crate::token::cache_key("abc"))));
-        assert_eq!(parse(r#"{"token_id": "AbCd-_12"}"#), Ok(PurgeTarget::IdPrefix("AbCd-_12".into())));
+        assert_eq!(parse(r#"{"all": true}"#), Some(PurgeTarget::All));
+        assert_eq!(parse(r#"{"token": "abc"}"#), Some(PurgeTarget::Key(crate::token::cache_key("abc"))));
+        assert_eq!(parse(r#"{"token_id": "AbCd-_12"}"#), Some(PurgeTarget::IdPrefix("AbCd-_12".into())));
         let x5t = "a".repeat(43);
         let with_end = format!(r#"{{"thumbprint": "{x5t}", "end_connections": true}}"#);
-        assert_eq!(parse(&with_end), Ok(PurgeTarget::Thumbprint(x5t)));
+        assert_eq!(parse(&with_end), Some(PurgeTarget::Thumbprint(x5t)));
         for bad in [
             "{}",
             r#"{"all": true, "token": "abc"}"#,
@@ -136,7 +154,7 @@ mod tests {
             r#"{"token": "abc", "several": true}"#,
             r#"{"all": true, "extra": 1}"#,
         ] {
-            assert!(parse(bad).is_err(), "{bad}");
+            assert!(parse(bad).is_none(), "{bad}");
         }
     }
 }

@@ -7,8 +7,7 @@
 //! every interval, since a CRL expires while the process runs.
 
 use crate::config::{Config, CrlExpired, TlsConfig};
-use crate::connection::tls::{name_dn, subject_dn};
-use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use crate::pki::{name_dn, subject_dn, unix};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,12 +38,6 @@ pub fn crl_states() -> Vec<CrlState> {
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-/// An ASN.1 time as seconds since the epoch.
-pub fn unix(t: &Asn1TimeRef) -> Option<i64> {
-    let diff = Asn1Time::from_unix(0).ok()?.diff(t).ok()?;
-    Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }
 
 fn date(unix: i64) -> String {

@@ -9,6 +9,7 @@
 
 use crate::config::PerSourceLimits;
 use crate::metrics;
+use crate::reason::Cut;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,11 +27,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn over_reason(self) -> &'static str {
+    fn over_reason(self) -> Cut {
         match self {
-            Kind::Handshake => "source_handshakes",
-            Kind::Tunnel => "source_tunnels",
-            Kind::Connection => "source_connections",
+            Kind::Handshake => Cut::SourceHandshakes,
+            Kind::Tunnel => Cut::SourceTunnels,
+            Kind::Connection => Cut::SourceConnections,
         }
     }
 }
@@ -187,18 +188,18 @@ impl<K: std::hash::Hash + Eq> Throttle<K> {
 }
 
 /// Counts every cut and logs it at most once per (source, reason) and interval.
-pub struct CutLog(Throttle<(Option<IpAddr>, &'static str)>);
+pub struct CutLog(Throttle<(Option<IpAddr>, Cut)>);
 
 impl CutLog {
     pub fn new(interval: Duration) -> Self {
         CutLog(Throttle::new(interval))
     }
 
-    pub fn cut(&self, source: Option<IpAddr>, reason: &'static str) {
+    pub fn cut(&self, source: Option<IpAddr>, reason: Cut) {
         metrics::connection_cut(reason);
         let Some(suppressed) = self.0.admit((source, reason)) else { return };
         let who = source.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into());
-        log::warn!(target: "limits", "cut source={who} reason={reason} also_cut_since_last_line={suppressed}");
+        log::warn!(target: "limits", "cut source={who} reason={} also_cut_since_last_line={suppressed}", reason.as_str());
     }
 }
 

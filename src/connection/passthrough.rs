@@ -19,42 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How a tunnel ended: the log's `end=` and the metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    Closed,
-    ClientError,
-    UpstreamError,
-    Idle,
-    TooSlow,
-    MaxLifetime,
-    /// Ended by the gateway: the drain period ended, or another source displaced it.
-    Ended,
-    ConnectFailed,
-    ConnectTimeout,
-    ProxyProtocolFailed,
-}
-
-impl End {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            End::Closed => "closed",
-            End::ClientError => "client_error",
-            End::UpstreamError => "upstream_error",
-            End::Idle => "idle",
-            End::TooSlow => "too_slow",
-            End::MaxLifetime => "max_lifetime",
-            End::Ended => "ended_by_gateway",
-            End::ConnectFailed => "connect_failed",
-            End::ConnectTimeout => "connect_timeout",
-            End::ProxyProtocolFailed => "proxy_protocol_failed",
-        }
-    }
-
-    /// Ends the gateway chose, which count as cuts.
-    fn is_cut(self) -> bool {
-        matches!(self, End::Idle | End::TooSlow | End::MaxLifetime)
-    }
-}
+pub use crate::reason::TunnelEnd as End;
 
 /// Bytes moved so far: client to upstream, upstream to client.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -235,9 +200,9 @@ async fn send<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result
 
 fn finish(info: &TunnelInfo, end: End, moved: Moved, started: Instant, err: Option<String>, cuts: &CutLog) {
     // Labelled by the configured pattern: the SNI is client input and would make unbounded series.
-    metrics::passthrough(&info.route.sni.to_string(), end.as_str());
-    if end.is_cut() {
-        cuts.cut(info.source, end.as_str());
+    metrics::passthrough(&info.route.sni.to_string(), end);
+    if let Some(cut) = end.cut() {
+        cuts.cut(info.source, cut);
     }
     let line = format!(
         "sni={} route={} upstream={} bytes_up={} bytes_down={} duration_ms={:.1} end={}{}",
@@ -252,7 +217,7 @@ fn finish(info: &TunnelInfo, end: End, moved: Moved, started: Instant, err: Opti
     );
     // Cuts are logged, rate-limited, by the cut log; one line per cut tunnel would let a flood
     // of them flood the log.
-    if end.is_cut() {
+    if end.cut().is_some() {
         log::debug!(target: "passthrough", "{line}");
     } else {
         log::info!(target: "passthrough", "{line}");

@@ -19,6 +19,7 @@ use crate::connection::tls::KeepClientCert;
 use crate::connection::watchdog::{self, ExchangeMark, Watchdog};
 use crate::connection::workers::{self, Pool, ReadCount};
 use crate::host::HostPattern;
+use crate::reason::{Cut, TunnelEnd};
 use crate::token::{ClientCert, ConnectionFacts, Exchanges};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -148,7 +149,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         let Some(_slot) = self.slot(source, Kind::Connection) else { return };
         let key = source.map(|ip| self.parts.limits.key(ip)).unwrap_or(UNKNOWN);
         if !self.connections.may_admit(key) {
-            return self.parts.limits.cuts.cut(source, "max_connections");
+            return self.parts.limits.cuts.cut(source, Cut::MaxConnections);
         }
         let acceptors = self.parts.acceptor.load_full();
         let handshake_done = handshake_with_callback(acceptors.for_sni(sni), stream, &KeepClientCert);
@@ -188,7 +189,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         match self.connections.admit(key, anonymous) {
             Ok((seat, displaced)) => {
                 for victim in displaced {
-                    self.parts.limits.cuts.cut(Some(victim), "connection_displaced");
+                    self.parts.limits.cuts.cut(Some(victim), Cut::ConnectionDisplaced);
                 }
                 Some(seat)
             }
@@ -311,7 +312,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                 _ = seat.displaced(), if !closed => end_now(&mut closed),
                 _ = &mut age, if !aged => {
                     aged = true;
-                    crate::metrics::connection_cut("max_connection_age");
+                    crate::metrics::connection_cut(Cut::MaxConnectionAge);
                     let _ = end_tx.send(true);
                     if !revoked {
                         grace.as_mut().reset(tokio::time::Instant::now() + cfg.max_connection_age_grace);
@@ -328,7 +329,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                     // Dropping `serve` closes the socket, whatever is under way: a revoked
                     // certificate, or a connection that outlived its age and the grace after it.
                     if !revoked {
-                        self.parts.limits.cuts.cut(source, "max_connection_age_hard");
+                        self.parts.limits.cuts.cut(source, Cut::MaxConnectionAgeHard);
                     }
                     return;
                 }
@@ -404,7 +405,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for SniRouter<A> {
             // The listener starts after the loops (a service dependency); after they stopped it
             // no longer accepts. Seen only if that order breaks.
             log::error!("no worker loop is running: connection closed");
-            crate::metrics::connection_cut("no_worker_loop");
+            crate::metrics::connection_cut(Cut::NoWorkerLoop);
             return None;
         };
         let (this, app) = (self.clone(), worker.app.clone());
@@ -431,12 +432,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         let ticket = match self.tunnels.admit(source.map(|ip| self.parts.limits.key(ip)).unwrap_or(UNKNOWN)) {
             Admission::Admitted(t) => t,
             Admission::Displaced(t, victim) => {
-                self.parts.limits.cuts.cut(Some(victim), "tunnel_displaced");
+                self.parts.limits.cuts.cut(Some(victim), Cut::TunnelDisplaced);
                 t
             }
             Admission::Refused => {
-                crate::metrics::passthrough(&route.sni.to_string(), "over_capacity");
-                return self.parts.limits.cuts.cut(source, "passthrough_capacity");
+                crate::metrics::passthrough(&route.sni.to_string(), TunnelEnd::OverCapacity);
+                return self.parts.limits.cuts.cut(source, Cut::PassthroughCapacity);
             }
         };
         let info = TunnelInfo { sni: name, route, source };

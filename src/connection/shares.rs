@@ -12,6 +12,7 @@
 //! A displaced connection is told to end (its `end` receiver turns true); how it ends is its
 //! owner's choice: a tunnel at once, an HTTP connection gracefully, closing only while idle.
 
+use crate::reason::Cut;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -201,7 +202,7 @@ impl ConnectionShares {
 
     /// A place for a connection from `source` (already keyed), with the sources whose oldest
     /// connection was displaced to make room; or the reason it was refused.
-    pub fn admit(&self, source: IpAddr, anonymous: bool) -> Result<(Seat, Vec<IpAddr>), &'static str> {
+    pub fn admit(&self, source: IpAddr, anonymous: bool) -> Result<(Seat, Vec<IpAddr>), Cut> {
         let mut displaced = Vec::new();
         let anonymous_ticket = match anonymous {
             false => None,
@@ -211,7 +212,7 @@ impl ConnectionShares {
                     displaced.push(victim);
                     Some(t)
                 }
-                Admission::Refused => return Err("anonymous_connections"),
+                Admission::Refused => return Err(Cut::AnonymousConnections),
             },
         };
         let all = match self.all.admit(Peer { source, anonymous }) {
@@ -220,7 +221,7 @@ impl ConnectionShares {
                 displaced.push(victim.source);
                 t
             }
-            Admission::Refused => return Err("max_connections"),
+            Admission::Refused => return Err(Cut::MaxConnections),
         };
         Ok((Seat { all, anonymous: anonymous_ticket }, displaced))
     }
@@ -290,8 +291,8 @@ mod tests {
         ticket(tunnels.admit(ip(2)));
     }
 
-    fn seated(r: Result<(Seat, Vec<IpAddr>), &'static str>) -> (Seat, Vec<IpAddr>) {
-        r.unwrap_or_else(|why| panic!("refused: {why}"))
+    fn seated(r: Result<(Seat, Vec<IpAddr>), Cut>) -> (Seat, Vec<IpAddr>) {
+        r.unwrap_or_else(|why| panic!("refused: {}", why.as_str()))
     }
 
     /// Round 4: 5 addresses holding idle anonymous connections no longer lock partners out; the
@@ -323,7 +324,7 @@ mod tests {
         let shares = ConnectionShares::new(2, 2);
         let (mut first, _) = seated(shares.admit(ip(2), false));
         let (_second, _) = seated(shares.admit(ip(2), false));
-        assert_eq!(shares.admit(ip(2), false).err(), Some("max_connections"), "its share already");
+        assert_eq!(shares.admit(ip(2), false).err(), Some(Cut::MaxConnections), "its share already");
         let (_third, displaced) = seated(shares.admit(ip(3), false));
         assert_eq!(displaced, vec![ip(2)]);
         tokio::time::timeout(std::time::Duration::from_secs(1), first.displaced()).await.expect("told to end");

@@ -19,6 +19,34 @@ pub enum Hello {
     NotTls(&'static str),
 }
 
+/// Why the bytes are not a ClientHello the gateway reads. The parser is also built alone by the
+/// fuzzer, so this stays a plain enum of std.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Malformed {
+    NotHandshake,
+    UnknownVersion,
+    BadRecordLength,
+    NotClientHello,
+    TooLarge,
+    Truncated,
+    BadHostName,
+}
+
+impl Malformed {
+    /// The words [`Hello::NotTls`] carries to the connection layer's log.
+    fn as_str(self) -> &'static str {
+        match self {
+            Malformed::NotHandshake => "not a TLS handshake record",
+            Malformed::UnknownVersion => "unknown record version",
+            Malformed::BadRecordLength => "bad record length",
+            Malformed::NotClientHello => "first handshake message is not a ClientHello",
+            Malformed::TooLarge => "ClientHello larger than the configured maximum",
+            Malformed::Truncated => "truncated ClientHello",
+            Malformed::BadHostName => "invalid SNI host name",
+        }
+    }
+}
+
 const RECORD_HEADER: usize = 5;
 const CONTENT_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
@@ -33,18 +61,18 @@ pub fn parse(buf: &[u8], max_hello: usize) -> Hello {
     let message = match reassemble(buf, max_hello) {
         Ok(msg) => msg,
         Err(Reassembly::NeedMore(n)) => return Hello::NeedMore(n),
-        Err(Reassembly::Bad(why)) => return Hello::NotTls(why),
+        Err(Reassembly::Bad(why)) => return Hello::NotTls(why.as_str()),
     };
     match client_hello_sni(&message) {
         Ok(Some(name)) => Hello::Sni(name),
         Ok(None) => Hello::NoSni,
-        Err(why) => Hello::NotTls(why),
+        Err(why) => Hello::NotTls(why.as_str()),
     }
 }
 
 enum Reassembly {
     NeedMore(usize),
-    Bad(&'static str),
+    Bad(Malformed),
 }
 
 /// Concatenates handshake record fragments until the whole first handshake message is present.
@@ -63,18 +91,18 @@ fn reassemble(buf: &[u8], max_hello: usize) -> Result<Vec<u8>, Reassembly> {
         check_header(header)?;
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
         if len == 0 || len > MAX_RECORD {
-            return Err(Reassembly::Bad("bad record length"));
+            return Err(Reassembly::Bad(Malformed::BadRecordLength));
         }
         let body_start = pos + RECORD_HEADER;
         let available = buf.len().saturating_sub(body_start).min(len);
         message.extend_from_slice(&buf[body_start..body_start + available]);
         if message.len() >= 4 {
             if message[0] != HANDSHAKE_CLIENT_HELLO {
-                return Err(Reassembly::Bad("first handshake message is not a ClientHello"));
+                return Err(Reassembly::Bad(Malformed::NotClientHello));
             }
             let hello_len = 4 + be24(&message[1..4]);
             if hello_len > max_hello {
-                return Err(Reassembly::Bad("ClientHello larger than the configured maximum"));
+                return Err(Reassembly::Bad(Malformed::TooLarge));
             }
             if message.len() >= hello_len {
                 message.truncate(hello_len);
@@ -92,12 +120,12 @@ fn reassemble(buf: &[u8], max_hello: usize) -> Result<Vec<u8>, Reassembly> {
 fn check_partial_header(partial: &[u8]) -> Result<(), Reassembly> {
     if let Some(&ct) = partial.first() {
         if ct != CONTENT_HANDSHAKE {
-            return Err(Reassembly::Bad("not a TLS handshake record"));
+            return Err(Reassembly::Bad(Malformed::NotHandshake));
         }
     }
     if let Some(&major) = partial.get(1) {
         if major != 3 {
-            return Err(Reassembly::Bad("unknown record version"));
+            return Err(Reassembly::Bad(Malformed::UnknownVersion));
         }
     }
     Ok(())
@@ -107,7 +135,7 @@ fn check_header(header: &[u8]) -> Result<(), Reassembly> {
     check_partial_header(header)?;
     // Legacy record versions 3.0 .. 3.4 are all seen on the first flight.
     if header[2] > 4 {
-        return Err(Reassembly::Bad("unknown record version"));
+        return Err(Reassembly::Bad(Malformed::UnknownVersion));
     }
     Ok(())
 }
@@ -122,34 +150,34 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
         if self.data.len() < n {
-            return Err("truncated ClientHello");
+            return Err(Malformed::Truncated);
         }
         let (head, tail) = self.data.split_at(n);
         self.data = tail;
         Ok(head)
     }
-    fn u8(&mut self) -> Result<u8, &'static str> {
+    fn u8(&mut self) -> Result<u8, Malformed> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, &'static str> {
+    fn u16(&mut self) -> Result<u16, Malformed> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
-    fn vec8(&mut self) -> Result<&'a [u8], &'static str> {
+    fn vec8(&mut self) -> Result<&'a [u8], Malformed> {
         let n = usize::from(self.u8()?);
         self.take(n)
     }
-    fn vec16(&mut self) -> Result<&'a [u8], &'static str> {
+    fn vec16(&mut self) -> Result<&'a [u8], Malformed> {
         let n = usize::from(self.u16()?);
         self.take(n)
     }
 }
 
 /// Walks a complete ClientHello handshake message (with its 4-byte header) to the SNI extension.
-fn client_hello_sni(message: &[u8]) -> Result<Option<String>, &'static str> {
-    let mut r = Reader { data: message.get(4..).ok_or("truncated ClientHello")? };
+fn client_hello_sni(message: &[u8]) -> Result<Option<String>, Malformed> {
+    let mut r = Reader { data: message.get(4..).ok_or(Malformed::Truncated)? };
     let _legacy_version = r.u16()?;
     let _random = r.take(32)?;
     let _session_id = r.vec8()?;
@@ -170,7 +198,7 @@ fn client_hello_sni(message: &[u8]) -> Result<Option<String>, &'static str> {
 }
 
 /// RFC 6066 §3: a list of (type, name); only host_name (0) is defined.
-fn server_name(body: &[u8]) -> Result<Option<String>, &'static str> {
+fn server_name(body: &[u8]) -> Result<Option<String>, Malformed> {
     let mut list = Reader { data: Reader { data: body }.vec16()? };
     while !list.data.is_empty() {
         let name_type = list.u8()?;
@@ -182,17 +210,17 @@ fn server_name(body: &[u8]) -> Result<Option<String>, &'static str> {
     Ok(None)
 }
 
-fn host_name(raw: &[u8]) -> Result<String, &'static str> {
+fn host_name(raw: &[u8]) -> Result<String, Malformed> {
     let valid = !raw.is_empty()
         && raw.len() <= 253
         && raw.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
     if !valid {
-        return Err("invalid SNI host name");
+        return Err(Malformed::BadHostName);
     }
     // A trailing dot names the same host; a name of dots alone names none.
     let name = String::from_utf8_lossy(raw).to_ascii_lowercase().trim_end_matches('.').to_string();
     if name.is_empty() {
-        return Err("invalid SNI host name");
+        return Err(Malformed::BadHostName);
     }
     Ok(name)
 }

@@ -7,17 +7,15 @@
 
 use crate::config::{AdminConfig, Problem, TlsConfig, TlsVersion, FAPI_TLS12_CIPHERS};
 use crate::host::HostPattern;
-use crate::pki::{read_certs, read_crls, read_key};
+use crate::pki::{read_certs, read_crls, read_key, subject_dn};
 use crate::token::{ClientCert, ConnectionFacts};
 use async_trait::async_trait;
-use openssl::nid::Nid;
 use openssl::ssl::{
     select_next_proto, AlpnError, NameType, SniError, SslAcceptor, SslAcceptorBuilder, SslContext, SslFiletype,
     SslMethod, SslOptions, SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::{X509Lookup, X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
-use openssl::x509::{X509NameRef, X509Ref};
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 use std::any::Any;
@@ -263,141 +261,6 @@ fn client_cert(ssl: &TlsRef) -> Option<Arc<ClientCert>> {
     let cert = ssl.peer_certificate()?;
     let der = cert.to_der().ok()?;
     let mut client = ClientCert::from_der(&der, subject_dn(&cert))?;
-    client.not_after = crate::connection::expiry::unix(cert.not_after());
+    client.not_after = crate::pki::unix(cert.not_after());
     Some(Arc::new(client))
-}
-
-/// Subject DN in RFC 4514 order (most specific RDN first), e.g. `CN=demo-partner,O=Example`.
-/// A multi-valued RDN keeps its `+` (`CN=a+O=b` is one RDN, not two), and values are escaped so
-/// that nothing in a certificate can split a log line or pass for another subject.
-pub fn subject_dn(cert: &X509Ref) -> String {
-    name_dn(cert.subject_name())
-}
-
-/// The issuer DN, written as [`subject_dn`] writes subjects.
-pub fn issuer_dn(cert: &X509Ref) -> String {
-    name_dn(cert.issuer_name())
-}
-
-/// A distinguished name in RFC 4514 order, escaped.
-pub fn name_dn(name: &X509NameRef) -> String {
-    let avas: Vec<String> = name
-        .entries()
-        .map(|e| {
-            let key = e.object().nid().short_name().unwrap_or("?").to_string();
-            let key = if e.object().nid() == Nid::COMMONNAME { "CN".to_string() } else { key };
-            let value = e.data().to_string().unwrap_or_default();
-            format!("{key}={}", escape_dn_value(&value))
-        })
-        .collect();
-    // Without the RDN structure (never seen: the DER comes from a parsed certificate), each
-    // attribute counts as its own RDN.
-    let sizes = name.to_der().ok().and_then(|der| rdn_sizes(&der)).filter(|s| s.iter().sum::<usize>() == avas.len());
-    let sizes = sizes.unwrap_or_else(|| vec![1; avas.len()]);
-    let mut rdns = Vec::with_capacity(sizes.len());
-    let mut rest = avas.as_slice();
-    for n in sizes {
-        let (rdn, tail) = rest.split_at(n.min(rest.len()));
-        rdns.push(rdn.join("+"));
-        rest = tail;
-    }
-    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
-}
-
-/// How many attributes each RDN of a DER `Name` (a SEQUENCE of SETs) holds, in order.
-fn rdn_sizes(der: &[u8]) -> Option<Vec<usize>> {
-    let (tag, body, _) = der_item(der)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let mut sizes = Vec::new();
-    let mut rdns = body;
-    while !rdns.is_empty() {
-        let (tag, set, rest) = der_item(rdns)?;
-        if tag != 0x31 {
-            return None;
-        }
-        let mut count = 0;
-        let mut avas = set;
-        while !avas.is_empty() {
-            avas = der_item(avas)?.2;
-            count += 1;
-        }
-        sizes.push(count);
-        rdns = rest;
-    }
-    Some(sizes)
-}
-
-/// One DER item: (tag, contents, what follows it).
-fn der_item(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        (rest[..n].iter().fold(0usize, |acc, &b| acc << 8 | b as usize), &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
-/// RFC 4514 escaping, and control characters as `\XX` so that a value cannot end a log line.
-fn escape_dn_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for (i, c) in v.chars().enumerate() {
-        let leading = i == 0 && (c == ' ' || c == '#');
-        if c.is_control() {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("\\{b:02X}"));
-            }
-            continue;
-        }
-        if leading || matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use openssl::x509::X509;
-
-    #[test]
-    fn dn_values_are_escaped() {
-        assert_eq!(escape_dn_value("a,b=c"), "a\\,b\\=c");
-        assert_eq!(escape_dn_value("#x"), "\\#x");
-        assert_eq!(escape_dn_value("a\nstatus=200"), "a\\0Astatus\\=200");
-        assert_eq!(escape_dn_value("a\u{85}b"), "a\\C2\\85b");
-    }
-
-    /// A self-signed certificate for `subject` in openssl's `/A=x+B=y/C=z` form.
-    fn cert_with(subject: &str) -> X509 {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("c.pem");
-        let status = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
-            .args(["-multivalue-rdn", "-keyout", "/dev/null", "-subj", subject, "-out"])
-            .arg(&out)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        X509::from_pem(&std::fs::read(out).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn a_multi_valued_rdn_is_not_rendered_as_two() {
-        assert_eq!(subject_dn(&cert_with("/O=b/CN=a")), "CN=a,O=b");
-        assert_eq!(subject_dn(&cert_with("/CN=a+O=b")), "CN=a+O=b");
-        let newline = cert_with("/CN=a\nstatus=200 client=CN=admin");
-        assert!(!subject_dn(&newline).contains('\n'), "{}", subject_dn(&newline));
-    }
 }

@@ -12,7 +12,8 @@
 
 use crate::config::CrlExpired;
 use crate::connection::limits::Throttle;
-use crate::connection::tls::subject_dn;
+use crate::pki::{issuer_dn, subject_dn};
+use crate::reason::HandshakeRefusal;
 use openssl::x509::{X509Ref, X509StoreContextRef};
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -35,21 +36,21 @@ const CERT_REVOKED: i32 = 23;
 const LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The reason name of an OpenSSL verification error.
-pub fn reason(code: i32) -> &'static str {
+pub fn reason(code: i32) -> HandshakeRefusal {
     match code {
-        CERT_HAS_EXPIRED => "expired",
-        CERT_NOT_YET_VALID => "not_yet_valid",
-        CERT_REVOKED => "revoked",
-        CRL_HAS_EXPIRED => "crl_expired",
-        CRL_NOT_YET_VALID => "crl_not_yet_valid",
-        UNABLE_TO_GET_CRL => "crl_missing",
+        CERT_HAS_EXPIRED => HandshakeRefusal::Expired,
+        CERT_NOT_YET_VALID => HandshakeRefusal::NotYetValid,
+        CERT_REVOKED => HandshakeRefusal::Revoked,
+        CRL_HAS_EXPIRED => HandshakeRefusal::CrlExpired,
+        CRL_NOT_YET_VALID => HandshakeRefusal::CrlNotYetValid,
+        UNABLE_TO_GET_CRL => HandshakeRefusal::CrlMissing,
         UNABLE_TO_GET_ISSUER_CERT
         | UNABLE_TO_GET_ISSUER_CERT_LOCALLY
         | DEPTH_ZERO_SELF_SIGNED_CERT
         | SELF_SIGNED_CERT_IN_CHAIN
-        | UNABLE_TO_VERIFY_LEAF_SIGNATURE => "unknown_ca",
-        CERT_CHAIN_TOO_LONG => "chain_too_long",
-        _ => "invalid_certificate",
+        | UNABLE_TO_VERIFY_LEAF_SIGNATURE => HandshakeRefusal::UnknownCa,
+        CERT_CHAIN_TOO_LONG => HandshakeRefusal::ChainTooLong,
+        _ => HandshakeRefusal::InvalidCertificate,
     }
 }
 
@@ -64,26 +65,29 @@ pub fn verify(preverify: bool, ctx: &mut X509StoreContextRef, policy: CrlExpired
     let cert = ctx.current_cert();
     if code == CRL_HAS_EXPIRED && policy == CrlExpired::Keep {
         crate::metrics::crl_expired_accepted();
-        report("crl_expired_kept", cert, "accepted under tls.crl_expired: keep");
+        report(None, cert, "accepted under tls.crl_expired: keep");
         return true;
     }
     crate::metrics::handshake_refusal(reason);
-    report(reason, cert, "handshake refused");
+    report(Some(reason), cert, "handshake refused");
     false
 }
 
-/// Logs a refusal at most once per reason and interval, with the certificate's names.
-fn report(reason: &'static str, cert: Option<&X509Ref>, what: &str) {
+/// Logs a refusal (`None`: a certificate kept under an expired CRL) at most once per reason and
+/// interval, with the certificate's names.
+fn report(refusal: Option<HandshakeRefusal>, cert: Option<&X509Ref>, what: &str) {
+    let reason = refusal.map_or(HandshakeRefusal::CRL_EXPIRED_KEPT, HandshakeRefusal::as_str);
     static THROTTLE: LazyLock<Throttle<&'static str>> = LazyLock::new(|| Throttle::new(LOG_INTERVAL));
     let Some(suppressed) = THROTTLE.admit(reason) else { return };
     let subject = cert.map(subject_dn).unwrap_or_else(|| "-".into());
-    let issuer = cert.map(crate::connection::tls::issuer_dn).unwrap_or_else(|| "-".into());
+    let issuer = cert.map(issuer_dn).unwrap_or_else(|| "-".into());
     let line = format!(
         "client certificate {what}: reason={reason} subject=\"{subject}\" issuer=\"{issuer}\" also_since_last_line={suppressed}"
     );
-    match reason {
+    use HandshakeRefusal::{CrlExpired, CrlMissing, CrlNotYetValid};
+    match refusal {
         // Every client of the issuer meets these: the CRL bundle needs attention, not the partner.
-        "crl_expired" | "crl_missing" | "crl_not_yet_valid" | "crl_expired_kept" => {
+        None | Some(CrlExpired | CrlMissing | CrlNotYetValid) => {
             log::error!(target: "tls", "{line}")
         }
         _ => log::warn!(target: "tls", "{line}"),
@@ -96,11 +100,11 @@ mod tests {
 
     #[test]
     fn every_reason_the_issue_names_has_its_code() {
-        assert_eq!(reason(CERT_HAS_EXPIRED), "expired");
-        assert_eq!(reason(CERT_REVOKED), "revoked");
-        assert_eq!(reason(UNABLE_TO_GET_ISSUER_CERT_LOCALLY), "unknown_ca");
-        assert_eq!(reason(CRL_HAS_EXPIRED), "crl_expired");
-        assert_eq!(reason(UNABLE_TO_GET_CRL), "crl_missing");
-        assert_eq!(reason(9999), "invalid_certificate");
+        assert_eq!(reason(CERT_HAS_EXPIRED).as_str(), "expired");
+        assert_eq!(reason(CERT_REVOKED).as_str(), "revoked");
+        assert_eq!(reason(UNABLE_TO_GET_ISSUER_CERT_LOCALLY).as_str(), "unknown_ca");
+        assert_eq!(reason(CRL_HAS_EXPIRED).as_str(), "crl_expired");
+        assert_eq!(reason(UNABLE_TO_GET_CRL).as_str(), "crl_missing");
+        assert_eq!(reason(9999).as_str(), "invalid_certificate");
     }
 }

@@ -16,6 +16,7 @@
 
 use crate::config::ListenerConfig;
 use crate::connection::workers::ReadCount;
+use crate::reason::Cut;
 use crate::token::Exchanges;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -133,7 +134,7 @@ impl Watchdog {
     }
 
     /// What the connection breaks now, if anything: the reason it is cut for.
-    pub fn check(&mut self, now: Instant) -> Option<&'static str> {
+    pub fn check(&mut self, now: Instant) -> Option<Cut> {
         let read = self.read.get();
         if read != self.last_read.1 {
             self.last_read = (now, read);
@@ -142,15 +143,15 @@ impl Watchdog {
         header.or_else(|| self.body(now, read))
     }
 
-    fn preface(&mut self, now: Instant, read: u64) -> Option<&'static str> {
+    fn preface(&mut self, now: Instant, read: u64) -> Option<Cut> {
         if self.preface_seen || read - self.start_read >= H2_PREFACE_WIRE_BYTES {
             self.preface_seen = true;
             return None;
         }
-        (now - self.started > self.limits.header_timeout).then_some("h2_preface_timeout")
+        (now - self.started > self.limits.header_timeout).then_some(Cut::H2PrefaceTimeout)
     }
 
-    fn header(&mut self, now: Instant, read: u64) -> Option<&'static str> {
+    fn header(&mut self, now: Instant, read: u64) -> Option<Cut> {
         let seq = self.mark.seq.load(Ordering::Relaxed);
         if seq != self.seen_seq {
             self.seen_seq = seq;
@@ -162,16 +163,16 @@ impl Watchdog {
         }
         let mark_read = self.mark.read_at.load(Ordering::Relaxed);
         if read <= mark_read {
-            return self.header_since.filter(|s| now - *s > self.limits.header_timeout).map(|_| "header_timeout");
+            return self.header_since.filter(|s| now - *s > self.limits.header_timeout).map(|_| Cut::HeaderTimeout);
         }
         let since = *self.header_since.get_or_insert(now);
         if read - mark_read > self.limits.max_header_bytes as u64 + tls_overhead(self.limits.max_header_bytes) {
-            return Some("header_too_large");
+            return Some(Cut::HeaderTooLarge);
         }
-        (now - since > self.limits.header_timeout).then_some("header_timeout")
+        (now - since > self.limits.header_timeout).then_some(Cut::HeaderTimeout)
     }
 
-    fn body(&mut self, now: Instant, read: u64) -> Option<&'static str> {
+    fn body(&mut self, now: Instant, read: u64) -> Option<Cut> {
         if self.exchanges.bodies_pending() == 0 {
             self.body_progress = None;
             self.body_window = None;
@@ -181,12 +182,12 @@ impl Watchdog {
         if read != at {
             self.body_progress = Some((now, read));
         } else if now - last > self.limits.body_timeout {
-            return Some("body_timeout");
+            return Some(Cut::BodyTimeout);
         }
         let (window_start, window_read) = *self.body_window.get_or_insert((now, read));
         if now - window_start >= self.limits.body_window {
             if read - window_read < self.limits.body_min_bytes {
-                return Some("body_min_rate");
+                return Some(Cut::BodyMinRate);
             }
             self.body_window = Some((now, read));
         }
@@ -240,7 +241,7 @@ mod tests {
     fn a_first_request_must_arrive_within_the_header_timeout() {
         let (mut dog, _read, _ex, t0) = dog(false);
         assert_eq!(dog.check(t0 + 19 * S), None);
-        assert_eq!(dog.check(t0 + 21 * S), Some("header_timeout"));
+        assert_eq!(dog.check(t0 + 21 * S), Some(Cut::HeaderTimeout));
     }
 
     #[test]
@@ -256,14 +257,14 @@ mod tests {
         assert_eq!(dog.check(t0 + 101 * S), None);
         read.add(1);
         assert_eq!(dog.check(t0 + 120 * S), None);
-        assert_eq!(dog.check(t0 + 122 * S), Some("header_timeout"));
+        assert_eq!(dog.check(t0 + 122 * S), Some(Cut::HeaderTimeout));
     }
 
     #[test]
     fn a_header_larger_than_the_cap_is_cut() {
         let (mut dog, read, _ex, t0) = dog(false);
         read.add(64 * 1024 + 1024 + 64 * 1024 / 64 + 1);
-        assert_eq!(dog.check(t0 + S), Some("header_too_large"));
+        assert_eq!(dog.check(t0 + S), Some(Cut::HeaderTooLarge));
     }
 
     #[test]
@@ -271,7 +272,7 @@ mod tests {
         let (mut dog, read, _ex, t0) = dog(true);
         read.add(5);
         assert_eq!(dog.check(t0 + 19 * S), None);
-        assert_eq!(dog.check(t0 + 21 * S), Some("h2_preface_timeout"));
+        assert_eq!(dog.check(t0 + 21 * S), Some(Cut::H2PrefaceTimeout));
         let (mut dog, read, _ex, t0) = self::dog(true);
         read.add(80);
         assert_eq!(dog.check(t0 + 500 * S), None, "after the preface, idling is pingora's business");
@@ -285,7 +286,7 @@ mod tests {
         ex.body_started();
         assert_eq!(dog.check(t0 + S), None);
         assert_eq!(dog.check(t0 + 30 * S), None);
-        assert_eq!(dog.check(t0 + 32 * S), Some("body_timeout"));
+        assert_eq!(dog.check(t0 + 32 * S), Some(Cut::BodyTimeout));
         let (mut dog, read, ex, t0) = self::dog(true);
         read.add(100);
         ex.body_started();
@@ -294,7 +295,7 @@ mod tests {
             assert_eq!(dog.check(t0 + second * S), None);
         }
         read.add(50);
-        assert_eq!(dog.check(t0 + 11 * S), Some("body_min_rate"), "500 bytes in 10 s is below 1024");
+        assert_eq!(dog.check(t0 + 11 * S), Some(Cut::BodyMinRate), "500 bytes in 10 s is below 1024");
         ex.body_ended();
         assert_eq!(dog.check(t0 + 40 * S), None, "no body pending, nothing to time");
     }

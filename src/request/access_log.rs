@@ -6,6 +6,7 @@
 //! Unicode line and paragraph separators U+2028 and U+2029 are escaped in every field, in both
 //! forms, whoever chose the text (a client chooses the path).
 
+use crate::reason::{Cache, Party, Reason, RefusedBy};
 use serde::Serialize;
 use std::borrow::Cow;
 
@@ -20,10 +21,10 @@ pub struct AccessLine<'a> {
     pub client: Option<&'a str>,
     pub x5t: Option<&'a str>,
     pub token: Option<&'a str>,
-    pub cache: Option<&'a str>,
-    pub refused_by: Option<&'a str>,
-    pub reason: Option<&'a str>,
-    pub ended_by: &'a str,
+    pub cache: Option<Cache>,
+    pub refused_by: Option<RefusedBy>,
+    pub reason: Option<Reason>,
+    pub ended_by: Party,
     pub interaction_id: &'a str,
     pub error: Option<&'a str>,
     /// The backend of the last attempt, and how many attempts before it failed (retries).
@@ -60,10 +61,10 @@ impl AccessLine<'_> {
             or_dash(self.client),
             or_dash(self.x5t),
             or_dash(self.token),
-            or_dash(self.cache),
-            or_dash(self.refused_by),
-            or_dash(self.reason),
-            escaped(self.ended_by),
+            or_dash(self.cache.map(Cache::as_str)),
+            or_dash(self.refused_by.map(RefusedBy::as_str)),
+            or_dash(self.reason.map(Reason::as_str)),
+            self.ended_by.as_str(),
             escaped(self.interaction_id),
             or_dash(self.error),
             self.backend.as_deref().unwrap_or("-"),
@@ -100,10 +101,10 @@ mod tests {
             client: Some("CN=demo-partner"),
             x5t: Some("abcdefgh"),
             token: Some("tok123"),
-            cache: Some("miss"),
-            refused_by: Some("phantom_token"),
-            reason: Some("inactive_token"),
-            ended_by: "gateway",
+            cache: Some(Cache::Miss),
+            refused_by: Some(RefusedBy::Filter("phantom_token")),
+            reason: Some(Reason::Token(crate::reason::Token::InactiveToken)),
+            ended_by: Party::Gateway,
             interaction_id: "c770aef3-6784-41f7-8e0e-ff5f97bddb3a",
             error: None,
             backend: None,
@@ -136,9 +137,9 @@ mod escape_tests {
             x5t: None,
             token: None,
             cache: None,
-            refused_by: Some("router"),
-            reason: Some("not_found"),
-            ended_by: "gateway",
+            refused_by: Some(RefusedBy::Router),
+            reason: Some(Reason::NoRoute),
+            ended_by: Party::Gateway,
             interaction_id: "i",
             error: None,
             backend: None,

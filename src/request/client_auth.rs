@@ -4,11 +4,29 @@
 //! read once, by the build step, so `-t` proves they can be read; none of them is ever logged.
 
 use crate::config::{ClientAuth, Problem, Secret};
-use crate::pki::read_key;
+use crate::pki::{read_key, PkiError};
 use crate::token::unix_now;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use openssl::pkey::Id;
 use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Why a key or certificate cannot authenticate the gateway, or an assertion cannot be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientAuthError {
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// OpenSSL could not re-encode the key.
+    #[error(transparent)]
+    Encode(#[from] openssl::error::ErrorStack),
+    /// jsonwebtoken refused the key or could not sign.
+    #[error(transparent)]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    #[error("{}: only EC P-256 and RSA keys can sign client assertions", .0.display())]
+    AssertionKeyType(PathBuf),
+    #[error("{} with {}: {source}", certificate.display(), key.display())]
+    Identity { certificate: PathBuf, key: PathBuf, source: reqwest::Error },
+}
 
 /// The credentials of one introspection section, ready to put on each request.
 pub struct ClientAuthenticator {
@@ -59,7 +77,7 @@ impl ClientAuthenticator {
         &self,
         request: reqwest::RequestBuilder,
         form: &mut Vec<(&'static str, String)>,
-    ) -> Result<reqwest::RequestBuilder, String> {
+    ) -> Result<reqwest::RequestBuilder, ClientAuthError> {
         match &self.method {
             Method::Basic(secret) => {
                 // RFC 6749 §2.3.1: both parts are form-encoded before Basic encoding.
@@ -81,13 +99,13 @@ impl ClientAuthenticator {
     }
 
     /// RFC 7523 §3: iss = sub = client_id, the server as aud, short-lived, never reused.
-    fn assertion(&self, key: &EncodingKey, alg: Algorithm, audience: &str) -> Result<String, String> {
+    fn assertion(&self, key: &EncodingKey, alg: Algorithm, audience: &str) -> Result<String, ClientAuthError> {
         let now = unix_now();
         let claims = json!({
             "iss": self.client_id, "sub": self.client_id, "aud": audience,
             "iat": now, "exp": now + 60, "jti": uuid::Uuid::new_v4().to_string(),
         });
-        jsonwebtoken::encode(&Header::new(alg), &claims, key).map_err(|e| e.to_string())
+        Ok(jsonwebtoken::encode(&Header::new(alg), &claims, key)?)
     }
 }
 
@@ -109,18 +127,21 @@ fn secret(s: &Secret, key: &str) -> Result<String, Problem> {
 }
 
 /// ES256 for a P-256 key, PS256 for an RSA key: the algorithms FAPI 2.0 allows.
-fn assertion_key(path: &std::path::Path) -> Result<(EncodingKey, Algorithm), String> {
+fn assertion_key(path: &Path) -> Result<(EncodingKey, Algorithm), ClientAuthError> {
     let pkey = read_key(path)?;
-    let pem = pkey.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?;
+    let pem = pkey.private_key_to_pem_pkcs8()?;
     match pkey.id() {
-        Id::EC => Ok((EncodingKey::from_ec_pem(&pem).map_err(|e| e.to_string())?, Algorithm::ES256)),
-        Id::RSA => Ok((EncodingKey::from_rsa_pem(&pem).map_err(|e| e.to_string())?, Algorithm::PS256)),
-        _ => Err(format!("{}: only EC P-256 and RSA keys can sign client assertions", path.display())),
+        Id::EC => Ok((EncodingKey::from_ec_pem(&pem)?, Algorithm::ES256)),
+        Id::RSA => Ok((EncodingKey::from_rsa_pem(&pem)?, Algorithm::PS256)),
+        _ => Err(ClientAuthError::AssertionKeyType(path.into())),
     }
 }
 
-fn identity(certificate: &std::path::Path, key: &std::path::Path) -> Result<reqwest::Identity, String> {
+fn identity(certificate: &Path, key: &Path) -> Result<reqwest::Identity, ClientAuthError> {
     let (chain, pem) = crate::pki::pem_identity(certificate, key)?;
-    reqwest::Identity::from_pkcs8_pem(&chain, &pem)
-        .map_err(|e| format!("{} with {}: {e}", certificate.display(), key.display()))
+    reqwest::Identity::from_pkcs8_pem(&chain, &pem).map_err(|source| ClientAuthError::Identity {
+        certificate: certificate.into(),
+        key: key.into(),
+        source,
+    })
 }

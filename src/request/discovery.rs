@@ -6,6 +6,35 @@
 
 use serde::Deserialize;
 
+/// Why discovery found no usable metadata.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// Every metadata URL failed; each with why.
+    #[error("no metadata found ({})", attempts(.0))]
+    NotFound(Vec<(url::Url, FetchError)>),
+    #[error("{document} names the issuer {named:?}, not {issuer}")]
+    OtherIssuer { document: String, named: String, issuer: String },
+    #[error("{document}: {field} {text:?}: {error}")]
+    BadUrl { document: String, field: &'static str, text: String, error: url::ParseError },
+    #[error("{document}: {field} {text:?} is not https")]
+    NotHttps { document: String, field: &'static str, text: String },
+}
+
+/// Why one metadata URL gave no document.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Send(reqwest::Error),
+    #[error("answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("not a metadata document: {0}")]
+    NotDocument(reqwest::Error),
+}
+
+fn attempts(tried: &[(url::Url, FetchError)]) -> String {
+    tried.iter().map(|(url, e)| format!("{url}: {e}")).collect::<Vec<_>>().join("; ")
+}
+
 /// What discovery found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metadata {
@@ -34,35 +63,40 @@ pub fn metadata_urls(issuer: &url::Url) -> Vec<url::Url> {
 }
 
 /// Fetches the metadata of `issuer`; every failed attempt is part of the error.
-pub async fn discover(client: &reqwest::Client, issuer: &url::Url) -> Result<Metadata, String> {
+pub async fn discover(client: &reqwest::Client, issuer: &url::Url) -> Result<Metadata, DiscoveryError> {
     let mut tried = Vec::new();
     for url in metadata_urls(issuer) {
         match fetch(client, &url).await {
             Ok(doc) => return metadata(issuer, url, doc),
-            Err(e) => tried.push(format!("{url}: {e}")),
+            Err(e) => tried.push((url, e)),
         }
     }
-    Err(format!("no metadata found ({})", tried.join("; ")))
+    Err(DiscoveryError::NotFound(tried))
 }
 
-async fn fetch(client: &reqwest::Client, url: &url::Url) -> Result<Document, String> {
-    let response = client.get(url.clone()).send().await.map_err(|e| e.to_string())?;
+async fn fetch(client: &reqwest::Client, url: &url::Url) -> Result<Document, FetchError> {
+    let response = client.get(url.clone()).send().await.map_err(FetchError::Send)?;
     if !response.status().is_success() {
-        return Err(format!("answered {}", response.status()));
+        return Err(FetchError::Status(response.status()));
     }
-    response.json::<Document>().await.map_err(|e| format!("not a metadata document: {e}"))
+    response.json::<Document>().await.map_err(FetchError::NotDocument)
 }
 
-fn metadata(issuer: &url::Url, source: url::Url, doc: Document) -> Result<Metadata, String> {
+fn metadata(issuer: &url::Url, source: url::Url, doc: Document) -> Result<Metadata, DiscoveryError> {
     let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
     if !same(&doc.issuer, issuer.as_str()) {
-        return Err(format!("{source} names the issuer {:?}, not {issuer}", doc.issuer));
+        let (document, issuer) = (source.to_string(), issuer.to_string());
+        return Err(DiscoveryError::OtherIssuer { document, named: doc.issuer, issuer });
     }
-    let https = |field: &str, v: Option<String>| -> Result<Option<url::Url>, String> {
+    let https = |field: &'static str, v: Option<String>| -> Result<Option<url::Url>, DiscoveryError> {
         let Some(text) = v else { return Ok(None) };
-        let u = url::Url::parse(&text).map_err(|e| format!("{source}: {field} {text:?}: {e}"))?;
+        let document = source.to_string();
+        let u = match url::Url::parse(&text) {
+            Ok(u) => u,
+            Err(error) => return Err(DiscoveryError::BadUrl { document, field, text, error }),
+        };
         if u.scheme() != "https" {
-            return Err(format!("{source}: {field} {text:?} is not https"));
+            return Err(DiscoveryError::NotHttps { document, field, text });
         }
         Ok(Some(u))
     };

@@ -20,13 +20,14 @@
 
 use crate::config::{IntrospectionConfig, Problem, ResponseMode};
 use crate::metrics;
-use crate::pki::{error_chain, pinned_client};
+use crate::pki::{error_chain, pinned_client, PkiError};
+use crate::reason::{IdentityAnswer as Bad, IdentityDown, Introspection, Token};
 use crate::request::claims::{self, ClaimError};
 use crate::request::client_auth::ClientAuthenticator;
 use crate::request::issuer::TokenIssuer;
 use crate::request::jwks::{max_age, JwksError, RemoteJwks};
-use crate::request::purge::{PurgeLog, PurgeTarget};
-use crate::token::{jwt_payload, unix_now, Claims};
+use crate::request::purge::PurgeLog;
+use crate::token::{jwt_payload, unix_now, Claims, PurgeTarget};
 use crate::trace::{ChildSpan, RequestTrace};
 use jsonwebtoken::{Algorithm, Validation};
 use moka::future::Cache;
@@ -57,7 +58,7 @@ pub enum TokenState {
     Active(Arc<ActiveToken>),
     Inactive,
     /// Active at the identity server, but refused by one of the gateway's checks (the reason).
-    Refused(&'static str),
+    Refused(Token),
 }
 
 /// What one introspection call found out, and how long it may be kept.
@@ -85,31 +86,15 @@ impl Entry {
 }
 
 /// How a lookup was answered, for the access log and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheResult {
-    Hit,
-    Miss,
-    /// Another request's introspection call answered this one.
-    Coalesced,
-}
-
-impl CacheResult {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CacheResult::Hit => "hit",
-            CacheResult::Miss => "miss",
-            CacheResult::Coalesced => "coalesced",
-        }
-    }
-}
+pub use crate::reason::Cache as CacheResult;
 
 /// Why introspection gave no answer. Never cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntrospectError {
     /// Connect failure or timeout, or a 5xx: the identity server is down (503).
-    Unavailable(&'static str),
+    Unavailable(IdentityDown),
     /// An answer the gateway cannot use: wrong status, not a JWT (502).
-    BadAnswer(&'static str),
+    BadAnswer(Bad),
 }
 
 struct FixedLifetime;
@@ -279,13 +264,15 @@ impl Introspector {
             self.call(token, span.as_ref()).await.map(|a| Entry { state: a.state, ttl: a.ttl, asked: started });
         let label = match &result {
             Ok(e) => match e.state {
-                TokenState::Active(_) => "active",
-                TokenState::Inactive => "inactive",
-                TokenState::Refused(r) => r,
+                TokenState::Active(_) => Introspection::Active,
+                TokenState::Inactive => Introspection::Inactive,
+                TokenState::Refused(r) => Introspection::Refused(r),
             },
-            Err(IntrospectError::Unavailable(r)) | Err(IntrospectError::BadAnswer(r)) => r,
+            Err(IntrospectError::Unavailable(r)) => Introspection::Down(*r),
+            Err(IntrospectError::BadAnswer(r)) => Introspection::BadAnswer(*r),
         };
         metrics::introspection(&self.cfg.name, label, started.elapsed());
+        let label = label.as_str();
         if let Some(mut span) = span {
             if span.recording() {
                 span.set(opentelemetry::KeyValue::new("mtls_gateway.introspection", self.cfg.name.clone()));
@@ -312,33 +299,28 @@ impl Introspector {
         }
         let request = self.auth.apply(request, &mut form).map_err(|e| {
             log::warn!("introspection {}: cannot authenticate: {e}", self.cfg.name);
-            IntrospectError::BadAnswer("introspection_client_auth")
+            IntrospectError::BadAnswer(Bad::ClientAuth)
         })?;
         let response = request.form(&form).send().await.map_err(|e| {
             log::warn!("introspection {}: {}", self.cfg.name, error_chain(&e));
-            IntrospectError::Unavailable(if e.is_timeout() {
-                "introspection_timeout"
-            } else {
-                "introspection_unreachable"
-            })
+            IntrospectError::Unavailable(if e.is_timeout() { IdentityDown::Timeout } else { IdentityDown::Unreachable })
         })?;
         let status = response.status().as_u16();
         let life = Life::of(response.headers(), self.cfg.ignore_no_store);
         match status {
             204 if self.cfg.mode == ResponseMode::Jwt => Ok(self.inactive(life)),
             200 => {
-                let body =
-                    response.text().await.map_err(|_| IntrospectError::Unavailable("introspection_read_failed"))?;
+                let body = response.text().await.map_err(|_| IntrospectError::Unavailable(IdentityDown::ReadFailed))?;
                 match &self.cfg.mode {
                     ResponseMode::Jwt => self.jwt_entry(body.trim(), life).await,
                     ResponseMode::Json => self.json_entry(&body, life),
                     ResponseMode::Rfc9701 => self.rfc9701_entry(body.trim(), life).await,
                 }
             }
-            500..=599 => Err(IntrospectError::Unavailable("introspection_5xx")),
+            500..=599 => Err(IntrospectError::Unavailable(IdentityDown::ServerError)),
             _ => {
                 log::warn!("introspection {}: unexpected status {status}", self.cfg.name);
-                Err(IntrospectError::BadAnswer("introspection_unexpected_status"))
+                Err(IntrospectError::BadAnswer(Bad::UnexpectedStatus))
             }
         }
     }
@@ -348,8 +330,8 @@ impl Introspector {
     }
 
     /// A token the identity server calls active but that fails one of the gateway's own checks.
-    fn refused(&self, reason: &'static str, life: Life) -> Answer {
-        log::info!("introspection {}: token refused: {reason}", self.cfg.name);
+    fn refused(&self, reason: Token, life: Life) -> Answer {
+        log::info!("introspection {}: token refused: {}", self.cfg.name, reason.as_str());
         Answer { state: TokenState::Refused(reason), ttl: life.cap(self.cfg.negative_ttl) }
     }
 
@@ -357,11 +339,10 @@ impl Introspector {
     /// the identity server's keys when verification is on; unsigned (`alg: none`) JWTs are never
     /// accepted, verified or not.
     async fn jwt_entry(&self, jwt: &str, life: Life) -> Result<Answer, IntrospectError> {
-        let header =
-            jsonwebtoken::decode_header(jwt).map_err(|_| IntrospectError::BadAnswer("introspection_bad_header"))?;
+        let header = jsonwebtoken::decode_header(jwt).map_err(|_| IntrospectError::BadAnswer(Bad::BadHeader))?;
         let payload = match &self.remote_jwks {
             Some(jwks) => self.verified(jwks, jwt, header.alg, None).await?,
-            None => jwt_payload(jwt).ok_or(IntrospectError::BadAnswer("introspection_not_a_jwt"))?,
+            None => jwt_payload(jwt).ok_or(IntrospectError::BadAnswer(Bad::NotAJwt))?,
         };
         let checked = match claims::check(&payload, &self.cfg.claims, unix_now()) {
             Ok(c) => c,
@@ -369,15 +350,15 @@ impl Introspector {
             Err(ClaimError::Unusable(r)) => return Err(IntrospectError::BadAnswer(r)),
         };
         let claims: Claims = serde_json::from_value(serde_json::Value::Object(payload))
-            .map_err(|_| IntrospectError::BadAnswer("introspection_not_a_jwt"))?;
+            .map_err(|_| IntrospectError::BadAnswer(Bad::NotAJwt))?;
         self.entry(jwt, Claims { exp: checked.exp, ..claims }, life)
     }
 
     /// RFC 7662: `active` and the token's claims as JSON; the gateway issues the JWT.
     fn json_entry(&self, body: &str, life: Life) -> Result<Answer, IntrospectError> {
         let value: serde_json::Value =
-            serde_json::from_str(body).map_err(|_| IntrospectError::BadAnswer("introspection_not_json"))?;
-        let map = value.as_object().ok_or(IntrospectError::BadAnswer("introspection_not_json"))?;
+            serde_json::from_str(body).map_err(|_| IntrospectError::BadAnswer(Bad::NotJson))?;
+        let map = value.as_object().ok_or(IntrospectError::BadAnswer(Bad::NotJson))?;
         self.issued_entry(map, life)
     }
 
@@ -385,14 +366,14 @@ impl Introspector {
     /// claims under `token_introspection`.
     async fn rfc9701_entry(&self, jwt: &str, life: Life) -> Result<Answer, IntrospectError> {
         let bad = IntrospectError::BadAnswer;
-        let header = jsonwebtoken::decode_header(jwt).map_err(|_| bad("introspection_not_a_jwt"))?;
+        let header = jsonwebtoken::decode_header(jwt).map_err(|_| bad(Bad::NotAJwt))?;
         if header.typ.as_deref() != Some("token-introspection+jwt") {
-            return Err(bad("introspection_wrong_typ"));
+            return Err(bad(Bad::WrongTyp));
         }
-        let jwks = self.remote_jwks.as_ref().ok_or(bad("introspection_no_jwks"))?;
+        let jwks = self.remote_jwks.as_ref().ok_or(bad(Bad::NoJwks))?;
         let outer = self.verified(jwks, jwt, header.alg, Some(&self.cfg.client_id)).await?;
         let inner = outer.get("token_introspection").and_then(|t| t.as_object());
-        self.issued_entry(inner.ok_or(bad("introspection_no_claims"))?, life)
+        self.issued_entry(inner.ok_or(bad(Bad::NoClaims))?, life)
     }
 
     /// Verifies a JWT of the identity server: an accepted algorithm, its key (refetched once on
@@ -406,7 +387,7 @@ impl Introspector {
         aud: Option<&str>,
     ) -> Result<serde_json::Map<String, serde_json::Value>, IntrospectError> {
         if !self.cfg.algorithms.iter().any(|a| a.algorithm() == alg) {
-            return Err(IntrospectError::BadAnswer("introspection_bad_alg"));
+            return Err(IntrospectError::BadAnswer(Bad::BadAlg));
         }
         let mut v = Validation::new(alg);
         v.validate_exp = false; // RFC 9701 answers carry iat, not exp; tokens' exp is checked later
@@ -445,7 +426,7 @@ impl Introspector {
             Err(ClaimError::Refused(r)) => return Ok(self.refused(r, life)),
             Err(ClaimError::Unusable(r)) => return Err(IntrospectError::BadAnswer(r)),
         };
-        let issuer = self.issuer.as_ref().ok_or(IntrospectError::BadAnswer("no_token_issuer"))?;
+        let issuer = self.issuer.as_ref().ok_or(IntrospectError::BadAnswer(Bad::NoTokenIssuer))?;
         match issuer.issue(intro, &checked) {
             Ok((jwt, claims)) => self.entry(&jwt, claims, life),
             Err(e) => {
@@ -463,7 +444,7 @@ impl Introspector {
             return Ok(self.inactive(life));
         };
         let ttl = life.cap(self.cfg.max_ttl.min(left));
-        let token = ActiveToken::new(jwt, claims).ok_or(IntrospectError::BadAnswer("introspection_not_a_jwt"))?;
+        let token = ActiveToken::new(jwt, claims).ok_or(IntrospectError::BadAnswer(Bad::NotAJwt))?;
         Ok(Answer { state: TokenState::Active(Arc::new(token)), ttl })
     }
 }
@@ -506,26 +487,35 @@ impl Life {
 }
 
 /// The reason of an identity server JWT that is not trusted: always the answer's fault (502).
-fn answer_reason(e: &JwksError) -> &'static str {
+fn answer_reason(e: &JwksError) -> Bad {
     use jsonwebtoken::errors::ErrorKind as K;
     match e {
-        JwksError::BadHeader => "introspection_bad_header",
-        JwksError::NoKid => "introspection_no_kid",
-        JwksError::UnknownKey => "introspection_unknown_key",
-        JwksError::Invalid(K::InvalidSignature) => "introspection_bad_signature",
-        JwksError::Invalid(K::InvalidIssuer) => "introspection_bad_issuer",
-        JwksError::Invalid(K::InvalidAudience) => "introspection_bad_audience",
-        JwksError::Invalid(K::InvalidAlgorithm) => "introspection_bad_alg",
-        JwksError::Invalid(K::MissingRequiredClaim(_)) => "introspection_missing_claim",
-        JwksError::Invalid(_) => "introspection_bad_jwt",
+        JwksError::BadHeader => Bad::BadHeader,
+        JwksError::NoKid => Bad::NoKid,
+        JwksError::UnknownKey => Bad::UnknownKey,
+        JwksError::Invalid(K::InvalidSignature) => Bad::BadSignature,
+        JwksError::Invalid(K::InvalidIssuer) => Bad::BadIssuer,
+        JwksError::Invalid(K::InvalidAudience) => Bad::BadAudience,
+        JwksError::Invalid(K::InvalidAlgorithm) => Bad::BadAlg,
+        JwksError::Invalid(K::MissingRequiredClaim(_)) => Bad::MissingClaim,
+        JwksError::Invalid(_) => Bad::BadJwt,
     }
+}
+
+/// Why the HTTP client to the identity server cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpClientError {
+    #[error(transparent)]
+    Ca(#[from] PkiError),
+    #[error(transparent)]
+    Build(#[from] reqwest::Error),
 }
 
 fn http_client(
     cfg: &IntrospectionConfig,
     endpoint: &url::Url,
     identity: Option<reqwest::Identity>,
-) -> Result<reqwest::Client, String> {
+) -> Result<reqwest::Client, HttpClientError> {
     let mut builder = pinned_client(&cfg.ca)?
         .connect_timeout(cfg.connect_timeout)
         .timeout(cfg.timeout)
@@ -542,7 +532,7 @@ fn http_client(
     if let Some(identity) = identity {
         builder = builder.identity(identity);
     }
-    builder.build().map_err(|e| e.to_string())
+    Ok(builder.build()?)
 }
 
 fn seconds_until(exp: i64) -> Option<Duration> {

@@ -7,8 +7,39 @@ use crate::config::{Problem, SigningAlg, TokenIssuerConfig};
 use crate::request::claims::Checked;
 use crate::token::{b64url, unix_now, Claims};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use openssl::error::ErrorStack;
 use openssl::pkey::{Id, PKey, Private};
 use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+
+/// Why a signing key cannot be used, or a token cannot be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a PEM private key: {source}", path.display())]
+    NotKey { path: PathBuf, source: ErrorStack },
+    #[error("{}: {source}", path.display())]
+    Jwk { path: PathBuf, source: JwkError },
+    #[error("the token has expired")]
+    Expired,
+    /// jsonwebtoken refused the key or could not sign.
+    #[error(transparent)]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    #[error(transparent)]
+    Claims(#[from] serde_json::Error),
+}
+
+/// Why a key has no public JWK for an algorithm.
+#[derive(Debug, thiserror::Error)]
+pub enum JwkError {
+    #[error(transparent)]
+    OpenSsl(#[from] ErrorStack),
+    #[error("ES256 needs a P-256 key")]
+    NotP256,
+    #[error("the key type does not fit {0}")]
+    KeyType(SigningAlg),
+}
 
 pub struct TokenIssuer {
     cfg: TokenIssuerConfig,
@@ -50,12 +81,12 @@ impl TokenIssuer {
     /// Maps RFC 7662 claims of an active token, already checked (`checked`), into a signed JWT and
     /// the claims the filters read. `exp` is never later than the introspected token's, and `aud`
     /// is the token's own (never rewritten into another API's).
-    pub fn issue(&self, intro: &Map<String, Value>, checked: &Checked) -> Result<(String, Claims), String> {
+    pub fn issue(&self, intro: &Map<String, Value>, checked: &Checked) -> Result<(String, Claims), IssuerError> {
         let now = unix_now();
         let cap = now + self.cfg.lifetime.as_secs() as i64;
         let exp = checked.exp.map_or(cap, |e| e.min(cap));
         if exp <= now {
-            return Err("the token has expired".into());
+            return Err(IssuerError::Expired);
         }
         let client_id = intro.get("client_id").cloned().unwrap_or(Value::Null);
         let sub = intro.get("sub").cloned().filter(|s| s.is_string()).unwrap_or_else(|| client_id.clone());
@@ -73,53 +104,49 @@ impl TokenIssuer {
         }
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
-        let jwt = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())?;
-        let parsed: Claims = serde_json::from_value(claims).map_err(|e| e.to_string())?;
+        let jwt = jsonwebtoken::encode(&header, &claims, &self.key)?;
+        let parsed: Claims = serde_json::from_value(claims)?;
         Ok((jwt, parsed))
     }
 }
 
 /// One signing key: its public JWK, and the algorithm and key to sign with.
-fn load_key(path: &std::path::Path, kid: &str, alg: SigningAlg) -> Result<(Value, Algorithm, EncodingKey), String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let pkey =
-        PKey::private_key_from_pem(&pem).map_err(|e| format!("{} is not a PEM private key: {e}", path.display()))?;
-    let jwk = public_jwk(&pkey, kid, alg).map_err(|e| format!("{}: {e}", path.display()))?;
+fn load_key(path: &Path, kid: &str, alg: SigningAlg) -> Result<(Value, Algorithm, EncodingKey), IssuerError> {
+    let pem = std::fs::read(path).map_err(|source| IssuerError::Read { path: path.into(), source })?;
+    let pkey = PKey::private_key_from_pem(&pem).map_err(|source| IssuerError::NotKey { path: path.into(), source })?;
+    let jwk = public_jwk(&pkey, kid, alg).map_err(|source| IssuerError::Jwk { path: path.into(), source })?;
     let (alg, key) = encoding_key(&pem, alg)?;
     Ok((jwk, alg, key))
 }
 
-fn encoding_key(pem: &[u8], alg: SigningAlg) -> Result<(Algorithm, EncodingKey), String> {
+fn encoding_key(pem: &[u8], alg: SigningAlg) -> Result<(Algorithm, EncodingKey), IssuerError> {
     match alg {
-        SigningAlg::PS256 => Ok((Algorithm::PS256, EncodingKey::from_rsa_pem(pem).map_err(|e| e.to_string())?)),
-        SigningAlg::ES256 => Ok((Algorithm::ES256, EncodingKey::from_ec_pem(pem).map_err(|e| e.to_string())?)),
+        SigningAlg::PS256 => Ok((Algorithm::PS256, EncodingKey::from_rsa_pem(pem)?)),
+        SigningAlg::ES256 => Ok((Algorithm::ES256, EncodingKey::from_ec_pem(pem)?)),
     }
 }
 
 /// The public half of a key as a JWK.
-pub fn public_jwk(key: &PKey<Private>, kid: &str, alg: SigningAlg) -> Result<Value, String> {
+pub fn public_jwk(key: &PKey<Private>, kid: &str, alg: SigningAlg) -> Result<Value, JwkError> {
     match (alg, key.id()) {
         (SigningAlg::PS256, Id::RSA) => {
-            let rsa = key.rsa().map_err(|e| e.to_string())?;
+            let rsa = key.rsa()?;
             Ok(json!({ "kty": "RSA", "kid": kid, "use": "sig", "alg": "PS256",
                        "n": b64url(&rsa.n().to_vec()), "e": b64url(&rsa.e().to_vec()) }))
         }
         (SigningAlg::ES256, Id::EC) => {
-            let ec = key.ec_key().map_err(|e| e.to_string())?;
+            let ec = key.ec_key()?;
             if ec.group().curve_name() != Some(openssl::nid::Nid::X9_62_PRIME256V1) {
-                return Err("ES256 needs a P-256 key".into());
+                return Err(JwkError::NotP256);
             }
-            let mut ctx = openssl::bn::BigNumContext::new().map_err(|e| e.to_string())?;
-            let (mut x, mut y) = (
-                openssl::bn::BigNum::new().map_err(|e| e.to_string())?,
-                openssl::bn::BigNum::new().map_err(|e| e.to_string())?,
-            );
-            ec.public_key().affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx).map_err(|e| e.to_string())?;
-            let pad = |n: &openssl::bn::BigNum| n.to_vec_padded(32).map_err(|e| e.to_string());
+            let mut ctx = openssl::bn::BigNumContext::new()?;
+            let (mut x, mut y) = (openssl::bn::BigNum::new()?, openssl::bn::BigNum::new()?);
+            ec.public_key().affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)?;
+            let pad = |n: &openssl::bn::BigNum| n.to_vec_padded(32);
             Ok(json!({ "kty": "EC", "kid": kid, "use": "sig", "alg": "ES256", "crv": "P-256",
                        "x": b64url(&pad(&x)?), "y": b64url(&pad(&y)?) }))
         }
-        _ => Err(format!("the key type does not fit {alg}")),
+        _ => Err(JwkError::KeyType(alg)),
     }
 }
 

@@ -30,7 +30,18 @@ pub struct Fetched {
     pub max_age: Option<Duration>,
 }
 
-type FetchFuture = Pin<Box<dyn Future<Output = Result<Fetched, String>> + Send>>;
+/// Why a fetch of the set failed; the last good set stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Send(reqwest::Error),
+    #[error("answered {0}")]
+    Status(reqwest::StatusCode),
+    #[error("not a JWKS: {0}")]
+    NotJwks(reqwest::Error),
+}
+
+type FetchFuture = Pin<Box<dyn Future<Output = Result<Fetched, FetchError>> + Send>>;
 /// Fetches the set; injectable so that the cache's rules are tested without a network.
 pub type FetchFn = Arc<dyn Fn() -> FetchFuture + Send + Sync>;
 
@@ -204,13 +215,13 @@ fn decoding_keys(set: &JwkSet) -> HashMap<String, DecodingKey> {
         .collect()
 }
 
-async fn http_fetch(client: reqwest::Client, url: String) -> Result<Fetched, String> {
-    let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+async fn http_fetch(client: reqwest::Client, url: String) -> Result<Fetched, FetchError> {
+    let response = client.get(&url).send().await.map_err(FetchError::Send)?;
     if !response.status().is_success() {
-        return Err(format!("answered {}", response.status()));
+        return Err(FetchError::Status(response.status()));
     }
     let max_age = max_age(response.headers());
-    let set = response.json::<JwkSet>().await.map_err(|e| format!("not a JWKS: {e}"))?;
+    let set = response.json::<JwkSet>().await.map_err(FetchError::NotJwks)?;
     Ok(Fetched { set, max_age })
 }
 
@@ -266,7 +277,8 @@ mod tests {
             let answer = script[n.min(script.len() - 1)].clone();
             Box::pin(async move {
                 tokio::task::yield_now().await;
-                let (keys, max_age) = answer.map_err(|_| "down".to_string())?;
+                let (keys, max_age) =
+                    answer.map_err(|_| FetchError::Status(reqwest::StatusCode::SERVICE_UNAVAILABLE))?;
                 Ok(Fetched { set: JwkSet { keys }, max_age: max_age.map(Duration::from_secs) })
             })
         });

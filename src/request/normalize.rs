@@ -8,11 +8,13 @@
 use crate::config::HttpMethod;
 use crate::header_name::is_tchar;
 use crate::host::HostPattern;
+use crate::reason::Token;
 use crate::request::headers::{request_host, StripList};
 use crate::request::respond::{BadRequest, Refusal};
 use pingora_http::RequestHeader;
 use target::TargetError;
 
+pub mod percent;
 pub mod target;
 
 /// Headers that ask an application server to act as if another method had been sent. Many
@@ -68,7 +70,7 @@ impl Normalizer {
         // The host is the connection's own name now. Only the optional hosts' acceptor lets a
         // handshake end without a certificate; this holds even if a connection got past it.
         if !conn.certificate && !self.certificate_optional.iter().any(|h| h.matches(&host)) {
-            return Err(Refusal::InvalidToken("no_client_certificate"));
+            return Err(Refusal::InvalidToken(Token::NoClientCertificate));
         }
         Ok(host)
     }
@@ -280,7 +282,7 @@ mod tests {
         ];
         for (method, target, headers, sni, want) in table {
             let mut req = request(method, target, headers);
-            let got = normalizer().apply(&mut req, with_cert(*sni)).err().map(|r| r.reason());
+            let got = normalizer().apply(&mut req, with_cert(*sni)).err().map(|r| r.reason().as_str());
             assert_eq!(got, *want, "{method} {target} {headers:?} sni={sni:?}");
         }
     }
@@ -315,7 +317,11 @@ mod tests {
             let mut req = request("GET", "/api/x", &[]);
             req.insert_header("host", *host).unwrap();
             let got = normalizer().apply(&mut req, OnConnection { sni: *sni, certificate: *certificate });
-            assert_eq!(got.err().map(|r| r.reason()), *want, "sni={sni:?} host={host} certificate={certificate}");
+            assert_eq!(
+                got.err().map(|r| r.reason().as_str()),
+                *want,
+                "sni={sni:?} host={host} certificate={certificate}"
+            );
         }
     }
 

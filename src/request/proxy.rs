@@ -7,6 +7,7 @@
 use crate::config::{AccessFormat, RefusalsConfig};
 use crate::connection::limits::source_key;
 use crate::metrics;
+use crate::reason::{Failure, Limit, Reason, RefusedBy, Token};
 use crate::request::access_log::AccessLine;
 use crate::request::cors;
 use crate::request::filters::{FilterState, Outcome};
@@ -16,7 +17,7 @@ use crate::request::normalize::{Normalizer, OnConnection};
 use crate::request::partners::Partners;
 use crate::request::respond::{self, BadRequest, Refusal};
 use crate::request::route::{self, Route};
-use crate::request::upstream::{Failure, Upstream};
+use crate::request::upstream::Upstream;
 use crate::token::{ClientCert, ConnectionFacts, Exchanges};
 use crate::trace::{ChildSpan, Tracing};
 use arc_swap::ArcSwap;
@@ -117,24 +118,9 @@ pub struct Gateway {
     inflight: Arc<InFlight>,
 }
 
-/// Who ended an exchange, for the access log: the client (it sent something unreadable, or went
-/// away), the gateway (a refusal, or its own failure), or the upstream (its answer or its failure).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Party {
-    Client,
-    Gateway,
-    Upstream,
-}
+pub use crate::reason::Party;
 
 impl Party {
-    fn as_str(self) -> &'static str {
-        match self {
-            Party::Client => "client",
-            Party::Gateway => "gateway",
-            Party::Upstream => "upstream",
-        }
-    }
-
     /// The party an error of pingora's comes from.
     fn of(e: &Error) -> Party {
         match e.esource() {
@@ -157,7 +143,7 @@ pub struct RequestCtx {
     sni: Option<String>,
     interaction_id: String,
     filters: FilterState,
-    refused_by: Option<(&'static str, &'static str)>,
+    refused_by: Option<(RefusedBy, Reason)>,
     upstream_started: Option<Instant>,
     upstream_elapsed: Option<Duration>,
     /// The request's `Origin`, when the route's CORS settings trust it.
@@ -217,7 +203,7 @@ impl RequestCtx {
     /// The request goes to another backend after `why`.
     fn retrying(&self, why: Failure) -> bool {
         if let Some(route) = self.route() {
-            metrics::upstream_retry(&route.upstream.cfg.name, why.label());
+            metrics::upstream_retry(&route.upstream.cfg.name, why);
         }
         true
     }
@@ -274,13 +260,7 @@ impl Gateway {
         self.current.clone()
     }
 
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        filter: &'static str,
-        r: Refusal,
-    ) -> Result<bool> {
+    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, filter: RefusedBy, r: Refusal) -> Result<bool> {
         metrics::refusal(filter, r.reason());
         ctx.refused_by = Some((filter, r.reason()));
         ctx.ended_by = Some(Party::Gateway);
@@ -330,8 +310,8 @@ impl Gateway {
             return Ok(());
         };
         let Some(slot) = self.inflight.acquire(Partner::key(jkt), ctx.state.partner_requests) else {
-            metrics::rate_limited("partner_requests");
-            return Err(Refusal::RateLimited { limit: "partner_requests", retry_after: 1 });
+            metrics::rate_limited(Limit::PartnerRequests);
+            return Err(Refusal::RateLimited { limit: Limit::PartnerRequests, retry_after: 1 });
         };
         ctx._inflight = Some(slot);
         Ok(())
@@ -349,7 +329,7 @@ impl Gateway {
             return Ok(false);
         }
         if ctx.cors_origin.is_none() {
-            return self.refuse(session, ctx, "cors", Refusal::OriginNotAllowed).await;
+            return self.refuse(session, ctx, RefusedBy::Cors, Refusal::OriginNotAllowed).await;
         }
         let answer = cors::preflight_answer(cfg, &ctx.response_headers())?;
         session.write_response_header(Box::new(answer), true).await?;
@@ -432,14 +412,16 @@ impl ProxyHttp for Gateway {
         if ctx.client().is_some_and(ClientCert::is_revoked) {
             // A reloaded CRL revoked this certificate: the connection is being ended.
             session.set_keepalive(None);
-            return self.refuse(session, ctx, "connection", Refusal::InvalidToken("certificate_revoked")).await;
+            return self
+                .refuse(session, ctx, RefusedBy::Connection, Refusal::InvalidToken(Token::CertificateRevoked))
+                .await;
         }
         let client = ctx.filters.client.clone();
         if let Some(c) = &client {
             let Some(slot) = self.inflight.acquire(Partner::Certificate(c.clone()), ctx.state.partner_requests) else {
-                metrics::rate_limited("partner_requests");
-                let refusal = Refusal::RateLimited { limit: "partner_requests", retry_after: 1 };
-                return self.refuse(session, ctx, "limits", refusal).await;
+                metrics::rate_limited(Limit::PartnerRequests);
+                let refusal = Refusal::RateLimited { limit: Limit::PartnerRequests, retry_after: 1 };
+                return self.refuse(session, ctx, RefusedBy::Limits, refusal).await;
             };
             ctx._inflight = Some(slot);
         }
@@ -452,11 +434,11 @@ impl ProxyHttp for Gateway {
                     // Nothing else this connection sends can pass either.
                     session.set_keepalive(None);
                 }
-                return self.refuse(session, ctx, "normalize", refusal).await;
+                return self.refuse(session, ctx, RefusedBy::Normalize, refusal).await;
             }
         }
         let Some(index) = route::find(&state.routes, &ctx.host, session.req_header().uri.path()) else {
-            return self.refuse(session, ctx, "router", Refusal::NoRoute).await;
+            return self.refuse(session, ctx, RefusedBy::Router, Refusal::NoRoute).await;
         };
         ctx.route = Some(index);
         ctx.dpop_nonce = state.routes[index].dpop.as_ref().and_then(|v| v.fresh_nonce());
@@ -465,24 +447,24 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         if let Some(refusal) = state.routes[index].method_refusal(&session.req_header().method) {
-            return self.refuse(session, ctx, "router", refusal).await;
+            return self.refuse(session, ctx, RefusedBy::Router, refusal).await;
         }
         if declared_length(session.req_header()).is_some_and(|n| n > state.routes[index].cfg.max_body_bytes) {
             // Refused before anything is read or forwarded; the body is not read either.
             session.set_keepalive(None);
-            return self.refuse(session, ctx, "router", Refusal::BodyTooLarge).await;
+            return self.refuse(session, ctx, RefusedBy::Router, Refusal::BodyTooLarge).await;
         }
         // After a 101 every later byte on the connection would reach the API unchecked.
         if session.req_header().headers.contains_key(http::header::UPGRADE) && !state.routes[index].cfg.allow_upgrade {
-            return self.refuse(session, ctx, "router", Refusal::BadRequest(BadRequest::Upgrade)).await;
+            return self.refuse(session, ctx, RefusedBy::Router, Refusal::BadRequest(BadRequest::Upgrade)).await;
         }
         for filter in &state.routes[index].chain {
             if let Outcome::Respond(refusal) = filter.run(session.req_header(), &mut ctx.filters).await {
-                return self.refuse(session, ctx, filter.name(), refusal).await;
+                return self.refuse(session, ctx, RefusedBy::Filter(filter.name()), refusal).await;
             }
         }
         if let Err(refusal) = self.hold_key_in_flight(ctx) {
-            return self.refuse(session, ctx, "limits", refusal).await;
+            return self.refuse(session, ctx, RefusedBy::Limits, refusal).await;
         }
         Ok(false)
     }
@@ -644,9 +626,9 @@ impl ProxyHttp for Gateway {
             log::warn!("client error, answered {}: {e}", refusal.status());
         }
         let who = match (&refusal, party) {
-            (Refusal::BodyTooLarge, _) => "limits",
-            (_, Party::Client) => "client",
-            _ => "upstream",
+            (Refusal::BodyTooLarge, _) => RefusedBy::Limits,
+            (_, Party::Client) => RefusedBy::Client,
+            _ => RefusedBy::Upstream,
         };
         ctx.refused_by = Some((who, refusal.reason()));
         if party != Party::Client && session.response_written().is_none() {
@@ -723,10 +705,10 @@ impl ProxyHttp for Gateway {
             client: client.map(|c| c.subject.as_str()),
             x5t: client.map(|c| &c.thumbprint[..c.thumbprint.len().min(8)]),
             token: ctx.filters.token_id.as_deref(),
-            cache: ctx.filters.cache.map(|c| c.as_str()),
+            cache: ctx.filters.cache,
             refused_by: ctx.refused_by.map(|r| r.0),
             reason: ctx.refused_by.map(|r| r.1),
-            ended_by: ended_by.as_str(),
+            ended_by,
             interaction_id: &ctx.interaction_id,
             error: e.map(|e| e.etype().as_str()),
             backend: ctx.backend.or(ctx.tried.last().copied()).map(|b| b.to_string()),
@@ -758,8 +740,8 @@ impl Gateway {
             KeyValue::new("mtls_gateway.interaction_id", ctx.interaction_id.clone()),
         ];
         if let Some((filter, reason)) = ctx.refused_by {
-            attributes.push(KeyValue::new("mtls_gateway.refused_by", filter));
-            attributes.push(KeyValue::new("mtls_gateway.reason", reason));
+            attributes.push(KeyValue::new("mtls_gateway.refused_by", filter.as_str()));
+            attributes.push(KeyValue::new("mtls_gateway.reason", reason.as_str()));
         }
         trace.finish(format!("{method} {route}"), status, attributes);
     }

@@ -1,51 +1,12 @@
-//! Purges of cached introspection answers: what a purge removes ([`PurgeTarget`]) and the record
-//! that keeps it true for answers that were still on their way ([`PurgeLog`]). An answer the
-//! identity server gave before a purge is never served after it, even when it reached the cache
-//! a moment after the purge went through the entries.
+//! Purges of cached introspection answers: the record that keeps a purge ([`PurgeTarget`]) true
+//! for answers that were still on their way ([`PurgeLog`]). An answer the identity server gave
+//! before a purge is never served after it, even when it reached the cache a moment after the
+//! purge went through the entries.
 
-use crate::token::b64url;
+use crate::token::PurgeTarget;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// The shortest token id accepted: the access log's `token=` (6 bytes of the cache key). A
-/// shorter prefix would purge by accident what it happens to match.
-pub const MIN_TOKEN_ID_CHARS: usize = 8;
-
-/// What one purge removes; also what a purge message between replicas carries (JSON).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PurgeTarget {
-    /// One token, by its cache key (SHA-256 of the token).
-    Key([u8; 32]),
-    /// Tokens whose cache key, in base64url, starts with this: the access log's `token=`.
-    IdPrefix(String),
-    /// Active tokens bound (`cnf."x5t#S256"`) to this certificate thumbprint.
-    Thumbprint(String),
-    All,
-}
-
-impl PurgeTarget {
-    /// Whether an entry with this cache key and bound thumbprint is purged.
-    pub fn matches(&self, key: &[u8; 32], thumbprint: Option<&str>) -> bool {
-        match self {
-            PurgeTarget::Key(k) => k == key,
-            PurgeTarget::IdPrefix(p) => b64url(key).starts_with(p.as_str()),
-            PurgeTarget::Thumbprint(t) => thumbprint == Some(t.as_str()),
-            PurgeTarget::All => true,
-        }
-    }
-
-    /// How the target is named in logs: never the token itself.
-    pub fn describe(&self) -> String {
-        match self {
-            PurgeTarget::Key(k) => format!("token_id={}", crate::token::token_id(k)),
-            PurgeTarget::IdPrefix(p) => format!("token_id={p}"),
-            PurgeTarget::Thumbprint(t) => format!("thumbprint={t}"),
-            PurgeTarget::All => "all".to_string(),
-        }
-    }
-}
 
 /// The purges of the last `horizon`. Every cache entry expires within `horizon` of the moment
 /// its introspection call started, so an older purge can no longer void anything.
@@ -87,21 +48,6 @@ impl PurgeLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_match_what_they_name() {
-        let key = crate::token::cache_key("a-token");
-        let id = crate::token::token_id(&key);
-        assert!(PurgeTarget::Key(key).matches(&key, None));
-        assert!(!PurgeTarget::Key([0; 32]).matches(&key, None));
-        assert!(PurgeTarget::IdPrefix(id.clone()).matches(&key, None));
-        assert!(PurgeTarget::IdPrefix(b64url(&key)).matches(&key, None), "the whole key is a prefix too");
-        assert!(!PurgeTarget::IdPrefix("AAAAAAAA".into()).matches(&[1; 32], None));
-        assert!(PurgeTarget::Thumbprint("x".into()).matches(&key, Some("x")));
-        assert!(!PurgeTarget::Thumbprint("x".into()).matches(&key, None));
-        assert!(PurgeTarget::All.matches(&key, None));
-        assert_eq!(PurgeTarget::Key(key).describe(), format!("token_id={id}"));
-    }
 
     #[test]
     fn a_purge_voids_answers_asked_before_it_and_only_those() {

@@ -1,7 +1,9 @@
 //! The gateway's own answers: refusals with a JSON body and, for token problems, an RFC 6750
 //! `WWW-Authenticate` header. Every refusal the filters can produce is one variant here, so status,
-//! header and body can never disagree.
+//! header and body can never disagree. The reason words and statuses are [`crate::reason`]'s.
 
+pub use crate::reason::BadRequest;
+use crate::reason::{IdentityAnswer, IdentityDown, Limit, Proof, Reason, Request, SharedCheck, Token};
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -12,19 +14,19 @@ pub enum Refusal {
     /// No access token at all: 401 with a plain `Bearer` challenge.
     NoToken,
     /// A token was sent but is malformed, unknown, expired, or not bound to this connection's certificate.
-    InvalidToken(&'static str),
+    InvalidToken(Token),
     /// RFC 9449 §7.1: the DPoP proof is missing or fails a check (the reason names which).
-    InvalidDpopProof(&'static str),
+    InvalidDpopProof(Proof),
     /// RFC 9449 §9: the proof must carry a nonce this gateway issued (one is in `DPoP-Nonce`).
     UseDpopNonce,
     /// The request itself is malformed (token in the query string, several Authorization headers).
-    InvalidRequest(&'static str),
+    InvalidRequest(Request),
     /// The token lacks a scope this route and method need.
     InsufficientScope(String),
     /// The identity server could not be reached, timed out, or answered 5xx.
-    IdentityUnavailable(&'static str),
+    IdentityUnavailable(IdentityDown),
     /// The identity server answered something the gateway cannot use.
-    IdentityBadAnswer(&'static str),
+    IdentityBadAnswer(IdentityAnswer),
     /// No route for this host and path.
     NoRoute,
     /// The API could not be reached or failed mid-request.
@@ -32,13 +34,13 @@ pub enum Refusal {
     /// Every backend of the route's upstream is unhealthy, ejected or already failed this request.
     NoHealthyBackend,
     /// The shared-state server did not answer a check whose policy is `closed` (the check's name).
-    SharedStateUnavailable(&'static str),
+    SharedStateUnavailable(SharedCheck),
     /// The API did not answer in time.
     UpstreamTimeout,
     /// A CORS pre-flight from an origin the route does not trust.
     OriginNotAllowed,
     /// Over a rate limit; retry after this many seconds.
-    RateLimited { limit: &'static str, retry_after: u64 },
+    RateLimited { limit: Limit, retry_after: u64 },
     /// The request is malformed in a way a server may misread (400, no challenge).
     BadRequest(BadRequest),
     /// A method the gateway does not implement at all (501).
@@ -55,38 +57,8 @@ pub enum Refusal {
     BodyTooLarge,
 }
 
-/// The ways a request can be malformed, each with a stable reason and a message for the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadRequest {
-    NonCanonicalMethod,
-    MethodOverride,
-    ControlCharacter,
-    DotSegments,
-    PathEncoding,
-    PathParameters,
-    Upgrade,
-    ContentLength,
-    ConnectionHeader,
-    /// Found unreadable while proxying (pingora refused the request's headers or body).
-    Malformed,
-}
-
+/// The message a malformed request's client reads.
 impl BadRequest {
-    pub fn reason(self) -> &'static str {
-        match self {
-            BadRequest::NonCanonicalMethod => "non_canonical_method",
-            BadRequest::MethodOverride => "method_override",
-            BadRequest::ControlCharacter => "control_character",
-            BadRequest::DotSegments => "dot_segments",
-            BadRequest::PathEncoding => "invalid_path_encoding",
-            BadRequest::PathParameters => "path_parameters",
-            BadRequest::Upgrade => "upgrade_not_allowed",
-            BadRequest::ContentLength => "invalid_content_length",
-            BadRequest::ConnectionHeader => "invalid_connection_header",
-            BadRequest::Malformed => "malformed_request",
-        }
-    }
-
     fn message(self) -> &'static str {
         match self {
             BadRequest::NonCanonicalMethod => "The method must be written in upper case, such as GET or DELETE",
@@ -109,46 +81,34 @@ pub const UNAUTHORIZED_BODY: &str = r#"{"code":"unauthorized","message":"Missing
 
 impl Refusal {
     pub fn status(&self) -> u16 {
-        match self {
-            Refusal::NoToken | Refusal::InvalidToken(_) | Refusal::InvalidDpopProof(_) | Refusal::UseDpopNonce => 401,
-            Refusal::InvalidRequest(_) => 400,
-            Refusal::BadRequest(_) => 400,
-            Refusal::InsufficientScope(_) | Refusal::OriginNotAllowed | Refusal::MethodDenied => 403,
-            Refusal::NoRoute => 404,
-            Refusal::MethodNotAllowed(_) => 405,
-            Refusal::Misdirected => 421,
-            Refusal::HeaderTooLarge => 431,
-            Refusal::BodyTooLarge => 413,
-            Refusal::MethodNotImplemented => 501,
-            Refusal::IdentityBadAnswer(_) | Refusal::UpstreamUnavailable => 502,
-            Refusal::IdentityUnavailable(_) | Refusal::SharedStateUnavailable(_) | Refusal::NoHealthyBackend => 503,
-            Refusal::UpstreamTimeout => 504,
-            Refusal::RateLimited { .. } => 429,
-        }
+        self.reason().status()
     }
 
     /// A short, stable reason for logs and metric labels. Never contains request data.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Refusal::NoToken => "no_token",
-            Refusal::InvalidToken(r) | Refusal::InvalidRequest(r) | Refusal::InvalidDpopProof(r) => r,
-            Refusal::UseDpopNonce => "use_dpop_nonce",
-            Refusal::InsufficientScope(_) => "insufficient_scope",
-            Refusal::IdentityUnavailable(r) | Refusal::IdentityBadAnswer(r) => r,
-            Refusal::NoRoute => "no_route",
-            Refusal::UpstreamUnavailable => "upstream_unavailable",
-            Refusal::NoHealthyBackend => "no_healthy_backend",
-            Refusal::SharedStateUnavailable(_) => "cluster_unavailable",
-            Refusal::UpstreamTimeout => "upstream_timeout",
-            Refusal::OriginNotAllowed => "origin_not_allowed",
-            Refusal::RateLimited { limit, .. } => limit,
-            Refusal::BadRequest(b) => b.reason(),
-            Refusal::MethodNotImplemented => "method_not_implemented",
-            Refusal::MethodNotAllowed(_) => "method_not_allowed",
-            Refusal::MethodDenied => "method_denied",
-            Refusal::Misdirected => "misdirected_request",
-            Refusal::HeaderTooLarge => "header_too_large",
-            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::NoToken => Reason::NoToken,
+            Refusal::InvalidToken(r) => Reason::Token(*r),
+            Refusal::InvalidDpopProof(r) => Reason::Proof(*r),
+            Refusal::UseDpopNonce => Reason::Proof(Proof::Nonce),
+            Refusal::InvalidRequest(r) => Reason::Request(*r),
+            Refusal::InsufficientScope(_) => Reason::InsufficientScope,
+            Refusal::IdentityUnavailable(r) => Reason::IdentityDown(*r),
+            Refusal::IdentityBadAnswer(r) => Reason::IdentityAnswer(*r),
+            Refusal::NoRoute => Reason::NoRoute,
+            Refusal::UpstreamUnavailable => Reason::UpstreamUnavailable,
+            Refusal::NoHealthyBackend => Reason::NoHealthyBackend,
+            Refusal::SharedStateUnavailable(_) => Reason::ClusterUnavailable,
+            Refusal::UpstreamTimeout => Reason::UpstreamTimeout,
+            Refusal::OriginNotAllowed => Reason::OriginNotAllowed,
+            Refusal::RateLimited { limit, .. } => Reason::RateLimited(*limit),
+            Refusal::BadRequest(b) => Reason::BadRequest(*b),
+            Refusal::MethodNotImplemented => Reason::MethodNotImplemented,
+            Refusal::MethodNotAllowed(_) => Reason::MethodNotAllowed,
+            Refusal::MethodDenied => Reason::MethodDenied,
+            Refusal::Misdirected => Reason::MisdirectedRequest,
+            Refusal::HeaderTooLarge => Reason::HeaderTooLarge,
+            Refusal::BodyTooLarge => Reason::BodyTooLarge,
         }
     }
 
@@ -166,12 +126,14 @@ impl Refusal {
                 Some(r#"error="invalid_token", error_description="Missing, invalid or expired access token""#.into())
             }
             Refusal::InvalidDpopProof(r) => {
-                Some(format!(r#"error="invalid_dpop_proof", error_description="DPoP proof refused: {r}""#))
+                Some(format!(r#"error="invalid_dpop_proof", error_description="DPoP proof refused: {}""#, r.as_str()))
             }
             Refusal::UseDpopNonce => Some(
                 r#"error="use_dpop_nonce", error_description="Resource server requires nonce in DPoP proof""#.into(),
             ),
-            Refusal::InvalidRequest(r) => Some(format!(r#"error="invalid_request", error_description="{r}""#)),
+            Refusal::InvalidRequest(r) => {
+                Some(format!(r#"error="invalid_request", error_description="{}""#, r.as_str()))
+            }
             Refusal::InsufficientScope(scope) => {
                 Some(format!(r#"error="insufficient_scope", scope="{}""#, scope.replace('"', "")))
             }
@@ -205,7 +167,7 @@ impl Refusal {
             Refusal::NoToken | Refusal::InvalidToken(_) => UNAUTHORIZED_BODY.to_string(),
             Refusal::InvalidDpopProof(_) => json("invalid_dpop_proof", "The DPoP proof is missing or invalid"),
             Refusal::UseDpopNonce => json("use_dpop_nonce", "Send the DPoP proof again with the nonce in DPoP-Nonce"),
-            Refusal::InvalidRequest(r) => json("invalid_request", r),
+            Refusal::InvalidRequest(r) => json("invalid_request", r.as_str()),
             Refusal::InsufficientScope(_) => json("forbidden", "The access token does not have the required scope"),
             Refusal::IdentityUnavailable(_) => {
                 json("server_error", "The identity server is unavailable, please retry later")
@@ -319,7 +281,7 @@ mod tests {
 
     #[test]
     fn unauthorized_matches_the_reference_body_and_rfc6750() {
-        let r = Refusal::InvalidToken("unknown_token");
+        let r = Refusal::InvalidToken(Token::InactiveToken);
         assert_eq!(r.status(), 401);
         assert_eq!(r.body(), UNAUTHORIZED_BODY);
         assert!(r.www_authenticate().unwrap().starts_with(r#"Bearer error="invalid_token""#));
@@ -330,16 +292,16 @@ mod tests {
     fn dpop_routes_challenge_with_dpop_and_algs() {
         let both = Challenge { bearer: true, dpop_algs: Some("ES256 PS256".into()), used_dpop: false };
         assert_eq!(Refusal::NoToken.www_authenticate_for(&both).unwrap(), r#"Bearer, DPoP algs="ES256 PS256""#);
-        let proof = Refusal::InvalidDpopProof("dpop_htu_mismatch").www_authenticate_for(&both).unwrap();
+        let proof = Refusal::InvalidDpopProof(Proof::Htu).www_authenticate_for(&both).unwrap();
         assert!(proof.starts_with(r#"Bearer, DPoP error="invalid_dpop_proof""#), "{proof}");
         assert!(proof.ends_with(r#"algs="ES256 PS256""#), "{proof}");
-        let bearer_error = Refusal::InvalidToken("x").www_authenticate_for(&both).unwrap();
+        let bearer_error = Refusal::InvalidToken(Token::Expired).www_authenticate_for(&both).unwrap();
         assert!(
             bearer_error.starts_with(r#"Bearer error="invalid_token""#)
                 && bearer_error.ends_with(r#"DPoP algs="ES256 PS256""#)
         );
         let dpop_used = Challenge { used_dpop: true, ..both.clone() };
-        let dpop_error = Refusal::InvalidToken("x").www_authenticate_for(&dpop_used).unwrap();
+        let dpop_error = Refusal::InvalidToken(Token::Expired).www_authenticate_for(&dpop_used).unwrap();
         assert!(dpop_error.starts_with(r#"Bearer, DPoP error="invalid_token""#), "{dpop_error}");
         let only = Challenge { bearer: false, dpop_algs: Some("ES256".into()), used_dpop: false };
         let nonce = Refusal::UseDpopNonce.www_authenticate_for(&only).unwrap();
@@ -348,8 +310,8 @@ mod tests {
 
     #[test]
     fn outages_are_not_401() {
-        assert_eq!(Refusal::IdentityUnavailable("timeout").status(), 503);
-        assert!(Refusal::IdentityUnavailable("timeout").www_authenticate().is_none());
+        assert_eq!(Refusal::IdentityUnavailable(IdentityDown::Timeout).status(), 503);
+        assert!(Refusal::IdentityUnavailable(IdentityDown::Timeout).www_authenticate().is_none());
         assert_eq!(Refusal::InsufficientScope("transactions".into()).status(), 403);
     }
 }

@@ -52,23 +52,9 @@ struct BackendState {
     after_send: prometheus::IntCounter,
 }
 
+use crate::reason::Attempt;
 /// Why a request's attempt on a backend failed, for passive health and the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// Refused, reset or timed out before anything was sent, or the TLS handshake failed.
-    Connect,
-    /// The backend did not answer in time, or the connection broke after the request was sent.
-    AfterSend,
-}
-
-impl Failure {
-    pub fn label(self) -> &'static str {
-        match self {
-            Failure::Connect => "connect_failed",
-            Failure::AfterSend => "after_send",
-        }
-    }
-}
+pub use crate::reason::Failure;
 
 enum Balancer {
     RoundRobin(LoadBalancer<RoundRobin>),
@@ -223,9 +209,9 @@ impl Upstream {
         let state = BackendState {
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
-            ok: counter("ok"),
-            connect_failed: counter("connect_failed"),
-            after_send: counter("after_send"),
+            ok: counter(Attempt::Ok),
+            connect_failed: counter(Attempt::Failed(Failure::Connect)),
+            after_send: counter(Attempt::Failed(Failure::AfterSend)),
         };
         crate::metrics::upstream_backend_new(&self.cfg.name, &backend);
         state

@@ -7,6 +7,7 @@ pub mod otlp;
 pub mod replica;
 pub mod yaml;
 
+use mtls_dpop_client::ProofKey;
 use serde_yaml::Value;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -530,11 +531,32 @@ impl System {
         let r = self
             .client("example.client.p12")
             .post(format!("https://{LOGIN}/oauth/v2/oauth-revoke"))
-            .form(&[("client_id", "partner-client"), ("token", token)])
+            .form(&[("client_id", "partner-client"), ("token", token), ("token_type_hint", "access_token")])
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "revocation");
+    }
+
+    /// A DPoP-bound token of the identity server's `dpop-client` for `key` (RFC 9449 §5), asked
+    /// through the gateway port with `client` (which needs no certificate).
+    pub async fn dpop_token(&self, client: &reqwest::Client, key: &ProofKey) -> String {
+        // The token endpoint as the identity server names it in `htu`: both take the host (and
+        // port) of the Host header the client sent.
+        let htu = format!("https://{LOGIN}:{}/oauth/v2/oauth-token-mutual-tls", self.gateway_port);
+        let r = client
+            .post(&htu)
+            .basic_auth("dpop-client", Some("Password1"))
+            .header("dpop", key.proof("POST", &htu, None, &serde_json::json!({})))
+            .form(&[("grant_type", "client_credentials"), ("scope", "transactions")])
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "token endpoint: {body}");
+        assert_eq!(body["token_type"], "DPoP", "{body}");
+        body["access_token"].as_str().unwrap().to_string()
     }
 
     /// A direct (not through the gateway) client for dev-idsvr's test endpoints.
@@ -578,6 +600,20 @@ impl System {
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await.unwrap().text().await.unwrap()
     }
+}
+
+/// The sum of the samples of metric `name` whose line contains `label` (`""`: every sample), in
+/// Prometheus text.
+pub fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The port of a `host:port` address.
+pub fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
 }
 
 /// Runs the gateway's validate mode on a file: (exit success, stdout + stderr).

@@ -1,10 +1,43 @@
-//! Raw network helpers: ClientHello records, an echo upstream, and TLS connectors with a client
-//! certificate, for tests that speak below HTTP.
+//! Raw network helpers: ClientHello records, an echo upstream, TLS connectors with a client
+//! certificate, and waits for the gateway to close a connection, for tests that speak below HTTP.
 
 use super::cert;
 use openssl::pkcs12::Pkcs12;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::io::Read;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// Whether the gateway closed a blocking connection within `limit`, feeding it `trickle` every
+/// step; how long that took. The connection needs a read timeout (each step waits that long).
+pub fn closed_within<S: Read>(conn: &mut S, limit: Duration, mut trickle: impl FnMut(&mut S)) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        trickle(conn);
+        match conn.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+/// [`closed_within`] for an async connection, which only waits: how long until the peer closed,
+/// or `None` if it stayed open past `limit`.
+pub async fn closed_within_async(s: &mut (impl AsyncRead + Unpin), limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
 
 /// A minimal TLS 1.2 ClientHello record with the given SNI.
 pub fn client_hello(sni: &str) -> Vec<u8> {

@@ -168,7 +168,7 @@ impl IdSvr {
         let derived = token::thumbprint(&rsa.public_key_to_der().map_err(|e| e.to_string())?)[..12].to_string();
         let kid = cfg.signing_kid.clone().unwrap_or(derived);
         let pkey = openssl::pkey::PKey::from_rsa(rsa).map_err(|e| e.to_string())?;
-        let jwk = public_jwk(&pkey, &kid, SigningAlg::PS256)?;
+        let jwk = public_jwk(&pkey, &kid, SigningAlg::PS256).map_err(|e| e.to_string())?;
         Ok(IdSvr {
             cfg,
             kid,
@@ -248,7 +248,7 @@ impl IdSvr {
             }
             return match self.dpop.verify_token_request(session.req_header()) {
                 Ok(proven) => Ok(Binding::Dpop(proven.jkt)),
-                Err(e) => Err(Box::new(oauth_error(400, "invalid_dpop_proof", e.reason()))),
+                Err(e) => Err(Box::new(oauth_error(400, "invalid_dpop_proof", e.as_str()))),
             };
         }
         let (Some(cert), Some(dn)) = (cert, client.tls_client_auth_subject_dn.as_deref()) else {

@@ -6,7 +6,7 @@
 //!
 //! The proof goes to stdout. Development only: a real client keeps its key in its own key store.
 
-use mtls_gateway::request::dpop::client::ProofKey;
+use mtls_dpop_client::ProofKey;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -1,8 +1,11 @@
 //! What is read of a DPoP proof before any key is trusted: its three compact-JWS parts and their
 //! base64url JSON; and the comparison form of `htu` (RFC 3986 normalisation, refusing what only a
 //! lenient parser forgives). Pure functions over text with no dependency on the rest of the
-//! gateway, so that they are fuzzed on their own (`fuzz/fuzz_targets/dpop_proof.rs`).
+//! gateway but the escape reader of the request target (`request::normalize::percent`, which the
+//! parent module names `percent`), so that they are fuzzed on their own
+//! (`fuzz/fuzz_targets/dpop_proof.rs`, which includes both files).
 
+use super::percent::{self, Piece};
 use base64::Engine;
 use serde_json::{Map, Value};
 
@@ -71,28 +74,13 @@ pub fn normalize_uri(text: &str) -> Option<String> {
 /// `%` that starts no escape (which the WHATWG parser keeps): otherwise `%c%39` would become `%c9`,
 /// an escape that normalises again to `%C9`.
 fn normalize_percent(path: &str) -> String {
-    let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
-                    out.push(v as char);
-                } else {
-                    out.push_str(&format!("%{v:02X}"));
-                }
-                i += 3;
-            }
-            (b'%', None) => {
-                out.push_str("%25");
-                i += 1;
-            }
-            (b, _) => {
-                out.push(b as char);
-                i += 1;
-            }
+    for piece in percent::pieces(path.as_bytes()) {
+        match piece {
+            Piece::Escaped(v) if v.is_ascii_alphanumeric() || b"-._~".contains(&v) => out.push(v as char),
+            Piece::Escaped(v) => out.push_str(&format!("%{v:02X}")),
+            Piece::StrayPercent => out.push_str("%25"),
+            Piece::Raw(b) => out.push(b as char),
         }
     }
     out
@@ -145,6 +133,13 @@ mod tests {
             assert_eq!(normalize_uri(uri).as_deref(), Some(want), "{uri}");
             assert_eq!(normalize_uri(want).as_deref(), Some(want), "{want}");
         }
+    }
+
+    /// `%+1` is no escape (RFC 3986: `%` and two hex digits), though `u8::from_str_radix` would
+    /// read `+1` as a number.
+    #[test]
+    fn a_sign_after_a_percent_is_no_hex_digit() {
+        assert_eq!(normalize_uri("https://h/%+1%-1").as_deref(), Some("https://h/%25+1%25-1"));
     }
 
     #[test]

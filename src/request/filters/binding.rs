@@ -8,6 +8,7 @@
 use super::{Accepts, BuildContext, BuildError, Filter, FilterState, Outcome, Scheme, Section};
 use crate::config::Problem;
 use crate::metrics;
+use crate::reason::{ProofResult, SharedCheck, Token};
 use crate::request::dpop::{DpopVerifier, ProofError, ProofFailure};
 use crate::request::respond::Refusal;
 use crate::token::same;
@@ -105,16 +106,16 @@ impl Binding {
         let token = state.token.clone().ok_or(Refusal::NoToken)?;
         let (x5t, jkt) = (token.claims.bound_thumbprint(), token.claims.bound_jkt());
         if x5t.is_none() && jkt.is_none() {
-            return Err(Refusal::InvalidToken("token_not_bound"));
+            return Err(Refusal::InvalidToken(Token::TokenNotBound));
         }
         match jkt {
             Some(jkt) => state.proven_jkt = Some(self.dpop_binding(req, state, jkt).await?),
-            None if state.scheme == Some(Scheme::Dpop) => return Err(Refusal::InvalidToken("bearer_token_as_dpop")),
+            None if state.scheme == Some(Scheme::Dpop) => return Err(Refusal::InvalidToken(Token::BearerTokenAsDpop)),
             None => {}
         }
         if let Some(x5t) = x5t {
             if !self.certificate {
-                return Err(Refusal::InvalidToken("certificate_binding_not_accepted"));
+                return Err(Refusal::InvalidToken(Token::CertificateBindingNotAccepted));
             }
             certificate_binding(state, x5t)?;
         }
@@ -123,29 +124,29 @@ impl Binding {
 
     /// The token's key binding, proven by the request's proof: the key's thumbprint.
     async fn dpop_binding(&self, req: &RequestHeader, state: &FilterState, jkt: &str) -> Result<String, Refusal> {
-        let verifier = self.dpop.as_ref().ok_or(Refusal::InvalidToken("dpop_binding_not_accepted"))?;
+        let verifier = self.dpop.as_ref().ok_or(Refusal::InvalidToken(Token::DpopBindingNotAccepted))?;
         if state.scheme != Some(Scheme::Dpop) {
-            return Err(Refusal::InvalidToken("dpop_token_as_bearer"));
+            return Err(Refusal::InvalidToken(Token::DpopTokenAsBearer));
         }
         let hash = state.token_hash.as_ref().ok_or(Refusal::NoToken)?;
         let proven = verifier.verify(req, hash, jkt).await.map_err(|f| match f {
             ProofFailure::Proof(e) => {
-                metrics::dpop_proof(e.reason());
+                metrics::dpop_proof(ProofResult::Refused(e));
                 match e {
                     ProofError::Nonce => Refusal::UseDpopNonce,
-                    e => Refusal::InvalidDpopProof(e.reason()),
+                    e => Refusal::InvalidDpopProof(e),
                 }
             }
             ProofFailure::KeyMismatch => {
-                metrics::dpop_proof("dpop_key_mismatch");
-                Refusal::InvalidToken("dpop_key_mismatch")
+                metrics::dpop_proof(ProofResult::KeyMismatch);
+                Refusal::InvalidToken(Token::DpopKeyMismatch)
             }
             ProofFailure::ReplayStoreUnavailable => {
-                metrics::dpop_proof("replay_store_unavailable");
-                Refusal::SharedStateUnavailable("dpop_replay")
+                metrics::dpop_proof(ProofResult::ReplayStoreUnavailable);
+                Refusal::SharedStateUnavailable(SharedCheck::DpopReplay)
             }
         })?;
-        metrics::dpop_proof("ok");
+        metrics::dpop_proof(ProofResult::Ok);
         Ok(proven.jkt)
     }
 }
@@ -153,11 +154,11 @@ impl Binding {
 /// RFC 8705 §3: the same thumbprint as this very connection's certificate.
 pub fn certificate_binding(state: &FilterState, x5t: &str) -> Result<(), Refusal> {
     let presented = state.client.as_ref().map(|c| c.thumbprint.as_str());
-    let presented = presented.ok_or(Refusal::InvalidToken("no_client_certificate"))?;
+    let presented = presented.ok_or(Refusal::InvalidToken(Token::NoClientCertificate))?;
     if same(x5t.as_bytes(), presented.as_bytes()) {
         Ok(())
     } else {
-        Err(Refusal::InvalidToken("certificate_mismatch"))
+        Err(Refusal::InvalidToken(Token::CertificateMismatch))
     }
 }
 
@@ -197,7 +198,7 @@ mod tests {
 
     fn refused(r: Outcome) -> &'static str {
         match r {
-            Outcome::Respond(refusal) => refusal.reason(),
+            Outcome::Respond(refusal) => refusal.reason().as_str(),
             Outcome::Continue => "passed",
         }
     }

@@ -52,7 +52,7 @@ impl Filter for CertBinding {
     async fn run(&self, req: &RequestHeader, state: &mut FilterState) -> Outcome {
         // Nothing such a route serves can pass without a certificate, whatever the token.
         if state.client.is_none() {
-            return Outcome::Respond(Refusal::InvalidToken("no_client_certificate"));
+            return Outcome::Respond(Refusal::InvalidToken(crate::reason::Token::NoClientCertificate));
         }
         self.0.run(req, state).await
     }
@@ -65,7 +65,8 @@ mod tests {
     use crate::token::Confirmation;
 
     fn refused(reason: &'static str) -> Outcome {
-        Outcome::Respond(Refusal::InvalidToken(reason))
+        let token = crate::reason::Token::ALL.iter().find(|t| t.as_str() == reason);
+        Outcome::Respond(Refusal::InvalidToken(*token.expect("a token reason")))
     }
 
     #[tokio::test]

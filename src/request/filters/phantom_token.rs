@@ -4,6 +4,7 @@
 use super::{BuildContext, BuildError, CheckContext, Filter, FilterState, Outcome, Scheme, Section};
 use crate::config::{Problem, RateKey};
 use crate::metrics;
+use crate::reason::{Limit, Request, SharedCheck, Token};
 use crate::request::introspect::{IntrospectError, Introspector, TokenState};
 use crate::request::limit::{retry_after, Denied, SharedLimit};
 use crate::request::respond::Refusal;
@@ -92,13 +93,13 @@ impl Filter for PhantomToken {
         }
         let (result, how) = self.introspector.lookup(token, key, state.trace.as_ref()).await;
         state.cache = Some(how);
-        metrics::cache_lookup(self.introspector.name(), how.as_str(), self.introspector.entry_count());
+        metrics::cache_lookup(self.introspector.name(), how, self.introspector.entry_count());
         match result {
             Ok(TokenState::Active(t)) => {
                 state.token = Some(t);
                 Outcome::Continue
             }
-            Ok(TokenState::Inactive) => Outcome::Respond(Refusal::InvalidToken("inactive_token")),
+            Ok(TokenState::Inactive) => Outcome::Respond(Refusal::InvalidToken(Token::InactiveToken)),
             Ok(TokenState::Refused(reason)) => Outcome::Respond(Refusal::InvalidToken(reason)),
             Err(IntrospectError::Unavailable(r)) => Outcome::Respond(Refusal::IdentityUnavailable(r)),
             Err(IntrospectError::BadAnswer(r)) => Outcome::Respond(Refusal::IdentityBadAnswer(r)),
@@ -119,10 +120,10 @@ impl PhantomToken {
         let partner = state.partner(RateKey::Thumbprint)?;
         match limiter.take(partner).await.err()? {
             Denied::Over(wait) => {
-                metrics::rate_limited("introspection_misses");
-                Some(Refusal::RateLimited { limit: "introspection_misses", retry_after: retry_after(wait) })
+                metrics::rate_limited(Limit::IntrospectionMisses);
+                Some(Refusal::RateLimited { limit: Limit::IntrospectionMisses, retry_after: retry_after(wait) })
             }
-            Denied::Unavailable => Some(Refusal::SharedStateUnavailable("introspection_misses")),
+            Denied::Unavailable => Some(Refusal::SharedStateUnavailable(SharedCheck::IntrospectionMisses)),
         }
     }
 }
@@ -136,27 +137,27 @@ pub fn bearer_token(req: &RequestHeader) -> Result<&str, Refusal> {
 /// The token and its scheme: `Bearer`, or `DPoP` (RFC 9449 §7.1) where the route accepts it.
 pub fn access_token(req: &RequestHeader, accept_dpop: bool) -> Result<(Scheme, &str), Refusal> {
     if req.uri.query().is_some_and(query_names_access_token) {
-        return Err(Refusal::InvalidRequest("access tokens in the query string are not accepted"));
+        return Err(Refusal::InvalidRequest(Request::TokenInQuery));
     }
     let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(Refusal::NoToken);
     };
     if values.next().is_some() {
-        return Err(Refusal::InvalidRequest("more than one Authorization header"));
+        return Err(Refusal::InvalidRequest(Request::SeveralAuthorizations));
     }
-    let text = value.to_str().map_err(|_| Refusal::InvalidToken("malformed_authorization"))?;
-    let (scheme, token) = text.split_once(' ').ok_or(Refusal::InvalidToken("malformed_authorization"))?;
+    let text = value.to_str().map_err(|_| Refusal::InvalidToken(Token::MalformedAuthorization))?;
+    let (scheme, token) = text.split_once(' ').ok_or(Refusal::InvalidToken(Token::MalformedAuthorization))?;
     let scheme = if scheme.eq_ignore_ascii_case("bearer") {
         Scheme::Bearer
     } else if accept_dpop && scheme.eq_ignore_ascii_case("dpop") {
         Scheme::Dpop
     } else {
-        return Err(Refusal::InvalidToken("not_bearer"));
+        return Err(Refusal::InvalidToken(Token::NotBearer));
     };
     let token = token.trim_start_matches(' ');
     if !is_token68(token) {
-        return Err(Refusal::InvalidToken("malformed_token"));
+        return Err(Refusal::InvalidToken(Token::MalformedToken));
     }
     Ok((scheme, token))
 }

@@ -5,6 +5,7 @@
 use super::{BuildContext, BuildError, CheckContext, Filter, FilterState, Outcome, Section};
 use crate::config::{Problem, RateConfig, RateError, RateKey};
 use crate::metrics;
+use crate::reason::{Limit, SharedCheck};
 use crate::request::limit::{retry_after, Denied, SharedLimit};
 use crate::request::respond::Refusal;
 use async_trait::async_trait;
@@ -58,15 +59,15 @@ impl Filter for RateLimit {
     async fn run(&self, _req: &RequestHeader, state: &mut FilterState) -> Outcome {
         // With neither a certificate nor an address there is nothing to count by: refuse.
         let Some(partner) = state.partner(self.key) else {
-            return Outcome::Respond(Refusal::RateLimited { limit: "route", retry_after: 1 });
+            return Outcome::Respond(Refusal::RateLimited { limit: Limit::Route, retry_after: 1 });
         };
         match self.limiter.take(partner).await {
             Ok(()) => Outcome::Continue,
             Err(Denied::Over(wait)) => {
-                metrics::rate_limited("route");
-                Outcome::Respond(Refusal::RateLimited { limit: "route", retry_after: retry_after(wait) })
+                metrics::rate_limited(Limit::Route);
+                Outcome::Respond(Refusal::RateLimited { limit: Limit::Route, retry_after: retry_after(wait) })
             }
-            Err(Denied::Unavailable) => Outcome::Respond(Refusal::SharedStateUnavailable("rate_limit")),
+            Err(Denied::Unavailable) => Outcome::Respond(Refusal::SharedStateUnavailable(SharedCheck::RateLimit)),
         }
     }
 }

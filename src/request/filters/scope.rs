@@ -52,7 +52,7 @@ impl Filter for Scope {
 
     async fn run(&self, req: &RequestHeader, state: &mut FilterState) -> Outcome {
         let Some(token) = state.token.as_ref() else {
-            return Outcome::Respond(Refusal::InvalidToken("no_token_claims"));
+            return Outcome::Respond(Refusal::InvalidToken(crate::reason::Token::NoTokenClaims));
         };
         let per_method = match HttpMethod::exact(req.method.as_str()).and_then(|m| self.methods.get(&m)) {
             Some(scopes) => scopes.as_slice(),

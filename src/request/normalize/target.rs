@@ -1,8 +1,10 @@
 //! The request target's bytes as the normalisation step checks them: no control characters (raw
 //! or escaped), no path spelling that an application server resolves to another path than the one
 //! the route and scope were chosen for, and no method override in the query. A pure function over
-//! bytes with no dependency on the rest of the gateway, so that it is fuzzed on its own
-//! (`fuzz/fuzz_targets/target.rs`).
+//! bytes with no dependency on the rest of the gateway but the escape reader beside it
+//! ([`super::percent`]), so that both are fuzzed on their own (`fuzz/fuzz_targets/request_target.rs`).
+
+use super::percent::{self, Piece};
 
 /// Query parameters that override the method (Rails, Laravel and Symfony read `_method`), compared
 /// lower case.
@@ -56,20 +58,13 @@ pub fn check(raw: &[u8]) -> Result<(), TargetError> {
 /// once decoded (overlong forms such as `%c0%ae` are decoded to `.` by lenient servers).
 fn decode_path(path: &[u8]) -> Option<String> {
     let mut out = Vec::with_capacity(path.len());
-    let mut i = 0;
-    while i < path.len() {
-        if path[i] != b'%' {
-            out.push(if path[i] == b'\\' { b'/' } else { path[i] });
-            i += 1;
-            continue;
+    for piece in percent::pieces(path) {
+        match piece {
+            Piece::Raw(b'\\') => out.push(b'/'),
+            Piece::Raw(b) => out.push(b),
+            Piece::Escaped(b'%' | b'/' | b'\\') | Piece::StrayPercent => return None,
+            Piece::Escaped(b) => out.push(b),
         }
-        let (hi, lo) = (hex(*path.get(i + 1)?)?, hex(*path.get(i + 2)?)?);
-        let byte = hi << 4 | lo;
-        if matches!(byte, b'%' | b'/' | b'\\') {
-            return None;
-        }
-        out.push(byte);
-        i += 3;
     }
     String::from_utf8(out).ok()
 }
@@ -95,13 +90,7 @@ fn has_method_override_param(query: &[u8]) -> bool {
 }
 
 fn has_encoded_control(raw: &[u8]) -> bool {
-    raw.windows(3).any(|w| {
-        w[0] == b'%' && matches!((hex(w[1]), hex(w[2])), (Some(hi), Some(lo)) if hi < 2 || (hi == 7 && lo == 0xf))
-    })
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+    percent::pieces(raw).any(|p| matches!(p, Piece::Escaped(b) if b < 0x20 || b == 0x7f))
 }
 
 #[cfg(test)]
