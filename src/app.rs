@@ -11,7 +11,7 @@ use crate::connection::crl::SharedAcceptor;
 use crate::connection::tls::build_acceptor;
 use crate::request::discovery;
 use crate::request::dpop::DpopVerifier;
-use crate::request::filters::{accepts_dpop, build_chain, ChainParts};
+use crate::request::filters::{self, build_chain, ChainParts};
 use crate::request::headers::StripList;
 use crate::request::introspect::Introspector;
 use crate::request::issuer::TokenIssuer;
@@ -55,6 +55,12 @@ pub struct Kept {
     /// `Some` on a reload: the running process's connection (or its absence) stays, whatever the
     /// new file says; `None` on the first build.
     pub cluster: Option<Option<Arc<Cluster>>>,
+}
+
+/// Reads and validates one configuration file, the routes' filters with the rest: `config` is a
+/// lower layer that does not know the filters, so they are handed to it here.
+pub fn load(path: &std::path::Path) -> Result<Config, Problems> {
+    crate::config::load(path, &filters::Rules)
 }
 
 /// Builds every runtime part of `config`, or reports every problem found.
@@ -218,11 +224,77 @@ fn routes(config: &Config, parts: &ChainParts, problems: &mut Problems) -> Vec<R
         }
         if let (Ok(chain), Ok(upstream)) = (chain, upstream) {
             let route = Route::new(r.clone(), chain, upstream);
-            routes.push(match (&parts.dpop, accepts_dpop(&r.filters)) {
+            routes.push(match (&parts.dpop, route.accepts.dpop) {
                 (Some(verifier), true) => route.with_dpop(verifier.clone()),
                 _ => route,
             });
         }
     }
     routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_files::{local, set};
+
+    /// Every problem `-t` would report of `conf/local.yaml` changed by `change`, the filters' with
+    /// the rest.
+    fn problems(change: impl FnOnce(&mut serde_yaml::Value)) -> Vec<String> {
+        let (_dir, path) = local(change);
+        match load(&path) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.lines().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_shipped_local_file_is_valid_with_its_filters() {
+        assert_eq!(problems(|_| {}), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_path() {
+        let p = problems(|d| set(d, &["routes", "0", "filters", "1", "cert_binding", "strict"], true.into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("routes[0].filters[1].cert_binding: unknown field `strict`"), "{p:?}");
+    }
+
+    #[test]
+    fn a_bad_reference_is_one_problem_where_it_is_written() {
+        let p = problems(|d| set(d, &["introspection", "idsvr", "endpoint"], "http://x".into()));
+        assert_eq!(p.len(), 1, "no follow-on error at the route that uses it: {p:?}");
+        let p = problems(|d| set(d, &["routes", "0", "filters", "0", "phantom_token", "introspection"], "nope".into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("routes[0].filters[0].phantom_token.introspection: no introspection named \"nope\""));
+        let p = problems(|d| set(d, &["introspection", "idsvr", "response"], "json".into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("introspection.idsvr.response: json and rfc9701 need a token_issuer section"));
+    }
+
+    #[test]
+    fn methods_header_patterns_and_drain_bounds_are_checked_where_written() {
+        let yaml = |t: &str| serde_yaml::from_str::<serde_yaml::Value>(t).unwrap();
+        let valid = problems(|d| {
+            set(d, &["routes", "0", "methods"], yaml("[GET, POST]"));
+            set(d, &["routes", "0", "filters", "2", "scope", "methods"], yaml("{DELETE: [admin]}"));
+            set(d, &["routes", "0", "filters", "2", "scope", "default"], "deny".into());
+            set(d, &["strip_headers"], yaml("[x-acme-*, X_Tenant]"));
+            set(d, &["refusals"], yaml("{drain_bytes: 1024, drain_timeout: 2s}"));
+        });
+        assert_eq!(valid, Vec::<String>::new());
+        let p = problems(|d| set(d, &["routes", "0", "methods"], yaml("[GET, delete]")));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("routes[0].methods[1]: unknown variant `delete`"), "{p:?}");
+        let p = problems(|d| set(d, &["routes", "0", "filters", "2", "scope", "methods"], yaml("{delete: [admin]}")));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("unknown variant `delete`"), "{p:?}");
+        let p = problems(|d| set(d, &["strip_headers"], yaml("[x-acme-*, c*, 'bad name', '*']")));
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("strip_headers[1]: \"c*\" would strip content-length"), "{p:?}");
+        assert!(p[1].contains("strip_headers[2]:") && p[2].contains("strip_headers[3]:"), "{p:?}");
+        let p = problems(|d| set(d, &["refusals", "drain_bytes"], 1_000_000_000.into()));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("refusals.drain_bytes: must be at most"), "{p:?}");
+    }
 }

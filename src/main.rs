@@ -7,7 +7,6 @@ use mtls_gateway::admin::cli::AdminCommand;
 use mtls_gateway::admin::{AdminApp, GuardedAdmin};
 use mtls_gateway::app::{self, App};
 use mtls_gateway::cluster::ClusterService;
-use mtls_gateway::config;
 use mtls_gateway::connection::crl::CrlReloader;
 use mtls_gateway::connection::drain::Drain;
 use mtls_gateway::connection::router::{RouterParts, SniRouter};
@@ -136,7 +135,7 @@ fn run(args: Serve) -> ExitCode {
         eprintln!("mtls-gateway: -c FILE is required");
         return ExitCode::from(2);
     };
-    let built = config::load(Path::new(&path)).and_then(app::build);
+    let built = app::load(Path::new(&path)).and_then(app::build);
     let app = match built {
         Ok(app) => app,
         Err(problems) => {

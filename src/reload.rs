@@ -9,7 +9,7 @@
 
 use crate::admin::AdminParts;
 use crate::app::{self, App, Kept};
-use crate::config::{self, AdminConfig, Config, OpsConfig, OtlpConfig, Problems};
+use crate::config::{Config, Problems};
 use crate::connection::crl::{SharedAcceptor, SharedTls};
 use crate::connection::limits::SourceLimits;
 use crate::connection::live::LiveConnections;
@@ -23,10 +23,8 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Everything the running services share that a reload replaces.
 pub struct Running {
@@ -51,115 +49,63 @@ pub struct Running {
 
 /// A setting bound when the process starts: a reload that changes it leaves it as it is and says
 /// so at WARN, naming it. Everything else in the file is applied by a reload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FixedSetting {
-    ListenerAddress,
-    /// pingora's own section: threads, pid and upgrade files, grace periods, daemon, ...
-    Pingora,
-    Metrics,
-    JwksAddress,
-    PassthroughMaxConnections,
-    /// The admin listener: address, certificates and who may call it.
-    Admin,
-    /// Fixed into each worker loop's HTTP app when it starts.
-    H2IdleTimeout,
-    H2MaxConcurrentStreams,
-    /// The sizes of the process's connection counts.
-    ListenerMaxConnections,
-    /// The OTLP exporter and its sampler start once.
-    TracingExport,
-    /// The shared-state server's connection and policies.
-    Cluster,
-}
-
-impl FixedSetting {
-    pub const ALL: [FixedSetting; 11] = [
-        FixedSetting::ListenerAddress,
-        FixedSetting::Pingora,
-        FixedSetting::Metrics,
-        FixedSetting::JwksAddress,
-        FixedSetting::PassthroughMaxConnections,
-        FixedSetting::Admin,
-        FixedSetting::H2IdleTimeout,
-        FixedSetting::H2MaxConcurrentStreams,
-        FixedSetting::ListenerMaxConnections,
-        FixedSetting::TracingExport,
-        FixedSetting::Cluster,
-    ];
-
+#[derive(Debug)]
+pub struct FixedSetting {
     /// The key as written in the configuration file.
-    pub fn key(self) -> &'static str {
-        match self {
-            FixedSetting::ListenerAddress => "listener.address",
-            FixedSetting::Pingora => "pingora",
-            FixedSetting::Metrics => "metrics",
-            FixedSetting::JwksAddress => "token_issuer.jwks_address",
-            FixedSetting::PassthroughMaxConnections => "passthrough.max_connections",
-            FixedSetting::Admin => "admin",
-            FixedSetting::H2IdleTimeout => "listener.h2_idle_timeout",
-            FixedSetting::H2MaxConcurrentStreams => "listener.h2_max_concurrent_streams",
-            FixedSetting::ListenerMaxConnections => "listener.max_connections and anonymous_max_connections",
-            FixedSetting::TracingExport => "tracing.otlp_endpoint",
-            FixedSetting::Cluster => "cluster",
-        }
-    }
-
-    fn same(self, a: &Fixed, b: &Fixed) -> bool {
-        match self {
-            FixedSetting::ListenerAddress => a.listener_address == b.listener_address,
-            FixedSetting::Pingora => a.pingora == b.pingora,
-            FixedSetting::Metrics => a.metrics == b.metrics,
-            FixedSetting::JwksAddress => a.jwks_address == b.jwks_address,
-            FixedSetting::PassthroughMaxConnections => a.passthrough_max_connections == b.passthrough_max_connections,
-            FixedSetting::Admin => a.admin == b.admin,
-            FixedSetting::H2IdleTimeout => a.h2_idle_timeout == b.h2_idle_timeout,
-            FixedSetting::H2MaxConcurrentStreams => a.h2_max_concurrent_streams == b.h2_max_concurrent_streams,
-            FixedSetting::ListenerMaxConnections => a.max_connections == b.max_connections,
-            FixedSetting::TracingExport => a.tracing_export == b.tracing_export,
-            FixedSetting::Cluster => a.cluster == b.cluster,
-        }
-    }
+    pub key: &'static str,
+    /// The setting's value in one configuration, in a form that compares. The values are of many
+    /// types (pingora's `ServerConf` has no `Clone`), and the derived `Debug` form of these plain
+    /// data types names every field, so two forms are equal exactly when the values are.
+    value: fn(&Config) -> String,
 }
 
-/// The values of the fixed settings a process started with.
+/// Every fixed setting, each named once: adding one is one entry here.
+pub const FIXED_SETTINGS: &[FixedSetting] = &[
+    FixedSetting { key: "listener.address", value: |c| c.listener.address.clone() },
+    // pingora's own section: threads, pid and upgrade files, grace periods, daemon, ... (its
+    // YAML form, as pingora reads it).
+    FixedSetting { key: "pingora", value: |c| serde_yaml::to_string(&c.server).unwrap_or_default() },
+    FixedSetting { key: "metrics", value: |c| format!("{:?}", c.metrics) },
+    FixedSetting {
+        key: "token_issuer.jwks_address",
+        value: |c| format!("{:?}", c.token_issuer.as_ref().and_then(|t| t.jwks_address)),
+    },
+    FixedSetting { key: "passthrough.max_connections", value: |c| c.passthrough.max_connections.to_string() },
+    // The admin listener: address, certificates and who may call it.
+    FixedSetting { key: "admin", value: |c| format!("{:?}", c.admin) },
+    // Fixed into each worker loop's HTTP app when it starts.
+    FixedSetting { key: "listener.h2_idle_timeout", value: |c| format!("{:?}", c.listener.h2_idle_timeout) },
+    FixedSetting {
+        key: "listener.h2_max_concurrent_streams",
+        value: |c| c.listener.h2_max_concurrent_streams.to_string(),
+    },
+    // The sizes of the process's connection counts.
+    FixedSetting {
+        key: "listener.max_connections and anonymous_max_connections",
+        value: |c| format!("{} {}", c.listener.max_connections, c.listener.anonymous_max_connections),
+    },
+    // The OTLP exporter and its sampler start once: the export settings and, when exporting, the
+    // sampler's ratio.
+    FixedSetting {
+        key: "tracing.otlp_endpoint",
+        value: |c| format!("{:?}", c.tracing.otlp.as_ref().map(|o| (o, c.tracing.sample_ratio.to_bits()))),
+    },
+    // The shared-state server's connection and policies.
+    FixedSetting { key: "cluster", value: |c| format!("{:?}", c.cluster) },
+];
+
+/// The values of the fixed settings a process started with, in the order of [`FIXED_SETTINGS`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fixed {
-    listener_address: String,
-    /// pingora's `ServerConf` has no equality: its YAML form stands in for it.
-    pingora: String,
-    metrics: Option<OpsConfig>,
-    jwks_address: Option<SocketAddr>,
-    passthrough_max_connections: usize,
-    admin: Option<AdminConfig>,
-    h2_idle_timeout: Duration,
-    h2_max_concurrent_streams: u32,
-    /// `listener.max_connections` and `listener.anonymous_max_connections`.
-    max_connections: (usize, usize),
-    /// The export settings and, when exporting, the sampler's ratio.
-    tracing_export: Option<(OtlpConfig, u64)>,
-    cluster: Option<config::ClusterConfig>,
-}
+pub struct Fixed(Vec<String>);
 
 impl Fixed {
     pub fn of(cfg: &Config) -> Self {
-        Fixed {
-            listener_address: cfg.listener.address.clone(),
-            pingora: serde_yaml::to_string(&cfg.server).unwrap_or_default(),
-            metrics: cfg.metrics,
-            jwks_address: cfg.token_issuer.as_ref().and_then(|t| t.jwks_address),
-            passthrough_max_connections: cfg.passthrough.max_connections,
-            admin: cfg.admin.clone(),
-            h2_idle_timeout: cfg.listener.h2_idle_timeout,
-            h2_max_concurrent_streams: cfg.listener.h2_max_concurrent_streams,
-            max_connections: (cfg.listener.max_connections, cfg.listener.anonymous_max_connections),
-            tracing_export: cfg.tracing.otlp.clone().map(|o| (o, cfg.tracing.sample_ratio.to_bits())),
-            cluster: cfg.cluster.clone(),
-        }
+        Fixed(FIXED_SETTINGS.iter().map(|s| (s.value)(cfg)).collect())
     }
 
     /// The settings whose new value waits for a restart or a graceful upgrade.
-    pub fn differences(&self, new: &Fixed) -> Vec<FixedSetting> {
-        FixedSetting::ALL.into_iter().filter(|s| !s.same(self, new)).collect()
+    pub fn differences(&self, new: &Fixed) -> Vec<&'static FixedSetting> {
+        FIXED_SETTINGS.iter().zip(self.0.iter().zip(&new.0)).filter(|(_, (a, b))| a != b).map(|(s, _)| s).collect()
     }
 }
 
@@ -209,7 +155,7 @@ impl Running {
     /// Reads, builds and applies the file. The notes are logged at INFO, the warnings (fixed
     /// settings that changed) at WARN. Blocking: it reads files and may run discovery.
     pub fn reload(&self) -> Result<Reloaded, Problems> {
-        let config = config::load(&self.path)?;
+        let config = app::load(&self.path)?;
         let app = {
             let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
             app::build_keeping(config, &kept)?
@@ -221,7 +167,7 @@ impl Running {
         }
         let mut notes = app.report.clone();
         let fixed = self.fixed.differences(&Fixed::of(&app.config)).into_iter().map(|s| {
-            format!("{} changed: not applied; it takes effect after a restart or a graceful upgrade (-u)", s.key())
+            format!("{} changed: not applied; it takes effect after a restart or a graceful upgrade (-u)", s.key)
         });
         let expiry = crate::connection::expiry::check(&app.config);
         notes.extend(expiry.notes);
@@ -344,7 +290,7 @@ impl BackgroundService for UpstreamRefresher {
 /// `mtls-gateway reload -c FILE`: validates the file like `-t`, then sends `SIGHUP` to the process
 /// whose pid is in the file's `pingora.pid_file`.
 pub fn reload_command(path: &Path) -> std::process::ExitCode {
-    let built = config::load(path).and_then(app::build);
+    let built = app::load(path).and_then(app::build);
     let app = match built {
         Ok(app) => app,
         Err(problems) => {
@@ -380,6 +326,8 @@ pub fn reload_command(path: &Path) -> std::process::ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{self, AdminConfig};
+    use std::time::Duration;
 
     /// `conf/local.yaml` loaded from a temporary folder whose `../certs` holds empty files of the
     /// same names (loading only checks that files exist).
@@ -392,15 +340,15 @@ mod tests {
         }
         let path = dir.path().join("conf/local.yaml");
         std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/local.yaml"), &path).unwrap();
-        config::load(&path).unwrap()
+        app::load(&path).unwrap()
     }
 
-    fn change(setting: FixedSetting, cfg: &mut Config) {
-        match setting {
-            FixedSetting::ListenerAddress => cfg.listener.address = "127.0.0.1:9443".into(),
-            FixedSetting::Pingora => cfg.server.threads += 1,
-            FixedSetting::Metrics => cfg.metrics = None,
-            FixedSetting::JwksAddress => {
+    fn change(setting: &FixedSetting, cfg: &mut Config) {
+        match setting.key {
+            "listener.address" => cfg.listener.address = "127.0.0.1:9443".into(),
+            "pingora" => cfg.server.threads += 1,
+            "metrics" => cfg.metrics = None,
+            "token_issuer.jwks_address" => {
                 cfg.token_issuer = Some(config::TokenIssuerConfig {
                     issuer: "https://gateway.example.com".into(),
                     lifetime: Duration::from_secs(60),
@@ -408,8 +356,8 @@ mod tests {
                     jwks_address: Some(([127, 0, 0, 1], 9099).into()),
                 })
             }
-            FixedSetting::PassthroughMaxConnections => cfg.passthrough.max_connections += 1,
-            FixedSetting::Admin => {
+            "passthrough.max_connections" => cfg.passthrough.max_connections += 1,
+            "admin" => {
                 cfg.admin = Some(AdminConfig {
                     address: ([127, 0, 0, 1], 9444).into(),
                     certificate: "a.pem".into(),
@@ -419,10 +367,10 @@ mod tests {
                     secret_file: None,
                 })
             }
-            FixedSetting::H2IdleTimeout => cfg.listener.h2_idle_timeout += Duration::from_secs(1),
-            FixedSetting::H2MaxConcurrentStreams => cfg.listener.h2_max_concurrent_streams += 1,
-            FixedSetting::ListenerMaxConnections => cfg.listener.max_connections += 1,
-            FixedSetting::Cluster => {
+            "listener.h2_idle_timeout" => cfg.listener.h2_idle_timeout += Duration::from_secs(1),
+            "listener.h2_max_concurrent_streams" => cfg.listener.h2_max_concurrent_streams += 1,
+            "listener.max_connections and anonymous_max_connections" => cfg.listener.max_connections += 1,
+            "cluster" => {
                 cfg.cluster = Some(config::ClusterConfig {
                     url: "redis://127.0.0.1:6379".parse().unwrap(),
                     password_file: None,
@@ -436,7 +384,7 @@ mod tests {
                     outage_cache_ttl: Duration::from_secs(1),
                 })
             }
-            FixedSetting::TracingExport => {
+            "tracing.otlp_endpoint" => {
                 cfg.tracing.otlp = Some(config::OtlpConfig {
                     endpoint: "http://127.0.0.1:4318/v1/traces".parse().unwrap(),
                     service_name: "gw".into(),
@@ -444,6 +392,7 @@ mod tests {
                     interval: Duration::from_secs(1),
                 })
             }
+            other => panic!("no change is written for the fixed setting {other}"),
         }
     }
 
@@ -451,10 +400,11 @@ mod tests {
     fn each_fixed_setting_changed_alone_is_reported_alone() {
         let started = Fixed::of(&local());
         assert!(started.differences(&Fixed::of(&local())).is_empty(), "the same file changes nothing");
-        for setting in FixedSetting::ALL {
+        for setting in FIXED_SETTINGS {
             let mut cfg = local();
             change(setting, &mut cfg);
-            assert_eq!(started.differences(&Fixed::of(&cfg)), vec![setting], "{}", setting.key());
+            let changed: Vec<&str> = started.differences(&Fixed::of(&cfg)).iter().map(|s| s.key).collect();
+            assert_eq!(changed, vec![setting.key], "{}", setting.key);
         }
     }
 

@@ -1,18 +1,25 @@
-//! The gateway's configuration: the YAML schema ([`schema`]) and its closed sets ([`closed`]),
-//! the validated model ([`model`]), the validation that builds it ([`validate`]) and how problems
-//! are reported ([`problems`]). No runtime object is made here: the build step in `app` does that.
+//! The gateway's configuration: one module per section of the file ([`sections`]: its YAML
+//! schema, its validated model and the validation between them), the document and the closed sets
+//! of values ([`schema`], [`closed`]), the whole model ([`model`]), the loader that runs every
+//! section's validation ([`load`]) and how problems are reported ([`problems`]). No runtime object
+//! is made here: the build step in `app` does that.
 
 mod closed;
+mod load;
 pub mod model;
 pub mod problems;
 pub mod schema;
-mod validate;
+pub mod sections;
+mod shared;
 
 pub use crate::header_name::HeaderPattern;
 pub use closed::{
     AccessFormat, ClientAuthMethod, CrlExpired, HealthCheckKind, HttpMethod, JwsAlg, MissingAudience, RateKey,
     ResponseMode, ScopeDefault, Selection, SigningAlg, TlsVersion, UnknownSni,
 };
+pub use load::load;
+#[cfg(test)]
+pub(crate) use load::test_files;
 pub use model::*;
 pub use problems::{Problem, Problems};
-pub use validate::load;
+pub use sections::route::{FilterRules, RouteFilters};

@@ -751,7 +751,7 @@ impl Gateway {
 mod tests {
     use super::*;
 
-    use crate::config::{CorsConfig, FilterConfig, HeaderPattern, HttpMethod, RouteConfig};
+    use crate::config::{CorsConfig, HeaderPattern, HttpMethod, RouteConfig};
     use crate::host::HostPattern;
     use crate::request::filters::{build_chain, ChainParts};
     use crate::request::headers::StripList;
@@ -769,7 +769,7 @@ mod tests {
             path_prefix: "/api/".into(),
             upstream,
             methods,
-            filters: vec![FilterConfig::CertBinding],
+            filters: vec![serde_yaml::from_str("cert_binding: {}").unwrap()],
             forward_client_cert: false,
             allow_upgrade: false,
             cors,

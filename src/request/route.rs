@@ -1,9 +1,9 @@
 //! Route choice: each configured route with its filter chain and its upstream, and the first
 //! route whose host and path prefix match a request.
 
-use crate::config::{FilterConfig, HttpMethod, RouteConfig};
+use crate::config::{HttpMethod, RouteConfig};
 use crate::request::dpop::DpopVerifier;
-use crate::request::filters::Filter;
+use crate::request::filters::{Accepts, Chain, Filter};
 use crate::request::respond::{Challenge, Refusal};
 use crate::request::upstream::Upstream;
 use std::sync::Arc;
@@ -13,6 +13,8 @@ pub struct Route {
     /// `host/prefix`, for logs and metric labels (configured text, never request data).
     pub label: String,
     pub chain: Vec<Box<dyn Filter>>,
+    /// The sender constraints its chain accepts.
+    pub accepts: Accepts,
     /// Its backends and their connection settings, shared with the other routes to it.
     pub upstream: Arc<Upstream>,
     /// The methods accepted when the route limits them (`HEAD` with `GET`), and their `Allow` value.
@@ -24,7 +26,7 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(cfg: RouteConfig, chain: Vec<Box<dyn Filter>>, upstream: Arc<Upstream>) -> Self {
+    pub fn new(cfg: RouteConfig, chain: Chain, upstream: Arc<Upstream>) -> Self {
         let allowed = cfg.methods.as_ref().map(|listed| {
             let mut methods = listed.clone();
             // RFC 9110 §9.3.2: HEAD is GET without the body; a route that serves one serves both.
@@ -37,19 +39,18 @@ impl Route {
             (methods, allow)
         });
         let label = format!("{}{}", cfg.host, cfg.path_prefix);
-        Route { label, chain, upstream, cfg, allowed, challenge: Challenge::default(), dpop: None }
+        let Chain { filters: chain, accepts } = chain;
+        Route { label, chain, accepts, upstream, cfg, allowed, challenge: Challenge::default(), dpop: None }
     }
 
     /// A route that accepts DPoP: `DPoP` challenges (and `Bearer` ones unless it accepts nothing
     /// else), and nonces on its answers when they are on.
     pub fn with_dpop(mut self, verifier: Arc<DpopVerifier>) -> Self {
-        let certificate = self
-            .cfg
-            .filters
-            .iter()
-            .any(|f| matches!(f, FilterConfig::CertBinding | FilterConfig::Binding { certificate: true, .. }));
-        self.challenge =
-            Challenge { bearer: certificate, dpop_algs: Some(verifier.algs().to_string()), used_dpop: false };
+        self.challenge = Challenge {
+            bearer: self.accepts.certificate,
+            dpop_algs: Some(verifier.algs().to_string()),
+            used_dpop: false,
+        };
         self.dpop = Some(verifier);
         self
     }

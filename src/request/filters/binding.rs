@@ -5,7 +5,8 @@
 //! bound in a way the route does not accept. Downgrades are refused both ways (§7.2): a DPoP-bound
 //! token sent as `Bearer`, and a token that is not DPoP-bound sent as `DPoP`.
 
-use super::{Filter, FilterState, Outcome, Scheme};
+use super::{Accepts, BuildContext, BuildError, Filter, FilterState, Outcome, Scheme, Section};
+use crate::config::Problem;
 use crate::metrics;
 use crate::reason::{ProofResult, SharedCheck, Token};
 use crate::request::dpop::{DpopVerifier, ProofError, ProofFailure};
@@ -13,7 +14,72 @@ use crate::request::respond::Refusal;
 use crate::token::same;
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
+use serde::Deserialize;
 use std::sync::Arc;
+
+/// The `binding` section: the sender constraints the route accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub accept: Vec<BindingKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingKind {
+    /// RFC 8705: `cnf."x5t#S256"` and the connection's client certificate.
+    Certificate,
+    /// RFC 9449: `cnf.jkt` and a DPoP proof.
+    Dpop,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("names certificate, dpop or both")]
+    NothingAccepted,
+}
+
+/// What the build step did not make for the filter.
+#[derive(Debug, thiserror::Error)]
+pub enum Missing {
+    #[error("dpop is accepted but no DPoP checks were built")]
+    DpopChecks,
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.accept.is_empty() {
+            true => Err(ConfigError::NothingAccepted),
+            false => Ok(()),
+        }
+    }
+}
+
+impl Section for Config {
+    fn check(&self, _ctx: &super::CheckContext) -> Vec<Problem> {
+        self.validate().err().map(|e| Problem::new("binding.accept", e)).into_iter().collect()
+    }
+
+    fn reads_token(&self) -> bool {
+        true
+    }
+
+    fn accepts(&self) -> Accepts {
+        Accepts {
+            certificate: self.accept.contains(&BindingKind::Certificate),
+            dpop: self.accept.contains(&BindingKind::Dpop),
+        }
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Filter>, BuildError> {
+        let accepts = self.accepts();
+        let dpop = match accepts.dpop {
+            true => Some(ctx.parts.dpop.clone().ok_or_else(|| BuildError::new(Missing::DpopChecks))?),
+            false => None,
+        };
+        Ok(Box::new(Binding { certificate: accepts.certificate, dpop }))
+    }
+}
 
 pub struct Binding {
     pub certificate: bool,

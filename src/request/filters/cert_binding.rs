@@ -4,10 +4,30 @@
 //! is refused: such a route takes no DPoP proof, so the key binding could never be checked.
 
 use super::binding::Binding;
-use super::{Filter, FilterState, Outcome};
+use super::{Accepts, BuildContext, BuildError, Filter, FilterState, Outcome, Section};
 use crate::request::respond::Refusal;
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
+use serde::Deserialize;
+
+/// The `cert_binding` section: nothing to set (`cert_binding: {}`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {}
+
+impl Section for Config {
+    fn reads_token(&self) -> bool {
+        true
+    }
+
+    fn accepts(&self) -> Accepts {
+        Accepts { certificate: true, dpop: false }
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Filter>, BuildError> {
+        Ok(Box::new(CertBinding::new()))
+    }
+}
 
 pub struct CertBinding(Binding);
 

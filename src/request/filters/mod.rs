@@ -1,9 +1,18 @@
-//! The per-route filter chain run in `request_filter`: phantom token, certificate binding, scope.
+//! The per-route filter chain run in `request_filter`: phantom token, sender binding, scope, rate
+//! limit.
 //!
-//! Each filter is built from its configuration section by [`build_chain`] and answers `Continue`
-//! or `Respond(refusal)`. Filters see the request header and the per-request state only, so they
-//! are unit-tested without any network or pingora session. A new filter is one file here, one
-//! variant of `config::schema::Filter` (and its model), and one arm in [`build_chain`].
+//! A filter is one module here. It owns its configuration section (`Config`: the serde type of
+//! what is written under its name, unknown keys denied), the checks of that section and its
+//! constructor (both through [`Section`]), and the filter itself, which answers `Continue` or
+//! `Respond(refusal)` from the request header and the per-request state only, so that it is
+//! unit-tested without any network or pingora session. [`FilterConfig`] lists the filters: adding
+//! one is its module, one variant there and its arm in [`FilterConfig::section`], the one match
+//! over the filters (docs/adding-a-filter.md shows the whole change for a small one).
+//!
+//! `config` is a lower layer and never names these types. A route's model keeps its filter
+//! sections as written; `config::load` is handed [`Rules`] (a `config::FilterRules`) by its caller
+//! and so checks the filters with the rest of the file, each problem named by its key; then
+//! [`build_chain`] reads the sections again, known good by then, and builds the chain.
 
 mod binding;
 mod cert_binding;
@@ -11,13 +20,13 @@ mod phantom_token;
 mod rate_limit;
 mod scope;
 
-pub use binding::Binding;
+pub use binding::{Binding, BindingKind};
 pub use cert_binding::CertBinding;
 pub use phantom_token::{bearer_token, PhantomToken};
 pub use rate_limit::RateLimit;
 pub use scope::Scope;
 
-use crate::config::{FilterConfig, RateKey};
+use crate::config::{FilterRules, Problem, RateKey, RouteFilters};
 use crate::request::dpop::DpopVerifier;
 use crate::request::introspect::{ActiveToken, CacheResult, Introspector};
 use crate::request::limit::SharedLimit;
@@ -25,8 +34,164 @@ use crate::request::respond::Refusal;
 use crate::token::ClientCert;
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
-use std::collections::BTreeMap;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+/// One filter of a route's chain, written as a one-key map: `- phantom_token: { introspection: idsvr }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterConfig {
+    PhantomToken(phantom_token::Config),
+    CertBinding(cert_binding::Config),
+    Binding(binding::Config),
+    Scope(scope::Config),
+    RateLimit(rate_limit::Config),
+}
+
+impl FilterConfig {
+    /// The filter's own section: the one match over the filters.
+    fn section(&self) -> &dyn Section {
+        match self {
+            FilterConfig::PhantomToken(c) => c,
+            FilterConfig::CertBinding(c) => c,
+            FilterConfig::Binding(c) => c,
+            FilterConfig::Scope(c) => c,
+            FilterConfig::RateLimit(c) => c,
+        }
+    }
+}
+
+/// What a filter's configuration section does besides being read: its checks, what it tells of
+/// the chain, and its constructor. Each filter module implements it for its `Config`.
+pub trait Section {
+    /// Problems with the section as written, each keyed below the filter's entry
+    /// (`phantom_token.introspection`). `-t` reports them with the file and the route.
+    fn check(&self, _ctx: &CheckContext) -> Vec<Problem> {
+        Vec::new()
+    }
+
+    /// It finds the request's token: the filters that read one must come after it.
+    fn provides_token(&self) -> bool {
+        false
+    }
+
+    /// It reads the token that `phantom_token` found.
+    fn reads_token(&self) -> bool {
+        false
+    }
+
+    /// The sender constraints it accepts.
+    fn accepts(&self) -> Accepts {
+        Accepts::default()
+    }
+
+    /// The filter, from a section that passed [`Section::check`].
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Filter>, BuildError>;
+}
+
+/// What a section's checks may look at besides the section.
+pub struct CheckContext<'a> {
+    /// The introspection sections written in the file.
+    pub introspection: &'a BTreeSet<String>,
+}
+
+/// What a filter is built from besides its section.
+pub struct BuildContext<'a> {
+    pub parts: &'a ChainParts,
+    /// Names the route's rate-limit buckets on a shared-state server.
+    pub route: &'a str,
+    /// What the route's whole chain accepts.
+    pub accepts: Accepts,
+}
+
+/// The sender constraints a route accepts: certificate binding (RFC 8705), DPoP (RFC 9449).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Accepts {
+    pub certificate: bool,
+    pub dpop: bool,
+}
+
+/// A filter that cannot be built from its checked section: a part the build step makes for it
+/// is missing (its own building failed and was reported). Each module's error says which.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BuildError(Box<dyn std::error::Error + Send + Sync>);
+
+impl BuildError {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BuildError(Box::new(e))
+    }
+}
+
+/// Why a route's chain was not built.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// A section that the checks at load would have refused.
+    #[error("{0}")]
+    Section(#[from] serde_yaml::Error),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// A problem of a chain's order.
+#[derive(Debug, thiserror::Error)]
+enum OrderError {
+    /// `cert_binding`, `binding` and `scope` read the claims that `phantom_token` produces.
+    #[error("needs a phantom_token filter before it")]
+    NoTokenBefore,
+}
+
+/// The filters' checks, which `config::load` runs with the rest of the file.
+pub struct Rules;
+
+/// The routes' filters and nothing else of the file (the rest is `config`'s to read).
+#[derive(Deserialize)]
+struct FiltersOfFile {
+    #[serde(default)]
+    routes: Vec<FiltersOfRoute>,
+}
+
+#[derive(Deserialize)]
+struct FiltersOfRoute {
+    /// serde_yaml reads enums from `!tags` only: `singleton_map` lets users write the usual one-key maps.
+    #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
+    filters: Vec<FilterConfig>,
+}
+
+impl FilterRules for Rules {
+    fn check(&self, text: &str, introspection: &BTreeSet<String>) -> Result<Vec<RouteFilters>, serde_yaml::Error> {
+        let file: FiltersOfFile = serde_yaml::from_str(text)?;
+        let ctx = CheckContext { introspection };
+        Ok(file.routes.iter().map(|r| check_chain(&r.filters, &ctx)).collect())
+    }
+}
+
+/// Every problem of one route's filters, keyed below the route (`filters[1].scope`): each
+/// section's, then the order's.
+fn check_chain(configs: &[FilterConfig], ctx: &CheckContext) -> RouteFilters {
+    let mut problems = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        for p in c.section().check(ctx) {
+            problems.push(Problem::new(format!("filters[{i}].{}", p.key), p.message));
+        }
+    }
+    let first_token = configs.iter().position(|c| c.section().provides_token());
+    for (i, c) in configs.iter().enumerate() {
+        if c.section().reads_token() && first_token.is_none_or(|t| t > i) {
+            problems.push(Problem::new(format!("filters[{i}]"), OrderError::NoTokenBefore));
+        }
+    }
+    RouteFilters { problems, accepts_dpop: accepts(configs).dpop }
+}
+
+/// What a chain of these filters accepts: what any of them does.
+fn accepts(configs: &[FilterConfig]) -> Accepts {
+    configs.iter().map(|c| c.section().accepts()).fold(Accepts::default(), |a, b| Accepts {
+        certificate: a.certificate || b.certificate,
+        dpop: a.dpop || b.dpop,
+    })
+}
 
 /// What one filter decided.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,53 +253,26 @@ pub struct ChainParts {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
-/// Whether a route's filters accept DPoP-bound tokens.
-pub fn accepts_dpop(configs: &[FilterConfig]) -> bool {
-    configs.iter().any(|c| matches!(c, FilterConfig::Binding { dpop: true, .. }))
-}
-
 #[async_trait]
 pub trait Filter: Send + Sync {
     fn name(&self) -> &'static str;
     async fn run(&self, req: &RequestHeader, state: &mut FilterState) -> Outcome;
 }
 
-/// Builds a route's chain; the model has already checked that every introspection name exists.
-/// `route` names the route's rate-limit buckets on a shared-state server.
-pub fn build_chain(configs: &[FilterConfig], parts: &ChainParts, route: &str) -> Result<Vec<Box<dyn Filter>>, String> {
-    let dpop = accepts_dpop(configs);
-    configs
-        .iter()
-        .map(|c| -> Result<Box<dyn Filter>, String> {
-            Ok(match c {
-                FilterConfig::PhantomToken { introspection } => {
-                    let i = parts
-                        .introspectors
-                        .get(introspection)
-                        .ok_or_else(|| format!("no introspection {introspection}"))?;
-                    Box::new(PhantomToken {
-                        introspector: i.clone(),
-                        miss_limit: parts.miss_limit.clone(),
-                        accept_dpop: dpop,
-                    })
-                }
-                FilterConfig::CertBinding => Box::new(CertBinding::new()),
-                FilterConfig::Binding { certificate, dpop } => {
-                    let verifier = match dpop {
-                        true => Some(parts.dpop.clone().ok_or("dpop is accepted but no DPoP checks were built")?),
-                        false => None,
-                    };
-                    Box::new(Binding { certificate: *certificate, dpop: verifier })
-                }
-                FilterConfig::Scope { required, methods, default } => {
-                    Box::new(Scope { required: required.clone(), methods: methods.clone(), default: *default })
-                }
-                FilterConfig::RateLimit { rate, key } => {
-                    Box::new(RateLimit { limiter: SharedLimit::new(*rate, route, parts.cluster.clone()), key: *key })
-                }
-            })
-        })
-        .collect()
+/// A route's filters, and what they accept.
+pub struct Chain {
+    pub filters: Vec<Box<dyn Filter>>,
+    pub accepts: Accepts,
+}
+
+/// Builds a route's chain from its sections as written (checked at load: every introspection
+/// name exists). `route` names the route's rate-limit buckets on a shared-state server.
+pub fn build_chain(sections: &[serde_yaml::Value], parts: &ChainParts, route: &str) -> Result<Chain, ChainError> {
+    let configs: Vec<FilterConfig> =
+        serde_yaml::with::singleton_map_recursive::deserialize(serde_yaml::Value::Sequence(sections.to_vec()))?;
+    let ctx = BuildContext { parts, route, accepts: accepts(&configs) };
+    let filters = configs.iter().map(|c| c.section().build(&ctx)).collect::<Result<_, _>>()?;
+    Ok(Chain { filters, accepts: ctx.accepts })
 }
 
 #[cfg(test)]

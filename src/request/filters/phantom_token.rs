@@ -1,8 +1,8 @@
 //! The phantom-token filter: swaps an opaque access token for the JWT that introspection returns,
 //! through the introspector's cache.
 
-use super::{Filter, FilterState, Outcome, Scheme};
-use crate::config::RateKey;
+use super::{BuildContext, BuildError, CheckContext, Filter, FilterState, Outcome, Scheme, Section};
+use crate::config::{Problem, RateKey};
 use crate::metrics;
 use crate::reason::{Limit, Request, SharedCheck, Token};
 use crate::request::introspect::{IntrospectError, Introspector, TokenState};
@@ -11,7 +11,59 @@ use crate::request::respond::Refusal;
 use crate::token::{cache_key, token_id};
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
+use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+/// The `phantom_token` section: the introspection section that answers for the route's tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub introspection: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no introspection named {0:?}")]
+    UnknownIntrospection(String),
+}
+
+/// What the build step did not make for the filter.
+#[derive(Debug, thiserror::Error)]
+pub enum Missing {
+    #[error("no introspection {0}")]
+    Introspector(String),
+}
+
+impl Config {
+    pub fn validate(&self, introspection: &BTreeSet<String>) -> Result<(), ConfigError> {
+        match introspection.contains(&self.introspection) {
+            true => Ok(()),
+            false => Err(ConfigError::UnknownIntrospection(self.introspection.clone())),
+        }
+    }
+}
+
+impl Section for Config {
+    fn check(&self, ctx: &CheckContext) -> Vec<Problem> {
+        let problem = self.validate(ctx.introspection).err();
+        problem.map(|e| Problem::new("phantom_token.introspection", e)).into_iter().collect()
+    }
+
+    fn provides_token(&self) -> bool {
+        true
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Filter>, BuildError> {
+        let missing = || BuildError::new(Missing::Introspector(self.introspection.clone()));
+        let introspector = ctx.parts.introspectors.get(&self.introspection).ok_or_else(missing)?;
+        Ok(Box::new(PhantomToken {
+            introspector: introspector.clone(),
+            miss_limit: ctx.parts.miss_limit.clone(),
+            accept_dpop: ctx.accepts.dpop,
+        }))
+    }
+}
 
 pub struct PhantomToken {
     pub introspector: Arc<Introspector>,

@@ -2,14 +2,48 @@
 //! every request of the route, cached token or not. Over the limit the answer is 429 with
 //! `Retry-After`.
 
-use super::{Filter, FilterState, Outcome};
-use crate::config::RateKey;
+use super::{BuildContext, BuildError, CheckContext, Filter, FilterState, Outcome, Section};
+use crate::config::{Problem, RateConfig, RateError, RateKey};
 use crate::metrics;
 use crate::reason::{Limit, SharedCheck};
 use crate::request::limit::{retry_after, Denied, SharedLimit};
 use crate::request::respond::Refusal;
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
+use serde::Deserialize;
+
+/// The `rate_limit` section: a token bucket per partner on every request of the route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub per_second: u32,
+    pub burst: Option<u32>,
+    #[serde(default)]
+    pub key: RateKey,
+}
+
+impl Config {
+    /// The bucket, or every value of it that cannot be used.
+    pub fn validate(&self) -> Result<RateConfig, Vec<RateError>> {
+        match RateConfig::checked(self.per_second, self.burst) {
+            (rate, problems) if problems.is_empty() => Ok(rate),
+            (_, problems) => Err(problems),
+        }
+    }
+}
+
+impl Section for Config {
+    fn check(&self, _ctx: &CheckContext) -> Vec<Problem> {
+        let problems = self.validate().err().unwrap_or_default();
+        problems.into_iter().map(|e| Problem::new(format!("rate_limit.{}", e.key()), e)).collect()
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<Box<dyn Filter>, BuildError> {
+        // Checked at load; the bucket is usable (each value at least 1) whatever was written.
+        let (rate, _) = RateConfig::checked(self.per_second, self.burst);
+        Ok(Box::new(RateLimit { limiter: SharedLimit::new(rate, ctx.route, ctx.parts.cluster.clone()), key: self.key }))
+    }
+}
 
 pub struct RateLimit {
     pub limiter: SharedLimit,
@@ -41,7 +75,6 @@ impl Filter for RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RateConfig;
     use crate::request::filters::test_support::{client, req};
 
     #[tokio::test]

@@ -4,12 +4,37 @@
 //! Methods are looked up exactly: the normalisation step has already refused every method that is
 //! not one of the implemented ones spelled in upper case, so `delete` cannot miss `DELETE` here.
 
-use super::{Filter, FilterState, Outcome};
+use super::{BuildContext, BuildError, Filter, FilterState, Outcome, Section};
 use crate::config::{HttpMethod, ScopeDefault};
 use crate::request::respond::Refusal;
 use async_trait::async_trait;
 use pingora_http::RequestHeader;
+use serde::Deserialize;
 use std::collections::BTreeMap;
+
+/// The `scope` section. Nothing in it can be wrong once it is read: methods are a closed set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Per HTTP method, scopes required on top of `required`.
+    #[serde(default)]
+    pub methods: BTreeMap<HttpMethod, Vec<String>>,
+    /// For a method not in `methods`: `required` (the route's scopes suffice) or `deny`.
+    #[serde(default)]
+    pub default: ScopeDefault,
+}
+
+impl Section for Config {
+    fn reads_token(&self) -> bool {
+        true
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Result<Box<dyn Filter>, BuildError> {
+        Ok(Box::new(Scope { required: self.required.clone(), methods: self.methods.clone(), default: self.default }))
+    }
+}
 
 pub struct Scope {
     pub required: Vec<String>,
