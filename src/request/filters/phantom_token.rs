@@ -7,6 +7,7 @@ use crate::metrics;
 use crate::reason::{Limit, Request, SharedCheck, Token};
 use crate::request::introspect::{IntrospectError, Introspector, TokenState};
 use crate::request::limit::{retry_after, Denied, SharedLimit};
+use crate::request::normalize::percent::{pieces, Piece};
 use crate::request::respond::Refusal;
 use crate::token::{cache_key, token_id};
 use async_trait::async_trait;
@@ -189,23 +190,14 @@ fn decode_repeatedly(text: &str) -> String {
     current
 }
 
+/// Decodes every escape; a stray `%` stays as written (lenient: this only looks for a name).
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
-            (b'%', Some(hi), Some(lo)) => {
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
+    let out: Vec<u8> = pieces(text.as_bytes())
+        .map(|p| match p {
+            Piece::Raw(b) | Piece::Escaped(b) => b,
+            Piece::StrayPercent => b'%',
+        })
+        .collect();
     String::from_utf8_lossy(&out).into_owned()
 }
 
