@@ -7,7 +7,7 @@
 //! `Respond(refusal)` from the request header and the per-request state only, so that it is
 //! unit-tested without any network or pingora session. [`FilterConfig`] lists the filters: adding
 //! one is its module, one variant there and its arm in [`FilterConfig::section`], the one match
-//! over the filters (docs/adding-a-filter.md shows the whole change for a small one).
+//! over the filters (docs/architecture.md, "How to add a filter", shows the whole change for a small one).
 //!
 //! `config` is a lower layer and never names these types. A route's model keeps its filter
 //! sections as written; `config::load` is handed [`Rules`] (a `config::FilterRules`) by its caller
