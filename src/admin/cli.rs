@@ -31,16 +31,17 @@ pub enum AdminCommand {
 #[command(group(ArgGroup::new("auth").required(true).args(["cert", "secret_file"])))]
 pub struct PurgeArgs {
     /// The access token itself (hashed at once, never logged)
-    #[arg(long, value_name = "T", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    // Tokens, their ids and thumbprints are base64url: one may well start with `-`.
+    #[arg(long, value_name = "T", allow_hyphen_values = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     token: Option<String>,
     /// The access log's token= value, or a longer prefix of the token's hash
-    #[arg(long, value_name = "ID", value_parser = token_id)]
+    #[arg(long, value_name = "ID", allow_hyphen_values = true, value_parser = token_id)]
     token_id: Option<String>,
     /// With --token-id: purge even when the id matches several cached tokens
     #[arg(long, requires = "token_id")]
     several: bool,
     /// Every token bound to this client certificate (its x5t#S256)
-    #[arg(long, value_name = "X5T", value_parser = thumbprint)]
+    #[arg(long, value_name = "X5T", allow_hyphen_values = true, value_parser = thumbprint)]
     thumbprint: Option<String>,
     /// With --thumbprint: also end that certificate's open connections
     #[arg(long, requires = "thumbprint")]
@@ -320,6 +321,13 @@ mod tests {
         let a = args("purge --token-id AbCdEfGh --several --replicas a:1,b:2 --ca c --cert x --key y").unwrap();
         assert_eq!(a.targets(), vec!["a:1".to_string(), "b:2".to_string()]);
         assert_eq!(a.request().target(), Ok(crate::token::PurgeTarget::IdPrefix("AbCdEfGh".into())));
+        // base64url values may start with `-`: they are values, not options.
+        let a = args("purge --token -2bq_x --ca c --secret-file s").unwrap();
+        assert_eq!(a.token.as_deref(), Some("-2bq_x"));
+        let a = args("purge --token-id -AbCdEfG --ca c --secret-file s").unwrap();
+        assert_eq!(a.token_id.as_deref(), Some("-AbCdEfG"));
+        let x5t = format!("-{}", "A".repeat(42));
+        assert_eq!(args(&format!("purge --thumbprint {x5t} --ca c --secret-file s")).unwrap().thumbprint, Some(x5t));
         for bad in [
             "purge --ca c --secret-file s",
             "purge --all --token t --ca c --secret-file s",
