@@ -427,6 +427,51 @@ impl AsyncWrite for Buffered {
     }
 }
 
+/// How long, and for how many bytes, a closed connection's late request bytes are read and thrown
+/// away (nginx's `lingering_time`; its `lingering_close` is on in the same cases).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+impl Drop for Buffered {
+    /// A lingering close. A socket closed with unread bytes sends a reset instead of a FIN, and a
+    /// reset can destroy the answer the client has not read yet: a refusal of a request whose body
+    /// is still coming, which the client, busy sending, reads last. So when bytes are waiting, the
+    /// socket's write side is shut (the answer is followed by a FIN) and what still arrives is
+    /// read and thrown away, for [`LINGER_TIME`] and [`LINGER_BYTES`] at most, before it closes.
+    /// A socket with nothing waiting closes at once, as before.
+    fn drop(&mut self) {
+        let mut probe = [std::mem::MaybeUninit::<u8>::uninit()];
+        let socket = socket2::SockRef::from(&self.tcp);
+        if !matches!(socket.peek(&mut probe), Ok(n) if n > 0) {
+            return;
+        }
+        let Ok(handle) = Handle::try_current() else { return };
+        // The duplicate keeps the socket open once this one's descriptor closes.
+        let Ok(copy) = socket.try_clone() else { return };
+        let _runtime = handle.enter();
+        if let Ok(tcp) = tokio::net::TcpStream::from_std(std::net::TcpStream::from(copy)) {
+            handle.spawn(linger(tcp));
+        }
+    }
+}
+
+/// Shuts the write side, then reads until the client closes, up to the bounds.
+async fn linger(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let discard = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, discard).await;
+}
+
 impl VirtualSocket for Buffered {
     fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()> {
         match opt {
@@ -451,6 +496,33 @@ mod tests {
         let (worker, _serving) = pool.pick().expect("a loop");
         let name = worker.handle.spawn(async { std::thread::current().name().map(str::to_string) });
         name.await.unwrap().unwrap()
+    }
+
+    /// The server answers and closes while the client is still sending: the client can send on and
+    /// reads the whole answer and then the end of the stream, never a reset.
+    #[tokio::test]
+    async fn a_close_with_request_bytes_unread_lets_the_client_read_the_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut server = Buffered { tcp, out: Vec::new(), read: ReadCount::default() };
+        client.write_all(&[b'a'; 64 * 1024]).await.unwrap();
+        let mut head = [0u8; 1024];
+        server.read_exact(&mut head).await.unwrap();
+        server.write_all(b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\n\r\n").await.unwrap();
+        server.flush().await.unwrap();
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The client goes on sending, as a client uploading a body does: a reset would fail this
+        // (and curl, failing to send, reports the error instead of the answer).
+        let sent = client.write_all(&[b'b'; 64 * 1024]).await;
+        assert!(sent.is_ok(), "{sent:?}");
+        client.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        let read = client.read_to_end(&mut answer).await;
+        assert!(read.is_ok(), "{read:?} after {:?}", String::from_utf8_lossy(&answer));
+        assert!(answer.starts_with(b"HTTP/1.1 413"), "{:?}", String::from_utf8_lossy(&answer));
     }
 
     #[tokio::test]
