@@ -676,11 +676,15 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.body_ended();
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        let route = ctx.route.and_then(|i| ctx.state.routes.get(i)).map(|r| r.label.as_str()).unwrap_or("-");
+        let (route, series) = match ctx.route.and_then(|i| ctx.state.routes.get(i)) {
+            Some(r) => (r.label.as_str(), &r.series),
+            None => ("-", &metrics::NO_ROUTE),
+        };
         let elapsed = ctx.started.elapsed();
-        metrics::request(route, status, elapsed);
-        let partner = ctx.state.partners.name(ctx.filters.client.as_deref());
-        metrics::partner_request(partner, status, elapsed, ctx.refused_by.map(|r| r.1));
+        metrics::request(series, route, status, elapsed);
+        let label = ctx.state.partners.label(ctx.filters.client.as_deref());
+        let partner = label.name.as_str();
+        metrics::partner_request(&label.series, partner, status, elapsed, ctx.refused_by.map(|r| r.1));
         if let Some(client) = &ctx.filters.client {
             ctx.state.partners.saw(partner, client);
         }
