@@ -171,6 +171,10 @@ fn declared_length(req: &RequestHeader) -> Option<u64> {
     req.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+/// Trace headers replaced on every request to the API: parsed once, not at each removal.
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 /// Why `upstream_peer` found no backend, as its error says.
 const NO_HEALTHY_BACKEND: &str = "no healthy backend";
 
@@ -553,7 +557,7 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("x-forwarded-proto", "https")?;
         upstream.insert_header("x-fapi-interaction-id", &ctx.interaction_id)?;
         // What the caller sent is replaced: it was continued only if trusted.
-        upstream.remove_header("tracestate");
+        upstream.remove_header(&TRACESTATE);
         if !ctx.filters.trace.as_ref().is_some_and(|t| t.from_trusted_caller()) {
             for name in crate::trace::caller_only_headers(&upstream.headers) {
                 upstream.remove_header(&name);
@@ -565,7 +569,7 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header("tracestate", state)?;
             }
         } else {
-            upstream.remove_header("traceparent");
+            upstream.remove_header(&TRACEPARENT);
         }
         if route.cfg.forward_client_cert {
             if let Some(client) = ctx.client() {
