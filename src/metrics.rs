@@ -7,9 +7,10 @@ use crate::reason::{
     Reason, RefusedBy, StatusClass, TunnelEnd,
 };
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec, IntCounterVec, IntGaugeVec,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec,
 };
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -256,10 +257,47 @@ pub fn init() {
     LazyLock::force(&METRICS);
 }
 
-pub fn request(route: &str, status: u16, elapsed: Duration) {
-    let m = &*METRICS;
-    m.requests.with_label_values(&[route, &status.to_string()]).inc();
-    m.request_seconds.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+/// The series of one route's requests (`gateway_requests_total` per status and
+/// `gateway_request_duration_seconds`), found in their vectors the first time the route counts
+/// one and kept: a request then counts without hashing its labels and without formatting its
+/// status. A series still appears in `/metrics` only once something was counted in it.
+#[derive(Default)]
+pub struct RouteSeries {
+    seconds: OnceLock<Histogram>,
+    /// A counter per status answered so far: a handful.
+    statuses: Mutex<Vec<(u16, IntCounter)>>,
+}
+
+impl RouteSeries {
+    pub const fn new() -> Self {
+        RouteSeries { seconds: OnceLock::new(), statuses: Mutex::new(Vec::new()) }
+    }
+
+    fn status(&self, route: &str, status: u16) -> IntCounter {
+        let mut statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, counter)) = statuses.iter().find(|(s, _)| *s == status) {
+            return counter.clone();
+        }
+        let counter = METRICS.requests.with_label_values(&[route, &status.to_string()]);
+        statuses.push((status, counter.clone()));
+        counter
+    }
+}
+
+impl std::fmt::Debug for RouteSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteSeries").finish_non_exhaustive()
+    }
+}
+
+/// The series of requests no route was found for (label `-`).
+pub static NO_ROUTE: RouteSeries = RouteSeries::new();
+
+/// Counts a request of the route labelled `route`, whose series are `series`.
+pub fn request(series: &RouteSeries, route: &str, status: u16, elapsed: Duration) {
+    series.status(route, status).inc();
+    let seconds = series.seconds.get_or_init(|| METRICS.request_seconds.with_label_values(&[route]));
+    seconds.observe(elapsed.as_secs_f64());
     loop_request();
 }
 
@@ -273,10 +311,27 @@ pub fn introspection(name: &str, result: Introspection, elapsed: Duration) {
     m.introspection_seconds.with_label_values(&[name]).observe(elapsed.as_secs_f64());
 }
 
-pub fn cache_lookup(name: &str, result: Cache, entries: u64) {
+/// One introspection's token cache series, kept as [`RouteSeries`] are.
+#[derive(Default)]
+pub struct CacheSeries {
+    /// By [`Cache`], in its declaration order.
+    lookups: [OnceLock<IntCounter>; Cache::ALL.len()],
+    entries: OnceLock<IntGauge>,
+}
+
+impl std::fmt::Debug for CacheSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheSeries").finish_non_exhaustive()
+    }
+}
+
+/// A token cache lookup of the introspection `name`, whose series are `series`.
+pub fn cache_lookup(series: &CacheSeries, name: &str, result: Cache, entries: u64) {
     let m = &*METRICS;
-    m.cache_lookups.with_label_values(&[name, result.as_str()]).inc();
-    m.cache_entries.with_label_values(&[name]).set(entries as i64);
+    let lookups =
+        series.lookups[result as usize].get_or_init(|| m.cache_lookups.with_label_values(&[name, result.as_str()]));
+    lookups.inc();
+    series.entries.get_or_init(|| m.cache_entries.with_label_values(&[name])).set(entries as i64);
 }
 
 /// `route` is the configured SNI pattern, never the name a client sent.
@@ -368,11 +423,28 @@ pub fn dependency_up(dependency: &str, up: bool) {
     METRICS.dependency_up.with_label_values(&[dependency]).set(i64::from(up));
 }
 
-/// `partner` is a configured name, `other` or `none`.
-pub fn partner_request(partner: &str, status: u16, elapsed: Duration, refused: Option<Reason>) {
+/// One partner label's request series, kept as [`RouteSeries`] are.
+#[derive(Default)]
+pub struct PartnerSeries {
+    /// By [`StatusClass`], in its declaration order.
+    classes: [OnceLock<IntCounter>; StatusClass::ALL.len()],
+    seconds: OnceLock<Histogram>,
+}
+
+impl std::fmt::Debug for PartnerSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartnerSeries").finish_non_exhaustive()
+    }
+}
+
+/// `partner` is a configured name, `other` or `none`; `series` are its series.
+pub fn partner_request(series: &PartnerSeries, partner: &str, status: u16, elapsed: Duration, refused: Option<Reason>) {
     let m = &*METRICS;
-    m.partner_requests.with_label_values(&[partner, StatusClass::of(status).as_str()]).inc();
-    m.partner_seconds.with_label_values(&[partner]).observe(elapsed.as_secs_f64());
+    let class = StatusClass::of(status);
+    let requests =
+        series.classes[class as usize].get_or_init(|| m.partner_requests.with_label_values(&[partner, class.as_str()]));
+    requests.inc();
+    series.seconds.get_or_init(|| m.partner_seconds.with_label_values(&[partner])).observe(elapsed.as_secs_f64());
     if let Some(reason) = refused {
         m.partner_refusals.with_label_values(&[partner, reason.as_str()]).inc();
     }
@@ -426,4 +498,32 @@ pub fn encode() -> (u16, String, Vec<u8>) {
         Err(_) => 500,
     };
     (status, encoder.format_type().to_string(), body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kept series are indexed by the words' discriminants: each word has its own slot.
+    #[test]
+    fn kept_series_have_a_slot_for_every_word() {
+        for (i, class) in StatusClass::ALL.iter().enumerate() {
+            assert_eq!(*class as usize, i);
+        }
+        for (i, result) in Cache::ALL.iter().enumerate() {
+            assert_eq!(*result as usize, i);
+        }
+    }
+
+    #[test]
+    fn a_route_counts_each_status_in_its_own_series() {
+        let series = RouteSeries::new();
+        let label = "metrics-test.example.com/kept/";
+        for status in [200, 200, 404, 0] {
+            request(&series, label, status, Duration::from_millis(1));
+        }
+        let count = |status: &str| METRICS.requests.with_label_values(&[label, status]).get();
+        assert_eq!((count("200"), count("404"), count("0")), (2, 1, 1));
+        assert_eq!(METRICS.request_seconds.with_label_values(&[label]).get_sample_count(), 4);
+    }
 }

@@ -208,8 +208,25 @@ impl ChildSpan {
     }
 }
 
+/// `00-<trace id>-<span id>-<flags>` in lower-case hex, written byte by byte: one per request
+/// to the API, where `format!` would pad and format three integers.
 fn traceparent(sc: &SpanContext) -> String {
-    format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8())
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    push_hex(&mut out, &sc.trace_id().to_bytes());
+    out.push('-');
+    push_hex(&mut out, &sc.span_id().to_bytes());
+    out.push('-');
+    push_hex(&mut out, &[sc.trace_flags().to_u8()]);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
 }
 
 fn tracestate(sc: &SpanContext) -> Option<String> {
@@ -374,6 +391,28 @@ mod tests {
         let t = Tracing::new(trusted);
         assert!(t.start(&h, "127.0.0.2".parse().ok(), "-", "GET").from_trusted_caller());
         assert!(!t.start(&h, "127.0.0.1".parse().ok(), "-", "GET").from_trusted_caller());
+    }
+
+    #[test]
+    fn traceparent_is_the_w3c_form_of_the_ids() {
+        for (trace, span, flags) in [
+            (u128::MAX, u64::MAX, 1u8),
+            (1, 0x0a, 0),
+            (0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736, 0x00f0_67aa_0ba9_02b7, 1),
+        ] {
+            let (trace, span) = (TraceId::from(trace), SpanId::from(span));
+            let sc = SpanContext::new(trace, span, TraceFlags::new(flags), false, TraceState::default());
+            assert_eq!(traceparent(&sc), format!("00-{trace}-{span}-{flags:02x}"));
+        }
+        let parsed = context::parse_traceparent(PARENT).unwrap();
+        let sc = SpanContext::new(
+            TraceId::from_bytes(parsed.trace_id),
+            SpanId::from_bytes(parsed.parent_id),
+            TraceFlags::new(parsed.flags),
+            false,
+            TraceState::default(),
+        );
+        assert_eq!(traceparent(&sc), PARENT);
     }
 
     fn trusting(cidr: &str) -> Tracing {

@@ -4,6 +4,7 @@
 //! the nearest `notAfter` among the certificates it presented in the last day is a gauge, so an
 //! operator can warn a partner before its certificate expires.
 
+use crate::metrics::PartnerSeries;
 use crate::token::ClientCert;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -16,23 +17,56 @@ const SEEN_FOR: Duration = Duration::from_secs(24 * 3600);
 /// A partner's certificates: thumbprint → (notAfter, last seen).
 type Presented = HashMap<String, (i64, Instant)>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Partners {
-    names: HashMap<String, String>,
+    /// Subject → its partner's label.
+    names: HashMap<String, Label>,
+    other: Label,
+    none: Label,
     /// Partner → the certificates it presented.
     seen: Mutex<HashMap<String, Presented>>,
 }
 
+/// A partner label and the series its requests count in, kept so that a request does not look
+/// them up by name.
+#[derive(Debug)]
+pub struct Label {
+    pub name: String,
+    pub series: PartnerSeries,
+}
+
+impl Label {
+    fn new(name: &str) -> Self {
+        Label { name: name.to_string(), series: PartnerSeries::default() }
+    }
+}
+
+impl Default for Partners {
+    fn default() -> Self {
+        Partners::new(&BTreeMap::new())
+    }
+}
+
 impl Partners {
     pub fn new(map: &BTreeMap<String, String>) -> Self {
-        Partners { names: map.iter().map(|(s, n)| (s.clone(), n.clone())).collect(), seen: Mutex::default() }
+        Partners {
+            names: map.iter().map(|(s, n)| (s.clone(), Label::new(n))).collect(),
+            other: Label::new("other"),
+            none: Label::new("none"),
+            seen: Mutex::default(),
+        }
     }
 
     /// The label for a request from `client`.
     pub fn name(&self, client: Option<&ClientCert>) -> &str {
+        &self.label(client).name
+    }
+
+    /// The label for a request from `client`, with its series.
+    pub fn label(&self, client: Option<&ClientCert>) -> &Label {
         match client {
-            None => "none",
-            Some(c) => self.names.get(&c.subject).map_or("other", String::as_str),
+            None => &self.none,
+            Some(c) => self.names.get(&c.subject).unwrap_or(&self.other),
         }
     }
 

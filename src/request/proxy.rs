@@ -171,6 +171,10 @@ fn declared_length(req: &RequestHeader) -> Option<u64> {
     req.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+/// Trace headers replaced on every request to the API: parsed once, not at each removal.
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 /// Why `upstream_peer` found no backend, as its error says.
 const NO_HEALTHY_BACKEND: &str = "no healthy backend";
 
@@ -553,7 +557,7 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("x-forwarded-proto", "https")?;
         upstream.insert_header("x-fapi-interaction-id", &ctx.interaction_id)?;
         // What the caller sent is replaced: it was continued only if trusted.
-        upstream.remove_header("tracestate");
+        upstream.remove_header(&TRACESTATE);
         if !ctx.filters.trace.as_ref().is_some_and(|t| t.from_trusted_caller()) {
             for name in crate::trace::caller_only_headers(&upstream.headers) {
                 upstream.remove_header(&name);
@@ -565,7 +569,7 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header("tracestate", state)?;
             }
         } else {
-            upstream.remove_header("traceparent");
+            upstream.remove_header(&TRACEPARENT);
         }
         if route.cfg.forward_client_cert {
             if let Some(client) = ctx.client() {
@@ -676,11 +680,15 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.body_ended();
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        let route = ctx.route.and_then(|i| ctx.state.routes.get(i)).map(|r| r.label.as_str()).unwrap_or("-");
+        let (route, series) = match ctx.route.and_then(|i| ctx.state.routes.get(i)) {
+            Some(r) => (r.label.as_str(), &r.series),
+            None => ("-", &metrics::NO_ROUTE),
+        };
         let elapsed = ctx.started.elapsed();
-        metrics::request(route, status, elapsed);
-        let partner = ctx.state.partners.name(ctx.filters.client.as_deref());
-        metrics::partner_request(partner, status, elapsed, ctx.refused_by.map(|r| r.1));
+        metrics::request(series, route, status, elapsed);
+        let label = ctx.state.partners.label(ctx.filters.client.as_deref());
+        let partner = label.name.as_str();
+        metrics::partner_request(&label.series, partner, status, elapsed, ctx.refused_by.map(|r| r.1));
         if let Some(client) = &ctx.filters.client {
             ctx.state.partners.saw(partner, client);
         }

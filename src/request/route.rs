@@ -23,6 +23,8 @@ pub struct Route {
     pub challenge: Challenge,
     /// The DPoP checks, when the route accepts DPoP: its answers carry their nonces.
     pub dpop: Option<Arc<DpopVerifier>>,
+    /// Its request series, kept so that a request does not look them up by label.
+    pub series: crate::metrics::RouteSeries,
 }
 
 impl Route {
@@ -40,7 +42,8 @@ impl Route {
         });
         let label = format!("{}{}", cfg.host, cfg.path_prefix);
         let Chain { filters: chain, accepts } = chain;
-        Route { label, chain, accepts, upstream, cfg, allowed, challenge: Challenge::default(), dpop: None }
+        let series = crate::metrics::RouteSeries::new();
+        Route { label, chain, accepts, upstream, cfg, allowed, challenge: Challenge::default(), dpop: None, series }
     }
 
     /// A route that accepts DPoP: `DPoP` challenges (and `Bearer` ones unless it accepts nothing

@@ -62,6 +62,7 @@ impl Section for Config {
             introspector: introspector.clone(),
             miss_limit: ctx.parts.miss_limit.clone(),
             accept_dpop: ctx.accepts.dpop,
+            cache_series: metrics::CacheSeries::default(),
         }))
     }
 }
@@ -72,6 +73,8 @@ pub struct PhantomToken {
     pub miss_limit: Option<Arc<SharedLimit>>,
     /// The route accepts the `DPoP` scheme besides `Bearer`.
     pub accept_dpop: bool,
+    /// The introspector's token cache series, kept for this route's lookups.
+    pub cache_series: metrics::CacheSeries,
 }
 
 #[async_trait]
@@ -94,7 +97,7 @@ impl Filter for PhantomToken {
         }
         let (result, how) = self.introspector.lookup(token, key, state.trace.as_ref()).await;
         state.cache = Some(how);
-        metrics::cache_lookup(self.introspector.name(), how, self.introspector.entry_count());
+        metrics::cache_lookup(&self.cache_series, self.introspector.name(), how, self.introspector.entry_count());
         match result {
             Ok(TokenState::Active(t)) => {
                 state.token = Some(t);

@@ -25,6 +25,10 @@ pub enum TargetError {
 /// path spellings that an application server resolves to another path than the one the route
 /// and scope were chosen for, and method overrides in the query.
 pub fn check(raw: &[u8]) -> Result<(), TargetError> {
+    if raw.iter().all(|&b| is_plain(b)) {
+        // Nothing to decode, no query, no dot, no `;`, no control: no check below can fail.
+        return Ok(());
+    }
     let raw_control = raw.iter().any(|&b| b <= b' ' || b == 0x7f);
     if raw_control || has_encoded_control(raw) {
         return Err(TargetError::ControlCharacter);
@@ -89,6 +93,12 @@ fn has_method_override_param(query: &[u8]) -> bool {
     })
 }
 
+/// Bytes of a target that can take part in none of the spellings [`check`] refuses: most
+/// targets are made of them only, and are passed without decoding.
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'~')
+}
+
 fn has_encoded_control(raw: &[u8]) -> bool {
     percent::pieces(raw).any(|p| matches!(p, Piece::Escaped(b) if b < 0x20 || b == 0x7f))
 }
@@ -113,6 +123,19 @@ mod tests {
             ("/api/x?%5Fmethod=PUT", Err(TargetError::MethodOverride)),
         ] {
             assert_eq!(check(raw.as_bytes()), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn plain_targets_pass_as_the_full_check_passes_them() {
+        for raw in ["/api/transactions", "/", "/api/a-b_c~d/0123456789/XYZ", "", "//api//x"] {
+            assert!(raw.bytes().all(is_plain), "{raw}");
+            assert_eq!(check(raw.as_bytes()), Ok(()), "{raw}");
+        }
+        for b in 0..=u8::MAX {
+            if is_plain(b) {
+                assert!(!matches!(b, b'%' | b'\\' | b'.' | b';' | b'?' | b'&' | b'=') && b > b' ' && b < 0x7f, "{b}");
+            }
         }
     }
 
