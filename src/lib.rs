@@ -8,6 +8,8 @@
 //! - [`connection`] and [`request`]: the two halves of the runtime, which never import each other,
 //!   [`ops`], the internal listener for metrics and health, and [`admin`], the internal listener
 //!   that purges token caches and ends connections;
+//! - [`revocation`]: OCSP and fetched CRLs for client certificates, which the connection layer
+//!   awaits after the handshake;
 //! - [`config`]: the file schema and the validated model;
 //! - [`host`], [`token`], [`pki`], [`metrics`]: shared leaves.
 
@@ -25,5 +27,6 @@ pub mod pki;
 pub mod reason;
 pub mod reload;
 pub mod request;
+pub mod revocation;
 pub mod token;
 pub mod trace;

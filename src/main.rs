@@ -15,6 +15,7 @@ use mtls_gateway::ops::{Health, OpsApp, Prober};
 use mtls_gateway::reload::{Reloader, Running, UpstreamRefresher};
 use mtls_gateway::request::issuer::JwksApp;
 use mtls_gateway::request::proxy::Gateway;
+use mtls_gateway::revocation::{Revocation, RevocationService};
 use mtls_gateway::trace::ExportService;
 use pingora::server::configuration::Opt;
 use pingora::server::Server;
@@ -190,6 +191,26 @@ fn file_limit(cfg: &mtls_gateway::config::Config) {
     }
 }
 
+/// The revocation checks of `cfg`, with the configured CRLs fetched before serving. A CRL that
+/// cannot be fetched does not stop the start: it is fetched again in the background, and until
+/// then `hard` refuses the certificates it could be about and `/readyz` says not ready.
+fn revocation(cfg: &mtls_gateway::config::Config) -> Result<Arc<Revocation>, ExitCode> {
+    let revocation = match Revocation::new(cfg.revocation.as_ref(), &cfg.tls) {
+        Ok(r) => Arc::new(r),
+        Err(p) => {
+            eprintln!("{}: {}: {}", cfg.path.display(), p.key, p.message);
+            return Err(ExitCode::from(1));
+        }
+    };
+    if revocation.enabled() {
+        mtls_gateway::metrics::revocation_init();
+        for problem in revocation.prefetch() {
+            log::error!("{}: {problem}: fetched again in the background", cfg.path.display());
+        }
+    }
+    Ok(revocation)
+}
+
 fn serve(opt: Opt, app: App) -> ExitCode {
     for line in &app.config.warnings {
         log::warn!("{}: {line}", app.config.path.display());
@@ -206,11 +227,16 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     h2.max_concurrent_streams(cfg.listener.h2_max_concurrent_streams);
     h2.max_header_list_size(u32::try_from(cfg.listener.max_request_header_bytes).unwrap_or(u32::MAX));
     file_limit(&cfg);
+    let revocation = match revocation(&cfg) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let parts = RouterParts {
         current: running.router.clone(),
         acceptor: running.acceptor.clone(),
         live: running.live.clone(),
         limits: running.limits.clone(),
+        revocation: revocation.clone(),
     };
     // `threads` single-threaded loops serve the connections, each with its own proxy and upstream
     // pool (connection::workers). They start in the `worker-loops` service, after pingora has
@@ -230,6 +256,10 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     edge.threads = Some(1);
     edge.add_tcp(&cfg.listener.address);
     server.add_service(edge).add_dependency(&loops);
+    if revocation.enabled() {
+        let service = RevocationService::new(revocation.clone(), running.live.clone());
+        server.add_service(background_service("revocation", service));
+    }
     let crl = CrlReloader::new(running.tls.clone(), running.acceptor.clone(), running.live.clone());
     server.add_service(background_service("crl-reload", crl));
     // Each upstream looks its names up and runs its health checks when they are due.
@@ -250,7 +280,7 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     if let Some(ops_cfg) = cfg.metrics {
         mtls_gateway::metrics::init();
         let health = Health::new(&cfg, &ops_cfg, pool.drain.clone(), running.cluster.clone());
-        let health = Arc::new(health.with_routing(running.routing.clone()));
+        let health = Arc::new(health.with_routing(running.routing.clone()).with_revocation(revocation.clone()));
         let mut ops = Service::new("ops".to_string(), OpsApp(health.clone()));
         ops.add_tcp(&ops_cfg.address.to_string());
         server.add_service(ops);

@@ -500,6 +500,99 @@ pub fn encode() -> (u16, String, Vec<u8>) {
     (status, encoder.format_type().to_string(), body)
 }
 
+// ---- Revocation of client certificates (OCSP, fetched CRLs): `crate::revocation`. ----
+
+use crate::reason::CertStatus;
+use crate::revocation::{crl::CrlFetch, ocsp::OcspResult};
+
+struct RevocationMetrics {
+    ocsp_checks: IntCounterVec,
+    ocsp_seconds: Histogram,
+    crl_fetches: IntCounterVec,
+    fetched_crl_next_update: IntGaugeVec,
+    refusals: IntCounterVec,
+    soft_served: IntCounterVec,
+}
+
+/// Registration can only fail on a duplicate name, which would be a bug caught by the first test run.
+#[allow(clippy::expect_used)]
+static REVOCATION: LazyLock<RevocationMetrics> = LazyLock::new(|| {
+    let m = RevocationMetrics {
+        ocsp_checks: register_int_counter_vec!(
+            "gateway_ocsp_checks_total",
+            "OCSP checks of client certificates by result (cached: answered from the cache)",
+            &["result"]
+        )
+        .expect("register gateway_ocsp_checks_total"),
+        ocsp_seconds: prometheus::register_histogram!(
+            "gateway_ocsp_responder_latency_seconds",
+            "Time an OCSP responder took to answer (or to fail)",
+            BUCKETS.to_vec()
+        )
+        .expect("register gateway_ocsp_responder_latency_seconds"),
+        crl_fetches: register_int_counter_vec!(
+            "gateway_crl_fetches_total",
+            "Fetches of CRLs from distribution points and configured URLs by result",
+            &["result"]
+        )
+        .expect("register gateway_crl_fetches_total"),
+        fetched_crl_next_update: register_int_gauge_vec!(
+            "gateway_fetched_crl_next_update_timestamp_seconds",
+            "nextUpdate of the last good CRL fetched from each URL (0: none)",
+            &["url"]
+        )
+        .expect("register gateway_fetched_crl_next_update_timestamp_seconds"),
+        refusals: register_int_counter_vec!(
+            "gateway_revocation_refusals_total",
+            "Client certificates refused by the revocation check (OCSP, fetched CRLs), by reason",
+            &["reason"]
+        )
+        .expect("register gateway_revocation_refusals_total"),
+        soft_served: register_int_counter_vec!(
+            "gateway_revocation_soft_served_total",
+            "Client certificates served without a revocation answer under revocation.policy: soft",
+            &["reason"]
+        )
+        .expect("register gateway_revocation_soft_served_total"),
+    };
+    for r in OcspResult::ALL {
+        m.ocsp_checks.with_label_values(&[r.as_str()]);
+    }
+    for r in CrlFetch::ALL {
+        m.crl_fetches.with_label_values(&[r.as_str()]);
+    }
+    m
+});
+
+/// Makes the revocation series exist from the start (a rate needs its zero).
+pub fn revocation_init() {
+    LazyLock::force(&REVOCATION);
+}
+
+pub fn ocsp_check(result: OcspResult) {
+    REVOCATION.ocsp_checks.with_label_values(&[result.as_str()]).inc();
+}
+
+pub fn ocsp_latency(elapsed: Duration) {
+    REVOCATION.ocsp_seconds.observe(elapsed.as_secs_f64());
+}
+
+pub fn crl_fetch(result: CrlFetch) {
+    REVOCATION.crl_fetches.with_label_values(&[result.as_str()]).inc();
+}
+
+pub fn fetched_crl_next_update(url: &str, next_update: Option<i64>) {
+    REVOCATION.fetched_crl_next_update.with_label_values(&[url]).set(next_update.unwrap_or(0));
+}
+
+pub fn revocation_refusal(status: CertStatus) {
+    REVOCATION.refusals.with_label_values(&[status.as_str()]).inc();
+}
+
+pub fn revocation_soft_served(status: CertStatus) {
+    REVOCATION.soft_served.with_label_values(&[status.as_str()]).inc();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

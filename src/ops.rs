@@ -46,12 +46,21 @@ pub struct Health {
     window: Duration,
     /// The routing in force, whose upstreams' backends are reported.
     routing: Option<crate::request::proxy::RoutingHandle>,
+    /// The OCSP responders and CRL sources, reported; under `hard`, a configured CRL never
+    /// fetched makes this replica not ready (it would refuse the certificates it is about).
+    revocation: Option<Arc<crate::revocation::Revocation>>,
 }
 
 impl Health {
     /// Reports the upstreams of the routing in force as well.
     pub fn with_routing(mut self, routing: crate::request::proxy::RoutingHandle) -> Self {
         self.routing = Some(routing);
+        self
+    }
+
+    /// Reports the revocation sources as well.
+    pub fn with_revocation(mut self, revocation: Arc<crate::revocation::Revocation>) -> Self {
+        self.revocation = revocation.enabled().then_some(revocation);
         self
     }
 
@@ -98,6 +107,7 @@ impl Health {
             every: ops.probe_interval,
             window: ops.ready_window,
             routing: None,
+            revocation: None,
         }
     }
 
@@ -154,6 +164,9 @@ impl Health {
             );
         }
         let crls = crate::connection::expiry::crl_states();
+        if let Some(r) = &self.revocation {
+            ready &= r.ready();
+        }
         let draining = self.drain.is_draining();
         let status = match (draining, ready) {
             (true, _) => "draining",
@@ -162,6 +175,9 @@ impl Health {
         };
         let upstreams = self.upstreams();
         let mut body = json!({ "status": status, "checks": checks, "upstreams": upstreams, "client_crls": crls });
+        if let Some(r) = &self.revocation {
+            body["revocation"] = r.readiness();
+        }
         if cluster {
             // Without the subscription the token caches are bypassed: slower, never stale.
             body["cluster_purges"] =

@@ -44,6 +44,8 @@ pub enum Reason {
     IdentityAnswer(IdentityAnswer),
     /// 429: the limit that was reached.
     RateLimited(Limit),
+    /// 401 or 503: the client certificate's revocation status (OCSP, fetched CRLs).
+    Certificate(CertStatus),
 }
 
 impl Reason {
@@ -87,6 +89,7 @@ impl Reason {
             Reason::IdentityDown(r) => r.as_str(),
             Reason::IdentityAnswer(r) => r.as_str(),
             Reason::RateLimited(r) => r.as_str(),
+            Reason::Certificate(r) => r.as_str(),
         }
     }
 
@@ -106,6 +109,7 @@ impl Reason {
             Reason::UpstreamUnavailable | Reason::IdentityAnswer(_) => 502,
             Reason::IdentityDown(_) | Reason::ClusterUnavailable | Reason::NoHealthyBackend => 503,
             Reason::UpstreamTimeout => 504,
+            Reason::Certificate(r) => r.status(),
         }
     }
 
@@ -120,6 +124,7 @@ impl Reason {
             .chain(IdentityDown::ALL.iter().map(|r| Reason::IdentityDown(*r)))
             .chain(IdentityAnswer::ALL.iter().map(|r| Reason::IdentityAnswer(*r)))
             .chain(Limit::ALL.iter().map(|r| Reason::RateLimited(*r)))
+            .chain(CertStatus::ALL.iter().map(|r| Reason::Certificate(*r)))
     }
 }
 
@@ -598,6 +603,61 @@ impl Cut {
             Cut::AdminHandshakeTimeout => "admin_handshake_timeout",
             Cut::NoWorkerLoop => "no_worker_loop",
         }
+    }
+}
+
+/// Why a client certificate that passed the handshake was refused by its revocation status
+/// (`crate::revocation`): OCSP (RFC 6960) or a CRL fetched from a distribution point or a
+/// configured URL. Revoked and unknown are answers (401); unavailable means no usable answer could
+/// be had under `revocation.policy: hard` (503: retry later). The `reason` of the refusal, the
+/// word of the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CertStatus {
+    OcspRevoked,
+    /// The responder does not know the certificate.
+    OcspUnknown,
+    /// No verified, current OCSP answer within the timeout (hard policy).
+    OcspUnavailable,
+    CrlRevoked,
+    /// No CRL of the issuer could be fetched (hard policy).
+    CrlUnavailable,
+    /// The issuer's fetched CRL is past its `nextUpdate` (`tls.crl_expired: refuse`).
+    CrlExpired,
+}
+
+impl CertStatus {
+    pub const ALL: &'static [CertStatus] = &[
+        CertStatus::OcspRevoked,
+        CertStatus::OcspUnknown,
+        CertStatus::OcspUnavailable,
+        CertStatus::CrlRevoked,
+        CertStatus::CrlUnavailable,
+        CertStatus::CrlExpired,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CertStatus::OcspRevoked => "ocsp_revoked",
+            CertStatus::OcspUnknown => "ocsp_unknown",
+            CertStatus::OcspUnavailable => "ocsp_unavailable",
+            CertStatus::CrlRevoked => "crl_revoked",
+            CertStatus::CrlUnavailable => "crl_unavailable",
+            CertStatus::CrlExpired => "fetched_crl_expired",
+        }
+    }
+
+    /// 401 for an answer about the certificate; 503 when no answer could be had.
+    pub const fn status(self) -> u16 {
+        match self {
+            CertStatus::OcspUnavailable | CertStatus::CrlUnavailable | CertStatus::CrlExpired => 503,
+            CertStatus::OcspRevoked | CertStatus::OcspUnknown | CertStatus::CrlRevoked => 401,
+        }
+    }
+
+    /// An answer about the certificate itself (revoked, unknown): it ends live connections too.
+    /// The others say that no answer could be had.
+    pub const fn is_answer(self) -> bool {
+        self.status() == 401
     }
 }
 

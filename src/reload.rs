@@ -66,6 +66,8 @@ pub const FIXED_SETTINGS: &[FixedSetting] = &[
     // YAML form, as pingora reads it).
     FixedSetting { key: "pingora", value: |c| serde_yaml::to_string(&c.server).unwrap_or_default() },
     FixedSetting { key: "metrics", value: |c| format!("{:?}", c.metrics) },
+    // Its caches, CRL sources and background service are the process's.
+    FixedSetting { key: "revocation", value: |c| format!("{:?}", c.revocation) },
     FixedSetting {
         key: "token_issuer.jwks_address",
         value: |c| format!("{:?}", c.token_issuer.as_ref().and_then(|t| t.jwks_address)),

@@ -134,6 +134,9 @@ pub struct ClientCert {
     revoked: AtomicBool,
     /// The certificate's `notAfter`, seconds since the epoch (for the partner expiry gauge).
     pub not_after: Option<i64>,
+    /// Set when the revocation check (OCSP, fetched CRLs) refused the certificate: every request
+    /// on the connection is answered with this.
+    refused: std::sync::OnceLock<crate::reason::CertStatus>,
 }
 
 impl ClientCert {
@@ -141,7 +144,8 @@ impl ClientCert {
         let b64 = base64::engine::general_purpose::STANDARD.encode(der);
         let client_cert_header = http::HeaderValue::from_str(&format!(":{b64}:")).ok()?;
         let revoked = AtomicBool::new(false);
-        Some(ClientCert { subject, thumbprint: thumbprint(der), client_cert_header, revoked, not_after: None })
+        let refused = std::sync::OnceLock::new();
+        Some(ClientCert { subject, thumbprint: thumbprint(der), client_cert_header, revoked, not_after: None, refused })
     }
 
     pub fn revoke(&self) {
@@ -150,6 +154,16 @@ impl ClientCert {
 
     pub fn is_revoked(&self) -> bool {
         self.revoked.load(Ordering::Acquire)
+    }
+
+    /// Records the revocation check's refusal (the first one stays).
+    pub fn refuse(&self, status: crate::reason::CertStatus) {
+        let _ = self.refused.set(status);
+    }
+
+    /// The revocation check's refusal, if any.
+    pub fn refused(&self) -> Option<crate::reason::CertStatus> {
+        self.refused.get().copied()
     }
 }
 

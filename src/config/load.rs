@@ -7,7 +7,7 @@ use super::schema;
 use super::sections::route::{FilterRules, RouteFilters};
 use super::sections::{
     access_log, admin, cluster, dpop, introspection, limits, listener, metrics, partners, passthrough, pingora,
-    refusals, route, strip_headers, tls, token_issuer, tracing, upstream,
+    refusals, revocation, route, strip_headers, tls, token_issuer, tracing, upstream,
 };
 use super::shared::{Check, Names};
 use crate::config::closed::ResponseMode;
@@ -120,6 +120,7 @@ fn model(check: &mut Check, raw: schema::File, filters: &[RouteFilters], path: &
         tracing: tracing::validate(check, &raw.tracing, &raw.partners),
         dpop: dpop::validate(check, raw.dpop.as_ref(), routes_accept_dpop),
         cluster: raw.cluster.as_ref().and_then(|c| cluster::validate(check, c)),
+        revocation: revocation::validate(check, raw.revocation.as_ref()),
         warnings: std::mem::take(&mut check.warnings),
     })
 }

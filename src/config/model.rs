@@ -14,6 +14,7 @@ pub use crate::config::sections::{
     metrics::OpsConfig,
     passthrough::{PassthroughConfig, PassthroughRoute},
     refusals::RefusalsConfig,
+    revocation::{CrlConfig, OcspConfig, RevocationConfig, RevocationPolicy},
     route::{CorsConfig, RouteConfig},
     tls::{ExtraCertificate, TlsConfig, DEFAULT_TLS13_SUITES, FAPI_TLS12_CIPHERS},
     token_issuer::{SigningKeyConfig, TokenIssuerConfig},
@@ -50,4 +51,6 @@ pub struct Config {
     /// Set when a route accepts DPoP (defaults filled in), or when the section is written.
     pub dpop: Option<DpopConfig>,
     pub cluster: Option<ClusterConfig>,
+    /// OCSP and fetched CRLs for the client certificates, when the section is written.
+    pub revocation: Option<RevocationConfig>,
 }

@@ -20,6 +20,7 @@ pub use crate::config::sections::{
     metrics::Metrics,
     passthrough::{Passthrough, PassthroughRouteSection},
     refusals::Refusals,
+    revocation::Revocation,
     route::{Cors, Route},
     tls::{ExtraCertificateSection, Tls},
     token_issuer::{SigningKey, TokenIssuer},
@@ -76,4 +77,7 @@ pub struct File {
     /// Shared state for several replicas on a Redis-protocol server; in process when absent.
     #[serde(default)]
     pub cluster: Option<Cluster>,
+    /// OCSP and fetched CRLs for the client certificates; off when absent.
+    #[serde(default)]
+    pub revocation: Option<Revocation>,
 }

@@ -81,6 +81,14 @@ impl LiveConnections {
         ended
     }
 
+    /// The certificates of the open connections not yet refused (leaf, the chain the client
+    /// sent, the connection's facts), for the revocation checks of live connections.
+    pub fn certificates(&self) -> Vec<(X509, Vec<X509>, Arc<ClientCert>)> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let open = map.values().filter(|l| !l.client.is_revoked() && l.client.refused().is_none());
+        open.map(|l| (l.leaf.clone(), l.chain.clone(), l.client.clone())).collect()
+    }
+
     /// Ends every open connection whose client certificate has this `x5t#S256` thumbprint, the
     /// way a revocation does (no further request passes on them; dropped after the grace period).
     /// Returns how many were ended.

@@ -64,6 +64,8 @@ pub struct RouterParts {
     pub acceptor: SharedAcceptor,
     pub live: Arc<LiveConnections>,
     pub limits: Arc<SourceLimits>,
+    /// OCSP and fetched CRLs, checked after the handshake (off when not configured).
+    pub revocation: Arc<crate::revocation::Revocation>,
 }
 
 /// The router, serving terminated TLS streams with the HTTP app `A` (the proxy, in production),
@@ -157,9 +159,18 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
             Ok(Err(e)) => return log::debug!("TLS handshake failed: {e}"),
             Err(_) => return log::debug!("TLS handshake timed out"),
         };
-        drop(handshake);
         let facts = tls.ssl_digest().and_then(|d| d.extension.get::<ConnectionFacts>().map(Self::facts));
         let (client, exchanges) = facts.unwrap_or_default();
+        // OCSP and fetched CRLs wait on the network, which OpenSSL's verify callback cannot: the
+        // check runs here (bounded by its timeout), and a refusal answers every request.
+        if let (true, Some(c), Some(leaf)) = (self.parts.revocation.enabled(), &client, tls.ssl().peer_certificate()) {
+            let chain: Vec<_> =
+                tls.ssl().peer_cert_chain().map(|s| s.iter().map(|x| x.to_owned()).collect()).unwrap_or_default();
+            if let crate::revocation::Verdict::Refused(status) = self.parts.revocation.check(&leaf, &chain).await {
+                c.refuse(status);
+            }
+        }
+        drop(handshake);
         exchanges.link_eager_ack(read.eager_ack());
         // One count for the process, below the file limit (past it the kernel would refuse every
         // partner's connections, not just the flood's), taken once the handshake says whether

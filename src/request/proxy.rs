@@ -413,6 +413,11 @@ impl ProxyHttp for Gateway {
                 ctx.body_pending = true;
             }
         }
+        if let Some(status) = ctx.client().and_then(ClientCert::refused) {
+            // The revocation check (OCSP, fetched CRL) refused this certificate after the handshake.
+            session.set_keepalive(None);
+            return self.refuse(session, ctx, RefusedBy::Connection, Refusal::Certificate(status)).await;
+        }
         if ctx.client().is_some_and(ClientCert::is_revoked) {
             // A reloaded CRL revoked this certificate: the connection is being ended.
             session.set_keepalive(None);

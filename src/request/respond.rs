@@ -3,7 +3,7 @@
 //! header and body can never disagree. The reason words and statuses are [`crate::reason`]'s.
 
 pub use crate::reason::BadRequest;
-use crate::reason::{IdentityAnswer, IdentityDown, Limit, Proof, Reason, Request, SharedCheck, Token};
+use crate::reason::{CertStatus, IdentityAnswer, IdentityDown, Limit, Proof, Reason, Request, SharedCheck, Token};
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -55,6 +55,9 @@ pub enum Refusal {
     HeaderTooLarge,
     /// The request body is over the route's `max_body_bytes` (413).
     BodyTooLarge,
+    /// The client certificate's revocation status (OCSP, fetched CRL): 401 revoked or unknown,
+    /// 503 when no answer could be had under the hard policy.
+    Certificate(CertStatus),
 }
 
 /// The message a malformed request's client reads.
@@ -109,6 +112,7 @@ impl Refusal {
             Refusal::Misdirected => Reason::MisdirectedRequest,
             Refusal::HeaderTooLarge => Reason::HeaderTooLarge,
             Refusal::BodyTooLarge => Reason::BodyTooLarge,
+            Refusal::Certificate(s) => Reason::Certificate(*s),
         }
     }
 
@@ -125,6 +129,10 @@ impl Refusal {
             Refusal::InvalidToken(_) => {
                 Some(r#"error="invalid_token", error_description="Missing, invalid or expired access token""#.into())
             }
+            Refusal::Certificate(s) if s.is_answer() => Some(format!(
+                r#"error="invalid_token", error_description="The client certificate is refused: {}""#,
+                s.as_str()
+            )),
             Refusal::InvalidDpopProof(r) => {
                 Some(format!(r#"error="invalid_dpop_proof", error_description="DPoP proof refused: {}""#, r.as_str()))
             }
@@ -191,6 +199,13 @@ impl Refusal {
             }
             Refusal::HeaderTooLarge => json("header_too_large", "The request header is too large"),
             Refusal::BodyTooLarge => json("payload_too_large", "The request body is larger than this API accepts"),
+            Refusal::Certificate(s) if s.is_answer() => {
+                json("unauthorized", "The client certificate is revoked or unknown to its issuer")
+            }
+            Refusal::Certificate(_) => json(
+                "service_unavailable",
+                "The client certificate's revocation status cannot be checked now, please retry later",
+            ),
         }
     }
 

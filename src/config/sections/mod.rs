@@ -16,6 +16,7 @@ pub mod partners;
 pub mod passthrough;
 pub mod pingora;
 pub mod refusals;
+pub mod revocation;
 pub mod route;
 pub mod strip_headers;
 pub mod tls;

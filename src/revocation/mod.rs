@@ -1,0 +1,380 @@
+//! The revocation status of client certificates, checked by the gateway itself after OpenSSL's
+//! handshake verification (CA, expiry and the local `tls.client_crl` stay there): by OCSP
+//! (RFC 6960, [`ocsp`]) and by CRLs fetched over HTTP(S) from the certificates' distribution
+//! points or from configured URLs ([`crl`]). OpenSSL's verify callback cannot wait on the network,
+//! so the check runs on the connection's task between the handshake and the first request, bounded
+//! by `revocation.timeout`; a refusal is recorded on the connection's [`ClientCert`] and every
+//! request on it is answered with it.
+//!
+//! Policy: `revoked` (by OCSP or a CRL) and OCSP `unknown` are answers and always refuse (401).
+//! When no usable answer can be had (responder or CRL server unreachable, an answer that fails
+//! verification or is stale), `hard` refuses (503) and `soft` serves, counts
+//! (`gateway_revocation_soft_served_total`) and logs. Each mechanism that is on is asked; under
+//! `hard` each must answer. An expired fetched CRL follows `tls.crl_expired`.
+//!
+//! The background [`RevocationService`] refreshes the fetched CRLs and checks the certificates of
+//! open connections again after each CRL change and every `revocation.recheck_interval`; a
+//! certificate found revoked or unknown ends its connections as a reloaded CRL does.
+//!
+//! [`ClientCert`]: crate::token::ClientCert
+
+pub mod crl;
+pub mod ocsp;
+mod service;
+
+pub use service::RevocationService;
+
+use crate::config::{CrlExpired, Problem, RevocationConfig, RevocationPolicy, TlsConfig};
+use crate::connection::limits::Throttle;
+use crate::pki::{issuer_dn, subject_dn};
+use crate::reason::CertStatus;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::{X509Ref, X509};
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime};
+
+/// What the revocation check says of one certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Good,
+    Refused(CertStatus),
+}
+
+/// What one mechanism (OCSP or CRLs) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Good,
+    Revoked,
+    /// OCSP only: the responder does not know the certificate.
+    Unknown,
+    /// No usable answer (unreachable, failed verification, stale).
+    Unavailable,
+    /// CRLs only: the issuer's CRL is past its `nextUpdate`.
+    Expired,
+    /// The mechanism has nothing to say of this certificate (no responder, no CRL source).
+    NotApplicable,
+}
+
+/// The client CA certificates: where issuers are looked up, and the store OCSP responses and
+/// CRLs are verified against.
+pub struct Anchors {
+    pub certs: Vec<X509>,
+    pub store: X509Store,
+}
+
+impl Anchors {
+    fn read(path: &std::path::Path) -> Result<Anchors, Problem> {
+        let keyed = |e: &dyn std::fmt::Display| Problem::new("tls.client_ca", e);
+        let certs = crate::pki::read_certs(path).map_err(|e| keyed(&e))?;
+        let mut b = X509StoreBuilder::new().map_err(|e| keyed(&e))?;
+        for c in &certs {
+            b.add_cert(c.clone()).map_err(|e| keyed(&e))?;
+        }
+        Ok(Anchors { certs, store: b.build() })
+    }
+
+    /// The certificate that issued `cert`: by name among `chain` then the anchors, and proven by
+    /// the signature.
+    pub fn issuer_of(&self, cert: &X509Ref, chain: &[X509]) -> Option<X509> {
+        let name = cert.issuer_name();
+        chain
+            .iter()
+            .chain(&self.certs)
+            .filter(|c| c.subject_name().try_cmp(name).is_ok_and(|o| o.is_eq()))
+            .find(|c| c.public_key().and_then(|k| cert.verify(&k)).unwrap_or(false))
+            .cloned()
+    }
+}
+
+/// The revocation checks of the process, shared by the router, the background service and
+/// `/readyz`.
+pub struct Revocation {
+    cfg: Option<RevocationConfig>,
+    crl_expired: CrlExpired,
+    client_ca: PathBuf,
+    anchors: arc_swap::ArcSwap<Anchors>,
+    ocsp: Option<ocsp::Ocsp>,
+    crls: Option<crl::Crls>,
+}
+
+impl Revocation {
+    /// From the `revocation` section (off when `None`) and the client CA of `tls`.
+    pub fn new(cfg: Option<&RevocationConfig>, tls: &TlsConfig) -> Result<Revocation, Problem> {
+        let anchors = match cfg {
+            Some(_) => Anchors::read(&tls.client_ca)?,
+            None => Anchors {
+                certs: Vec::new(),
+                store: X509StoreBuilder::new().map_err(|e| Problem::new("tls", e))?.build(),
+            },
+        };
+        let client = |timeout: Duration| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .connect_timeout(timeout)
+                .timeout(timeout)
+                .build()
+                .map_err(|e| Problem::new("revocation", e))
+        };
+        let ocsp = match cfg.and_then(|c| c.ocsp.as_ref().map(|o| (c, o))) {
+            Some((c, o)) => Some(ocsp::Ocsp::new(o.clone(), c, client(c.timeout)?)),
+            None => None,
+        };
+        let crls = match cfg.and_then(|c| c.crl.as_ref().map(|o| (c, o))) {
+            // A CRL can be large: its fetch gets more than the wait of one connection.
+            Some((c, o)) => Some(crl::Crls::new(o.clone(), c, client(c.timeout.max(Duration::from_secs(10)))?)),
+            None => None,
+        };
+        Ok(Revocation {
+            cfg: cfg.cloned(),
+            crl_expired: tls.crl_expired,
+            client_ca: tls.client_ca.clone(),
+            anchors: arc_swap::ArcSwap::from_pointee(anchors),
+            ocsp,
+            crls,
+        })
+    }
+
+    /// Off: no check at all.
+    pub fn disabled() -> Revocation {
+        Revocation {
+            cfg: None,
+            crl_expired: CrlExpired::Refuse,
+            client_ca: PathBuf::new(),
+            #[allow(clippy::expect_used)] // allocation of an empty store; not on a request path
+            anchors: arc_swap::ArcSwap::from_pointee(Anchors {
+                certs: Vec::new(),
+                store: X509StoreBuilder::new().expect("an empty X509 store").build(),
+            }),
+            ocsp: None,
+            crls: None,
+        }
+    }
+
+    /// Whether anything is configured (false: [`Revocation::check`] is an immediate `Good`).
+    pub fn enabled(&self) -> bool {
+        self.cfg.is_some()
+    }
+
+    pub fn policy(&self) -> RevocationPolicy {
+        self.cfg.as_ref().map(|c| c.policy).unwrap_or_default()
+    }
+
+    /// Checks one certificate already verified against the client CA: `chain` is what the client
+    /// sent after the leaf (may be empty; the issuer is then looked up among the client CA
+    /// certificates). By OCSP and by CRLs from the distribution points and configured URLs, as
+    /// configured. Waits on the network at most `revocation.timeout`; never blocks a thread.
+    /// Unavailability under the soft policy returns `Good` (after counting and logging it).
+    pub async fn check(&self, leaf: &X509, chain: &[X509]) -> Verdict {
+        let Some(cfg) = &self.cfg else { return Verdict::Good };
+        let anchors = self.anchors.load_full();
+        let issuer = anchors.issuer_of(leaf, chain);
+        let ocsp = async {
+            match (&self.ocsp, &issuer) {
+                (None, _) => Answer::NotApplicable,
+                (Some(o), Some(issuer)) => o.status(leaf, issuer, &anchors).await,
+                (Some(_), None) => Answer::Unavailable,
+            }
+        };
+        let crl = async {
+            match &self.crls {
+                None => Answer::NotApplicable,
+                Some(c) => c.status(leaf, chain, &anchors).await,
+            }
+        };
+        // Both bound their own requests by the timeout; this bound is the client's promise.
+        let both = tokio::time::timeout(cfg.timeout + Duration::from_millis(250), async { tokio::join!(ocsp, crl) });
+        let (o, c) = both.await.unwrap_or((
+            if self.ocsp.is_some() { Answer::Unavailable } else { Answer::NotApplicable },
+            if self.crls.is_some() { Answer::Unavailable } else { Answer::NotApplicable },
+        ));
+        self.decide(leaf, o, c)
+    }
+
+    /// One verdict from both answers: an answer about the certificate wins; then, under `hard`,
+    /// any mechanism without an answer refuses.
+    fn decide(&self, leaf: &X509Ref, ocsp: Answer, crl: Answer) -> Verdict {
+        let refused = match (ocsp, crl) {
+            (Answer::Revoked, _) => Some(CertStatus::OcspRevoked),
+            (_, Answer::Revoked) => Some(CertStatus::CrlRevoked),
+            (Answer::Unknown, _) => Some(CertStatus::OcspUnknown),
+            (_, Answer::Expired) if self.crl_expired == CrlExpired::Refuse => Some(CertStatus::CrlExpired),
+            _ => None,
+        };
+        if let Some(status) = refused {
+            return self.refuse(leaf, status);
+        }
+        if crl == Answer::Expired {
+            crate::metrics::crl_expired_accepted();
+            report(leaf, "accepted under tls.crl_expired: keep", "fetched_crl_expired_kept");
+        }
+        let missing = [(ocsp, CertStatus::OcspUnavailable), (crl, CertStatus::CrlUnavailable)]
+            .into_iter()
+            .filter(|(a, _)| *a == Answer::Unavailable)
+            .map(|(_, s)| s);
+        for status in missing {
+            if self.policy() == RevocationPolicy::Hard {
+                return self.refuse(leaf, status);
+            }
+            crate::metrics::revocation_soft_served(status);
+            report(leaf, "served without a revocation answer (revocation.policy: soft)", status.as_str());
+        }
+        Verdict::Good
+    }
+
+    fn refuse(&self, leaf: &X509Ref, status: CertStatus) -> Verdict {
+        crate::metrics::revocation_refusal(status);
+        report(leaf, "client certificate refused", status.as_str());
+        Verdict::Refused(status)
+    }
+
+    /// Fetches the configured CRL URLs once, before serving (on a runtime of its own: the
+    /// servers' do not run yet). Returns the URLs that could not be fetched, with why.
+    pub fn prefetch(&self) -> Vec<String> {
+        let Some(crls) = &self.crls else { return Vec::new() };
+        let anchors = self.anchors.load_full();
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return vec![format!("no runtime to fetch the CRLs on: {e}")],
+        };
+        rt.block_on(crls.prefetch(&anchors))
+    }
+
+    /// The client CA file changed: issuers and signatures are checked against the new one.
+    fn reread_anchors(&self) {
+        match Anchors::read(&self.client_ca) {
+            Ok(a) => self.anchors.store(Arc::new(a)),
+            Err(p) => {
+                log::error!(target: "tls", "revocation: {}: keeping the previous client CA: {}", p.key, p.message)
+            }
+        }
+    }
+
+    /// Whether this replica can serve as far as revocation goes: under `hard`, every configured
+    /// CRL URL has been fetched once (until then every certificate without a CRL is refused).
+    pub fn ready(&self) -> bool {
+        match (&self.crls, self.policy()) {
+            (Some(c), RevocationPolicy::Hard) => c.all_configured_fetched(),
+            _ => true,
+        }
+    }
+
+    /// What `/readyz` reports: the policy, each OCSP responder met and each CRL source.
+    pub fn readiness(&self) -> serde_json::Value {
+        let Some(cfg) = &self.cfg else { return serde_json::Value::Null };
+        let policy = match cfg.policy {
+            RevocationPolicy::Hard => "hard",
+            RevocationPolicy::Soft => "soft",
+        };
+        serde_json::json!({
+            "policy": policy,
+            "ready": self.ready(),
+            "ocsp_responders": self.ocsp.as_ref().map(ocsp::Ocsp::states),
+            "crls": self.crls.as_ref().map(crl::Crls::states),
+        })
+    }
+}
+
+/// How often one reason is logged at most.
+const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Logs a refusal or a soft pass at WARN, at most once per reason and interval, with the
+/// certificate's names (never anything secret).
+fn report(cert: &X509Ref, what: &str, reason: &'static str) {
+    static THROTTLE: LazyLock<Throttle<&'static str>> = LazyLock::new(|| Throttle::new(LOG_INTERVAL));
+    let Some(suppressed) = THROTTLE.admit(reason) else { return };
+    log::warn!(
+        target: "tls",
+        "{what}: reason={reason} subject=\"{}\" issuer=\"{}\" also_since_last_line={suppressed}",
+        subject_dn(cert),
+        issuer_dn(cert)
+    );
+}
+
+/// Seconds since the epoch.
+fn now() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Reads a response body up to `max` bytes.
+async fn body(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, FetchError> {
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(FetchError::Status(status.as_u16()));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if out.len() + chunk.len() > max {
+            return Err(FetchError::TooLarge(max));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Why a responder or a CRL server gave nothing usable.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}")]
+    Http(String),
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("answer over {0} bytes")]
+    TooLarge(usize),
+    #[error("the answer does not parse: {0}")]
+    Parse(String),
+    #[error("the answer fails verification: {0}")]
+    Verify(String),
+    #[error("the answer is stale or not yet valid")]
+    Stale,
+    #[error("no issuer certificate for it among the client CA certificates")]
+    NoIssuer,
+}
+
+impl From<reqwest::Error> for FetchError {
+    fn from(e: reqwest::Error) -> Self {
+        FetchError::Http(crate::pki::error_chain(&e))
+    }
+}
+
+impl FetchError {
+    /// Whether the answer came but is not usable, rather than no answer at all.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, FetchError::Parse(_) | FetchError::Verify(_) | FetchError::Stale | FetchError::NoIssuer)
+    }
+}
+
+/// What `/readyz` says of one responder or CRL server.
+#[derive(Debug, Clone, Default)]
+pub struct SourceHealth {
+    pub last_ok: Option<SystemTime>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<SystemTime>,
+}
+
+impl SourceHealth {
+    fn ok(&mut self) {
+        self.last_ok = Some(SystemTime::now());
+    }
+
+    fn failed(&mut self, e: &FetchError) {
+        self.last_error = Some(e.to_string());
+        self.last_error_at = Some(SystemTime::now());
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let ago = |t: Option<SystemTime>| t.and_then(|t| t.elapsed().ok()).map(|d| d.as_millis() as u64);
+        let reachable = match (self.last_ok, self.last_error_at) {
+            (Some(ok), Some(err)) => ok >= err,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        serde_json::json!({
+            "reachable": reachable,
+            "last_ok_ms_ago": ago(self.last_ok),
+            "last_error": self.last_error,
+            "last_error_ms_ago": ago(self.last_error_at),
+        })
+    }
+}
