@@ -537,11 +537,11 @@ static REVOCATION: LazyLock<RevocationMetrics> = LazyLock::new(|| {
         )
         .expect("register gateway_crl_fetches_total"),
         fetched_crl_next_update: register_int_gauge_vec!(
-            "gateway_fetched_crl_next_update_timestamp_seconds",
+            "gateway_fetched_crl_next_update_seconds",
             "nextUpdate of the last good CRL fetched from each URL (0: none)",
             &["url"]
         )
-        .expect("register gateway_fetched_crl_next_update_timestamp_seconds"),
+        .expect("register gateway_fetched_crl_next_update_seconds"),
         refusals: register_int_counter_vec!(
             "gateway_revocation_refusals_total",
             "Client certificates refused by the revocation check (OCSP, fetched CRLs), by reason",

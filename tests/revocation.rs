@@ -190,7 +190,7 @@ async fn distribution_points_are_fetched_on_first_sight_and_a_revocation_ends_th
     let (status, _) = call(&sys, &a).await;
     assert_eq!(status, 401, "and still lists the revoked certificate");
     let text = sys.metrics().await;
-    assert!(metric(&text, "gateway_fetched_crl_next_update_timestamp_seconds", &crl_url) > 0.0, "{text}");
+    assert!(metric(&text, "gateway_fetched_crl_next_update_seconds", &crl_url) > 0.0, "{text}");
     let (_, ready) = readyz(&sys).await;
     assert_eq!(ready["revocation"]["crls"][0]["issuer"], "CN=Revocation Test Issuing CA", "{ready}");
 }
