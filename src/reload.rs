@@ -394,6 +394,21 @@ mod tests {
                     interval: Duration::from_secs(1),
                 })
             }
+            "revocation" => {
+                cfg.revocation = Some(config::RevocationConfig {
+                    policy: config::RevocationPolicy::Hard,
+                    timeout: Duration::from_secs(2),
+                    failure_cache: Duration::from_secs(5),
+                    recheck_interval: Duration::from_secs(300),
+                    ocsp: None,
+                    crl: Some(config::CrlConfig {
+                        distribution_points: true,
+                        urls: Vec::new(),
+                        refresh_interval: Duration::from_secs(300),
+                        max_bytes: 1 << 20,
+                    }),
+                })
+            }
             other => panic!("no change is written for the fixed setting {other}"),
         }
     }

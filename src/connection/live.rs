@@ -104,6 +104,17 @@ impl LiveConnections {
     }
 }
 
+/// What the revocation checks of open connections (`revocation::RevocationService`) use.
+impl crate::revocation::LiveCertificates for LiveConnections {
+    fn certificates(&self) -> Vec<(X509, Vec<X509>, Arc<ClientCert>)> {
+        LiveConnections::certificates(self)
+    }
+
+    fn end_thumbprint(&self, thumbprint: &str) -> usize {
+        LiveConnections::end_thumbprint(self, thumbprint)
+    }
+}
+
 /// Whether the store still accepts the connection's certificate. A failure to even run the check
 /// counts as not accepted: offboarding must fail closed.
 fn accepted(store: &X509Store, live: &Live) -> bool {

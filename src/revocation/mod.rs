@@ -22,17 +22,17 @@ pub mod crl;
 pub mod ocsp;
 mod service;
 
-pub use service::RevocationService;
+pub use service::{LiveCertificates, RevocationService};
 
 use crate::config::{CrlExpired, Problem, RevocationConfig, RevocationPolicy, TlsConfig};
-use crate::connection::limits::Throttle;
 use crate::pki::{issuer_dn, subject_dn};
 use crate::reason::CertStatus;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{X509Ref, X509};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What the revocation check says of one certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,8 +282,19 @@ const LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Logs a refusal or a soft pass at WARN, at most once per reason and interval, with the
 /// certificate's names (never anything secret).
 fn report(cert: &X509Ref, what: &str, reason: &'static str) {
-    static THROTTLE: LazyLock<Throttle<&'static str>> = LazyLock::new(|| Throttle::new(LOG_INTERVAL));
-    let Some(suppressed) = THROTTLE.admit(reason) else { return };
+    // The reasons are a handful of fixed words: the map stays small.
+    /// Per reason: when its last line was written, and how many were held back since.
+    type Last = HashMap<&'static str, (Option<Instant>, u64)>;
+    static LAST: LazyLock<Mutex<Last>> = LazyLock::new(Mutex::default);
+    let suppressed = {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = last.entry(reason).or_insert((None, 0));
+        if entry.0.is_some_and(|at| at.elapsed() < LOG_INTERVAL) {
+            entry.1 += 1;
+            return;
+        }
+        std::mem::replace(entry, (Some(Instant::now()), 0)).1
+    };
     log::warn!(
         target: "tls",
         "{what}: reason={reason} subject=\"{}\" issuer=\"{}\" also_since_last_line={suppressed}",

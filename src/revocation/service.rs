@@ -5,9 +5,10 @@
 //! answer never ends a live connection (an outage of the responder must not cut every partner).
 
 use super::Revocation;
-use crate::connection::live::LiveConnections;
 use crate::revocation::Verdict;
+use crate::token::ClientCert;
 use async_trait::async_trait;
+use openssl::x509::X509;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::sync::Arc;
@@ -16,13 +17,22 @@ use std::time::{Duration, Instant, SystemTime};
 /// How often the sources are looked at; each is fetched only when it is due.
 const TICK: Duration = Duration::from_secs(1);
 
+/// The open connections, as the connection layer keeps them (`connection::live`, which
+/// implements this: the connection layer stands above this module).
+pub trait LiveCertificates: Send + Sync {
+    /// The leaf, the chain the client sent and the facts of each open connection not yet refused.
+    fn certificates(&self) -> Vec<(X509, Vec<X509>, Arc<ClientCert>)>;
+    /// Ends the open connections of this `x5t#S256` thumbprint; how many.
+    fn end_thumbprint(&self, thumbprint: &str) -> usize;
+}
+
 pub struct RevocationService {
     revocation: Arc<Revocation>,
-    live: Arc<LiveConnections>,
+    live: Arc<dyn LiveCertificates>,
 }
 
 impl RevocationService {
-    pub fn new(revocation: Arc<Revocation>, live: Arc<LiveConnections>) -> Self {
+    pub fn new(revocation: Arc<Revocation>, live: Arc<dyn LiveCertificates>) -> Self {
         RevocationService { revocation, live }
     }
 
