@@ -184,6 +184,12 @@ async fn distribution_points_are_fetched_on_first_sight_and_a_revocation_ends_th
     let (status, said) = call(&sys, &a).await;
     assert!(status == 401 && said.contains("crl_revoked"), "{status} {said}");
 
+    // A CRL in the issuing CA's name, signed by another key, revoking b: not used.
+    pki.forged_crl("b", &served.join("issuing.crl"));
+    assert!(wait_metric(&sys, "gateway_crl_fetches_total", "result=\"invalid\"", 1.0).await >= 1.0);
+    assert_eq!(flow(&sys, &b).await, 200, "a forged CRL revokes nothing");
+    assert_eq!(call(&sys, &a).await.0, 401, "and the last good CRL stays");
+
     drop(server);
     assert!(wait_metric(&sys, "gateway_crl_fetches_total", "result=\"failed\"", 1.0).await >= 1.0);
     assert_eq!(flow(&sys, &b).await, 200, "the last good CRL is kept while the server is down");

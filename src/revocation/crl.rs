@@ -161,10 +161,12 @@ impl Crls {
     }
 
     /// Fetches every configured URL once; the problems, one line each.
-    pub(super) async fn prefetch(&self, anchors: &Anchors) -> Vec<String> {
+    /// `client` is one of its own: this runs on a runtime that ends before serving, and pooled
+    /// connections must not outlive it.
+    pub(super) async fn prefetch(&self, client: &reqwest::Client, anchors: &Anchors) -> Vec<String> {
         let mut problems = Vec::new();
         for s in self.sources() {
-            if s.fetch(&self.client, self.cfg.max_bytes, &anchors.certs).await.is_none() {
+            if s.fetch(client, self.cfg.max_bytes, &anchors.certs).await.is_none() {
                 let why = s.state.lock().map(|st| st.health.last_error.clone()).ok().flatten();
                 problems.push(format!("revocation.crl: {}: {}", s.url, why.unwrap_or_default()));
             }

@@ -108,22 +108,13 @@ impl Revocation {
                 store: X509StoreBuilder::new().map_err(|e| Problem::new("tls", e))?.build(),
             },
         };
-        let client = |timeout: Duration| {
-            reqwest::Client::builder()
-                .no_proxy()
-                .redirect(reqwest::redirect::Policy::limited(3))
-                .connect_timeout(timeout)
-                .timeout(timeout)
-                .build()
-                .map_err(|e| Problem::new("revocation", e))
-        };
+        let client = |timeout: Duration| http_client(timeout).map_err(|e| Problem::new("revocation", e));
         let ocsp = match cfg.and_then(|c| c.ocsp.as_ref().map(|o| (c, o))) {
             Some((c, o)) => Some(ocsp::Ocsp::new(o.clone(), c, client(c.timeout)?)),
             None => None,
         };
         let crls = match cfg.and_then(|c| c.crl.as_ref().map(|o| (c, o))) {
-            // A CRL can be large: its fetch gets more than the wait of one connection.
-            Some((c, o)) => Some(crl::Crls::new(o.clone(), c, client(c.timeout.max(Duration::from_secs(10)))?)),
+            Some((c, o)) => Some(crl::Crls::new(o.clone(), c, client(c.timeout.max(CRL_FETCH_TIMEOUT))?)),
             None => None,
         };
         Ok(Revocation {
@@ -167,7 +158,29 @@ impl Revocation {
     /// configured. Waits on the network at most `revocation.timeout`; never blocks a thread.
     /// Unavailability under the soft policy returns `Good` (after counting and logging it).
     pub async fn check(&self, leaf: &X509, chain: &[X509]) -> Verdict {
-        let Some(cfg) = &self.cfg else { return Verdict::Good };
+        if !self.enabled() {
+            return Verdict::Good;
+        }
+        let (ocsp, crl) = self.answers(leaf, chain).await;
+        self.decide(leaf, ocsp, crl)
+    }
+
+    /// The check of a certificate whose connection is open: `Some` (counted and logged) only for
+    /// an answer about the certificate (revoked, unknown), which ends its connections; an outage
+    /// or an expired CRL never ends a live connection, and is not counted again here.
+    pub async fn recheck(&self, leaf: &X509, chain: &[X509]) -> Option<CertStatus> {
+        if !self.enabled() {
+            return None;
+        }
+        let (ocsp, crl) = self.answers(leaf, chain).await;
+        let status = answered(ocsp, crl)?;
+        self.refuse(leaf, status);
+        Some(status)
+    }
+
+    /// What OCSP and the CRLs say, asked at the same time, each within the timeout.
+    async fn answers(&self, leaf: &X509, chain: &[X509]) -> (Answer, Answer) {
+        let timeout = self.cfg.as_ref().map_or(Duration::ZERO, |c| c.timeout);
         let anchors = self.anchors.load_full();
         let issuer = anchors.issuer_of(leaf, chain);
         let ocsp = async {
@@ -183,24 +196,20 @@ impl Revocation {
                 Some(c) => c.status(leaf, chain, &anchors).await,
             }
         };
-        // Both bound their own requests by the timeout; this bound is the client's promise.
-        let both = tokio::time::timeout(cfg.timeout + Duration::from_millis(250), async { tokio::join!(ocsp, crl) });
-        let (o, c) = both.await.unwrap_or((
-            if self.ocsp.is_some() { Answer::Unavailable } else { Answer::NotApplicable },
-            if self.crls.is_some() { Answer::Unavailable } else { Answer::NotApplicable },
-        ));
-        self.decide(leaf, o, c)
+        // Each bounds its own requests by the timeout; this bound is the client's promise.
+        let bound = timeout + Duration::from_millis(250);
+        let (ocsp, crl) = tokio::join!(tokio::time::timeout(bound, ocsp), tokio::time::timeout(bound, crl));
+        (ocsp.unwrap_or(Answer::Unavailable), crl.unwrap_or(Answer::Unavailable))
     }
 
     /// One verdict from both answers: an answer about the certificate wins; then, under `hard`,
     /// any mechanism without an answer refuses.
     fn decide(&self, leaf: &X509Ref, ocsp: Answer, crl: Answer) -> Verdict {
         let refused = match (ocsp, crl) {
-            (Answer::Revoked, _) => Some(CertStatus::OcspRevoked),
-            (_, Answer::Revoked) => Some(CertStatus::CrlRevoked),
-            (Answer::Unknown, _) => Some(CertStatus::OcspUnknown),
-            (_, Answer::Expired) if self.crl_expired == CrlExpired::Refuse => Some(CertStatus::CrlExpired),
-            _ => None,
+            (_, Answer::Expired) if self.crl_expired == CrlExpired::Refuse => {
+                answered(ocsp, crl).or(Some(CertStatus::CrlExpired))
+            }
+            _ => answered(ocsp, crl),
         };
         if let Some(status) = refused {
             return self.refuse(leaf, status);
@@ -238,7 +247,11 @@ impl Revocation {
             Ok(rt) => rt,
             Err(e) => return vec![format!("no runtime to fetch the CRLs on: {e}")],
         };
-        rt.block_on(crls.prefetch(&anchors))
+        let timeout = self.cfg.as_ref().map_or(Duration::ZERO, |c| c.timeout).max(CRL_FETCH_TIMEOUT);
+        match http_client(timeout) {
+            Ok(client) => rt.block_on(crls.prefetch(&client, &anchors)),
+            Err(e) => vec![format!("no HTTP client to fetch the CRLs with: {e}")],
+        }
     }
 
     /// The client CA file changed: issuers and signatures are checked against the new one.
@@ -274,6 +287,30 @@ impl Revocation {
             "crls": self.crls.as_ref().map(crl::Crls::states),
         })
     }
+}
+
+/// The refusal an answer about the certificate gives: revoked by either, then unknown.
+fn answered(ocsp: Answer, crl: Answer) -> Option<CertStatus> {
+    match (ocsp, crl) {
+        (Answer::Revoked, _) => Some(CertStatus::OcspRevoked),
+        (_, Answer::Revoked) => Some(CertStatus::CrlRevoked),
+        (Answer::Unknown, _) => Some(CertStatus::OcspUnknown),
+        _ => None,
+    }
+}
+
+/// A CRL can be large: its fetch gets at least this, more than one connection waits for it.
+const CRL_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client responders and CRL servers are asked with: no proxy from the environment (as the
+/// gateway's other clients), a few redirects (CRL servers move files), everything within `timeout`.
+fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .build()
 }
 
 /// How often one reason is logged at most.
@@ -387,5 +424,84 @@ impl SourceHealth {
             "last_error": self.last_error,
             "last_error_ms_ago": ago(self.last_error_at),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OcspConfig;
+    use Answer::*;
+
+    fn revocation(policy: RevocationPolicy, crl_expired: CrlExpired) -> Revocation {
+        let ocsp = OcspConfig {
+            responder: None,
+            override_responder: false,
+            max_cache: Duration::from_secs(60),
+            min_cache: Duration::from_secs(60),
+            leeway: Duration::from_secs(60),
+            cache_entries: 10,
+        };
+        let cfg = RevocationConfig {
+            policy,
+            timeout: Duration::from_secs(1),
+            failure_cache: Duration::from_secs(1),
+            recheck_interval: Duration::from_secs(60),
+            ocsp: Some(ocsp),
+            crl: None,
+        };
+        Revocation { cfg: Some(cfg), crl_expired, ..Revocation::disabled() }
+    }
+
+    fn leaf() -> X509 {
+        let key = openssl::pkey::PKey::ec_gen("prime256v1").unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "unit").unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::sha256()).unwrap();
+        b.build()
+    }
+
+    #[test]
+    fn answers_refuse_under_both_policies_outages_only_under_hard() {
+        let leaf = leaf();
+        for policy in [RevocationPolicy::Hard, RevocationPolicy::Soft] {
+            let r = revocation(policy, CrlExpired::Refuse);
+            assert_eq!(r.decide(&leaf, Revoked, Good), Verdict::Refused(CertStatus::OcspRevoked));
+            assert_eq!(r.decide(&leaf, Good, Revoked), Verdict::Refused(CertStatus::CrlRevoked));
+            assert_eq!(r.decide(&leaf, Unknown, NotApplicable), Verdict::Refused(CertStatus::OcspUnknown));
+            assert_eq!(r.decide(&leaf, Unavailable, Revoked), Verdict::Refused(CertStatus::CrlRevoked));
+            assert_eq!(r.decide(&leaf, Good, NotApplicable), Verdict::Good);
+            assert_eq!(r.decide(&leaf, NotApplicable, NotApplicable), Verdict::Good);
+        }
+        let (hard, soft) = (
+            revocation(RevocationPolicy::Hard, CrlExpired::Refuse),
+            revocation(RevocationPolicy::Soft, CrlExpired::Refuse),
+        );
+        assert_eq!(hard.decide(&leaf, Unavailable, Good), Verdict::Refused(CertStatus::OcspUnavailable));
+        assert_eq!(hard.decide(&leaf, Good, Unavailable), Verdict::Refused(CertStatus::CrlUnavailable));
+        assert_eq!(soft.decide(&leaf, Unavailable, Unavailable), Verdict::Good);
+    }
+
+    #[test]
+    fn an_expired_fetched_crl_follows_tls_crl_expired() {
+        let leaf = leaf();
+        let refuse = revocation(RevocationPolicy::Soft, CrlExpired::Refuse);
+        assert_eq!(refuse.decide(&leaf, Good, Expired), Verdict::Refused(CertStatus::CrlExpired));
+        assert_eq!(refuse.decide(&leaf, Revoked, Expired), Verdict::Refused(CertStatus::OcspRevoked));
+        let keep = revocation(RevocationPolicy::Hard, CrlExpired::Keep);
+        assert_eq!(keep.decide(&leaf, Good, Expired), Verdict::Good);
+    }
+
+    #[test]
+    fn a_disabled_check_is_good_at_once() {
+        let r = Revocation::disabled();
+        assert!(!r.enabled());
+        let verdict = tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(r.check(&leaf(), &[]));
+        assert_eq!(verdict, Verdict::Good);
     }
 }

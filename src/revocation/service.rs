@@ -5,7 +5,6 @@
 //! answer never ends a live connection (an outage of the responder must not cut every partner).
 
 use super::Revocation;
-use crate::revocation::Verdict;
 use crate::token::ClientCert;
 use async_trait::async_trait;
 use openssl::x509::X509;
@@ -41,11 +40,9 @@ impl RevocationService {
     pub async fn recheck(&self) -> usize {
         let mut ended = 0;
         for (leaf, chain, client) in self.live.certificates() {
-            if let Verdict::Refused(status) = self.revocation.check(&leaf, &chain).await {
-                if status.is_answer() {
-                    client.refuse(status);
-                    ended += self.live.end_thumbprint(&client.thumbprint);
-                }
+            if let Some(status) = self.revocation.recheck(&leaf, &chain).await {
+                client.refuse(status);
+                ended += self.live.end_thumbprint(&client.thumbprint);
             }
         }
         if ended > 0 {

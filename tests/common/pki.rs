@@ -227,6 +227,61 @@ impl Pki {
         std::fs::rename(tmp, out).unwrap();
     }
 
+    /// A CRL that names the issuing CA as its issuer and lists `name`, but is signed by another key
+    /// (an impostor CA of the same name), as DER in `out`.
+    pub fn forged_crl(&self, name: &str, out: &Path) {
+        let forged = self.dir.join("forged");
+        std::fs::create_dir_all(&forged).unwrap();
+        openssl(
+            &forged,
+            &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "impostor.key"],
+        );
+        openssl(
+            &forged,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                "impostor.key",
+                "-subj",
+                "/CN=Revocation Test Issuing CA",
+                "-days",
+                "5",
+                "-out",
+                "impostor.pem",
+            ],
+        );
+        let serial = std::fs::read_to_string(self.dir.join(format!("{name}.serial"))).unwrap();
+        let (expiry, now) = (db_time(SystemTime::now() + Duration::from_secs(86_400)), db_time(SystemTime::now()));
+        std::fs::write(forged.join("index.txt"), format!("R\t{expiry}\t{now}\t{serial}\tunknown\t/CN=demo-partner\n"))
+            .unwrap();
+        std::fs::write(forged.join("crlnumber"), "9000\n").unwrap();
+        let cnf = format!(
+            "[ ca ]\ndefault_ca = c\n[ c ]\ndatabase = {0}/index.txt\ncrlnumber = {0}/crlnumber\ndefault_md = sha256\ndefault_crl_days = 1\n",
+            forged.display()
+        );
+        std::fs::write(forged.join("ca.cnf"), cnf).unwrap();
+        openssl(
+            &forged,
+            &[
+                "ca",
+                "-config",
+                "ca.cnf",
+                "-keyfile",
+                "impostor.key",
+                "-cert",
+                "impostor.pem",
+                "-gencrl",
+                "-out",
+                "crl.pem",
+            ],
+        );
+        let tmp = out.with_extension("tmp");
+        openssl(&forged, &["crl", "-in", "crl.pem", "-outform", "DER", "-out", &tmp.display().to_string()]);
+        std::fs::rename(tmp, out).unwrap();
+    }
+
     /// `openssl ocsp` answering from `index.txt` on `port`, signed by `signer` (`responder` or
     /// `rogue`); its output (one `OCSP Request Data` per request) goes to `ocsp-PORT.log`.
     pub fn responder(&self, port: u16, signer: &str) -> Proc {
