@@ -1,9 +1,9 @@
 //! Revocation of partner certificates by OCSP and by fetched CRLs, whole-process: `openssl ocsp` as
-//! the responder (good, revoked, unknown, down, a signer without the OCSP-signing purpose; `hard`
-//! and `soft`), python's HTTP server serving the issuing CA's CRL named in the certificates'
-//! distribution points or configured (revocation picked up after a refresh, the live connection
-//! ended; the server down keeps the last good CRL; a configured CRL not yet fetched refuses under
-//! `hard`). Every PKI is root → issuing CA → partner, with both CAs in `tls.client_ca`.
+//! the responder (good, revoked, unknown, down, a signer without the OCSP-signing purpose, the
+//! cache; `hard` and `soft`; a certificate revoked while connected), python's HTTP server serving
+//! the issuing CA's CRL named in the certificates' distribution points or configured (revocation
+//! picked up after a refresh, the live connection ended; a forged CRL not used; the server down
+//! keeps the last good CRL; a configured CRL not yet fetched refuses under `hard`). Every PKI is root → issuing CA → partner, with both CAs in `tls.client_ca`.
 
 mod common;
 #[path = "common/pki.rs"]
@@ -135,8 +135,9 @@ async fn ocsp_under_soft_serves_through_an_outage_but_never_a_revoked_certificat
     let down = pki.partner("down", &at(down_port));
     let revoked = pki.partner("revoked", &at(port));
     pki.revoke("revoked");
+    let later = pki.partner("later", &at(port));
     let _responder = pki.responder(port, "responder");
-    let sys = system(&pki, "{policy: soft, timeout: 1s, ocsp: {}}");
+    let sys = system(&pki, "{policy: soft, timeout: 1s, recheck_interval: 1s, ocsp: {max_cache: 1s, min_cache: 1s}}");
 
     assert_eq!(flow(&sys, &down).await, 200, "served while the responder is down");
     let (status, said) = call(&sys, &revoked).await;
@@ -150,6 +151,19 @@ async fn ocsp_under_soft_serves_through_an_outage_but_never_a_revoked_certificat
     assert!(sys.log_shows("reason=ocsp_unavailable"));
     let (status, ready) = readyz(&sys).await;
     assert_eq!(status, 200, "an unreachable responder never makes a replica unready: {ready}");
+
+    // Revoked while connected: the open connection is ended once the responder says so.
+    let token = sys.token(&later, "partner-client").await;
+    let live = sys.client(&later);
+    let send = || live.post(format!("https://{API}/api/transactions")).bearer_auth(&token).body("{}").send();
+    assert_eq!(send().await.unwrap().status(), 200);
+    pki.revoke("later");
+    assert!(sys.log_shows("ended 1 open connection(s) whose certificate is now refused"), "{}", sys.gateway_log());
+    if let Ok(r) = send().await {
+        assert_eq!(r.status(), 401, "nothing more passes on the ended connection");
+    }
+    let (status, said) = call(&sys, &later).await;
+    assert!(status == 401 && said.contains("ocsp_revoked"), "{status} {said}");
 }
 
 #[tokio::test]
