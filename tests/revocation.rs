@@ -90,7 +90,7 @@ async fn ocsp_under_hard_serves_good_refuses_revoked_unknown_and_what_cannot_be_
     let _responder = pki.responder(port, "responder");
     // Answers signed by a certificate of the same CA without the OCSP-signing purpose.
     let _rogue = pki.responder(rogue_port, "rogue");
-    let sys = system(&pki, "{policy: hard, timeout: 1s, failure_cache: 1s, ocsp: {enabled: true}}");
+    let sys = system(&pki, "{policy: hard, timeout: 2s, failure_cache: 1s, ocsp: {enabled: true}}");
 
     assert_eq!(flow(&sys, &good).await, 200, "the tutorial's flow with OCSP on");
     assert_eq!(flow(&sys, &good).await, 200);

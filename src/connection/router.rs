@@ -163,7 +163,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         let (client, exchanges) = facts.unwrap_or_default();
         // OCSP and fetched CRLs wait on the network, which OpenSSL's verify callback cannot: the
         // check runs here (bounded by its timeout), and a refusal answers every request.
-        if let (true, Some(c), Some(leaf)) = (self.parts.revocation.enabled(), &client, tls.ssl().peer_certificate()) {
+        let leaf = self.parts.revocation.enabled().then(|| tls.ssl().peer_certificate()).flatten();
+        if let (Some(c), Some(leaf)) = (&client, leaf) {
             let chain: Vec<_> =
                 tls.ssl().peer_cert_chain().map(|s| s.iter().map(|x| x.to_owned()).collect()).unwrap_or_default();
             if let crate::revocation::Verdict::Refused(status) = self.parts.revocation.check(&leaf, &chain).await {
