@@ -171,3 +171,41 @@ fn crl(check: &mut Check, c: &CrlSection) -> CrlConfig {
         max_bytes: c.max_bytes.unwrap_or(CRL_MAX_BYTES),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_files::{local, set};
+    use std::time::Duration;
+
+    fn load(section: &str) -> Result<Option<super::RevocationConfig>, Vec<String>> {
+        let (_dir, path) = local(|d| set(d, &["revocation"], serde_yaml::from_str(section).unwrap()));
+        crate::app::load(&path).map(|c| c.revocation).map_err(|p| p.lines().to_vec())
+    }
+
+    #[test]
+    fn the_defaults_are_hard_and_short_waits() {
+        let cfg = load("{ocsp: {}}").unwrap().unwrap();
+        assert_eq!(cfg.policy, super::RevocationPolicy::Hard);
+        assert_eq!((cfg.timeout, cfg.failure_cache), (Duration::from_secs(2), Duration::from_secs(5)));
+        let ocsp = cfg.ocsp.unwrap();
+        assert_eq!((ocsp.max_cache, ocsp.min_cache), (Duration::from_secs(3600), Duration::from_secs(60)));
+        assert!(cfg.crl.is_none());
+        let crl = load("{crl: {}}").unwrap().unwrap().crl.unwrap();
+        assert!(crl.distribution_points && crl.urls.is_empty());
+    }
+
+    #[test]
+    fn a_section_that_checks_nothing_or_names_a_bad_url_is_refused() {
+        let p = load("{ocsp: {enabled: false}}").unwrap_err();
+        assert!(p.len() == 1 && p[0].contains("revocation: neither ocsp nor crl is on"), "{p:?}");
+        let p = load("{crl: {distribution_points: false, urls: [\"file:///etc/crl\"]}}").unwrap_err();
+        assert!(
+            p.iter().any(|l| l.contains("revocation.crl.urls[0]: \"file:///etc/crl\": an http or https URL")),
+            "{p:?}"
+        );
+        let p = load("{ocsp: {override_responder: true}}").unwrap_err();
+        assert!(p.iter().any(|l| l.contains("revocation.ocsp.override_responder: needs")), "{p:?}");
+        let p = load("{ocsp: {}, timeout: 0s}").unwrap_err();
+        assert!(p.iter().any(|l| l.contains("revocation.timeout: must be longer than zero")), "{p:?}");
+    }
+}
