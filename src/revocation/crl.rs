@@ -46,6 +46,9 @@ impl CrlFetch {
 /// A verified CRL.
 pub struct Fetched {
     crl: X509Crl,
+    /// The certificate the signature verified with: later fetches of the same URL are verified
+    /// with it too (it may be an issuing CA the client sent rather than one of `tls.client_ca`).
+    signer: X509,
     issuer: String,
     next_update: Option<i64>,
     /// SHA-256 of the DER, to tell a new CRL from the same one fetched again.
@@ -180,7 +183,9 @@ impl Crls {
         let mut changed = false;
         for s in self.sources().into_iter().filter(|s| s.due(self.cfg.refresh_interval, self.failure_cache)) {
             let _turn = s.fetching.lock().await;
-            if let Some((_, new)) = s.fetch(&self.client, self.cfg.max_bytes, &anchors.certs).await {
+            let signer = s.current().map(|f| f.signer.clone());
+            let candidates: Vec<X509> = anchors.certs.iter().cloned().chain(signer).collect();
+            if let Some((_, new)) = s.fetch(&self.client, self.cfg.max_bytes, &candidates).await {
                 changed |= new;
             }
         }
@@ -282,12 +287,12 @@ fn verify(body: &[u8], candidates: &[X509]) -> Result<Fetched, FetchError> {
     if named.peek().is_none() {
         return Err(FetchError::NoIssuer);
     }
-    let verified = named.any(|c| c.public_key().and_then(|k| crl.verify(&k)).unwrap_or(false));
-    if !verified {
+    let Some(signer) = named.find(|c| c.public_key().and_then(|k| crl.verify(&k)).unwrap_or(false)).cloned() else {
         return Err(FetchError::Verify(format!("the signature is not that of \"{}\"", name_dn(name))));
-    }
+    };
     let digest = crl.to_der().ok().and_then(|d| openssl::hash::hash(MessageDigest::sha256(), &d).ok());
     Ok(Fetched {
+        signer,
         issuer: name_dn(name),
         next_update: crl.next_update().and_then(crate::pki::unix),
         digest: digest.map(|d| d.to_vec()).unwrap_or_default(),

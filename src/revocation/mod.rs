@@ -101,24 +101,19 @@ pub struct Revocation {
 impl Revocation {
     /// From the `revocation` section (off when `None`) and the client CA of `tls`.
     pub fn new(cfg: Option<&RevocationConfig>, tls: &TlsConfig) -> Result<Revocation, Problem> {
-        let anchors = match cfg {
-            Some(_) => Anchors::read(&tls.client_ca)?,
-            None => Anchors {
-                certs: Vec::new(),
-                store: X509StoreBuilder::new().map_err(|e| Problem::new("tls", e))?.build(),
-            },
-        };
+        let Some(section) = cfg else { return Ok(Revocation::disabled()) };
+        let anchors = Anchors::read(&tls.client_ca)?;
         let client = |timeout: Duration| http_client(timeout).map_err(|e| Problem::new("revocation", e));
-        let ocsp = match cfg.and_then(|c| c.ocsp.as_ref().map(|o| (c, o))) {
-            Some((c, o)) => Some(ocsp::Ocsp::new(o.clone(), c, client(c.timeout)?)),
+        let ocsp = match &section.ocsp {
+            Some(o) => Some(ocsp::Ocsp::new(o.clone(), section, client(section.timeout)?)),
             None => None,
         };
-        let crls = match cfg.and_then(|c| c.crl.as_ref().map(|o| (c, o))) {
-            Some((c, o)) => Some(crl::Crls::new(o.clone(), c, client(c.timeout.max(CRL_FETCH_TIMEOUT))?)),
+        let crls = match &section.crl {
+            Some(c) => Some(crl::Crls::new(c.clone(), section, client(section.timeout.max(CRL_FETCH_TIMEOUT))?)),
             None => None,
         };
         Ok(Revocation {
-            cfg: cfg.cloned(),
+            cfg: Some(section.clone()),
             crl_expired: tls.crl_expired,
             client_ca: tls.client_ca.clone(),
             anchors: arc_swap::ArcSwap::from_pointee(anchors),
