@@ -18,6 +18,7 @@ pub use crate::config::sections::{
     tls::{ExtraCertificate, TlsConfig, DEFAULT_TLS13_SUITES, FAPI_TLS12_CIPHERS},
     token_issuer::{SigningKeyConfig, TokenIssuerConfig},
     tracing::{OtlpConfig, TracingConfig},
+    trusted_hop::{ForwardedFormat, TrustedHopConfig},
     upstream::{BackendAddress, ClientIdentity, EjectionConfig, HealthCheckConfig, UpstreamConfig},
 };
 use crate::header_name::HeaderPattern;
@@ -50,4 +51,6 @@ pub struct Config {
     /// Set when a route accepts DPoP (defaults filled in), or when the section is written.
     pub dpop: Option<DpopConfig>,
     pub cluster: Option<ClusterConfig>,
+    /// The listener for a TLS-terminating balancer that forwards client certificates.
+    pub trusted_hop: Option<TrustedHopConfig>,
 }

@@ -24,6 +24,7 @@ pub use crate::config::sections::{
     tls::{ExtraCertificateSection, Tls},
     token_issuer::{SigningKey, TokenIssuer},
     tracing::Tracing,
+    trusted_hop::TrustedHop,
     upstream::{Backend, Ejection, HealthCheck, Upstream},
 };
 pub use crate::config::shared::{Dur, MinRate};
@@ -76,4 +77,7 @@ pub struct File {
     /// Shared state for several replicas on a Redis-protocol server; in process when absent.
     #[serde(default)]
     pub cluster: Option<Cluster>,
+    /// An L7 load balancer in front that forwards the partners' certificates; off when absent.
+    #[serde(default)]
+    pub trusted_hop: Option<TrustedHop>,
 }
