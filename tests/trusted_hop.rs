@@ -132,9 +132,13 @@ async fn the_header_from_anyone_but_the_hop_is_ignored() {
     assert_eq!(to_hop_listener(&sys, HOP_SOURCE, Some("hop.client.p12"), &token, once), Some(200));
     let twice = to_hop_listener(&sys, HOP_SOURCE, Some("hop.client.p12"), &token, &[forged.clone(), forged]);
     assert_eq!(twice, Some(401));
+    // A certificate the CA issued for a server, not a client, is not a partner's.
+    let server = format!("{HOP_HEADER}: {}", escaped_pem("example.tls.pem"));
+    assert_eq!(to_hop_listener(&sys, HOP_SOURCE, Some("hop.client.p12"), &token, &[server]), Some(401));
     let m = sys.metrics().await;
     assert!(metric(&m, "gateway_connection_cuts_total", r#"reason="hop_untrusted_source""#) >= 1.0, "{m}");
     assert!(metric(&m, "gateway_forwarded_certificates_total", r#"result="malformed""#) >= 1.0, "{m}");
+    assert!(metric(&m, "gateway_forwarded_certificates_total", r#"result="invalid_certificate""#) >= 1.0, "{m}");
     assert!(sys.gateway_log().contains("reason=forwarded_certificate_malformed"));
 }
 

@@ -134,6 +134,13 @@ pub(in crate::config) fn validate(
         (false, None) => check.fail("trusted_hop.hop_ca", "hop_subjects need the CA their certificates chain to"),
         _ => {}
     }
+    if hop_ca.is_none() {
+        check.warnings.push(
+            "trusted_hop: no hop_ca, so any process that can connect from one of trusted_hop.sources can speak \
+             for any partner: give the balancer a client certificate (hop_ca, hop_subjects)"
+                .into(),
+        );
+    }
     if h.certificate.is_some() != h.key.is_some() {
         check.fail("trusted_hop.certificate", "certificate and key are set together");
     }
