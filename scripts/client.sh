@@ -3,6 +3,7 @@
 # opaque access token, then calls the API with the token and the same certificate.
 #
 #   GATEWAY=127.0.0.1:8443 scripts/client.sh   connect there for both host names (no hosts file needed)
+#   API_GATEWAY=127.0.0.1:9443 ...               but reach the API host there (a balancer in front)
 #   CLIENT_P12=certs/other.client.p12          use another client certificate (password Password1)
 #
 # Exits non-zero on any failure.
@@ -17,7 +18,7 @@ api=${API_HOST:-api.example.com}
 
 connect=()
 if [[ -n "${GATEWAY:-}" ]]; then
-  connect=(--connect-to "$login:443:$GATEWAY" --connect-to "$api:443:$GATEWAY")
+  connect=(--connect-to "$login:443:$GATEWAY" --connect-to "$api:443:${API_GATEWAY:-$GATEWAY}")
 fi
 curl_mtls=(curl -sS --max-time 20 "${connect[@]}" --cert "$p12:Password1" --cert-type P12 --cacert "$ca")
 

@@ -23,6 +23,8 @@
 #   admin-ca.{pem,key}                  CN=Example Admin CA: a CA of its own for operators, so that no
 #                                       partner certificate (root's) can even complete a handshake there
 #   admin.client.{p12,pem,key}          CN=gateway-admin, from admin-ca: an operator's certificate for the admin listener
+#   hop-ca.{pem,key}                    CN=Example Hop CA: the CA of the balancer in front (trusted_hop.hop_ca)
+#   hop.client.{p12,pem,key}            CN=edge-balancer, from hop-ca: the balancer's certificate at the hop listener
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,6 +34,7 @@ password=Password1
 days=365
 
 if [[ -f "$out/root.pem" && -f "$out/root.crl.pem" && -f "$out/introspect-jwt.es256.key" && -f "$out/admin-ca.pem" \
+  && -f "$out/hop.client.pem" \
   && "${1:-}" != "--force" ]]; then
   echo "certificates already exist in $out (use --force to recreate)"
   exit 0
@@ -91,6 +94,10 @@ issue untrusted.client "/CN=demo-partner" untrusted-root client.ext
 issue introspection.client "/CN=gateway-introspection" root client.ext
 # An operator of the admin listener (cache purge), from the admin CA.
 issue admin.client "/CN=gateway-admin" admin-ca client.ext
+# The TLS-terminating balancer in front (trusted_hop): its own CA, so that no partner certificate
+# can pass for the hop, and the certificate it presents to the gateway's hop listener.
+new_ca hop-ca "/CN=Example Hop CA"
+issue hop.client "/CN=edge-balancer" hop-ca client.ext
 
 # Keys the gateway signs its own JWTs with (json and rfc9701 introspection modes).
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out gateway-signing.ps256.key 2>/dev/null

@@ -4,6 +4,7 @@
 # fresh proof for that request. Answers a `use_dpop_nonce` challenge by retrying with the nonce.
 #
 #   GATEWAY=127.0.0.1:8443 scripts/dpop-client.sh   connect there for both host names
+#   API_GATEWAY=127.0.0.1:9443 ...                  but reach the API host there (a balancer in front)
 #   DPOP_KEY=/path/key.pem                          the client's key (made on first use)
 #
 # Needs target/debug/dpop-proof (cargo build --workspace --bins). Exits non-zero on any failure.
@@ -22,7 +23,7 @@ key=${DPOP_KEY:-$work/dpop.key.pem}
 
 connect=()
 if [[ -n "${GATEWAY:-}" ]]; then
-  connect=(--connect-to "$login:443:$GATEWAY" --connect-to "$api:443:$GATEWAY")
+  connect=(--connect-to "$login:443:$GATEWAY" --connect-to "$api:443:${API_GATEWAY:-$GATEWAY}")
 fi
 curl_tls=(curl -sS --max-time 20 "${connect[@]}" --cacert "$ca")
 [[ -x "$proof_bin" ]] || { echo "missing $proof_bin: run cargo build --workspace --bins" >&2; exit 1; }

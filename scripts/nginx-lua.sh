@@ -7,6 +7,7 @@
 #
 #   scripts/nginx-lua.sh start    unpack nginx (once), render the config, start it, wait for the port
 #   scripts/nginx-lua.sh stop     stop the nginx this script started (its pid file only)
+#   scripts/nginx-lua.sh unpack   only unpack nginx (the trusted-hop tests run it as their balancer)
 #
 # nginx and its modules are unpacked with `apt-get download` + `dpkg -x` into target/nginx-lua/root:
 # nothing is installed system-wide and no system service is started. The identity server and the API
@@ -106,5 +107,6 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+  unpack) unpack && echo "$nginx" ;;
+  *) echo "usage: $0 start|stop|unpack" >&2; exit 2 ;;
 esac

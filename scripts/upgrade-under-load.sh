@@ -16,6 +16,9 @@
 #   CURL_H2=1 scripts/upgrade-under-load.sh           HTTP/2 with curl instead of oha: curl stops using a
 #                                                     connection that got GOAWAY, oha only after a request
 #                                                     on it failed (one per connection; see docs/operations.md)
+#   BALANCER=1 scripts/upgrade-under-load.sh          through Debian's nginx as a TLS-terminating balancer
+#                                                     that forwards the certificate to the trusted-hop
+#                                                     listener over keep-alive connections (upgrade only)
 #   MATRIX=1 scripts/upgrade-under-load.sh            every combination above, one table
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,9 +31,12 @@ if [[ -n "${MATRIX:-}" ]]; then
   rows=()
   status=0
   for stop in "" 1; do
-    for kind in keepalive new h2 h2-curl; do
+    for kind in keepalive new h2 h2-curl balancer; do
+      # Once the gateway stopped, the balancer answers 502 itself: nothing to tell lost from refused.
+      [[ $kind == balancer && -n $stop ]] && continue
       for low in "" 1; do
-        env=(MATRIX= STOP=$stop LOW_RATE=$low NEW_CONNECTIONS= HTTP2= CURL_H2=)
+        env=(MATRIX= STOP=$stop LOW_RATE=$low NEW_CONNECTIONS= HTTP2= CURL_H2= BALANCER=)
+        [[ $kind == balancer ]] && env+=(BALANCER=1)
         [[ $kind == new ]] && env+=(NEW_CONNECTIONS=1)
         [[ $kind == h2 ]] && env+=(HTTP2=1)
         [[ $kind == h2-curl ]] && env+=(CURL_H2=1)
@@ -52,8 +58,9 @@ concurrency=${CONCURRENCY:-16}
 profile=${PROFILE:-debug}
 out=$here/target/upgrade
 certs=$here/certs
-IDSVR=25444 API=25300 GW=25443 OPS=25090
+IDSVR=25444 API=25300 GW=25443 OPS=25090 HOP=25445 LB=25446
 mkdir -p "$out"
+[[ -n "${BALANCER:-}" && -n "${STOP:-}" ]] && { echo "BALANCER=1 is for upgrades only" >&2; exit 2; }
 
 scripts/install-deps.sh --load
 [[ -f "$HOME/.cargo/env" ]] && source "$HOME/.cargo/env"
@@ -75,13 +82,50 @@ trap cleanup EXIT
 source scripts/conf-lib.sh
 idsvr_conf "$out/idsvr.yaml" $IDSVR
 api_conf "$out/api.yaml" $API $IDSVR
+hop=()
+[[ -n "${BALANCER:-}" ]] && hop=("trusted_hop={address: '127.0.0.1:$HOP', sources: [127.0.0.2], format: escaped_pem, hop_ca: $certs/hop-ca.pem, hop_subjects: [CN=edge-balancer]}")
 gateway_conf "$out/gw.yaml" $GW "$out" $IDSVR "127.0.0.1:$API" pingora.grace_period_seconds=3 \
-  pingora.graceful_shutdown_timeout_seconds=10 "metrics.address=127.0.0.1:$OPS"
+  pingora.graceful_shutdown_timeout_seconds=10 "metrics.address=127.0.0.1:$OPS" "${hop[@]}"
 
 wait_port() { for _ in $(seq 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not open" >&2; exit 1; }
 RUST_LOG=warn "$bin/dev-idsvr" "$out/idsvr.yaml" >"$out/idsvr.log" 2>&1 & pids+=($!); wait_port $IDSVR
 RUST_LOG=warn "$bin/example-api" "$out/api.yaml" >"$out/api.log" 2>&1 & pids+=($!); wait_port $API
 RUST_LOG=info "$bin/mtls-gateway" -c "$out/gw.yaml" >"$out/gw-old.log" 2>&1 & old=$!; pids+=($old); wait_port $GW
+
+target=$GW
+if [[ -n "${BALANCER:-}" ]]; then
+  # The balancer: nginx terminates the partner's TLS without verifying it and forwards the
+  # certificate over TLS, with its own hop certificate, from 127.0.0.2 (the trusted source).
+  nginx=$(scripts/nginx-lua.sh unpack)
+  lb=$out/balancer && mkdir -p "$lb/tmp"
+  cat >"$lb/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $lb/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $lb/tmp/body; proxy_temp_path $lb/tmp/proxy; fastcgi_temp_path $lb/tmp/fastcgi;
+  uwsgi_temp_path $lb/tmp/uwsgi; scgi_temp_path $lb/tmp/scgi;
+  upstream hop { server 127.0.0.1:$HOP; keepalive 32; }
+  server {
+    listen 127.0.0.1:$LB ssl;
+    ssl_certificate $certs/example.tls.pem; ssl_certificate_key $certs/example.tls.key;
+    ssl_verify_client optional_no_ca;
+    location / {
+      proxy_pass https://hop; proxy_bind 127.0.0.2; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_set_header Host \$http_host;
+      proxy_set_header X-SSL-Client-Cert \$ssl_client_escaped_cert;
+      proxy_ssl_server_name on; proxy_ssl_name api.example.com; proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $certs/root.pem; proxy_ssl_session_reuse on;
+      proxy_ssl_certificate $certs/hop.client.pem; proxy_ssl_certificate_key $certs/hop.client.key;
+    }
+  }
+}
+EOF
+  "$nginx" -p "$lb" -e "$lb/error.log" -c "$lb/nginx.conf" & pids+=($!); wait_port $LB
+  target=$LB
+fi
 
 token=$(curl -sS --fail --connect-to "login.example.com:443:127.0.0.1:$GW" --cert "$certs/example.client.p12:Password1" \
   --cert-type P12 --cacert "$certs/root.pem" -d client_id=partner-client -d grant_type=client_credentials \
@@ -92,7 +136,7 @@ extra=()
 [[ -n "${HTTP2:-}" ]] && extra+=(--http2)
 # oha's -q is for all connections together: one request per 300 ms on each.
 [[ -n "${LOW_RATE:-}" ]] && extra+=(-q "$(( (concurrency * 10 + 2) / 3 ))")
-echo "load: ${duration}s, $concurrency connections${NEW_CONNECTIONS:+, a new TLS connection per request}${HTTP2:+, HTTP/2}${CURL_H2:+, HTTP/2 with curl}${LOW_RATE:+, one request per 300 ms each}"
+echo "load: ${duration}s, $concurrency connections${BALANCER:+ through nginx to the trusted-hop listener}${NEW_CONNECTIONS:+, a new TLS connection per request}${HTTP2:+, HTTP/2}${CURL_H2:+, HTTP/2 with curl}${LOW_RATE:+, one request per 300 ms each}"
 if [[ -n "${CURL_H2:-}" ]]; then
   # Each curl makes its requests one after the other (a URL range) on one HTTP/2 connection and
   # prints one status per request (000 for a failed one); it is interrupted at the end.
@@ -113,7 +157,7 @@ else
   oha --no-tui --output-format json -z "${duration}s" -c "$concurrency" -m POST -d '{}' \
     -H "Authorization: Bearer $token" -H 'content-type: application/json' \
     --cert "$certs/example.client.pem" --key "$certs/example.client.key" --cacert "$certs/root.pem" \
-    --connect-to "api.example.com:443:127.0.0.1:$GW" "${extra[@]}" https://api.example.com/api/transactions \
+    --connect-to "api.example.com:443:127.0.0.1:$target" "${extra[@]}" https://api.example.com/api/transactions \
     >"$out/oha.json" &
   loads=($!)
 fi

@@ -8,6 +8,7 @@ use crate::admin::{self, AdminParts};
 use crate::cluster::Cluster;
 use crate::config::{Config, DpopConfig, IntrospectionConfig, Problem, Problems, TokenIssuerConfig};
 use crate::connection::crl::SharedAcceptor;
+use crate::connection::hop::HopDoor;
 use crate::connection::tls::build_acceptor;
 use crate::request::discovery;
 use crate::request::dpop::DpopVerifier;
@@ -42,6 +43,8 @@ pub struct App {
     pub dpop: Option<Arc<DpopVerifier>>,
     /// The handle to the shared-state server, when a `cluster` section is written.
     pub cluster: Option<Arc<Cluster>>,
+    /// The trusted hop's listener, when a `trusted_hop` section is written.
+    pub hop: Option<Arc<HopDoor>>,
 }
 
 /// What a reload carries over from the configuration being replaced: the token caches.
@@ -73,6 +76,10 @@ pub fn build(config: Config) -> Result<App, Problems> {
 pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
     let mut problems = Problems::new(&config.path);
     let acceptor = build_acceptor(&config.tls).map_err(|ps| ps.into_iter().for_each(|p| problems.add(p))).ok();
+    let hop = match config.trusted_hop.clone() {
+        Some(h) => HopDoor::new(h).map(Arc::new).map_err(|p| problems.add(p)).ok(),
+        None => None,
+    };
     let issuer = match &config.token_issuer {
         Some(t) => TokenIssuer::new(t).map(Arc::new).map_err(|ps| ps.into_iter().for_each(|p| problems.add(p))).ok(),
         None => None,
@@ -122,7 +129,7 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
         ChainParts { introspectors: introspectors.clone(), miss_limit, dpop: dpop.clone(), cluster: cluster.clone() };
     let routes = routes(&config, &parts, &mut problems);
     let normalizer = Normalizer {
-        strip: StripList::new(&config.strip_headers),
+        strip: StripList::new(&strip_list(&config)),
         default_hosts: config.tls.hosts.clone(),
         certificate_optional: config.tls.optional_client_certificate.clone(),
         max_header_bytes: config.listener.max_request_header_bytes,
@@ -135,7 +142,7 @@ pub fn build_keeping(config: Config, kept: &Kept) -> Result<App, Problems> {
         .with_tracing(crate::trace::Tracing::new(config.tracing.clone()));
     let acceptor = problems.or(acceptor)?;
     let acceptor = Arc::new(ArcSwap::from_pointee(acceptor));
-    Ok(App { acceptor, routing, issuer, config, report, introspectors, admin, dpop, cluster })
+    Ok(App { acceptor, routing, issuer, config, report, introspectors, admin, dpop, cluster, hop })
 }
 
 /// The DPoP checks of `cfg`, on the previous replay cache when its window and bound are the same.
@@ -205,6 +212,16 @@ pub enum DiscoverError {
 fn block_on<T>(f: impl std::future::Future<Output = Result<T, DiscoverError>>) -> Result<T, DiscoverError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(f)
+}
+
+/// The configured patterns, and the trusted hop's certificate header: only the hop's own
+/// connections may carry it, and there it is read before the strip.
+fn strip_list(config: &Config) -> Vec<crate::header_name::HeaderPattern> {
+    let mut list = config.strip_headers.clone();
+    if let Some(hop) = &config.trusted_hop {
+        list.extend(crate::header_name::HeaderPattern::parse(&hop.header).ok());
+    }
+    list
 }
 
 fn routes(config: &Config, parts: &ChainParts, problems: &mut Problems) -> Vec<Route> {

@@ -13,6 +13,7 @@ use mtls_gateway::connection::router::{RouterParts, SniRouter};
 use mtls_gateway::connection::workers::{LoopService, Pool};
 use mtls_gateway::ops::{Health, OpsApp, Prober};
 use mtls_gateway::reload::{Reloader, Running, UpstreamRefresher};
+use mtls_gateway::request::forwarded::ForwardedReader;
 use mtls_gateway::request::issuer::JwksApp;
 use mtls_gateway::request::proxy::Gateway;
 use mtls_gateway::revocation::{Revocation, RevocationService};
@@ -215,12 +216,16 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     for line in &app.config.warnings {
         log::warn!("{}: {line}", app.config.path.display());
     }
+    let hop = app.hop.clone();
     let (running, mut cfg, admin_parts) = Running::start(app);
     let server_conf = std::mem::take(&mut cfg.server);
     let (config_otlp, sample_ratio) = (cfg.tracing.otlp.clone(), cfg.tracing.sample_ratio);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
-    let gateway = Gateway::with_handle(running.routing.clone());
+    let mut gateway = Gateway::with_handle(running.routing.clone());
+    if let Some(reader) = hop.as_ref().and_then(|h| ForwardedReader::new(&h.cfg, running.acceptor.clone())) {
+        gateway = gateway.with_forwarded(reader);
+    }
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(cfg.listener.h2_idle_timeout);
     let mut h2 = H2Options::new();
@@ -259,6 +264,21 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     if revocation.enabled() {
         let service = RevocationService::new(revocation.clone(), running.live.clone());
         server.add_service(background_service("revocation", service));
+    }
+    if let Some(hop) = hop {
+        let parts = RouterParts {
+            current: running.router.clone(),
+            acceptor: running.acceptor.clone(),
+            live: running.live.clone(),
+            limits: running.limits.clone(),
+            revocation: revocation.clone(),
+        };
+        let address = hop.cfg.address.to_string();
+        let mut door = Service::new("trusted-hop".to_string(), SniRouter::for_hop(parts, pool.clone(), hop));
+        door.threads = Some(1);
+        door.add_tcp(&address);
+        server.add_service(door).add_dependency(&loops);
+        log::info!("trusted hop listener on {address}");
     }
     let crl = CrlReloader::new(running.tls.clone(), running.acceptor.clone(), running.live.clone());
     server.add_service(background_service("crl-reload", crl));

@@ -3,8 +3,8 @@
 //! [`crate::reason`].
 
 use crate::reason::{
-    Attempt, Cache, ClusterOp, ClusterResult, Cut, Failure, HandshakeRefusal, Introspection, Limit, ProofResult,
-    Reason, RefusedBy, StatusClass, TunnelEnd,
+    Attempt, Cache, ClusterOp, ClusterResult, Cut, Failure, ForwardedResult, HandshakeRefusal, Introspection, Limit,
+    ProofResult, Reason, RefusedBy, StatusClass, TunnelEnd,
 };
 use prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, Histogram, HistogramVec, IntCounter,
@@ -30,6 +30,7 @@ struct Metrics {
     loop_requests: IntCounterVec,
     loop_restarts: IntCounterVec,
     handshake_refusals: IntCounterVec,
+    forwarded_certificates: IntCounterVec,
     crl_expired_accepted: prometheus::IntCounter,
     crl_next_update: IntGaugeVec,
     crl_expired: IntGaugeVec,
@@ -136,6 +137,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["reason"]
     )
     .expect("register gateway_handshake_refusals_total"),
+    forwarded_certificates: register_int_counter_vec!(
+        "gateway_forwarded_certificates_total",
+        "Requests on the trusted hop's listener, by what their certificate header held",
+        &["result"]
+    )
+    .expect("register gateway_forwarded_certificates_total"),
     crl_expired_accepted: prometheus::register_int_counter!(
         "gateway_crl_expired_accepted_total",
         "Client certificates accepted although their issuer's CRL has expired (tls.crl_expired: keep)"
@@ -391,6 +398,10 @@ pub fn loop_restart(index: usize) {
 
 pub fn handshake_refusal(reason: HandshakeRefusal) {
     METRICS.handshake_refusals.with_label_values(&[reason.as_str()]).inc();
+}
+
+pub fn forwarded_certificate(result: ForwardedResult) {
+    METRICS.forwarded_certificates.with_label_values(&[result.as_str()]).inc();
 }
 
 pub fn crl_expired_accepted() {

@@ -152,6 +152,10 @@ pub enum Token {
     BearerTokenAsDpop,
     DpopKeyMismatch,
     CertificateRevoked,
+    /// The trusted hop's header holds no certificate the gateway can read.
+    ForwardedCertificateMalformed,
+    /// The certificate the trusted hop forwarded fails the gateway's own verification.
+    ForwardedCertificateRefused,
 }
 
 impl Token {
@@ -176,6 +180,8 @@ impl Token {
         Token::BearerTokenAsDpop,
         Token::DpopKeyMismatch,
         Token::CertificateRevoked,
+        Token::ForwardedCertificateMalformed,
+        Token::ForwardedCertificateRefused,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -200,6 +206,8 @@ impl Token {
             Token::BearerTokenAsDpop => "bearer_token_as_dpop",
             Token::DpopKeyMismatch => "dpop_key_mismatch",
             Token::CertificateRevoked => "certificate_revoked",
+            Token::ForwardedCertificateMalformed => "forwarded_certificate_malformed",
+            Token::ForwardedCertificateRefused => "forwarded_certificate_refused",
         }
     }
 }
@@ -550,6 +558,10 @@ pub enum Cut {
     AdminConnectionLifetime,
     AdminHandshakeTimeout,
     NoWorkerLoop,
+    /// A connection to the trusted hop's listener from an address not in `trusted_hop.sources`.
+    HopUntrustedSource,
+    /// The hop's certificate is not one of `trusted_hop.hop_subjects`.
+    HopCertificate,
 }
 
 impl Cut {
@@ -575,6 +587,8 @@ impl Cut {
         Cut::AdminConnectionLifetime,
         Cut::AdminHandshakeTimeout,
         Cut::NoWorkerLoop,
+        Cut::HopUntrustedSource,
+        Cut::HopCertificate,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -602,6 +616,8 @@ impl Cut {
             Cut::AdminConnectionLifetime => "admin_connection_lifetime",
             Cut::AdminHandshakeTimeout => "admin_handshake_timeout",
             Cut::NoWorkerLoop => "no_worker_loop",
+            Cut::HopUntrustedSource => "hop_untrusted_source",
+            Cut::HopCertificate => "hop_certificate",
         }
     }
 }
@@ -704,6 +720,36 @@ impl HandshakeRefusal {
             HandshakeRefusal::CrlNotYetValid => "crl_not_yet_valid",
             HandshakeRefusal::ChainTooLong => "chain_too_long",
             HandshakeRefusal::InvalidCertificate => "invalid_certificate",
+        }
+    }
+}
+
+/// What the trusted hop's certificate header of one request held: the `result` label of
+/// `gateway_forwarded_certificates_total`. A refused certificate is labelled with its handshake
+/// refusal's word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ForwardedResult {
+    /// No header: a client without a certificate behind the hop.
+    Absent,
+    Accepted,
+    /// A header that holds no readable certificate, or two of them.
+    Malformed,
+    Refused(HandshakeRefusal),
+}
+
+impl ForwardedResult {
+    pub fn all() -> impl Iterator<Item = ForwardedResult> {
+        [ForwardedResult::Absent, ForwardedResult::Accepted, ForwardedResult::Malformed]
+            .into_iter()
+            .chain(HandshakeRefusal::ALL.iter().map(|r| ForwardedResult::Refused(*r)))
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ForwardedResult::Absent => "absent",
+            ForwardedResult::Accepted => "accepted",
+            ForwardedResult::Malformed => "malformed",
+            ForwardedResult::Refused(r) => r.as_str(),
         }
     }
 }

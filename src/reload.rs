@@ -94,6 +94,8 @@ pub const FIXED_SETTINGS: &[FixedSetting] = &[
     },
     // The shared-state server's connection and policies.
     FixedSetting { key: "cluster", value: |c| format!("{:?}", c.cluster) },
+    // The trusted hop's listener: address, certificates, sources and header.
+    FixedSetting { key: "trusted_hop", value: |c| format!("{:?}", c.trusted_hop) },
 ];
 
 /// The values of the fixed settings a process started with, in the order of [`FIXED_SETTINGS`].
@@ -136,7 +138,8 @@ impl Running {
     /// the admin listener's parts.
     pub fn start(app: App) -> (Arc<Running>, Config, Option<AdminParts>) {
         let (fixed, kept) = (Fixed::of(&app.config), kept_of(&app));
-        let App { config: cfg, acceptor, routing, issuer, introspectors, admin, report: _, dpop: _, cluster } = app;
+        let App { config: cfg, acceptor, routing, issuer, introspectors, admin, report: _, dpop: _, cluster, hop: _ } =
+            app;
         let running = Running {
             path: cfg.path.clone(),
             routing: Arc::new(ArcSwap::from_pointee(routing)),
@@ -407,6 +410,20 @@ mod tests {
                         refresh_interval: Duration::from_secs(300),
                         max_bytes: 1 << 20,
                     }),
+                })
+            }
+            "trusted_hop" => {
+                cfg.trusted_hop = Some(config::TrustedHopConfig {
+                    address: "127.0.0.1:9445".parse().unwrap(),
+                    sources: vec!["10.0.0.0/8".parse().unwrap()],
+                    format: config::ForwardedFormat::EscapedPem,
+                    header: "x-ssl-client-cert".into(),
+                    certificate: cfg.tls.certificate.clone(),
+                    key: cfg.tls.key.clone(),
+                    hop_ca: None,
+                    hop_subjects: Vec::new(),
+                    max_connections: 16,
+                    handshake_timeout: Duration::from_secs(1),
                 })
             }
             other => panic!("no change is written for the fixed setting {other}"),

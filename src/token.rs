@@ -73,6 +73,9 @@ pub struct ConnectionFacts {
     pub sni: Option<String>,
     pub client: Option<std::sync::Arc<ClientCert>>,
     pub exchanges: std::sync::Arc<Exchanges>,
+    /// The connection is the trusted hop's (a TLS-terminating balancer): `client` is `None`, and
+    /// each request carries its partner's certificate in the configured header.
+    pub via_hop: bool,
 }
 
 /// What the request layer tells the connection layer about the requests on one connection: how

@@ -3,8 +3,8 @@
 //! the page. A reason added, renamed or removed on one side only fails here.
 
 use mtls_gateway::reason::{
-    Attempt, Cache, ClusterOp, ClusterResult, Cut, Failure, HandshakeRefusal, Introspection, Limit, Party, ProofResult,
-    Reason, RefusedBy, StatusClass, TunnelEnd,
+    Attempt, Cache, ClusterOp, ClusterResult, Cut, Failure, ForwardedResult, HandshakeRefusal, Introspection, Limit,
+    Party, ProofResult, Reason, RefusedBy, StatusClass, TunnelEnd,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -110,6 +110,10 @@ fn every_other_family_is_documented_and_the_other_way_round() {
         ("Ended by", words(Party::ALL.iter().map(|p| p.as_str()))),
         ("Connection cuts", words(Cut::ALL.iter().map(|c| c.as_str()))),
         ("Handshake refusals", words(HandshakeRefusal::ALL.iter().map(|h| h.as_str()))),
+        (
+            "Forwarded certificates",
+            words(ForwardedResult::all().filter(|r| !matches!(r, ForwardedResult::Refused(_))).map(|r| r.as_str())),
+        ),
         ("Passthrough ends", words(TunnelEnd::ALL.iter().map(|e| e.as_str()))),
         ("Upstream attempt results", words(Attempt::ALL.iter().map(|a| a.as_str()))),
         ("Upstream retry reasons", words(Failure::ALL.iter().map(|f| f.as_str()))),

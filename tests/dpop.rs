@@ -18,14 +18,15 @@ fn oidc(response: &'static str) -> Options {
     Options { identity: Identity::OidcProvider, response, ..Default::default() }
 }
 
-/// A client without a certificate that reaches every host name through the gateway.
+/// A client without a certificate that reaches every host name through the gateway (the API
+/// hosts through the balancer when the tests run behind one).
 fn no_cert_client(sys: &System) -> reqwest::Client {
-    let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
+    let gw: SocketAddr = sys.api_addr();
     sys.client_builder(None).resolve(DPOP_API, gw).build().unwrap()
 }
 
 fn echo_url(sys: &System) -> String {
-    format!("https://{DPOP_API}:{}/api/echo", sys.gateway_port)
+    format!("https://{DPOP_API}:{}/api/echo", sys.api_port())
 }
 
 struct Answer {
@@ -72,7 +73,7 @@ async fn broken_proofs_fail(sys: &System, key: &ProofKey, token: &str) {
         ("dpop_htu_mismatch", key.proof("GET", &format!("https://{DPOP_API}/api/echo"), Some(token), &json!({}))),
         (
             "dpop_htu_mismatch",
-            key.proof("GET", &format!("https://{API}:{}/api/echo", sys.gateway_port), Some(token), &json!({})),
+            key.proof("GET", &format!("https://{API}:{}/api/echo", sys.api_port()), Some(token), &json!({})),
         ),
         ("dpop_ath_mismatch", key.proof("GET", &echo_url(sys), Some("another-token"), &json!({}))),
         ("dpop_iat_out_of_window", proof(sys, key, token, json!({ "iat": now - 600 }))),
@@ -87,7 +88,7 @@ async fn broken_proofs_fail(sys: &System, key: &ProofKey, token: &str) {
     ];
     // What only a lenient (WHATWG) parser reads as this request's URI: userinfo, `\` for `/`, a
     // dropped tab or leading space.
-    let port = sys.gateway_port;
+    let port = sys.api_port();
     let lenient = [
         format!("https://u:p@{DPOP_API}:{port}/api/echo"),
         format!("https://{DPOP_API}:{port}\\api/echo"),
@@ -137,7 +138,7 @@ async fn dpop_flow(sys: &System) {
     // certificate on the host that accepts either; never with the DPoP scheme.
     let cert_token = sys.token("example.client.p12", "partner-client").await;
     assert_eq!(sys.call_api("example.client.p12", &cert_token).await.status(), 200);
-    let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
+    let gw: SocketAddr = sys.api_addr();
     let with_cert = sys.client_builder(Some("example.client.p12")).resolve(DPOP_API, gw).build().unwrap();
     assert_eq!(call(sys, &with_cert, "Bearer", &cert_token, &[]).await.status, 200);
     let a = call(sys, &with_cert, "DPoP", &cert_token, &[proof(sys, &key, &cert_token, json!({}))]).await;
@@ -147,9 +148,13 @@ async fn dpop_flow(sys: &System) {
     let a = call(sys, &client, "Bearer", &cert_token, &[]).await;
     assert!(a.status == 401 && a.challenge.contains("DPoP algs="), "{}", a.challenge);
     assert!(sys.log_shows("reason=no_client_certificate"));
-    // ... and the mTLS host still refuses the handshake.
-    let r = no_cert_client(sys).get(format!("https://{API}:{}/api/echo", sys.gateway_port)).send().await;
-    assert!(r.is_err(), "a connection without a certificate to the mTLS host: {r:?}");
+    // ... and the mTLS host still refuses the handshake (behind the balancer, which does not
+    // verify partners, the gateway refuses the request: no certificate was forwarded).
+    let r = no_cert_client(sys).get(format!("https://{API}:{}/api/echo", sys.api_port())).send().await;
+    match sys.balancer {
+        None => assert!(r.is_err(), "a connection without a certificate to the mTLS host: {r:?}"),
+        Some(_) => assert_eq!(r.unwrap().status(), 401, "no certificate forwarded to the mTLS host"),
+    }
 }
 
 #[tokio::test]
@@ -198,6 +203,7 @@ async fn the_dpop_client_script_calls_the_api() {
     let bin = common::bin("dpop-proof");
     let out = tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dpop-client.sh"))
         .env("GATEWAY", format!("127.0.0.1:{}", sys.gateway_port))
+        .env("API_GATEWAY", sys.api_addr().to_string())
         .env("CERTS_DIR", common::certs())
         .env("DPOP_PROOF", bin)
         .output()
@@ -245,7 +251,7 @@ async fn a_token_bound_to_a_certificate_and_a_key_must_prove_both() {
     assert_eq!(r.status(), 401, "a cert_binding route served a token whose key binding it cannot check");
     assert!(sys.log_shows("refused_by=cert_binding reason=dpop_binding_not_accepted"), "{}", sys.gateway_log());
 
-    let gw: SocketAddr = ([127, 0, 0, 1], sys.gateway_port).into();
+    let gw: SocketAddr = sys.api_addr();
     let with_cert = sys.client_builder(Some("example.client.p12")).resolve(DPOP_API, gw).build().unwrap();
     let a = call(&sys, &with_cert, "Bearer", &both, &[]).await;
     assert_eq!(a.status, 401, "as Bearer on the route that accepts both");

@@ -52,18 +52,33 @@ async fn a_stolen_token_is_refused_with_another_certificate() {
     assert!(sys.gateway_log().contains("reason=certificate_mismatch"));
 }
 
+/// Behind the balancer (which does not verify partners), the same certificates complete its
+/// handshake, and the gateway refuses them on its own check of the forwarded certificate.
 #[tokio::test]
 async fn certificates_outside_the_trust_are_refused_at_the_handshake() {
     let sys = System::start();
     let token = sys.token("example.client.p12", "partner-client").await;
     for p12 in ["untrusted.client.p12", "revoked.client.p12"] {
         let r = sys.client(p12).post(format!("https://{API}/api/transactions")).bearer_auth(&token).send().await;
-        assert!(r.is_err(), "{p12} must not get an HTTP answer: {:?}", r.map(|r| r.status()));
+        match sys.balancer {
+            None => assert!(r.is_err(), "{p12} must not get an HTTP answer: {:?}", r.map(|r| r.status())),
+            Some(_) => assert_eq!(r.unwrap().status(), 401, "{p12} forwarded by the balancer"),
+        }
+    }
+    if sys.balancer.is_some() {
+        let log = sys.gateway_log();
+        assert!(log.contains("reason=forwarded_certificate_refused"), "{log}");
+        let m = sys.metrics().await;
+        assert!(common::metric(&m, "gateway_forwarded_certificates_total", r#"result="unknown_ca""#) >= 1.0);
+        assert!(common::metric(&m, "gateway_forwarded_certificates_total", r#"result="revoked""#) >= 1.0);
     }
     // No certificate at all (KrakenD #323: "mTLS" that still admitted clients without one).
     let anonymous = sys.client_builder(None).build().unwrap();
     let r = anonymous.post(format!("https://{API}/api/transactions")).bearer_auth(&token).send().await;
-    assert!(r.is_err(), "a client without a certificate must not get an HTTP answer");
+    match sys.balancer {
+        None => assert!(r.is_err(), "a client without a certificate must not get an HTTP answer"),
+        Some(_) => assert_eq!(r.unwrap().status(), 401, "no certificate behind the balancer"),
+    }
     // The untrusted certificate cannot get a token through the passthrough either: the identity
     // server verifies it itself.
     let r = sys
@@ -148,7 +163,9 @@ async fn spoofed_identity_headers_are_stripped_and_the_verified_certificate_forw
     let h = &body["headers"];
     assert!(h.get("x-forwarded-client-cert").is_none());
     assert!(h.get("x-example-client-public-key").is_none());
-    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    // The gateway's peer: the balancer's address behind it.
+    let peer = if sys.balancer.is_some() { common::balancer::HOP_SOURCE } else { "127.0.0.1" };
+    assert_eq!(h["x-forwarded-for"], peer);
     // RFC 9440: the verified leaf, base64 DER between colons, replacing the client's copy.
     let sent = h["client-cert"].as_str().unwrap();
     let pem = std::fs::read(common::cert("example.client.pem")).unwrap();

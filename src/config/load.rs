@@ -7,7 +7,7 @@ use super::schema;
 use super::sections::route::{FilterRules, RouteFilters};
 use super::sections::{
     access_log, admin, cluster, dpop, introspection, limits, listener, metrics, partners, passthrough, pingora,
-    refusals, revocation, route, strip_headers, tls, token_issuer, tracing, upstream,
+    refusals, revocation, route, strip_headers, tls, token_issuer, tracing, trusted_hop, upstream,
 };
 use super::shared::{Check, Names};
 use crate::config::closed::ResponseMode;
@@ -101,6 +101,8 @@ fn model(check: &mut Check, raw: schema::File, filters: &[RouteFilters], path: &
             check.fail(&format!("introspection.{name}.response"), "json and rfc9701 need a token_issuer section");
         }
     }
+    let trusted_hop =
+        raw.trusted_hop.as_ref().and_then(|h| trusted_hop::validate(check, h, (&tls.certificate, &tls.key)));
     Some(Config {
         path: path.to_path_buf(),
         server: server?,
@@ -121,6 +123,7 @@ fn model(check: &mut Check, raw: schema::File, filters: &[RouteFilters], path: &
         dpop: dpop::validate(check, raw.dpop.as_ref(), routes_accept_dpop),
         cluster: raw.cluster.as_ref().and_then(|c| cluster::validate(check, c)),
         revocation: revocation::validate(check, raw.revocation.as_ref()),
+        trusted_hop,
         warnings: std::mem::take(&mut check.warnings),
     })
 }
@@ -193,6 +196,31 @@ mod tests {
     #[test]
     fn the_shipped_local_file_is_a_valid_model() {
         assert_eq!(problems(|_| {}), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_trusted_hop_is_off_by_default_and_never_open_to_everyone() {
+        let (_dir, path) = local(|_| {});
+        assert!(load(&path).unwrap().trusted_hop.is_none());
+        let with = |section: &str| problems(|d| set(d, &["trusted_hop"], serde_yaml::from_str(section).unwrap()));
+        assert_eq!(with("{address: 127.0.0.1:9445, sources: [10.0.0.0/8, 127.0.0.2]}"), Vec::<String>::new());
+        let expect = [
+            ("{address: 127.0.0.1:9445, sources: []}", "trusted_hop.sources: names no source"),
+            ("{address: 127.0.0.1:9445, sources: [0.0.0.0/0]}", "trusted_hop.sources: a /0 network"),
+            ("{address: 127.0.0.1:9445, sources: [ten]}", "trusted_hop.sources[0]: \"ten\" is not an address"),
+            ("{address: nowhere, sources: [10.0.0.1]}", "trusted_hop.address"),
+            ("{address: 127.0.0.1:9445, sources: [10.0.0.1], header: 'a b'}", "trusted_hop.header"),
+            (
+                "{address: 127.0.0.1:9445, sources: [10.0.0.1], hop_subjects: [CN=lb]}",
+                "trusted_hop.hop_ca: hop_subjects need",
+            ),
+            ("{address: 127.0.0.1:9445, sources: [10.0.0.1], hop_ca: ../certs/root.pem}", "trusted_hop.hop_subjects:"),
+            ("{address: 127.0.0.1:9445, sources: [10.0.0.1], format: pem}", "unknown variant `pem`"),
+        ];
+        for (section, problem) in expect {
+            let p = with(section);
+            assert!(p.len() == 1 && p[0].contains(problem), "{section}: {p:?}");
+        }
     }
 
     #[test]

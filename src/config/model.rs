@@ -19,6 +19,7 @@ pub use crate::config::sections::{
     tls::{ExtraCertificate, TlsConfig, DEFAULT_TLS13_SUITES, FAPI_TLS12_CIPHERS},
     token_issuer::{SigningKeyConfig, TokenIssuerConfig},
     tracing::{OtlpConfig, TracingConfig},
+    trusted_hop::{ForwardedFormat, TrustedHopConfig},
     upstream::{BackendAddress, ClientIdentity, EjectionConfig, HealthCheckConfig, UpstreamConfig},
 };
 use crate::header_name::HeaderPattern;
@@ -53,4 +54,6 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// OCSP and fetched CRLs for the client certificates, when the section is written.
     pub revocation: Option<RevocationConfig>,
+    /// The listener for a TLS-terminating balancer that forwards client certificates.
+    pub trusted_hop: Option<TrustedHopConfig>,
 }

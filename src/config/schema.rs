@@ -25,6 +25,7 @@ pub use crate::config::sections::{
     tls::{ExtraCertificateSection, Tls},
     token_issuer::{SigningKey, TokenIssuer},
     tracing::Tracing,
+    trusted_hop::TrustedHop,
     upstream::{Backend, Ejection, HealthCheck, Upstream},
 };
 pub use crate::config::shared::{Dur, MinRate};
@@ -80,4 +81,7 @@ pub struct File {
     /// OCSP and fetched CRLs for the client certificates; off when absent.
     #[serde(default)]
     pub revocation: Option<Revocation>,
+    /// An L7 load balancer in front that forwards the partners' certificates; off when absent.
+    #[serde(default)]
+    pub trusted_hop: Option<TrustedHop>,
 }

@@ -8,6 +8,8 @@
 
 pub mod crl;
 pub mod expiry;
+pub mod forwarded;
+pub mod hop;
 pub mod limits;
 pub mod live;
 pub mod passthrough;

@@ -10,6 +10,7 @@
 use crate::config::{ListenerConfig, PassthroughConfig, UnknownSni};
 use crate::connection::crl::SharedAcceptor;
 use crate::connection::drain;
+use crate::connection::hop::{HopDoor, KeepHopFacts};
 use crate::connection::limits::{Kind, Slot, SourceLimits};
 use crate::connection::live::{LiveConnections, Registration};
 use crate::connection::passthrough::{self, TunnelInfo};
@@ -27,6 +28,7 @@ use async_trait::async_trait;
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::tls::server::handshake_with_callback;
+use pingora_core::protocols::tls::SslStream;
 use pingora_core::protocols::tls::ALPN;
 use pingora_core::protocols::{GetSocketDigest, Ssl, Stream};
 use pingora_core::server::ShutdownWatch;
@@ -78,6 +80,22 @@ pub struct SniRouter<A> {
     /// `listener.max_connections` and `listener.anonymous_max_connections`: TLS-terminated
     /// connections, one count for the process, shared fairly between sources.
     connections: ConnectionShares,
+    /// Set on the trusted hop's listener, which serves only the hop's connections.
+    hop: Option<Arc<HopDoor>>,
+}
+
+/// The way a connection came in: the external port (with the ClientHello's server name), or the
+/// trusted hop's listener.
+#[derive(Clone, Copy)]
+enum Door<'a> {
+    Edge(Option<&'a str>),
+    Hop(&'a HopDoor),
+}
+
+impl Door<'_> {
+    fn is_hop(&self) -> bool {
+        matches!(self, Door::Hop(_))
+    }
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
@@ -87,7 +105,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         let l = &current.listener;
         let connections = ConnectionShares::new(l.max_connections, l.anonymous_max_connections);
         drop(current);
-        SniRouter { parts, pool, tunnels, connections }
+        SniRouter { parts, pool, tunnels, connections, hop: None }
+    }
+
+    /// The router of the trusted hop's listener: TLS with the hop's acceptor, no passthrough, its
+    /// own connection cap; every other part (loops, drain, watchdog, limits' cuts) shared.
+    pub fn for_hop(parts: RouterParts, pool: Arc<Pool<A>>, hop: Arc<HopDoor>) -> Self {
+        let connections = ConnectionShares::new(hop.cfg.max_connections, 0);
+        SniRouter { parts, pool, tunnels: Tunnels::new(0), connections, hop: Some(hop) }
     }
 
     fn decide(&self, cfg: &RouterConfig, hello: &Hello) -> Decision {
@@ -144,26 +169,29 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         app: &Arc<A>,
         cfg: &ListenerConfig,
         (stream, read): (L4Stream, ReadCount),
-        (source, sni): (Option<IpAddr>, Option<&str>),
+        (source, door): (Option<IpAddr>, Door<'_>),
         handshake: Option<Slot>,
     ) {
-        let Some(_slot) = self.slot(source, Kind::Connection) else { return };
+        // The trusted hop is one source carrying every partner: per-source slots would throttle
+        // them all; its listener has its own connection cap.
+        let slot = if door.is_hop() { Some(None) } else { self.slot(source, Kind::Connection) };
+        let Some(_slot) = slot else { return };
         let key = source.map(|ip| self.parts.limits.key(ip)).unwrap_or(UNKNOWN);
         if !self.connections.may_admit(key) {
             return self.parts.limits.cuts.cut(source, Cut::MaxConnections);
         }
-        let acceptors = self.parts.acceptor.load_full();
-        let handshake_done = handshake_with_callback(acceptors.for_sni(sni), stream, &KeepClientCert);
-        let tls = match tokio::time::timeout(cfg.handshake_timeout, handshake_done).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return log::debug!("TLS handshake failed: {e}"),
-            Err(_) => return log::debug!("TLS handshake timed out"),
-        };
+        let Some(tls) = self.handshake(door, stream, cfg).await else { return };
+        if let Door::Hop(hop) = door {
+            if !hop.trusts_certificate(tls.ssl()) {
+                return self.parts.limits.cuts.cut(source, Cut::HopCertificate);
+            }
+        }
         let facts = tls.ssl_digest().and_then(|d| d.extension.get::<ConnectionFacts>().map(Self::facts));
         let (client, exchanges) = facts.unwrap_or_default();
         // OCSP and fetched CRLs wait on the network, which OpenSSL's verify callback cannot: the
         // check runs here (bounded by its timeout), and a refusal answers every request.
-        let leaf = self.parts.revocation.enabled().then(|| tls.ssl().peer_certificate()).flatten();
+        // (The hop's certificate is the balancer's: its partners' are checked per request.)
+        let leaf = (self.parts.revocation.enabled() && !door.is_hop()).then(|| tls.ssl().peer_certificate()).flatten();
         if let (Some(c), Some(leaf)) = (&client, leaf) {
             let chain: Vec<_> =
                 tls.ssl().peer_cert_chain().map(|s| s.iter().map(|x| x.to_owned()).collect()).unwrap_or_default();
@@ -173,10 +201,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         }
         drop(handshake);
         exchanges.link_eager_ack(read.eager_ack());
+        // Only a connection with neither a certificate nor the hop's trust is anonymous.
+        let anonymous = client.is_none() && !door.is_hop();
         // One count for the process, below the file limit (past it the kernel would refuse every
         // partner's connections, not just the flood's), taken once the handshake says whether
         // the client has a certificate.
-        let Some(seat) = self.seat((source, key), client.is_none()) else { return };
+        let Some(seat) = self.seat((source, key), anonymous) else { return };
         // Starts false even while draining: the supervisor's switch to true is what makes
         // pingora's HTTP/2 loop send GOAWAY, and it only reacts to a change.
         let (end_tx, end_rx) = watch::channel(false);
@@ -185,9 +215,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         let h2 = tls.selected_alpn_proto() == Some(ALPN::H2);
         let (close_tx, close_rx) = watch::channel(false);
         let watchdog = Watchdog::new(cfg, read.clone(), exchanges, h2);
-        let keepalive = match client {
-            Some(_) => cfg.keepalive_timeout,
-            None => cfg.keepalive_timeout.min(cfg.anonymous_idle_timeout),
+        let keepalive = match anonymous {
+            false => cfg.keepalive_timeout,
+            true => cfg.keepalive_timeout.min(cfg.anonymous_idle_timeout),
         };
         let conn = Connection {
             stream: Box::new(tls),
@@ -200,7 +230,34 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         };
         let served = Served::spawn(app.clone(), conn);
         let ends = Ends { tx: end_tx, rx: end_rx, close: close_tx };
-        self.supervise(cfg, served, (client, source), (ends, seat), (watchdog, h2)).await;
+        self.supervise(cfg, served, (client, source, anonymous), (ends, seat), (watchdog, h2)).await;
+    }
+
+    /// The TLS handshake of the door the connection came in by, within the listener's deadline
+    /// (the hop's own on its listener).
+    async fn handshake(&self, door: Door<'_>, stream: L4Stream, cfg: &ListenerConfig) -> Option<SslStream<L4Stream>> {
+        let done = match door {
+            Door::Edge(sni) => {
+                let acceptors = self.parts.acceptor.load_full();
+                let handshake = handshake_with_callback(acceptors.for_sni(sni), stream, &KeepClientCert);
+                tokio::time::timeout(cfg.handshake_timeout, handshake).await
+            }
+            Door::Hop(hop) => {
+                let handshake = handshake_with_callback(&hop.acceptor, stream, &KeepHopFacts);
+                tokio::time::timeout(hop.cfg.handshake_timeout, handshake).await
+            }
+        };
+        match done {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(e)) => {
+                log::debug!("TLS handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                log::debug!("TLS handshake timed out");
+                None
+            }
+        }
     }
 
     /// A place among the process's TLS connections, displacing the oldest connection of the
@@ -249,7 +306,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         &self,
         cfg: &ListenerConfig,
         mut served: Served,
-        (client, source): (Option<Arc<ClientCert>>, Option<IpAddr>),
+        (client, source, anonymous): (Option<Arc<ClientCert>>, Option<IpAddr>, bool),
         (Ends { tx: end_tx, rx: mut end_rx, close }, mut seat): (Ends, Seat),
         (mut watchdog, h2): (Watchdog, bool),
     ) {
@@ -261,7 +318,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         let mut tick = tokio::time::interval(watchdog::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut drained, mut aged, mut revoked, mut closed) = (false, false, false, false);
-        let idle_limit = client.is_none().then_some(cfg.anonymous_idle_timeout);
+        let idle_limit = anonymous.then_some(cfg.anonymous_idle_timeout);
         let mark = watchdog.mark();
         // Ends the connection gracefully and closes it while idle; true if it is idle now (an
         // HTTP/1.1 exchange with no byte of its request yet), and so to be closed at once.
@@ -329,6 +386,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
         };
         drop(accepted);
         let source = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        if let Some(hop) = &self.hop {
+            return self.through_hop(app, hop, (*stream, read_count), source).await;
+        }
         let Some(handshake) = self.slot(source, Kind::Handshake) else { return };
         let cfg = self.parts.current.load_full();
         let listener = &cfg.listener;
@@ -350,10 +410,20 @@ impl<A: HttpServerApp + Send + Sync + 'static> SniRouter<A> {
                     Hello::Sni(name) => Some(name.as_str()),
                     _ => None,
                 };
-                self.terminate(app, &cfg.listener, (*stream, read_count), (source, sni), handshake).await
+                self.terminate(app, &cfg.listener, (*stream, read_count), (source, Door::Edge(sni)), handshake).await
             }
             Decision::Close(why) => log::debug!("closing connection: {why}"),
         }
+    }
+
+    /// A connection on the trusted hop's listener: only from its sources, TLS always, no SNI
+    /// decision (the hop's one connection carries requests for every API host).
+    async fn through_hop(&self, app: &Arc<A>, hop: &HopDoor, stream: (L4Stream, ReadCount), source: Option<IpAddr>) {
+        if !source.is_some_and(|ip| hop.cfg.trusts(ip)) {
+            return self.parts.limits.cuts.cut(source, Cut::HopUntrustedSource);
+        }
+        let cfg = self.parts.current.load_full();
+        self.terminate(app, &cfg.listener, stream, (source, Door::Hop(hop)), None).await
     }
 
     fn slot(&self, source: Option<IpAddr>, kind: Kind) -> Option<Option<Slot>> {

@@ -6,6 +6,7 @@
 //! certificate reload, so a file that validates is a file that serves.
 
 use crate::config::{AdminConfig, Problem, TlsConfig, TlsVersion, FAPI_TLS12_CIPHERS};
+use crate::connection::forwarded::ForwardedVerifier;
 use crate::host::HostPattern;
 use crate::pki::{read_certs, read_crls, read_key, subject_dn};
 use crate::token::{ClientCert, ConnectionFacts};
@@ -32,6 +33,8 @@ pub struct Acceptors {
     /// The `tls.optional_client_certificate` hosts; `None` when there are none.
     pub optional: Option<SslAcceptor>,
     optional_hosts: Vec<HostPattern>,
+    /// The same verification for the certificates a trusted hop forwards.
+    pub forwarded: Arc<ForwardedVerifier>,
 }
 
 impl Acceptors {
@@ -103,7 +106,8 @@ pub fn build_acceptor(cfg: &TlsConfig) -> Result<Acceptors, Vec<Problem>> {
         true => None,
         false => Some(acceptor(cfg, Policy::Optional).map_err(|p| vec![p])?),
     };
-    Ok(Acceptors { required, optional, optional_hosts: cfg.optional_client_certificate.clone() })
+    let forwarded = Arc::new(ForwardedVerifier::new(cfg).map_err(|p| vec![p])?);
+    Ok(Acceptors { required, optional, optional_hosts: cfg.optional_client_certificate.clone(), forwarded })
 }
 
 /// A certificate file and the private key that must match it; `key` names their config section.
@@ -251,7 +255,7 @@ pub struct KeepClientCert;
 impl TlsAccept for KeepClientCert {
     async fn handshake_complete_callback(&self, ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
         let sni = ssl.servername(NameType::HOST_NAME).map(str::to_ascii_lowercase);
-        Some(Arc::new(ConnectionFacts { sni, client: client_cert(ssl), exchanges: Arc::default() }))
+        Some(Arc::new(ConnectionFacts { sni, client: client_cert(ssl), exchanges: Arc::default(), via_hop: false }))
     }
 }
 

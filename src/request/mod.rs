@@ -13,6 +13,7 @@ pub mod cors;
 pub mod discovery;
 pub mod dpop;
 pub mod filters;
+pub mod forwarded;
 pub mod headers;
 pub mod introspect;
 pub mod issuer;

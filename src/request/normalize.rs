@@ -48,6 +48,9 @@ pub struct OnConnection<'a> {
     pub sni: Option<&'a str>,
     /// Whether a verified client certificate was presented.
     pub certificate: bool,
+    /// The connection is the trusted hop's: it carries requests for every host, so its name
+    /// decides nothing.
+    pub via_hop: bool,
 }
 
 impl Normalizer {
@@ -64,7 +67,7 @@ impl Normalizer {
         self.strip.apply(req);
         self.connection(req)?;
         let host = request_host(req).filter(|h| !h.is_empty()).ok_or(Refusal::BadRequest(BadRequest::Malformed))?;
-        if self.misdirected(&host, conn.sni) {
+        if !conn.via_hop && self.misdirected(&host, conn.sni) {
             return Err(Refusal::Misdirected);
         }
         // The host is the connection's own name now. Only the optional hosts' acceptor lets a
@@ -192,7 +195,7 @@ mod tests {
 
     /// A connection opened for `sni` with a client certificate.
     fn with_cert(sni: Option<&str>) -> OnConnection<'_> {
-        OnConnection { sni, certificate: true }
+        OnConnection { sni, certificate: true, via_hop: false }
     }
 
     fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHeader {
@@ -316,7 +319,8 @@ mod tests {
         for (sni, host, certificate, want) in table {
             let mut req = request("GET", "/api/x", &[]);
             req.insert_header("host", *host).unwrap();
-            let got = normalizer().apply(&mut req, OnConnection { sni: *sni, certificate: *certificate });
+            let got =
+                normalizer().apply(&mut req, OnConnection { sni: *sni, certificate: *certificate, via_hop: false });
             assert_eq!(
                 got.err().map(|r| r.reason().as_str()),
                 *want,

@@ -7,10 +7,11 @@
 use crate::config::{AccessFormat, RefusalsConfig};
 use crate::connection::limits::source_key;
 use crate::metrics;
-use crate::reason::{Failure, Limit, Reason, RefusedBy, Token};
+use crate::reason::{Failure, ForwardedResult, Limit, Reason, RefusedBy, Token};
 use crate::request::access_log::AccessLine;
 use crate::request::cors;
 use crate::request::filters::{FilterState, Outcome};
+use crate::request::forwarded::{Forwarded, ForwardedReader};
 use crate::request::headers::{forwarded, interaction_id};
 use crate::request::limit::{InFlight, InFlightSlot, Partner};
 use crate::request::normalize::{Normalizer, OnConnection};
@@ -116,6 +117,8 @@ pub struct Gateway {
     current: RoutingHandle,
     /// Requests in flight per partner, for the process (every loop's copy shares it).
     inflight: Arc<InFlight>,
+    /// The reader of the trusted hop's certificate header, when a hop is configured.
+    forwarded: Option<Arc<ForwardedReader>>,
 }
 
 pub use crate::reason::Party;
@@ -162,6 +165,8 @@ pub struct RequestCtx {
     tried: Vec<SocketAddr>,
     /// The `DPoP-Nonce` this request's answer carries.
     dpop_nonce: Option<String>,
+    /// The request came on the trusted hop's connection.
+    via_hop: bool,
     /// This request's place in its partner's in-flight count, released with the context.
     _inflight: Option<InFlightSlot>,
 }
@@ -251,12 +256,18 @@ impl RequestCtx {
 
 impl Gateway {
     pub fn new(routing: Routing) -> Self {
-        Gateway { current: Arc::new(ArcSwap::from_pointee(routing)), inflight: Arc::default() }
+        Gateway { current: Arc::new(ArcSwap::from_pointee(routing)), inflight: Arc::default(), forwarded: None }
     }
 
     /// A gateway on a routing that a reload replaces through `current`.
     pub fn with_handle(current: RoutingHandle) -> Self {
-        Gateway { current, inflight: Arc::default() }
+        Gateway { current, inflight: Arc::default(), forwarded: None }
+    }
+
+    /// Reads the partners' certificates the trusted hop forwards (on its connections only).
+    pub fn with_forwarded(mut self, reader: ForwardedReader) -> Self {
+        self.forwarded = Some(Arc::new(reader));
+        self
     }
 
     /// The handle a reload stores a new routing through.
@@ -357,11 +368,57 @@ impl Gateway {
             ctx.sni = facts.sni.clone();
             ctx.filters.client = facts.client.clone();
             ctx.exchanges = Some(facts.exchanges.clone());
+            ctx.via_hop = facts.via_hop;
         }
         if ctx.filters.client.is_none() {
             let ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
             ctx.filters.source = ip.map(|ip| client_source(ip, ctx.state.ipv6_prefix));
         }
+    }
+}
+
+impl Gateway {
+    /// The partner's certificate the trusted hop forwarded for this request, verified as a
+    /// handshake would verify it, in place of the connection's (the hop's connection has none).
+    /// A refusal when the header is there but cannot be read or verified; nothing when it is
+    /// absent (the request is then one without a certificate).
+    fn forwarded_certificate(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Refusal> {
+        let Some(reader) = &self.forwarded else {
+            return None;
+        };
+        match reader.read(&session.req_header().headers) {
+            Forwarded::Absent => {
+                metrics::forwarded_certificate(ForwardedResult::Absent);
+                None
+            }
+            Forwarded::Verified(v) => {
+                metrics::forwarded_certificate(ForwardedResult::Accepted);
+                ctx.filters.client = Some(v.client.clone());
+                ctx.filters.source = None;
+                None
+            }
+            Forwarded::Refused(token, why) => {
+                let result = why.map_or(ForwardedResult::Malformed, ForwardedResult::Refused);
+                metrics::forwarded_certificate(result);
+                log_forwarded_refusal(result);
+                Some(Refusal::InvalidToken(token))
+            }
+        }
+    }
+}
+
+/// A forwarded certificate refused: logged at most once a minute per reason (a hop sends the
+/// same certificate on every request), never with the certificate itself.
+fn log_forwarded_refusal(result: ForwardedResult) {
+    use crate::connection::limits::Throttle;
+    static THROTTLE: std::sync::LazyLock<Throttle<&'static str>> =
+        std::sync::LazyLock::new(|| Throttle::new(Duration::from_secs(60)));
+    if let Some(suppressed) = THROTTLE.admit(result.as_str()) {
+        log::warn!(
+            target: "tls",
+            "forwarded client certificate refused: reason={} also_since_last_line={suppressed}",
+            result.as_str()
+        );
     }
 }
 
@@ -396,6 +453,7 @@ impl ProxyHttp for Gateway {
             backend: None,
             tried: Vec::new(),
             dpop_nonce: None,
+            via_hop: false,
             _inflight: None,
         }
     }
@@ -418,6 +476,12 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
             return self.refuse(session, ctx, RefusedBy::Connection, Refusal::Certificate(status)).await;
         }
+        if ctx.via_hop {
+            if let Some(refusal) = self.forwarded_certificate(session, ctx) {
+                session.set_keepalive(None);
+                return self.refuse(session, ctx, RefusedBy::Connection, refusal).await;
+            }
+        }
         if ctx.client().is_some_and(ClientCert::is_revoked) {
             // A reloaded CRL revoked this certificate: the connection is being ended.
             session.set_keepalive(None);
@@ -435,7 +499,7 @@ impl ProxyHttp for Gateway {
             ctx._inflight = Some(slot);
         }
         let state = ctx.state.clone();
-        let conn = OnConnection { sni: ctx.sni.as_deref(), certificate: client.is_some() };
+        let conn = OnConnection { sni: ctx.sni.as_deref(), certificate: client.is_some(), via_hop: ctx.via_hop };
         match state.normalizer.apply(session.req_header_mut(), conn) {
             Ok(host) => ctx.host = host,
             Err(refusal) => {

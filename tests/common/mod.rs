@@ -2,6 +2,7 @@
 //! ephemeral loopback ports, and mTLS clients that reach both host names through the gateway port.
 #![allow(dead_code)]
 
+pub mod balancer;
 pub mod net;
 pub mod otlp;
 pub mod replica;
@@ -164,6 +165,15 @@ pub struct Options {
     pub response: &'static str,
     /// Algorithm of the gateway-issued JWTs (json and rfc9701 modes): PS256 or ES256.
     pub signing_alg: &'static str,
+    /// The API hosts are reached through nginx as the TLS-terminating balancer, which forwards
+    /// the partner's certificate to the gateway's trusted-hop listener. Default: set when
+    /// `MTLS_TEST_VIA=balancer`, so that a test file runs its cases both ways.
+    pub via_balancer: bool,
+}
+
+/// Whether the whole-process tests reach the API through the balancer (`MTLS_TEST_VIA=balancer`).
+pub fn via_balancer() -> bool {
+    std::env::var("MTLS_TEST_VIA").is_ok_and(|v| v == "balancer")
 }
 
 impl Default for Options {
@@ -186,6 +196,7 @@ impl Default for Options {
             identity: Identity::Dev,
             response: "jwt",
             signing_alg: "PS256",
+            via_balancer: via_balancer(),
         }
     }
 }
@@ -197,6 +208,9 @@ pub struct System {
     pub api_port: u16,
     pub metrics_port: u16,
     pub jwks_port: u16,
+    /// The gateway's trusted-hop listener (configured when `opts.via_balancer`).
+    pub hop_port: u16,
+    pub balancer: Option<balancer::Balancer>,
     pub opts: Options,
     pub gateway: Option<Proc>,
     pub idsvr: Option<Proc>,
@@ -226,6 +240,8 @@ impl System {
             api_port: free_port(),
             metrics_port: free_port(),
             jwks_port: free_port(),
+            hop_port: free_port(),
+            balancer: None,
             opts,
             gateway: None,
             idsvr: None,
@@ -321,6 +337,9 @@ impl System {
         yaml::set(&mut v, "tls.certificate", cert("example.tls.pem"));
         yaml::set(&mut v, "tls.key", cert("example.tls.key"));
         yaml::set(&mut v, "tls.client_ca", cert("root.pem"));
+        if o.via_balancer {
+            yaml::set(&mut v, "trusted_hop", balancer::trusted_hop_section(self.hop_port));
+        }
         match &o.crl {
             Some(path) => {
                 yaml::set(&mut v, "tls.client_crl", path.as_str());
@@ -436,7 +455,22 @@ impl System {
     pub fn start_gateway(&mut self) {
         let mut proc = spawn("mtls-gateway", &self.path("gateway.yaml"), self.dir.path());
         wait_port(self.gateway_port, self.dir.path(), &mut proc);
+        if self.opts.via_balancer {
+            wait_port(self.hop_port, self.dir.path(), &mut proc);
+            if self.balancer.is_none() {
+                self.balancer = Some(balancer::Balancer::start(self.dir.path(), self.hop_port));
+            }
+        }
         self.gateway = Some(proc);
+    }
+
+    /// Where clients reach the API hosts: the balancer when there is one, else the gateway.
+    pub fn api_addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.api_port()).into()
+    }
+
+    pub fn api_port(&self) -> u16 {
+        self.balancer.as_ref().map_or(self.gateway_port, |b| b.port)
     }
 
     /// Sends SIGHUP to the gateway: it reloads its configuration file.
@@ -495,7 +529,7 @@ impl System {
         let mut b = reqwest::Client::builder()
             .tls_certs_only([root])
             .resolve(LOGIN, gw)
-            .resolve(API, gw)
+            .resolve(API, self.api_addr())
             .no_proxy()
             .timeout(Duration::from_secs(20));
         if let Some(p12) = p12 {
@@ -654,11 +688,11 @@ impl System {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let (head, body) = (self.path(&format!("curl-{n}.head")), self.path(&format!("curl-{n}.body")));
-        let port = self.gateway_port;
+        let (port, api) = (self.gateway_port, self.api_port());
         let out = Command::new("curl")
             .args(["-sS", "--noproxy", "*", "--max-time", "20", "--cacert", &cert("root.pem"), "--cert-type", "P12"])
             .args(["--cert", &format!("{}:Password1", cert("example.client.p12"))])
-            .args(["--connect-to", &format!("{API}:443:127.0.0.1:{port}")])
+            .args(["--connect-to", &format!("{API}:443:127.0.0.1:{api}")])
             .args(["--connect-to", &format!("{LOGIN}:443:127.0.0.1:{port}")])
             .args(["-D", &head.display().to_string(), "-o", &body.display().to_string(), "-w", "%{http_code}"])
             .args(args)

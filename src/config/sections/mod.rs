@@ -22,4 +22,5 @@ pub mod strip_headers;
 pub mod tls;
 pub mod token_issuer;
 pub mod tracing;
+pub mod trusted_hop;
 pub mod upstream;
