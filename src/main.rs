@@ -1,6 +1,7 @@
 //! `mtls-gateway`: the command line (clap), then for serving: loads one YAML file, builds it (the
 //! same step as `-t`), and turns the parts into pingora services: the SNI router with the HTTP
-//! proxy, the CRL reload, metrics, the JWKS and the admin listener.
+//! proxy, the CRL reload, the revocation checks (OCSP, fetched CRLs), metrics, the JWKS and the
+//! admin listener.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use mtls_gateway::admin::cli::AdminCommand;

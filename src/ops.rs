@@ -1,7 +1,9 @@
 //! The internal operations listener: `/metrics` (Prometheus), `/healthz` (the process is alive)
 //! and `/readyz` (the configuration is loaded, the public listener accepts connections and the
-//! process is not draining; the identity servers', the shared-state server's, the upstreams' and
-//! the client CRLs' state is reported in the body, not required), as JSON. Readiness is probed
+//! process is not draining; the identity servers', the shared-state server's, the upstreams',
+//! the client CRLs' and the OCSP responders' and fetched CRLs' state is reported in the body, not
+//! required, except that under `revocation.policy: hard` a configured CRL URL never fetched makes
+//! the replica not ready), as JSON. Readiness is probed
 //! in the background, so a probe request never waits on the network.
 
 use crate::cluster::Cluster;
