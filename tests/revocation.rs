@@ -171,10 +171,12 @@ async fn ocsp_under_soft_serves_through_an_outage_but_never_a_revoked_certificat
     assert_eq!(send().await.unwrap().status(), 200);
     pki.revoke("later");
     // `openssl ocsp` reads its index again one request after it changed: two rechecks or more.
+    let responder_log = || std::fs::read_to_string(pki.dir.join(format!("ocsp-{port}.log"))).unwrap_or_default();
     assert!(
         wait_log(&sys, "ended 1 open connection(s) whose certificate is now refused", 20).await,
-        "{}",
-        sys.gateway_log()
+        "{}\nresponder:\n{}",
+        sys.gateway_log(),
+        responder_log()
     );
     if let Ok(r) = send().await {
         assert_eq!(r.status(), 401, "nothing more passes on the ended connection");
@@ -193,6 +195,8 @@ async fn distribution_points_are_fetched_on_first_sight_and_a_revocation_ends_th
     let crl_url = format!("http://127.0.0.1:{port}/issuing.crl");
     let dp = Publish { crl: Some(crl_url.clone()), ..Default::default() };
     let (a, b) = (pki.partner("a", &dp), pki.partner("b", &dp));
+    let nowhere = Publish { crl: Some(format!("http://127.0.0.1:{}/issuing.crl", free_port())), ..Default::default() };
+    let unreachable = pki.partner("unreachable", &nowhere);
     pki.crl(&served.join("issuing.crl"));
     let server = http_server(&served, port);
     let sys = system(
@@ -201,6 +205,8 @@ async fn distribution_points_are_fetched_on_first_sight_and_a_revocation_ends_th
     );
 
     assert_eq!(flow(&sys, &a).await, 200, "the distribution point is fetched while the first client waits");
+    let (status, said) = call(&sys, &unreachable).await;
+    assert!(status == 503 && said.contains("service_unavailable"), "hard: no CRL, not served: {status} {said}");
     let token = sys.token(&a, "partner-client").await;
     let live = sys.client(&a);
     let send = || live.post(format!("https://{API}/api/transactions")).bearer_auth(&token).body("{}").send();
