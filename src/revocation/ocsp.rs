@@ -21,6 +21,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The most responders `/readyz` reports.
+const MAX_RESPONDERS: usize = 256;
+
 /// The largest OCSP answer read.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
@@ -119,9 +122,10 @@ impl Ocsp {
             crate::metrics::ocsp_check(OcspResult::NoResponder);
             return Answer::NotApplicable;
         };
-        let Ok(digest) = leaf.digest(MessageDigest::sha256()) else { return Answer::Unavailable };
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&digest[..32.min(digest.len())]);
+        let Some(key) = leaf.digest(MessageDigest::sha256()).ok().and_then(|d| <[u8; 32]>::try_from(&d[..]).ok())
+        else {
+            return Answer::Unavailable;
+        };
         let entry = self.cache.entry(key).or_insert_with(self.ask(&url, leaf, issuer, anchors)).await;
         if !entry.is_fresh() {
             crate::metrics::ocsp_check(OcspResult::Cached);
@@ -134,8 +138,13 @@ impl Ocsp {
         let started = Instant::now();
         let asked = self.request(url, leaf, issuer, anchors).await;
         crate::metrics::ocsp_latency(started.elapsed());
-        let mut health = self.responders.lock().unwrap_or_else(|p| p.into_inner());
-        let health = health.entry(url.to_string()).or_default();
+        let mut responders = self.responders.lock().unwrap_or_else(|p| p.into_inner());
+        // The URLs come from certificates the client CA issued: a handful. The bound is a guard.
+        let mut spare = SourceHealth::default();
+        let health = match responders.len() < MAX_RESPONDERS || responders.contains_key(url) {
+            true => responders.entry(url.to_string()).or_default(),
+            false => &mut spare,
+        };
         match asked {
             Ok(cached) => {
                 health.ok();
