@@ -10,6 +10,7 @@ use mtls_gateway::app::{self, App};
 use mtls_gateway::cluster::ClusterService;
 use mtls_gateway::connection::crl::CrlReloader;
 use mtls_gateway::connection::drain::Drain;
+use mtls_gateway::connection::hop::HopDoor;
 use mtls_gateway::connection::router::{RouterParts, SniRouter};
 use mtls_gateway::connection::workers::{LoopService, Pool};
 use mtls_gateway::ops::{Health, OpsApp, Prober};
@@ -223,8 +224,13 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     let (config_otlp, sample_ratio) = (cfg.tracing.otlp.clone(), cfg.tracing.sample_ratio);
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
+    let revocation = match revocation(&cfg) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let mut gateway = Gateway::with_handle(running.routing.clone());
-    if let Some(reader) = hop.as_ref().and_then(|h| ForwardedReader::new(&h.cfg, running.acceptor.clone())) {
+    let forwarded = |h: &Arc<HopDoor>| ForwardedReader::new(&h.cfg, running.acceptor.clone(), revocation.clone());
+    if let Some(reader) = hop.as_ref().and_then(forwarded) {
         gateway = gateway.with_forwarded(reader);
     }
     let mut options = HttpServerOptions::default();
@@ -233,10 +239,6 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     h2.max_concurrent_streams(cfg.listener.h2_max_concurrent_streams);
     h2.max_header_list_size(u32::try_from(cfg.listener.max_request_header_bytes).unwrap_or(u32::MAX));
     file_limit(&cfg);
-    let revocation = match revocation(&cfg) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
     let parts = RouterParts {
         current: running.router.clone(),
         acceptor: running.acceptor.clone(),

@@ -13,6 +13,7 @@ use crate::connection::crl::SharedAcceptor;
 use crate::connection::forwarded::Verified;
 use crate::reason::{HandshakeRefusal, Token};
 use crate::request::normalize::percent::{pieces, Piece};
+use crate::revocation::{Revocation, Verdict};
 use base64::Engine;
 use http::HeaderMap;
 use openssl::x509::X509;
@@ -30,17 +31,29 @@ pub enum Forwarded {
     Refused(Token, Option<HandshakeRefusal>),
 }
 
-/// The reader of the hop's certificate header, with the current acceptors' verifier.
+/// The reader of the hop's certificate header, with the current acceptors' verifier and the
+/// revocation checks (OCSP, fetched CRLs) a direct connection's certificate gets.
 pub struct ForwardedReader {
     header: http::HeaderName,
     format: ForwardedFormat,
     acceptor: SharedAcceptor,
+    revocation: Arc<Revocation>,
 }
 
 impl ForwardedReader {
-    pub fn new(cfg: &TrustedHopConfig, acceptor: SharedAcceptor) -> Option<Self> {
+    pub fn new(cfg: &TrustedHopConfig, acceptor: SharedAcceptor, revocation: Arc<Revocation>) -> Option<Self> {
         let header = http::HeaderName::from_bytes(cfg.header.as_bytes()).ok()?;
-        Some(ForwardedReader { header, format: cfg.format, acceptor })
+        Some(ForwardedReader { header, format: cfg.format, acceptor, revocation })
+    }
+
+    /// The revocation verdict on a verified forwarded certificate (its own cache makes a hop's
+    /// repeated certificate cheap; a refusal is never cached with the certificate's verification,
+    /// so a revocation found later applies to the hop's next request).
+    pub async fn revocation(&self, verified: &Verified) -> Verdict {
+        if !self.revocation.enabled() {
+            return Verdict::Good;
+        }
+        self.revocation.check(&verified.leaf, &verified.chain).await
     }
 
     /// The name the hop writes the certificate in.

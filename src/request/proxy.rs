@@ -382,7 +382,7 @@ impl Gateway {
     /// handshake would verify it, in place of the connection's (the hop's connection has none).
     /// A refusal when the header is there but cannot be read or verified; nothing when it is
     /// absent (the request is then one without a certificate).
-    fn forwarded_certificate(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Refusal> {
+    async fn forwarded_certificate(&self, session: &Session, ctx: &mut RequestCtx) -> Option<Refusal> {
         let Some(reader) = &self.forwarded else {
             return None;
         };
@@ -392,6 +392,9 @@ impl Gateway {
                 None
             }
             Forwarded::Verified(v) => {
+                if let crate::revocation::Verdict::Refused(status) = reader.revocation(&v).await {
+                    return Some(Refusal::Certificate(status));
+                }
                 metrics::forwarded_certificate(ForwardedResult::Accepted);
                 ctx.filters.client = Some(v.client.clone());
                 ctx.filters.source = None;
@@ -477,7 +480,7 @@ impl ProxyHttp for Gateway {
             return self.refuse(session, ctx, RefusedBy::Connection, Refusal::Certificate(status)).await;
         }
         if ctx.via_hop {
-            if let Some(refusal) = self.forwarded_certificate(session, ctx) {
+            if let Some(refusal) = self.forwarded_certificate(session, ctx).await {
                 session.set_keepalive(None);
                 return self.refuse(session, ctx, RefusedBy::Connection, refusal).await;
             }
