@@ -6,6 +6,9 @@
 #   ocsp-cold    OCSP, every run a certificate the gateway has not seen (a request to the responder)
 #   ocsp-warm    OCSP, the same certificate every run (answered from the cache)
 #   crl-dp-warm  CRLs from the certificates' distribution point, already fetched (a lookup)
+#   balancer, balancer-ocsp-cold, balancer-ocsp-warm   the same through Debian's nginx as the
+#                TLS-terminating balancer (trusted_hop): curl's handshake is with nginx, which
+#                forwards the certificate over its kept-alive connection to the hop listener
 # `openssl ocsp` is the responder and python's http.server serves the CRL, both on loopback: the
 # responder's own time (one signature) is in the cold numbers, a network's round trip is not.
 # The request has no token (401 no_token from the first filter): what is measured is the
@@ -39,7 +42,7 @@ fi
 CERTS_DIR=$certs scripts/create-certs.sh >/dev/null
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-gw_port=$(port); ocsp_port=$(port); crl_port=$(port); ops_port=$(port)
+gw_port=$(port); ocsp_port=$(port); crl_port=$(port); ops_port=$(port); hop_port=$(port); lb_port=$(port)
 [[ $gw_port != "$ocsp_port" && $crl_port != "$ops_port" ]] || { echo "port clash, run again" >&2; exit 1; }
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -102,9 +105,48 @@ start_gateway() { # name [key=value ...]
 }
 stop_gateway() { kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; }
 
-one() { # partner-index: "appconnect starttransfer" in ms
+# The balancer: terminates the partner's TLS without verifying it, forwards the certificate from
+# 127.0.0.2 with its hop certificate (as tests/common/balancer.rs and docs/trusted-hop.md).
+hop="trusted_hop={address: '127.0.0.1:$hop_port', sources: [127.0.0.2], format: escaped_pem, hop_ca: $certs/hop-ca.pem, hop_subjects: [CN=edge-balancer]}"
+start_balancer() {
+  local nginx lb=$out/balancer
+  nginx=$(scripts/nginx-lua.sh unpack)
+  mkdir -p "$lb/tmp"
+  cat >"$lb/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $lb/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $lb/tmp/body; proxy_temp_path $lb/tmp/proxy; fastcgi_temp_path $lb/tmp/fastcgi;
+  uwsgi_temp_path $lb/tmp/uwsgi; scgi_temp_path $lb/tmp/scgi;
+  upstream hop { server 127.0.0.1:$hop_port; keepalive 8; }
+  server {
+    listen 127.0.0.1:$lb_port ssl;
+    ssl_certificate $certs/example.tls.pem; ssl_certificate_key $certs/example.tls.key;
+    ssl_verify_client optional_no_ca; ssl_session_cache off; ssl_session_tickets off;
+    location / {
+      proxy_pass https://hop; proxy_bind 127.0.0.2; proxy_http_version 1.1;
+      proxy_set_header Connection ""; proxy_set_header Host \$http_host;
+      proxy_set_header X-SSL-Client-Cert \$ssl_client_escaped_cert;
+      proxy_ssl_server_name on; proxy_ssl_name api.example.com; proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $certs/root.pem; proxy_ssl_session_reuse on;
+      proxy_ssl_certificate $certs/hop.client.pem; proxy_ssl_certificate_key $certs/hop.client.key;
+    }
+  }
+}
+EOF
+  "$nginx" -p "$lb" -e "$lb/error.log" -c "$lb/nginx.conf" &
+  pids+=($!)
+  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$lb_port") 2>/dev/null && return; sleep 0.05; done
+  echo "nginx did not start: $lb/error.log" >&2
+  exit 1
+}
+
+one() { # partner-index [port]: "appconnect starttransfer" in ms
   curl -s -o /dev/null --noproxy '*' --cacert "$certs/root.pem" --cert "$pki/p$1.pem" --key "$pki/p$1.key" \
-    --connect-to "api.example.com:443:127.0.0.1:$gw_port" -w '%{time_appconnect} %{time_starttransfer}\n' \
+    --connect-to "api.example.com:443:127.0.0.1:${2:-$gw_port}" -w '%{time_appconnect} %{time_starttransfer}\n' \
     https://api.example.com/api/transactions | awk '{ printf "%.2f %.2f\n", $1 * 1000, $2 * 1000 }'
 }
 
@@ -113,10 +155,10 @@ stats() { # file column -> "median p90"
 }
 
 table=$out/../revocation.txt
-printf '%-12s %5s | %-17s | %-17s\n' scenario runs "appconnect ms" "first byte ms" >"$table"
-printf '%-12s %5s | %8s %8s | %8s %8s\n' "" "" median p90 median p90 >>"$table"
+printf '%-18s %5s | %-17s | %-17s\n' scenario runs "appconnect ms" "first byte ms" >"$table"
+printf '%-18s %5s | %8s %8s | %8s %8s\n' "" "" median p90 median p90 >>"$table"
 row() { # name file
-  printf '%-12s %5s | %s | %s\n' "$1" "$(wc -l <"$2")" "$(stats "$2" 1)" "$(stats "$2" 2)" >>"$table"
+  printf '%-18s %5s | %s | %s\n' "$1" "$(wc -l <"$2")" "$(stats "$2" 1)" "$(stats "$2" 2)" >>"$table"
 }
 
 start_gateway none
@@ -138,5 +180,21 @@ one 0 >/dev/null
 for i in $(seq 1 "$runs"); do one "$i"; done >"$out/crl-dp-warm.txt"
 stop_gateway
 row crl-dp-warm "$out/crl-dp-warm.txt"
+
+start_balancer
+start_gateway balancer "$hop"
+one 0 "$lb_port" >/dev/null
+for _ in $(seq "$runs"); do one 0 "$lb_port"; done >"$out/balancer.txt"
+stop_gateway
+row balancer "$out/balancer.txt"
+
+start_gateway balancer-ocsp "$hop" 'revocation={policy: hard, timeout: 2s, ocsp: {}}'
+# nginx's connections to the hop listener are made again first: not part of what is measured.
+one 0 "$lb_port" >/dev/null
+for i in $(seq 1 "$runs"); do one "$i" "$lb_port"; done >"$out/balancer-ocsp-cold.txt"
+for _ in $(seq "$runs"); do one 0 "$lb_port"; done >"$out/balancer-ocsp-warm.txt"
+stop_gateway
+row balancer-ocsp-cold "$out/balancer-ocsp-cold.txt"
+row balancer-ocsp-warm "$out/balancer-ocsp-warm.txt"
 
 cat "$table"
