@@ -105,42 +105,12 @@ start_gateway() { # name [key=value ...]
 }
 stop_gateway() { kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; }
 
-# The balancer: terminates the partner's TLS without verifying it, forwards the certificate from
-# 127.0.0.2 with its hop certificate (as tests/common/balancer.rs and docs/trusted-hop.md).
-hop="trusted_hop={address: '127.0.0.1:$hop_port', sources: [127.0.0.2], format: escaped_pem, hop_ca: $certs/hop-ca.pem, hop_subjects: [CN=edge-balancer]}"
+hop=$(balancer_hop "$hop_port")
 start_balancer() {
-  local nginx lb=$out/balancer
-  nginx=$(scripts/nginx-lua.sh unpack)
-  mkdir -p "$lb/tmp"
-  cat >"$lb/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $lb/nginx.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $lb/tmp/body; proxy_temp_path $lb/tmp/proxy; fastcgi_temp_path $lb/tmp/fastcgi;
-  uwsgi_temp_path $lb/tmp/uwsgi; scgi_temp_path $lb/tmp/scgi;
-  upstream hop { server 127.0.0.1:$hop_port; keepalive 8; }
-  server {
-    listen 127.0.0.1:$lb_port ssl;
-    ssl_certificate $certs/example.tls.pem; ssl_certificate_key $certs/example.tls.key;
-    ssl_verify_client optional_no_ca; ssl_session_cache off; ssl_session_tickets off;
-    location / {
-      proxy_pass https://hop; proxy_bind 127.0.0.2; proxy_http_version 1.1;
-      proxy_set_header Connection ""; proxy_set_header Host \$http_host;
-      proxy_set_header X-SSL-Client-Cert \$ssl_client_escaped_cert;
-      proxy_ssl_server_name on; proxy_ssl_name api.example.com; proxy_ssl_verify on;
-      proxy_ssl_trusted_certificate $certs/root.pem; proxy_ssl_session_reuse on;
-      proxy_ssl_certificate $certs/hop.client.pem; proxy_ssl_certificate_key $certs/hop.client.key;
-    }
-  }
-}
-EOF
-  "$nginx" -p "$lb" -e "$lb/error.log" -c "$lb/nginx.conf" &
-  pids+=($!)
+  balancer_start "$out/balancer" "$lb_port" "$hop_port"
+  pids+=("$balancer_pid")
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$lb_port") 2>/dev/null && return; sleep 0.05; done
-  echo "nginx did not start: $lb/error.log" >&2
+  echo "nginx did not start: $out/balancer/error.log" >&2
   exit 1
 }
 

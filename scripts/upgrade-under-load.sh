@@ -45,6 +45,8 @@ if [[ -n "${MATRIX:-}" ]]; then
         [[ -n $stop ]] && signal=SIGTERM
         [[ -n $low ]] && rate="300 ms"
         rows+=("| $signal | $kind | $rate | $(grep '^| [0-9]' <<<"$out" | tail -1 | cut -c3-)")
+        # Each run's whole output, with its error kinds: what a failed row was.
+        printf '%s\n' "$out" >"$here/target/upgrade/matrix-$signal-$kind-${low:+slow}${low:-full}.txt"
       done
     done
   done
@@ -83,7 +85,7 @@ source scripts/conf-lib.sh
 idsvr_conf "$out/idsvr.yaml" $IDSVR
 api_conf "$out/api.yaml" $API $IDSVR
 hop=()
-[[ -n "${BALANCER:-}" ]] && hop=("trusted_hop={address: '127.0.0.1:$HOP', sources: [127.0.0.2], format: escaped_pem, hop_ca: $certs/hop-ca.pem, hop_subjects: [CN=edge-balancer]}")
+[[ -n "${BALANCER:-}" ]] && hop=("$(balancer_hop $HOP)")
 gateway_conf "$out/gw.yaml" $GW "$out" $IDSVR "127.0.0.1:$API" pingora.grace_period_seconds=3 \
   pingora.graceful_shutdown_timeout_seconds=10 "metrics.address=127.0.0.1:$OPS" "${hop[@]}"
 
@@ -94,36 +96,11 @@ RUST_LOG=info "$bin/mtls-gateway" -c "$out/gw.yaml" >"$out/gw-old.log" 2>&1 & ol
 
 target=$GW
 if [[ -n "${BALANCER:-}" ]]; then
-  # The balancer: nginx terminates the partner's TLS without verifying it and forwards the
-  # certificate over TLS, with its own hop certificate, from 127.0.0.2 (the trusted source).
-  nginx=$(scripts/nginx-lua.sh unpack)
-  lb=$out/balancer && mkdir -p "$lb/tmp"
-  cat >"$lb/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $lb/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $lb/tmp/body; proxy_temp_path $lb/tmp/proxy; fastcgi_temp_path $lb/tmp/fastcgi;
-  uwsgi_temp_path $lb/tmp/uwsgi; scgi_temp_path $lb/tmp/scgi;
-  upstream hop { server 127.0.0.1:$HOP; keepalive 32; }
-  server {
-    listen 127.0.0.1:$LB ssl;
-    ssl_certificate $certs/example.tls.pem; ssl_certificate_key $certs/example.tls.key;
-    ssl_verify_client optional_no_ca;
-    location / {
-      proxy_pass https://hop; proxy_bind 127.0.0.2; proxy_http_version 1.1;
-      proxy_set_header Connection ""; proxy_set_header Host \$http_host;
-      proxy_set_header X-SSL-Client-Cert \$ssl_client_escaped_cert;
-      proxy_ssl_server_name on; proxy_ssl_name api.example.com; proxy_ssl_verify on;
-      proxy_ssl_trusted_certificate $certs/root.pem; proxy_ssl_session_reuse on;
-      proxy_ssl_certificate $certs/hop.client.pem; proxy_ssl_certificate_key $certs/hop.client.key;
-    }
-  }
-}
-EOF
-  "$nginx" -p "$lb" -e "$lb/error.log" -c "$lb/nginx.conf" & pids+=($!); wait_port $LB
+  # The balancer (conf-lib.sh): nginx terminates the partner's TLS without verifying it and
+  # forwards the certificate over TLS, with its own hop certificate, from 127.0.0.2.
+  balancer_start "$out/balancer" $LB $HOP
+  pids+=("$balancer_pid")
+  wait_port $LB
   target=$LB
 fi
 

@@ -260,7 +260,7 @@ fn serve(opt: Opt, app: App) -> ExitCode {
     let graceful = Duration::from_secs(server.configuration.graceful_shutdown_timeout_seconds.unwrap_or(5));
     let loops = LoopService::new(pool.clone(), server.watch_execution_phase(), graceful);
     let loops = server.add_service(background_service("worker-loops", loops));
-    let mut edge = Service::new("sni-router".to_string(), SniRouter::new(parts, pool.clone()));
+    let mut edge = Service::new("sni-router".to_string(), SniRouter::new(parts.clone(), pool.clone()));
     edge.threads = Some(1);
     edge.add_tcp(&cfg.listener.address);
     server.add_service(edge).add_dependency(&loops);
@@ -269,13 +269,6 @@ fn serve(opt: Opt, app: App) -> ExitCode {
         server.add_service(background_service("revocation", service));
     }
     if let Some(hop) = hop {
-        let parts = RouterParts {
-            current: running.router.clone(),
-            acceptor: running.acceptor.clone(),
-            live: running.live.clone(),
-            limits: running.limits.clone(),
-            revocation: revocation.clone(),
-        };
         let address = hop.cfg.address.to_string();
         let mut door = Service::new("trusted-hop".to_string(), SniRouter::for_hop(parts, pool.clone(), hop));
         door.threads = Some(1);

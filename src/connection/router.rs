@@ -60,7 +60,8 @@ struct Ends {
     close: watch::Sender<bool>,
 }
 
-/// What the router shares with the rest of the process.
+/// What the router shares with the rest of the process (and the hop listener's router with it).
+#[derive(Clone)]
 pub struct RouterParts {
     pub current: Arc<ArcSwap<RouterConfig>>,
     pub acceptor: SharedAcceptor,
