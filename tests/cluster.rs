@@ -60,13 +60,14 @@ impl Pair {
         self.sys.client_builder(p12).resolve(API, gw).resolve(DPOP_API, gw).build().unwrap()
     }
 
-    /// The first gateway's address; the replica listens on the same port of another address.
+    /// The first gateway's address (its balancer's when the tests run behind one); the replica
+    /// listens on the same port of another address.
     fn first(&self) -> SocketAddr {
-        ([127, 0, 0, 1], self.sys.gateway_port).into()
+        self.sys.api_addr()
     }
 
     fn addrs(&self) -> [SocketAddr; 2] {
-        [self.first(), self.other.addr]
+        [self.first(), self.other.api_addr]
     }
 
     async fn call(&self, gw: SocketAddr, token: &str) -> u16 {
@@ -295,9 +296,9 @@ async fn a_dpop_proof_used_on_one_replica_is_a_replay_on_the_other() {
     let token = p.sys.dpop_token(&p.client(p.first(), None), &key).await;
     let proof = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
     assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
-    assert_replayed(&p, p.other.addr, &token, &proof).await;
+    assert_replayed(&p, p.other.api_addr, &token, &proof).await;
     let fresh = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
-    assert_eq!(dpop_call(&p, p.other.addr, &token, &fresh).await.0, 200, "a fresh proof passes there");
+    assert_eq!(dpop_call(&p, p.other.api_addr, &token, &fresh).await.0, 200, "a fresh proof passes there");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -310,11 +311,11 @@ async fn a_purge_on_one_replica_empties_both_caches() {
         assert_eq!(p.call(gw, &token).await, 200);
     }
     p.sys.revoke(&token).await;
-    assert_eq!(p.call(p.other.addr, &token).await, 200, "still cached on the replica");
+    assert_eq!(p.call(p.other.api_addr, &token).await, 200, "still cached on the replica");
     let answer = admin_purge(&p, &token).await;
     assert_eq!(answer["answer"]["replicas"], "published", "{answer}");
     let deadline = Instant::now() + Duration::from_secs(2);
-    while p.call(p.other.addr, &token).await != 401 {
+    while p.call(p.other.api_addr, &token).await != 401 {
         assert!(Instant::now() < deadline, "the replica still serves the purged token");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -355,7 +356,7 @@ async fn with_the_server_down_requests_follow_the_policies_and_resume_when_it_is
     redis.resume();
     p.purges_become("subscribed").await;
     let proof = until_a_proof_passes(&p, p.first(), &key, &dpop, Duration::from_secs(10)).await;
-    assert_replayed(&p, p.other.addr, &dpop, &proof).await;
+    assert_replayed(&p, p.other.api_addr, &dpop, &proof).await;
 }
 
 /// The connection is the process's: a reload that adds a `cluster` section says it waits for a
@@ -396,7 +397,7 @@ async fn a_tls_server_with_client_certificates_and_a_password_is_shared() {
     let token = p.sys.dpop_token(&p.client(p.first(), None), &key).await;
     let proof = key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
     assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
-    assert_replayed(&p, p.other.addr, &token, &proof).await;
+    assert_replayed(&p, p.other.api_addr, &token, &proof).await;
     // Ready once its probes have seen its own listener (bound after the first probe round).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -448,7 +449,7 @@ async fn a_hung_server_holds_no_request_and_its_silent_subscription_is_given_up(
         assert_eq!(p.call(gw, &token).await, 200, "rate limits fail open");
     }
     let proof = key.proof("GET", &echo_url(&p), Some(&dpop), &json!({}));
-    assert_eq!(dpop_call(&p, p.other.addr, &dpop, &proof).await.0, 503, "the replay check fails closed");
+    assert_eq!(dpop_call(&p, p.other.api_addr, &dpop, &proof).await.0, 503, "the replay check fails closed");
     p.sys.revoke(&token).await;
     for gw in p.addrs() {
         revoked_within_the_outage_cache_ttl(&p, gw, &token).await;
@@ -458,7 +459,7 @@ async fn a_hung_server_holds_no_request_and_its_silent_subscription_is_given_up(
 
     redis.freeze(false);
     p.purges_become("subscribed").await;
-    until_a_proof_passes(&p, p.other.addr, &key, &dpop, Duration::from_secs(10)).await;
+    until_a_proof_passes(&p, p.other.api_addr, &key, &dpop, Duration::from_secs(10)).await;
 }
 
 /// Connections that go silent without an error (a failover that leaves the old address
@@ -474,7 +475,7 @@ async fn connections_that_go_silent_are_replaced() {
     let key = ProofKey::generate().unwrap();
     let token = p.sys.dpop_token(&p.client(p.first(), None), &key).await;
     let fresh = || key.proof("GET", &echo_url(&p), Some(&token), &json!({}));
-    assert_eq!(dpop_call(&p, p.other.addr, &token, &fresh()).await.0, 200);
+    assert_eq!(dpop_call(&p, p.other.api_addr, &token, &fresh()).await.0, 200);
 
     proxy.silence_open_connections();
     for gw in p.addrs() {
@@ -487,7 +488,7 @@ async fn connections_that_go_silent_are_replaced() {
     p.purges_become("subscribed").await;
     let proof = fresh();
     assert_eq!(dpop_call(&p, p.first(), &token, &proof).await.0, 200);
-    assert_replayed(&p, p.other.addr, &token, &proof).await;
+    assert_replayed(&p, p.other.api_addr, &token, &proof).await;
 }
 
 /// Issue 29: a proof id's entry on the server lived the window from its first use, while the
@@ -507,7 +508,7 @@ async fn a_proof_dated_ahead_is_a_replay_on_every_replica_until_its_window_ends(
     let ahead = key.proof("GET", &echo_url(&p), Some(&token), &json!({ "iat": second + 5 }));
     assert_eq!(dpop_call(&p, p.first(), &token, &ahead).await.0, 200);
     until(second as f64 + 7.5).await;
-    assert_replayed(&p, p.other.addr, &token, &ahead).await;
+    assert_replayed(&p, p.other.api_addr, &token, &ahead).await;
 }
 
 /// Issue 29: while the purge subscription was down every request was introspected and counted

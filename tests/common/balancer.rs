@@ -37,6 +37,28 @@ pub fn trusted_hop_section(hop_port: u16) -> serde_yaml::Value {
     ))
 }
 
+/// Waits until the hop listener accepts, probing from the trusted source: a probe from any other
+/// address would be counted as a `hop_untrusted_source` cut, which the tests look for.
+pub fn wait_hop(port: u16, dir: &Path, proc: &mut Proc) {
+    use socket2::{Domain, Socket, Type};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let target: SocketAddr = ([127, 0, 0, 1], port).into();
+    loop {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let source: SocketAddr = (HOP_SOURCE.parse::<std::net::Ipv4Addr>().unwrap(), 0).into();
+        socket.bind(&source.into()).unwrap();
+        if socket.connect_timeout(&target.into(), Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        let exited = proc.child.try_wait().ok().flatten().is_some();
+        if exited || Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join(format!("{}.log", proc.name))).unwrap_or_default();
+            panic!("{} does not listen on {target}:\n{log}", proc.name);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 pub struct Balancer {
     pub port: u16,
     _proc: Proc,

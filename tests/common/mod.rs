@@ -456,7 +456,7 @@ impl System {
         let mut proc = spawn("mtls-gateway", &self.path("gateway.yaml"), self.dir.path());
         wait_port(self.gateway_port, self.dir.path(), &mut proc);
         if self.opts.via_balancer {
-            wait_port(self.hop_port, self.dir.path(), &mut proc);
+            balancer::wait_hop(self.hop_port, self.dir.path(), &mut proc);
             if self.balancer.is_none() {
                 self.balancer = Some(balancer::Balancer::start(self.dir.path(), self.hop_port));
             }

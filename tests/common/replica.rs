@@ -174,6 +174,10 @@ impl Drop for Redis {
 /// resolving the names to one address or the other; its other listeners on ports of their own.
 pub struct Replica {
     pub addr: SocketAddr,
+    /// Where clients reach its API hosts: a balancer of its own when the system runs behind one
+    /// (`MTLS_TEST_VIA=balancer`), else `addr`.
+    pub api_addr: SocketAddr,
+    _balancer: Option<super::balancer::Balancer>,
     pub metrics_port: u16,
     pub admin_port: Option<u16>,
     pub dir: tempfile::TempDir,
@@ -216,11 +220,20 @@ impl System {
         } else {
             yaml::remove(&mut v, "token_issuer");
         }
+        let hop_port = self.balancer.as_ref().map(|_| free_port());
+        if let Some(port) = hop_port {
+            yaml::set(&mut v, "trusted_hop", super::balancer::trusted_hop_section(port));
+        }
         let path = dir.path().join("gateway.yaml");
         yaml::write(&v, &path);
         let mut proc = spawn("mtls-gateway", &path, dir.path());
         wait_addr(addr, dir.path(), &mut proc);
-        Replica { addr, metrics_port, admin_port, dir, _proc: proc }
+        let balancer = hop_port.map(|port| {
+            super::balancer::wait_hop(port, dir.path(), &mut proc);
+            super::balancer::Balancer::start(dir.path(), port)
+        });
+        let api_addr = balancer.as_ref().map_or(addr, |b| b.addr());
+        Replica { addr, api_addr, _balancer: balancer, metrics_port, admin_port, dir, _proc: proc }
     }
 }
 
