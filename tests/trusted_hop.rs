@@ -195,3 +195,37 @@ async fn each_header_format_carries_the_partner() {
         assert_eq!(to_hop_listener(&sys, HOP_SOURCE, Some("hop.client.p12"), &other, &headers), Some(401), "{format}");
     }
 }
+
+/// One partner's refused certificate (or none) is that request's: the hop's HTTP/1.1 connection
+/// (nginx speaks HTTP/1.1 to its upstreams), which carries every partner's requests one after the
+/// other, stays open for the next one instead of costing the balancer a new handshake.
+#[tokio::test]
+async fn a_refused_partner_does_not_close_the_hops_connection() {
+    let sys = System::start_with(behind_balancer());
+    let token = sys.token("example.client.p12", "partner-client").await;
+    let one = |header: Option<String>| {
+        let mut args: Vec<String> = ["-sS", "--http1.1", "--noproxy", "*", "--max-time", "10", "-o", "/dev/null"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(["-w".into(), "%{http_code} %{num_connects}\n".into(), "--interface".into(), HOP_SOURCE.into()]);
+        args.extend(["--cacert".into(), cert("root.pem"), "--cert-type".into(), "P12".into()]);
+        args.extend(["--cert".into(), format!("{}:Password1", cert("hop.client.p12"))]);
+        args.extend(["--connect-to".into(), format!("{API}:443:127.0.0.1:{}", sys.hop_port)]);
+        args.extend(["-H".into(), format!("authorization: Bearer {token}")]);
+        if let Some(h) = header {
+            args.extend(["-H".into(), h]);
+        }
+        args.push(format!("https://{API}/api/echo"));
+        args
+    };
+    let mut args = one(Some(format!("{HOP_HEADER}: {}", escaped_pem("untrusted.client.pem"))));
+    for next in [one(None), one(Some(format!("{HOP_HEADER}: {}", escaped_pem("example.client.pem"))))] {
+        args.push("--next".into());
+        args.extend(next);
+    }
+    let out = Command::new("curl").args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // Status and new connections made, per request: one connection for the three.
+    assert_eq!(text.lines().collect::<Vec<_>>(), ["401 1", "401 0", "200 0"], "{text}\n{}", sys.gateway_log());
+}

@@ -481,7 +481,9 @@ impl ProxyHttp for Gateway {
         }
         if ctx.via_hop {
             if let Some(refusal) = self.forwarded_certificate(session, ctx).await {
-                session.set_keepalive(None);
+                // The refusal is this request's certificate's: the hop's connection carries every
+                // partner's requests and stays open (closing it would make one partner's bad
+                // certificate cost the balancer a new handshake per request).
                 return self.refuse(session, ctx, RefusedBy::Connection, refusal).await;
             }
         }
@@ -506,8 +508,10 @@ impl ProxyHttp for Gateway {
         match state.normalizer.apply(session.req_header_mut(), conn) {
             Ok(host) => ctx.host = host,
             Err(refusal) => {
-                if matches!(refusal, Refusal::InvalidToken(_) | Refusal::HeaderTooLarge) {
-                    // Nothing else this connection sends can pass either.
+                // Nothing else this connection sends can pass either; on the hop's connection a
+                // missing certificate is one request's, not the connection's.
+                let certificate = matches!(refusal, Refusal::InvalidToken(_));
+                if refusal == Refusal::HeaderTooLarge || (certificate && !ctx.via_hop) {
                     session.set_keepalive(None);
                 }
                 return self.refuse(session, ctx, RefusedBy::Normalize, refusal).await;
