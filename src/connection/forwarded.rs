@@ -86,8 +86,22 @@ impl ForwardedVerifier {
     /// The verified certificate for what the hop sent (`key`: its SHA-256), parsing it with `parse`
     /// only when it is not cached. `None`: `parse` found no certificate.
     pub fn verified(&self, key: [u8; 32], parse: impl FnOnce() -> Option<(X509, Vec<X509>)>) -> Option<Outcome> {
+        self.verified_at(key, parse, now())
+    }
+
+    /// [`Self::verified`] at `now` (seconds since the epoch) for what the cache holds.
+    fn verified_at(
+        &self,
+        key: [u8; 32],
+        parse: impl FnOnce() -> Option<(X509, Vec<X509>)>,
+        now: i64,
+    ) -> Option<Outcome> {
         if let Some(hit) = self.cache.get(&key) {
-            return Some(hit);
+            // A certificate that expired since it was verified is not served from the cache.
+            return Some(match hit {
+                Ok(v) if v.client.not_after.is_some_and(|t| t <= now) => Err(HandshakeRefusal::Expired),
+                other => other,
+            });
         }
         let (leaf, chain) = parse()?;
         let outcome = self.verify(&leaf, &chain).and_then(|()| {
@@ -123,6 +137,11 @@ impl ForwardedVerifier {
     }
 }
 
+fn now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map(|d| d.as_secs() as i64).unwrap_or(i64::MAX)
+}
+
 /// OpenSSL's verification of `leaf` with `chain` against `store`: the error code when it fails
 /// (a failure to even run it is an invalid certificate: fail closed).
 fn run(store: &X509Store, leaf: &X509, chain: &[X509]) -> Result<(), i32> {
@@ -137,5 +156,75 @@ fn run(store: &X509Store, leaf: &X509, chain: &[X509]) -> Result<(), i32> {
         Ok(None) => Ok(()),
         Ok(Some(code)) => Err(code),
         Err(_) => Err(INVALID),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_files::{local, set};
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::x509::extension::BasicConstraints;
+    use openssl::x509::X509NameBuilder;
+
+    fn key() -> PKey<Private> {
+        PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap()).unwrap()
+    }
+
+    fn cert(cn: &str, key: &PKey<Private>, issuer: Option<(&X509, &PKey<Private>)>, ca: bool) -> X509 {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap()).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(issuer.map_or(&*name, |(c, _)| c.subject_name())).unwrap();
+        b.set_pubkey(key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap()).unwrap();
+        if ca {
+            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
+        }
+        b.sign(issuer.map_or(key, |(_, k)| k), MessageDigest::sha256()).unwrap();
+        b.build()
+    }
+
+    /// The routes' filters are the request layer's to check: taken as written.
+    struct AnyFilters;
+
+    impl crate::config::FilterRules for AnyFilters {
+        fn check(
+            &self,
+            _: &str,
+            _: &std::collections::BTreeSet<String>,
+        ) -> Result<Vec<crate::config::RouteFilters>, serde_yaml::Error> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn a_cached_certificate_that_expired_since_is_refused() {
+        let (ca_key, leaf_key) = (key(), key());
+        let ca = cert("test CA", &ca_key, None, true);
+        let leaf = cert("partner", &leaf_key, Some((&ca, &ca_key)), false);
+        let (dir, path) = local(|d| set(d, &["tls", "client_crl"], serde_yaml::Value::Null));
+        std::fs::write(dir.path().join("certs/root.pem"), ca.to_pem().unwrap()).unwrap();
+        let cfg = crate::config::load(&path, &AnyFilters).unwrap_or_else(|p| panic!("{:?}", p.lines()));
+        let verifier = ForwardedVerifier::new(&cfg.tls).unwrap();
+        let first = verifier.verified([1; 32], || Some((leaf.clone(), Vec::new()))).unwrap();
+        let not_after = first.as_ref().map(|v| v.client.not_after).unwrap().unwrap();
+        let never = || -> Option<(X509, Vec<X509>)> { panic!("served from the cache") };
+        assert!(verifier.verified_at([1; 32], never, not_after - 1).unwrap().is_ok());
+        let later = verifier.verified_at([1; 32], never, not_after).unwrap();
+        assert!(matches!(later, Err(HandshakeRefusal::Expired)));
+        // Another CA's certificate is refused, and the refusal is what is cached.
+        let stranger = cert("stranger", &leaf_key, None, false);
+        assert!(verifier.verified([2; 32], || Some((stranger, Vec::new()))).unwrap().is_err());
     }
 }
